@@ -48,7 +48,7 @@ test: install-dev browser lint
 	$(PY) -m pytest
 
 models: install
-	$(PY) -m bench.make_models
+	$(PY) models/build.py
 
 bench: install-bench
 	$(PY) bench/train.py
