@@ -1,0 +1,165 @@
+"""The OpenAPI 3 document of server.py, written by hand (tests/test_server.py keeps it true:
+its paths and methods must be exactly the app's routes)."""
+
+
+def _json(schema, description='OK'):
+    return {'description': description, 'content': {'application/json': {'schema': schema}}}
+
+
+def _ref(name):
+    return {'$ref': f'#/components/schemas/{name}'}
+
+
+def _error(description):
+    return _json(_ref('Error'), description)
+
+
+_NUMBER = {'type': 'number'}
+_INT = {'type': 'integer'}
+_SIZES = {'type': 'array', 'items': _INT, 'example': [784, 30, 10]}
+_OK_TEXT = {'description': 'done', 'content': {'text/plain': {'schema': {'type': 'string',
+                                                                          'enum': ['OK']}}}}
+_BUSY = _error('a training job is running (the body also has "status", as /train/status)')
+_PRETRAINED_QUERY = {'name': 'pretrained', 'in': 'query', 'required': False,
+                     'description': 'a version listed by /models; absent, "null" or 0 '
+                                    'mean the live net', 'schema': {'type': 'integer'}}
+
+
+def openapi_document(max_epochs, max_body):
+    """The document for a server that trains at most ``max_epochs`` per request and reads
+    bodies of at most ``max_body`` bytes."""
+    epochs = {'type': 'integer', 'minimum': 1, 'maximum': max_epochs, 'default': 1}
+    train = {
+        'summary': 'train the live net (a copy, swapped in when complete)',
+        'responses': {
+            '200': _json(_ref('TrainResult'), 'after training'),
+            '400': _error(f'epochs is not an integer from 1 to {max_epochs}'),
+            '409': _BUSY,
+            '503': _error('no training data (run `python preprocess.py`)'),
+        },
+    }
+    busy_or_ok = {'200': _OK_TEXT, '409': _BUSY}
+    return {
+        'openapi': '3.0.3',
+        'info': {'title': 'better-tensorflow', 'version': '1.0.0',
+                 'description': 'An MNIST digit classifier to ask, train and inspect. Every '
+                                'answer has CORS headers; every error is a 4xx JSON '
+                                f'{{"error": "..."}}; bodies over {max_body} bytes get 413.'},
+        'paths': {
+            '/': {'get': {'summary': 'the drawing page', 'responses': {
+                '200': {'description': 'HTML', 'content': {'text/html': {}}}}}},
+            '/static/{path}': {'get': {
+                'summary': "the drawing page's files",
+                'parameters': [{'name': 'path', 'in': 'path', 'required': True,
+                                'schema': {'type': 'string'}}],
+                'responses': {'200': {'description': 'the file'},
+                              '404': _error('no such file')}}},
+            '/health': {'get': {'summary': 'liveness', 'responses': {'200': _json(
+                {'type': 'object', 'required': ['status'],
+                 'properties': {'status': {'type': 'string', 'enum': ['ok']}}})}}},
+            '/openapi.json': {'get': {'summary': 'this document',
+                                      'responses': {'200': _json({'type': 'object'})}}},
+            '/predict': {'post': {
+                'summary': 'classify a drawn digit',
+                'requestBody': {'required': True, 'content': {
+                    'application/json': {'schema': _ref('PredictRequest')}}},
+                'responses': {
+                    '200': _json(_ref('Prediction')),
+                    '400': _error('bad body, image, pretrained or return_input'),
+                    '413': _error('body over the size limit, or image over 4096x4096 pixels'),
+                    '422': _error('no digit found (blank image)'),
+                }}},
+            '/train': {
+                'get': {**train, 'parameters': [{'name': 'epochs', 'in': 'query',
+                                                 'required': False, 'schema': epochs}]},
+                'post': {**train, 'requestBody': {'required': False, 'content': {
+                    'application/json': {'schema': {
+                        'type': 'object', 'additionalProperties': False,
+                        'properties': {'epochs': epochs}}}}}},
+            },
+            '/train/status': {'get': {'summary': 'progress of the current or last job',
+                                      'responses': {'200': _json(_ref('TrainStatus'))}}},
+            '/train/events': {'get': {
+                'summary': 'Server-Sent Events: "status" first, then per job "progress" '
+                           '(~every 100 ms), "epoch" (loss, val_accuracy) and "done"',
+                'responses': {'200': {'description': 'an event stream that stays open',
+                                      'content': {'text/event-stream': {}}}}}},
+            '/reset': {m: {'summary': 'live net := untrained 784-30-10, learning rate 0.5',
+                           'responses': busy_or_ok} for m in ('get', 'post')},
+            '/pretrain': {m: {'summary': 'live net := a copy of the best pretrained model',
+                              'responses': {**busy_or_ok, '503': _error(
+                                  'no pretrained models installed')}} for m in ('get', 'post')},
+            '/models': {'get': {'summary': 'the live net and the pretrained models',
+                                'responses': {'200': _json(_ref('Models'))}}},
+            '/model/hidden': {'get': {
+                'summary': "first hidden layer's input weights, one 784-vector per unit",
+                'parameters': [_PRETRAINED_QUERY],
+                'responses': {'200': _json(_ref('Hidden')),
+                              '400': _error('pretrained not listed')}}},
+        },
+        'components': {'schemas': {
+            'Error': {'type': 'object', 'required': ['error'],
+                      'properties': {'error': {'type': 'string'},
+                                     'status': _ref('TrainStatus')}},
+            'PredictRequest': {
+                'type': 'object', 'required': ['image'], 'additionalProperties': False,
+                'properties': {
+                    'image': {'type': 'string', 'description': 'base64 PNG, JPEG, WebP or BMP '
+                              '(standard or URL-safe, data: URL prefix optional)',
+                              'example': 'data:image/png;base64,iVBORw0KGgo...'},
+                    'pretrained': {'type': 'integer', 'nullable': True,
+                                   'description': 'a version listed by /models; null or 0 '
+                                                  'means the live net'},
+                    'return_input': {'type': 'boolean', 'default': False}}},
+            'Prediction': {
+                'type': 'object', 'required': ['label', 'predictions', 'model'],
+                'properties': {
+                    'label': {'type': 'integer', 'minimum': 0, 'maximum': 9},
+                    'predictions': {'type': 'array', 'minItems': 10, 'maxItems': 10,
+                                    'items': {'type': 'object',
+                                              'properties': {'label': _INT,
+                                                             'confidence': _NUMBER}}},
+                    'model': {'type': 'string', 'example': 'live'},
+                    'input': {'type': 'array', 'description': 'with return_input: 28 rows of '
+                              '28 floats in [0, 1], what the net saw',
+                              'items': {'type': 'array', 'items': _NUMBER}}}},
+            'TrainResult': {
+                'type': 'object',
+                'properties': {
+                    'accuracy': {'type': 'integer', 'description': 'correct of 100 random '
+                                 'validation samples'},
+                    'validation_accuracy': {'type': 'number', 'description': 'fraction of '
+                                            'the whole validation split'},
+                    'epochs': {'type': 'integer', 'description': 'total epochs trained'},
+                    'seconds': _NUMBER}},
+            'TrainStatus': {
+                'type': 'object',
+                'properties': {
+                    'running': {'type': 'boolean'}, 'epoch': _INT, 'epochs': _INT,
+                    'batch': _INT, 'batches': _INT,
+                    'history': {'type': 'array', 'items': {
+                        'type': 'object', 'properties': {
+                            'epoch': _INT, 'loss': _NUMBER, 'val_accuracy': _NUMBER,
+                            'seconds': _NUMBER}}}}},
+            'Models': {
+                'type': 'object',
+                'properties': {
+                    'live': {'type': 'object', 'properties': {
+                        'sizes': _SIZES, 'epochs': _INT,
+                        'validation_accuracy': {'type': 'number', 'nullable': True},
+                        'learning_rate': _NUMBER, 'batch_size': _INT,
+                        'options': {'type': 'object'}}},
+                    'best': {'type': 'integer', 'nullable': True},
+                    'pretrained': {'type': 'array', 'items': {
+                        'type': 'object', 'properties': {
+                            'version': _INT, 'sizes': _SIZES, 'epochs': _INT,
+                            'test_accuracy': _NUMBER, 'recipe': {'type': 'string'},
+                            'best': {'type': 'boolean'}}}}}},
+            'Hidden': {
+                'type': 'object',
+                'properties': {
+                    'model': {'type': 'string'}, 'sizes': _SIZES,
+                    'units': {'type': 'array', 'items': {
+                        'type': 'array', 'minItems': 784, 'maxItems': 784, 'items': _NUMBER}}}},
+        }},
+    }
