@@ -1,0 +1,468 @@
+"""preprocess.py: raw MNIST to data/mnist_preprocessed.npz, once, checked.
+
+Reads the four canonical IDX ``.gz`` files or the classic ``mnist.pkl.gz`` from a source folder
+(``data/raw/``, or ``$MNIST_DIR``), validates them (gzip, magic numbers, counts, 28x28, labels
+0..9, the published checksums of the IDX files), splits the 70,000 images and writes one NPZ
+that loads with ``allow_pickle=False``. Pixels stay uint8 on disk; ``load_dataset`` scales them.
+
+    python preprocess.py                    # -> data/mnist_preprocessed.npz (70/20/10, seed 0)
+    python preprocess.py --download         # first fetch the IDX files into data/raw/
+    python preprocess.py --split official   # 50,000 / 10,000 of the training set, official test
+    python preprocess.py --pickle           # also data/mnist_preprocessed.pkl, the original layout
+
+    from preprocess import load_dataset
+    data = load_dataset()                   # {'train': (X, y), 'val': (X, y), 'test': (X, y)}
+    net.feed(data['train'], data['val'])
+
+Re-running is a no-op while the output matches the sources and options (``--force`` rebuilds).
+Any problem ends with one message naming the file and what is wrong; outputs are written
+atomically, so a failed run never leaves a partial file.
+"""
+import argparse
+import codecs
+import gzip
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from contextlib import contextmanager
+from http.client import HTTPException
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent
+RAW_DIR = ROOT / 'data' / 'raw'                        # default source, unless $MNIST_DIR is set
+DEFAULT_OUTPUT = ROOT / 'data' / 'mnist_preprocessed.npz'
+MIRROR = 'https://ossci-datasets.s3.amazonaws.com/mnist/'  # torchvision's copy of the IDX files
+SEED = 0
+RATIOS = (0.7, 0.2, 0.1)      # train / validation / test share of all images (the original's)
+OFFICIAL_VAL = 10_000         # --split official: the last 10,000 training images validate
+SPLITS = ('train', 'val', 'test')
+FORMAT_VERSION = 1            # of the output; a different version is rebuilt
+DOWNLOAD_TIMEOUT = 60         # seconds without data before a download gives up
+
+# The canonical files: bytes, md5 (as published, e.g. in torchvision) and sha256.
+IDX_FILES = {
+    'train-images-idx3-ubyte.gz': (9912422, 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
+                                   '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609'),
+    'train-labels-idx1-ubyte.gz': (28881, 'd53e105ee54ea40749a09fcbcd1e9432',
+                                   '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c'),
+    't10k-images-idx3-ubyte.gz': (1648877, '9fb629c4189551a2d022fa330f9573f3',
+                                  '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6'),
+    't10k-labels-idx1-ubyte.gz': (4542, 'ec29112dd5afa0611ce80d1b7f02629c',
+                                  'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6'),
+}
+IDX_SETS = (('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),   # 60,000, then
+            ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'))     # 10,000 test
+PICKLE_FILE = 'mnist.pkl.gz'  # (train 50,000, val 10,000, test 10,000), pixels uint8 / 256
+
+
+class DataError(ValueError):
+    """Raw data, download or output that cannot be used; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------------
+# Reading and validating the raw files.
+
+def find_source(source):
+    """``('idx' | 'pickle', [paths])`` for the raw MNIST in folder ``source``."""
+    source = Path(source)
+    idx = [source / name for name in IDX_FILES]
+    missing = [p.name for p in idx if not p.exists()]
+    if not missing:
+        return 'idx', idx
+    if (source / PICKLE_FILE).exists():
+        return 'pickle', [source / PICKLE_FILE]
+    found = len(missing) < len(idx)
+    raise DataError(f'{source}: ' + (f'incomplete MNIST, missing {", ".join(missing)}' if found
+                                     else f'no MNIST found (expected the four IDX files '
+                                          f'{", ".join(IDX_FILES)} or {PICKLE_FILE})')
+                    + '; `python preprocess.py --download` fetches the IDX files.')
+
+
+def has_source(source):
+    """Whether ``source`` holds any raw MNIST file (complete or not)."""
+    return any((Path(source) / name).exists() for name in (*IDX_FILES, PICKLE_FILE))
+
+
+def check_published(name, data):
+    """Raise DataError unless ``data`` is the canonical IDX file ``name``, byte for byte."""
+    size, md5, sha256 = IDX_FILES[name]
+    if len(data) != size:
+        raise DataError(f'{name}: {len(data)} bytes, expected {size}: the file is truncated or '
+                        'not the canonical one.')
+    got = hashlib.md5(data).hexdigest()
+    if got != md5 or hashlib.sha256(data).hexdigest() != sha256:
+        raise DataError(f'{name}: checksum mismatch (md5 {got}, published {md5}): '
+                        'the file is corrupted or not the canonical one.')
+
+
+def parse_idx(name, data, ndim):
+    """An IDX array of unsigned bytes with ``ndim`` dimensions from gzipped bytes."""
+    try:
+        raw = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f'{name}: not a readable gzip file ({e}).') from None
+    header = 4 + 4 * ndim
+    magic = 0x800 + ndim  # 0x08 = unsigned byte, then the number of dimensions
+    if len(raw) < header or int.from_bytes(raw[:4], 'big') != magic:
+        got = int.from_bytes(raw[:4], 'big') if len(raw) >= 4 else None
+        raise DataError(f'{name}: magic number {got}, expected {magic} (an IDX file of '
+                        f'unsigned bytes with {ndim} dimensions).')
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+    if len(raw) - header != math.prod(dims):
+        raise DataError(f'{name}: the header announces {" x ".join(map(str, dims))} = '
+                        f'{math.prod(dims)} bytes of data, the file holds {len(raw) - header}.')
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def check_labels(name, labels):
+    if labels.size and labels.max() > 9:
+        i = int(np.argmax(labels > 9))
+        raise DataError(f'{name}: label {labels[i]} at index {i}, expected 0..9.')
+
+
+def read_idx(contents):
+    """Images (n, 784) uint8, labels (n,) uint8 and the number of training images.
+
+    ``contents`` maps each IDX file name to its (gzipped) bytes.
+    """
+    images, labels = [], []
+    for image_name, label_name in IDX_SETS:
+        X = parse_idx(image_name, contents[image_name], 3)
+        y = parse_idx(label_name, contents[label_name], 1)
+        if X.shape[1:] != (28, 28):
+            raise DataError(f'{image_name}: images are {X.shape[1]}x{X.shape[2]}, '
+                            'expected 28x28.')
+        if len(X) == 0 or len(X) != len(y):
+            raise DataError(f'{image_name} holds {len(X)} images but {label_name} holds '
+                            f'{len(y)} labels; expected the same number, at least 1.')
+        check_labels(label_name, y)
+        images.append(X.reshape(-1, 784))
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels), len(images[0])
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle can run any code it names."""
+
+    ALLOWED = {('numpy._core.multiarray', '_reconstruct'): np.empty(0).__reduce__()[0],
+               ('numpy.core.multiarray', '_reconstruct'): np.empty(0).__reduce__()[0],
+               ('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
+               ('_codecs', 'encode'): codecs.encode}  # how Python 3 pickles bytes for Python 2
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f'refusing to load {module}.{name}: only numpy arrays '
+                                         'are allowed') from None
+
+
+def read_pickle(name, data):
+    """Images (n, 784) uint8, labels (n,) uint8 and the number of training images."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            sets = _ArrayUnpickler(f, encoding='latin1').load()
+    except Exception as e:  # gzip, pickle and numpy errors all mean "not the classic file"
+        raise DataError(f'{name}: not a readable gzipped pickle of numpy arrays '
+                        f'({type(e).__name__}: {e}).') from None
+    if not (isinstance(sets, (tuple, list)) and len(sets) == 3
+            and all(isinstance(s, (tuple, list)) and len(s) == 2 for s in sets)):
+        raise DataError(f'{name}: expected (train, validation, test), each a pair (images, '
+                        f'labels), got {type(sets).__name__} of another layout.')
+    images, labels = [], []
+    for part, (X, y) in zip(('train', 'validation', 'test'), sets):
+        if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 784
+                and X.dtype.kind == 'f' and len(X)):
+            raise DataError(f'{name}: {part} images must be floats shaped (n, 784), got '
+                            f'{getattr(X, "dtype", type(X).__name__)} {np.shape(X)}.')
+        if not (isinstance(y, np.ndarray) and y.shape == (len(X),) and y.dtype.kind in 'iu'):
+            raise DataError(f'{name}: {part} labels must be {len(X)} integers, got '
+                            f'{getattr(y, "dtype", type(y).__name__)} {np.shape(y)}.')
+        if y.min() < 0 or y.max() > 9:
+            raise DataError(f'{name}: {part} labels range from {y.min()} to {y.max()}, '
+                            'expected 0..9.')
+        images.append(_from_256ths(name, part, X))
+        labels.append(y.astype(np.uint8))
+    return np.concatenate(images), np.concatenate(labels), len(images[0]) + len(images[1])
+
+
+def _from_256ths(name, part, X, chunk=10_000):
+    """The uint8 pixels behind the classic file's float ``pixel / 256``, row chunk by chunk."""
+    out = np.empty(X.shape, np.uint8)
+    for i in range(0, len(X), chunk):
+        x = X[i:i + chunk] * 256  # exact: a power of two
+        q = np.rint(x)
+        bad = (np.abs(x - q) > 1e-3) | (q < 0) | (q > 255)
+        if bad.any():
+            raise DataError(f'{name}: {part} pixel value {x[bad][0] / 256} is not a multiple of '
+                            '1/256 in [0, 255/256]; expected the classic uint8 / 256 encoding.')
+        out[i:i + chunk] = q
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Download.
+
+def download(dest=RAW_DIR, mirror=MIRROR):
+    """Fetch the four IDX files from ``mirror`` into ``dest``, checksums verified.
+
+    Files already in ``dest`` with the published checksums are kept. A download that fails
+    or does not match leaves no file behind.
+    """
+    dest = Path(dest)
+    for name in IDX_FILES:
+        path = dest / name
+        if path.exists():
+            try:
+                check_published(name, path.read_bytes())
+                log.info('%s: already there, checksum ok', path)
+                continue
+            except DataError as e:
+                log.info('%s; downloading it again', e)
+        url = mirror.rstrip('/') + '/' + name
+        data = _fetch(url, name)
+        try:
+            check_published(name, data)
+        except DataError as e:
+            raise DataError(f'download from {url} failed: {e}') from None
+        with atomic_write(path) as f:
+            f.write(data)
+        log.info('%s: downloaded, checksum ok', path)
+
+
+def _fetch(url, name):
+    chunks = []
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            total = int(response.headers.get('Content-Length') or 0) or None
+            with tqdm(total=total, desc=name, unit='B', unit_scale=True, leave=False) as bar:
+                while chunk := response.read(1 << 16):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, HTTPException, OSError, ValueError) as e:
+        raise DataError(f'download from {url} failed: {e}') from None
+    data = b''.join(chunks)
+    if total is not None and len(data) != total:
+        raise DataError(f'download from {url} failed: the connection closed after '
+                        f'{len(data)} of {total} bytes.')
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# Splitting and writing.
+
+def split_indices(n, n_train, split='random', seed=SEED):
+    """Indices into the canonical order (training images, then test images) per split.
+
+    ``'random'``: a seeded permutation of all ``n`` images cut 70/20/10.
+    ``'official'``: the first training images, the last 10,000 training images, the test set.
+    """
+    if split == 'official':
+        if n_train <= OFFICIAL_VAL:
+            raise DataError(f'--split official needs more than {OFFICIAL_VAL} training images '
+                            f'(the last {OFFICIAL_VAL} validate), got {n_train}.')
+        cut = n_train - OFFICIAL_VAL
+        return dict(zip(SPLITS, (np.arange(cut), np.arange(cut, n_train), np.arange(n_train, n))))
+    if split != 'random':
+        raise ValueError(f"split must be 'random' or 'official', got {split!r}.")
+    order = np.random.default_rng(seed).permutation(n)
+    a = round(RATIOS[0] * n)
+    b = a + round(RATIOS[1] * n)
+    return dict(zip(SPLITS, (order[:a], order[a:b], order[b:])))
+
+
+@contextmanager
+def atomic_write(path):
+    """A binary file object for ``path``: a temporary file that replaces ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pickle_path(output):
+    return Path(output).with_suffix('.pkl')
+
+
+def write_pickle(path, data):
+    """The original layout: (train, val, test), each a list of (x (784, 1), y (10, 1)) pairs."""
+    eye = np.eye(10, dtype=np.float32)
+    sets = tuple([(x.reshape(784, 1), t.reshape(10, 1)) for x, t in zip(X, eye[y])]
+                 for X, y in (data[name] for name in SPLITS))
+    with atomic_write(path) as f:
+        pickle.dump(sets, f, protocol=5)  # numpy arrays pickle fastest and leanest in 5
+
+
+def _recorded(output):
+    """The metadata stored in an earlier output, or None when there is no usable one."""
+    try:
+        with np.load(output, allow_pickle=False) as f:
+            return json.loads(str(f['meta']))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def build(source=RAW_DIR, output=DEFAULT_OUTPUT, *, split='random', seed=SEED,
+          write_pkl=False, force=False, verify=True):
+    """Turn the raw MNIST in ``source`` into ``output``; return what was done.
+
+    The result is a dict: ``written`` (paths; empty when the output was already up to date),
+    ``counts`` (images per split), ``format`` ('idx' or 'pickle') and ``seconds``.
+    ``verify=False`` accepts IDX files that differ from the published ones (still validated).
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    fmt, files = find_source(source)
+    contents = {p.name: p.read_bytes() for p in files}
+    if verify and fmt == 'idx':
+        for name, data in contents.items():
+            check_published(name, data)
+    meta = {'format_version': FORMAT_VERSION, 'split': split,
+            'seed': seed if split == 'random' else None, 'source_format': fmt,
+            'source_sha256': {name: hashlib.sha256(data).hexdigest()
+                              for name, data in contents.items()}}
+    pkl = pickle_path(output)
+    pkl_fresh = not write_pkl or (pkl.exists() and output.exists()
+                                  and pkl.stat().st_mtime_ns >= output.stat().st_mtime_ns)
+    recorded = _recorded(output)
+    if not force and pkl_fresh and recorded is not None \
+            and {k: v for k, v in recorded.items() if k != 'counts'} == meta:
+        return {'written': [], 'counts': recorded['counts'], 'format': fmt,
+                'seconds': time.perf_counter() - started}
+
+    X, y, n_train = read_idx(contents) if fmt == 'idx' else read_pickle(*contents.popitem())
+    indices = split_indices(len(X), n_train, split, seed)
+    meta['counts'] = {name: len(index) for name, index in indices.items()}
+    arrays = {'meta': np.str_(json.dumps(meta))}
+    for name, index in indices.items():
+        arrays[f'X_{name}'], arrays[f'y_{name}'] = X[index], y[index]
+        arrays[f'index_{name}'] = index  # position in the canonical order, for provenance
+    with atomic_write(output) as f:
+        np.savez_compressed(f, **arrays)
+    written = [output]
+    if write_pkl:
+        write_pickle(pkl, {name: (arrays[f'X_{name}'] / np.float32(255), arrays[f'y_{name}'])
+                           for name in SPLITS})
+        written.append(pkl)
+    return {'written': written, 'counts': meta['counts'], 'format': fmt,
+            'seconds': time.perf_counter() - started}
+
+
+# ---------------------------------------------------------------------------------------
+# Loading.
+
+def load_dataset(path=DEFAULT_OUTPUT):
+    """The splits ready for ``Graph.feed``: {'train': (X, y), 'val': (X, y), 'test': (X, y)}.
+
+    X is float32 (n, 784) in [0, 1] (stored uint8 / 255), y int64 (n,) digit labels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'{path} not found: build it with `python preprocess.py` '
+                                '(or `make data`).')
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {name: (f[f'X_{name}'], f[f'y_{name}']) for name in SPLITS}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f'{path} is not a preprocessed MNIST file ({e}); rebuild it with '
+                         '`python preprocess.py --force`.') from None
+    for name, (X, y) in data.items():
+        if X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != 784 or y.shape != (len(X),):
+            raise ValueError(f'{path}: {name} holds {X.dtype} images {X.shape} and labels '
+                             f'{y.shape}, expected uint8 (n, 784) and (n,); rebuild it with '
+                             '`python preprocess.py --force`.')
+    return {name: (np.divide(X, np.float32(255), dtype=np.float32), y.astype(np.int64))
+            for name, (X, y) in data.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Command line.
+
+def _size(path):
+    return f'{Path(path).stat().st_size / 1e6:.1f} MB'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--source', type=Path,
+                        default=Path(os.environ.get('MNIST_DIR') or RAW_DIR),
+                        help='folder with the raw MNIST files (default: $MNIST_DIR or data/raw)')
+    parser.add_argument('--output', type=Path, default=DEFAULT_OUTPUT,
+                        help='the NPZ to write (default: data/mnist_preprocessed.npz)')
+    parser.add_argument('--split', choices=('random', 'official'), default='random',
+                        help='random: seeded 70/20/10 of all 70,000 images (default); official: '
+                             '50,000/10,000 of the training set and the official 10,000 test')
+    parser.add_argument('--seed', type=int, default=SEED, help='seed of the random split')
+    parser.add_argument('--pickle', action='store_true',
+                        help='also write the original list-of-pairs pickle next to the output')
+    parser.add_argument('--force', action='store_true', help='rebuild even when up to date')
+    parser.add_argument('--download', action='store_true',
+                        help='first fetch the IDX files (verified) into the source folder')
+    parser.add_argument('--mirror', default=MIRROR,
+                        help='base URL holding the four IDX .gz files (default: %(default)s)')
+    parser.add_argument('--no-verify', action='store_true',
+                        help='accept IDX files that differ from the published checksums')
+    parser.add_argument('--if-available', action='store_true',
+                        help='only build when raw files are found; never fail (for make run)')
+    args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f'--seed must be a non-negative integer, got {args.seed}.')
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+
+    if args.if_available and not has_source(args.source):
+        print(f'No raw MNIST in {args.source}, so the server cannot train (predictions work): '
+              'get it with `python preprocess.py --download` or set MNIST_DIR.')
+        return 0
+    try:
+        if args.download:
+            download(args.source, args.mirror)
+        report = build(args.source, args.output, split=args.split, seed=args.seed,
+                       write_pkl=args.pickle, force=args.force, verify=not args.no_verify)
+    except (DataError, OSError) as e:  # OSError: a file that cannot be read or written
+        if args.if_available:
+            print(f'preprocess.py: {e} Starting without training data.', file=sys.stderr)
+            return 0
+        print(f'preprocess.py: error: {e}', file=sys.stderr)
+        return 1
+
+    how = f'split {args.split}' + (f', seed {args.seed}' if args.split == 'random' else '')
+    if not report['written']:
+        print(f'{args.output} is up to date ({how}, from {args.source}); --force rebuilds it.')
+        return 0
+    raw = 'the four IDX files' if report['format'] == 'idx' else PICKLE_FILE
+    print(f'Wrote {args.output} ({_size(args.output)}) in {report["seconds"]:.1f} s from {raw} '
+          f'in {args.source} ({how}):')
+    for name, n in report['counts'].items():
+        print(f'  {name:5} {n:6,} images: X ({n}, 784) uint8, y ({n},) uint8')
+    if args.pickle:
+        print(f'and {pickle_path(args.output)} ({_size(pickle_path(args.output))}): '
+              '(train, val, test) lists of (x (784, 1), y (10, 1)) float32 pairs')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
