@@ -417,8 +417,8 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
         ctx.stopping.set()  # the training callback sees it after the current batch
         for queue in ctx.listeners:
             queue.put_nowait(None)  # ends the event streams
-        if ctx.job_task is not None:
-            await asyncio.wait([ctx.job_task])  # its /train request gets a 503
+        if ctx.job_task is not None:  # its /train request gets a 503
+            await asyncio.gather(ctx.job_task, return_exceptions=True)
         ctx.trainer.shutdown()
 
     @app.get('/')

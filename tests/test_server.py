@@ -600,6 +600,17 @@ def test_server_keeps_answering_while_training(serve, models):
     assert file_digest(live_file) == saved_before
 
 
+def test_training_goes_on_when_the_client_hangs_up(serve):
+    with serve() as s:
+        conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=10)
+        conn.request('GET', '/train?epochs=2')
+        wait_for(lambda: s.get('/train/status').json['running'], 'the job to start')
+        conn.close()
+        wait_for(lambda: not s.get('/train/status').json['running'], 'the job to end')
+        assert s.get('/models').json['live']['epochs'] == 2
+        assert btf.Graph.from_file(s.app.config.MODELS_DIR / 'live.npz').epochs == 2
+
+
 def test_pretrained_copy_is_never_aliased(serve, models):
     folder, nets = models
     pretrained_file = file_digest(folder / 'model-v2.npz')
