@@ -29,10 +29,10 @@ import math
 import os
 import pickle
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -292,15 +292,15 @@ def atomic_write(path):
     """A binary file object for ``path``: a temporary file that replaces ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with open(tmp, 'xb') as f:  # not mkstemp: its files are private (0600), not per umask
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -274,6 +274,14 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     assert target.read_bytes() == b'old' and leftovers(tmp_path) == []
 
 
+def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with preprocess.atomic_write(tmp_path / 'file.bin') as f:
+        f.write(b'data')
+    assert (tmp_path / 'file.bin').stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_failed_rebuild_keeps_the_old_output(small, tmp_path, capsys):
     images, labels, source = small
     out = tmp_path / 'out.npz'
