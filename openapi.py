@@ -20,15 +20,17 @@ _SIZES = {'type': 'array', 'items': _INT, 'example': [784, 30, 10]}
 _OK_TEXT = {'description': 'done', 'content': {'text/plain': {'schema': {'type': 'string',
                                                                           'enum': ['OK']}}}}
 _BUSY = _error('a training job is running (the body also has "status", as /train/status)')
-_PRETRAINED_QUERY = {'name': 'pretrained', 'in': 'query', 'required': False,
-                     'description': 'a version listed by /models; absent, "null" or 0 '
-                                    'mean the live net', 'schema': {'type': 'integer'}}
+# A 12x12 PNG of a vertical stroke (a "1"), so that the example request is a real one.
+_EXAMPLE_PNG = ('data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAwAAAAMCAAAAABzHgM7AAAAHElEQVQI'
+                '12NgAIP/YJIRxgYxmBiQAL04DMjOAQAqGAMSsSjLHgAAAABJRU5ErkJggg==')
 
 
-def openapi_document(max_epochs, max_body):
-    """The document for a server that trains at most ``max_epochs`` per request and reads
-    bodies of at most ``max_body`` bytes."""
+def openapi_document(max_epochs, max_body, versions):
+    """The document for a server that trains at most ``max_epochs`` per request, reads
+    bodies of at most ``max_body`` bytes and has the pretrained ``versions``."""
     epochs = {'type': 'integer', 'minimum': 1, 'maximum': max_epochs, 'default': 1}
+    pretrained = {'type': 'integer', 'enum': [0, *versions],
+                  'description': 'a version listed by /models; absent or 0 means the live net'}
     train = {
         'summary': 'train the live net (a copy, swapped in when complete)',
         'responses': {
@@ -93,7 +95,8 @@ def openapi_document(max_epochs, max_body):
                                 'responses': {'200': _json(_ref('Models'))}}},
             '/model/hidden': {'get': {
                 'summary': "first hidden layer's input weights, one 784-vector per unit",
-                'parameters': [_PRETRAINED_QUERY],
+                'parameters': [{'name': 'pretrained', 'in': 'query', 'required': False,
+                                'schema': pretrained}],
                 'responses': {'200': _json(_ref('Hidden')),
                               '400': _error('pretrained not listed')}}},
         },
@@ -106,10 +109,9 @@ def openapi_document(max_epochs, max_body):
                 'properties': {
                     'image': {'type': 'string', 'description': 'base64 PNG, JPEG, WebP or BMP '
                               '(standard or URL-safe, data: URL prefix optional)',
-                              'example': 'data:image/png;base64,iVBORw0KGgo...'},
-                    'pretrained': {'type': 'integer', 'nullable': True,
-                                   'description': 'a version listed by /models; null or 0 '
-                                                  'means the live net'},
+                              'example': _EXAMPLE_PNG},
+                    'pretrained': {**pretrained, 'nullable': True,
+                                   'enum': [None, *pretrained['enum']]},
                     'return_input': {'type': 'boolean', 'default': False}}},
             'Prediction': {
                 'type': 'object', 'required': ['label', 'predictions', 'model'],

@@ -432,8 +432,9 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
 
     @app.get('/openapi.json')
     async def openapi(request):
-        return json(openapi_document(request.app.config.MAX_EPOCHS,
-                                     request.app.config.REQUEST_MAX_SIZE))
+        config = request.app.config
+        return json(openapi_document(config.MAX_EPOCHS, config.REQUEST_MAX_SIZE,
+                                     sorted(request.app.ctx.pretrained)))
 
     @app.post('/predict')
     async def predict(request):
@@ -545,9 +546,8 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
 
     @app.get('/model/hidden')
     async def hidden(request):
-        version = request.args.get('pretrained')
-        model, net = pick_net(request.app.ctx,
-                              None if version in (None, '', 'null') else query_int(version))
+        version = request.get_args(keep_blank_values=True).get('pretrained')
+        model, net = pick_net(request.app.ctx, query_int(version))
         units = np.round(net.weights[0].T.astype(np.float64), 4)  # (hidden, 784)
         return json({'model': model, 'sizes': list(net.sizes), 'units': units.tolist()})
 

@@ -295,6 +295,10 @@ def test_openapi_lists_exactly_the_routes(serve):
         routes = {(normalise(route.path), method.lower())
                   for route in s.app.router.routes for method in route.methods
                   if method not in ('HEAD', 'OPTIONS')}
+        request = document['components']['schemas']['PredictRequest']['properties']
+        assert request['pretrained']['enum'] == [None, 0, 1, 2]
+        example = s.post('/predict', {'image': request['image']['example']})
+        assert example.status == 200 and example.json['label'] in range(10)
     assert document['openapi'].startswith('3.')
     documented = {(normalise(path), method) for path, item in document['paths'].items()
                   for method in item}
@@ -405,7 +409,6 @@ def test_hidden_units_are_the_first_layer_weights(serve, models):
         s.get('/reset')
         live = btf.Graph.from_file(s.app.config.MODELS_DIR / 'live.npz')
         for query, model, net in (('', 'live', live), ('?pretrained=0', 'live', live),
-                                  ('?pretrained=null', 'live', live),
                                   ('?pretrained=1', 'v1', nets[1])):
             got = s.get('/model/hidden' + query).json
             assert got['model'] == model and got['sizes'] == list(net.sizes)
@@ -413,7 +416,8 @@ def test_hidden_units_are_the_first_layer_weights(serve, models):
             assert units.shape == (net.sizes[1], 784)
             np.testing.assert_allclose(units, net.weights[0].T, atol=5e-5)
         for query, shown in (('?pretrained=9', '9'), ('?pretrained=v1', '"v1"'),
-                             ('?pretrained=1.0', '"1.0"')):
+                             ('?pretrained=1.0', '"1.0"'), ('?pretrained=', '""'),
+                             ('?pretrained=null', '"null"')):
             answer = s.get('/model/hidden' + query)
             assert answer.status == 400
             assert answer.json['error'] == ('pretrained must be one of [1, 2], or null/0 for '
