@@ -231,8 +231,8 @@ def on_step(ctx, job, info):
     """Record one batch or epoch reported by Graph.run (on the event loop)."""
     job.epoch, job.batch = info['epoch'] - job.start, info['batch']
     if info['event'] == 'epoch':
-        record = {key: info[key] for key in ('loss', 'val_accuracy', 'seconds')}
-        record = {'epoch': job.epoch, **record}
+        record = {'epoch': job.epoch, 'loss': info['loss'], 'val_accuracy': info['val_accuracy'],
+                  'seconds': info['seconds']}
         job.history.append(record)
         broadcast(ctx, 'epoch', {**record, 'epochs': job.epochs})
     elif time.monotonic() - job.last_progress >= PROGRESS_INTERVAL:
@@ -240,7 +240,7 @@ def on_step(ctx, job, info):
         broadcast(ctx, 'progress', job.progress())
 
 
-def train(net, data, epochs, callback, seed=None):
+def train(net, data, epochs, callback):
     """Train ``net`` (a copy) in the worker thread: (history, correct of SAMPLE val samples)."""
     net.feed(data['train'], data['val'])
     try:
@@ -248,7 +248,7 @@ def train(net, data, epochs, callback, seed=None):
     finally:
         net.train_data = net.val_data = None  # the live net must not hold the data set
     X, y = data['val']
-    sample = np.random.default_rng(seed).choice(len(y), min(SAMPLE, len(y)), replace=False)
+    sample = np.random.default_rng().choice(len(y), min(SAMPLE, len(y)), replace=False)
     return history, net.validate((X[sample], y[sample]))
 
 
@@ -278,10 +278,11 @@ async def run_job(app, job, data):
         broadcast(ctx, 'done', result)
         return result
     except btf.TrainingDiverged as e:
-        broadcast(ctx, 'done', {'error': str(e)})
+        broadcast(ctx, 'done', {'error': f'training diverged: {e}'})
         raise SanicException(f'training diverged: {e}', 500) from None
-    except ServiceUnavailable as e:
-        broadcast(ctx, 'done', {'error': str(e)})
+    except Exception as e:  # the page must learn that the job ended
+        broadcast(ctx, 'done', {'error': str(e) if isinstance(e, SanicException) else
+                                'training failed (logged on the server).'})
         raise
     finally:
         job.running = False
@@ -415,8 +416,10 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
     async def stop_training(app):
         ctx = app.ctx
         ctx.stopping.set()  # the training callback sees it after the current batch
-        for queue in ctx.listeners:
-            queue.put_nowait(None)  # ends the event streams
+        for queue in ctx.listeners:  # ends the event streams
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
         if ctx.job_task is not None:  # its /train request gets a 503
             await asyncio.gather(ctx.job_task, return_exceptions=True)
         ctx.trainer.shutdown()
