@@ -1,0 +1,530 @@
+// The drawing page: draw a digit, see what the network answers, train it live.
+// Plain browser JavaScript, no libraries; every URL is relative to the page (served at /).
+'use strict';
+
+const PREDICT_EVERY_MS = 150;  // live predictions while drawing, at most this often
+const SIZE = 28;               // MNIST images are 28x28 = 784 pixels
+
+const $ = (selector) => document.querySelector(selector);
+const pad = $('#pad');
+const ink = pad.getContext('2d');
+const BRUSH = pad.width / 12;  // about an MNIST pen stroke, relative to the digit box
+
+// ---------------------------------------------------------------------------------------
+// Talking to the server.
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(path, { method = 'GET', body } = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new ApiError(0, `Cannot reach the server (${err.message}). Is it still running?`);
+  }
+  const text = await response.text();
+  let data = text;
+  try { data = JSON.parse(text); } catch { /* plain text, e.g. "OK" */ }
+  if (!response.ok) throw new ApiError(response.status, explain(response, data));
+  return data;
+}
+
+function explain(response, data) {
+  const said = (data && data.error) || (typeof data === 'string' && data.trim())
+    || response.statusText;
+  if (response.status === 409) {
+    return `The server is busy training; try again when it has finished. (${said})`;
+  }
+  if (response.status === 503) return `Not available on this server: ${said}`;
+  return `Error ${response.status}: ${said}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages: one visible area, role=status for news and role=alert for errors.
+
+const statusLine = $('#status');
+const errorLine = $('#error');
+let errorSource = null;  // which action showed the error, so that its next success clears it
+
+function say(text) {
+  statusLine.textContent = text;
+  hideError();
+}
+
+function fail(text, source = 'action') {
+  errorLine.textContent = text;
+  errorLine.hidden = false;
+  errorSource = source;
+}
+
+function hideError(source) {
+  if (source && source !== errorSource) return;
+  errorLine.hidden = true;
+  errorLine.textContent = '';
+  errorSource = null;
+}
+
+const percent = (x, digits = 1) => `${(100 * x).toFixed(digits)}%`;
+const confidence = (x) => (x > 0.999 ? '>99.9%' : percent(x));
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+// ---------------------------------------------------------------------------------------
+// Drawing: strokes are lists of points in canvas pixels, so undo can redraw the rest.
+
+let strokes = [];
+let stroke = null;      // the stroke being drawn
+let penId = null;       // the pointer drawing it; other fingers are ignored
+let generation = 0;     // bumped by clear and undo, so that late answers are dropped
+
+function paper() {
+  ink.fillStyle = '#fff';
+  ink.fillRect(0, 0, pad.width, pad.height);
+  ink.lineWidth = BRUSH;
+  ink.lineCap = 'round';
+  ink.lineJoin = 'round';
+  ink.strokeStyle = ink.fillStyle = '#000';
+}
+
+function dot([x, y]) {
+  ink.beginPath();
+  ink.arc(x, y, BRUSH / 2, 0, 2 * Math.PI);
+  ink.fill();
+}
+
+function line([x0, y0], [x1, y1]) {
+  ink.beginPath();
+  ink.moveTo(x0, y0);
+  ink.lineTo(x1, y1);
+  ink.stroke();
+}
+
+function redraw() {
+  paper();
+  for (const points of strokes) {
+    dot(points[0]);
+    points.slice(1).forEach((p, i) => line(points[i], p));
+  }
+  $('#undo').disabled = $('#clear').disabled = strokes.length === 0;
+}
+
+function canvasPoint(event) {
+  const box = pad.getBoundingClientRect();
+  return [(event.clientX - box.left) * pad.width / box.width,
+    (event.clientY - box.top) * pad.height / box.height];
+}
+
+pad.addEventListener('pointerdown', (event) => {
+  if (stroke || event.button !== 0) return;
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  penId = event.pointerId;
+  stroke = [canvasPoint(event)];
+  strokes.push(stroke);
+  dot(stroke[0]);
+  $('#undo').disabled = $('#clear').disabled = false;
+  wantPrediction();
+});
+
+pad.addEventListener('pointermove', (event) => {
+  if (!stroke || event.pointerId !== penId) return;
+  // A pen or a fast mouse reports several positions per event: use them all.
+  for (const e of event.getCoalescedEvents ? event.getCoalescedEvents() : [event]) {
+    const p = canvasPoint(e);
+    line(stroke[stroke.length - 1], p);
+    stroke.push(p);
+  }
+  wantPrediction();
+});
+
+function endStroke(event) {
+  if (!stroke || event.pointerId !== penId) return;
+  stroke = penId = null;
+  wantPrediction();
+}
+pad.addEventListener('pointerup', endStroke);
+pad.addEventListener('pointercancel', endStroke);
+
+function clearDrawing() {
+  strokes = [];
+  stroke = penId = null;
+  generation += 1;
+  redraw();
+  showNoPrediction('Draw a digit to see what the network thinks.');
+}
+
+function undo() {
+  if (stroke || !strokes.length) return;
+  strokes.pop();
+  generation += 1;
+  redraw();
+  if (strokes.length) wantPrediction();
+  else showNoPrediction('Draw a digit to see what the network thinks.');
+}
+
+$('#clear').addEventListener('click', clearDrawing);
+$('#undo').addEventListener('click', undo);
+
+document.addEventListener('keydown', (event) => {
+  const typing = event.target.matches('input, select, textarea');
+  if (typing) return;
+  if (event.key === 'Escape' || event.key === 'Backspace') {
+    event.preventDefault();
+    clearDrawing();
+  } else if (event.key.toLowerCase() === 'z' && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    undo();
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Predictions: throttled while drawing, at most one request in flight.
+
+let wanted = false;
+let inFlight = false;
+let lastSent = -Infinity;
+let timer = null;
+
+function wantPrediction() {
+  wanted = true;
+  pump();
+}
+
+// aria-busy says an answer for the latest drawing is still coming.
+function pump() {
+  $('#prediction').setAttribute('aria-busy', String(inFlight || (wanted && strokes.length > 0)));
+  if (!wanted || inFlight || timer || !strokes.length) return;
+  const wait = lastSent + PREDICT_EVERY_MS - performance.now();
+  if (wait > 0) {
+    timer = setTimeout(() => { timer = null; pump(); }, wait);
+    return;
+  }
+  wanted = false;
+  inFlight = true;
+  lastSent = performance.now();
+  predict().finally(() => { inFlight = false; pump(); });
+}
+
+function chosenModel() {
+  const value = $('#model-choice').value;
+  return value === '' ? null : Number(value);
+}
+
+async function predict() {
+  const asked = generation;
+  const body = { image: pad.toDataURL('image/png'), pretrained: chosenModel(),
+    return_input: true };
+  try {
+    const answer = await api('predict', { method: 'POST', body });
+    if (asked === generation) showPrediction(answer);
+    hideError('predict');
+  } catch (err) {
+    if (asked !== generation) return;
+    if (err.status === 422) showNoPrediction('No digit found yet: draw a bit more.');
+    else fail(err.message, 'predict');
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Showing an answer.
+
+const bars = $('#bars');
+for (let digit = 0; digit < 10; digit += 1) {
+  const row = document.createElement('li');
+  row.innerHTML = '<span class="digit"></span><span class="track"><span class="fill">'
+    + '</span></span><span class="pct">–</span>';
+  row.querySelector('.digit').textContent = digit;
+  bars.append(row);
+}
+
+function showPrediction({ label, predictions, model, input }) {
+  const confidences = new Array(10).fill(0);
+  for (const p of predictions) confidences[p.label] = p.confidence;
+  $('#label').textContent = label;
+  $('#confidence').textContent = `${confidence(confidences[label])} sure it is a ${label}`;
+  $('#answered-by').textContent = `Answered by ${model === 'live' ? 'the live network'
+    : `pretrained model ${model}`}.`;
+  [...bars.children].forEach((row, digit) => {
+    row.classList.toggle('top', digit === label);
+    row.querySelector('.fill').style.width = percent(confidences[digit], 2);
+    row.querySelector('.pct').textContent = confidence(confidences[digit]);
+    row.setAttribute('aria-label', `${digit}: ${confidence(confidences[digit])}`);
+  });
+  if (input) showSeen(input);
+}
+
+function showNoPrediction(text) {
+  $('#label').textContent = '?';
+  $('#confidence').textContent = text;
+  $('#answered-by').textContent = '';
+  for (const row of bars.children) {
+    row.classList.remove('top');
+    row.querySelector('.fill').style.width = '0';
+    row.querySelector('.pct').textContent = '–';
+    row.removeAttribute('aria-label');
+  }
+  showSeen(null);
+}
+
+function showSeen(input) {
+  const seen = $('#seen').getContext('2d');
+  const image = seen.createImageData(SIZE, SIZE);
+  (input || []).flat().forEach((v, i) => {
+    image.data.fill(Math.round(255 * v), 4 * i, 4 * i + 3);
+  });
+  for (let i = 3; i < image.data.length; i += 4) image.data[i] = 255;
+  seen.putImageData(image, 0, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Models: the live net and the pretrained ones, and the hidden layer of the chosen one.
+
+const describe = (sizes) => sizes.join('-');
+
+let models = null;  // the last answer of GET /models
+
+async function loadModels() {
+  models = await api('models');
+  const picker = $('#model-choice');
+  const chosen = picker.value;
+  const options = [new Option(`Live net · ${describe(models.live.sizes)}`, '')];
+  for (const m of models.pretrained) {
+    options.push(new Option(`v${m.version}${m.best ? ' (best)' : ''} · ${describe(m.sizes)}`
+      + (m.test_accuracy == null ? '' : ` · ${percent(m.test_accuracy)} test`),
+    String(m.version)));
+  }
+  picker.replaceChildren(...options);
+  picker.value = options.some((o) => o.value === chosen) ? chosen : '';
+  $('#pretrain').disabled = models.best == null;
+  showModelInfo();
+}
+
+function showModelInfo() {
+  const version = chosenModel();
+  const m = version === null ? models.live
+    : models.pretrained.find((p) => p.version === version);
+  const [accuracy, split] = version === null ? [m.validation_accuracy, 'validation']
+    : [m.test_accuracy, 'test'];
+  const trained = !m.epochs ? 'untrained' : `trained ${plural(m.epochs, 'epoch')}`
+    + (accuracy == null ? '' : `, ${percent(accuracy)} ${split} accuracy`);
+  $('#model-info').textContent = `${describe(m.sizes)}, ${trained}.`
+    + (m.recipe ? ` ${m.recipe}` : '');
+}
+
+async function loadHidden() {
+  const pretrained = chosenModel();
+  const hidden = await api(pretrained === null ? 'model/hidden'
+    : `model/hidden?pretrained=${pretrained}`);
+  const who = hidden.model === 'live' ? 'the live network' : `pretrained model ${hidden.model}`;
+  $('#hidden-title').textContent = `What the hidden layer of ${who} has learned `
+    + `(${hidden.units.length} units, ${describe(hidden.sizes)})`;
+  $('#units').replaceChildren(...hidden.units.map(unitImage));
+}
+
+// Diverging colours: red for positive weights, white for zero, blue for negative.
+const POSITIVE = [178, 24, 43];
+const NEGATIVE = [33, 102, 172];
+
+function unitImage(weights, index) {
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = SIZE;
+  canvas.title = `hidden unit ${index + 1}`;
+  const context = canvas.getContext('2d');
+  const image = context.createImageData(SIZE, SIZE);
+  const scale = Math.max(...weights.map(Math.abs)) || 1;
+  weights.forEach((w, i) => {
+    const t = Math.abs(w) / scale;
+    const colour = w < 0 ? NEGATIVE : POSITIVE;
+    for (let c = 0; c < 3; c += 1) image.data[4 * i + c] = 255 + t * (colour[c] - 255);
+    image.data[4 * i + 3] = 255;
+  });
+  context.putImageData(image, 0, 0);
+  return canvas;
+}
+
+// After the live net changed: a new answer, descriptions and weights (calls that come
+// together load once).
+let refreshing = null;
+function refresh() {
+  wantPrediction();
+  refreshing ??= Promise.resolve().then(async () => {
+    refreshing = null;
+    try {
+      await loadModels();
+      await loadHidden();
+      hideError('load');
+    } catch (err) {
+      fail(err.message, 'load');
+    }
+  });
+}
+
+$('#model-choice').addEventListener('change', () => {
+  showModelInfo();
+  loadHidden().catch((err) => fail(err.message, 'load'));
+  wantPrediction();
+});
+
+// ---------------------------------------------------------------------------------------
+// Training, reset and pretrain; progress and the learning curve come from /train/events.
+
+let job = null;        // {running, epoch, epochs, batch, batches}: the current or last job
+let history = [];      // its epochs: {epoch, val_accuracy, ...}
+
+async function train() {
+  const epochs = Number($('#epochs').value);
+  $('#train').disabled = true;
+  say(`Training the live network for ${plural(epochs, 'epoch')}…`);
+  try {
+    const result = await api('train', { method: 'POST', body: { epochs } });
+    say(`Trained: ${percent(result.validation_accuracy)} validation accuracy after `
+      + `${result.epochs} epochs in total (${result.accuracy} of 100 random validation `
+      + `samples right), ${result.seconds.toFixed(1)} s.`);
+    refresh();
+  } catch (err) {
+    fail(err.message);
+  } finally {
+    $('#train').disabled = false;
+  }
+}
+
+async function replaceLiveNet(path, done) {
+  try {
+    await api(path, { method: 'POST' });
+    job = null;
+    history = [];
+    showProgress();
+    drawChart();
+    $('#model-choice').value = '';
+    say(done);
+    refresh();
+  } catch (err) {
+    fail(err.message);
+  }
+}
+
+$('#train').addEventListener('click', train);
+$('#reset').addEventListener('click', () => replaceLiveNet('reset',
+  'The live network is now a fresh, untrained 784-30-10 net.'));
+$('#pretrain').addEventListener('click', () => replaceLiveNet('pretrain',
+  'The live network is now a copy of the best pretrained model.'));
+
+function showProgress() {
+  const bar = $('#progress');
+  const label = $('#progress-label');
+  if (!job) {
+    bar.value = 0;
+    label.textContent = 'No training yet';
+  } else if (job.running) {
+    const batches = job.batches ? job.batch / job.batches : 0;
+    bar.value = Math.min(1, (job.epoch - 1 + batches) / job.epochs);
+    label.textContent = `Epoch ${job.epoch} of ${job.epochs}, batch ${job.batch} of `
+      + `${job.batches} (${percent(bar.value, 0)})`;
+  } else {
+    bar.value = history.length / job.epochs;
+    label.textContent = `Last training: ${history.length} of ${plural(job.epochs, 'epoch')} `
+      + 'done';
+  }
+}
+
+// A progress or epoch event: the first one of a job starts a new curve.
+function updateJob(update) {
+  if (!job || !job.running) {
+    job = { running: true, epoch: 1, batch: 0, batches: 0 };
+    history = [];
+  }
+  Object.assign(job, update);
+}
+
+const events = new EventSource('train/events');
+events.addEventListener('status', (event) => {
+  const status = JSON.parse(event.data);
+  job = status.epochs ? status : null;
+  history = status.history;
+  drawChart();
+  showProgress();
+});
+events.addEventListener('progress', (event) => {
+  updateJob(JSON.parse(event.data));
+  showProgress();
+});
+events.addEventListener('epoch', (event) => {
+  const epoch = JSON.parse(event.data);
+  updateJob({ epoch: epoch.epoch, epochs: epoch.epochs });
+  job.batch = job.batches;
+  history.push(epoch);
+  drawChart();
+  showProgress();
+});
+events.addEventListener('done', (event) => {
+  const result = JSON.parse(event.data);
+  if (job) job.running = false;
+  showProgress();
+  if (result.error) fail(`Training stopped: ${result.error}`);
+  refresh();
+});
+
+// The learning curve: validation accuracy (y) per epoch (x), as an inline SVG.
+const SVG = 'http://www.w3.org/2000/svg';
+const CHART = { width: 320, height: 170, left: 40, right: 12, top: 10, bottom: 30 };
+
+function svg(name, attributes, text) {
+  const element = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+function drawChart() {
+  const chart = $('#chart');
+  const points = history.filter((h) => h.val_accuracy != null);
+  const title = svg('title', { id: 'chart-title' }, points.length
+    ? `Validation accuracy per epoch; last ${percent(points[points.length - 1].val_accuracy)}`
+    : 'Validation accuracy per epoch: no training yet');
+  chart.replaceChildren(title);
+  const { width, height, left, right, top, bottom } = CHART;
+  if (!points.length) {
+    chart.append(svg('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle',
+      class: 'empty' }, 'Train to see the validation accuracy per epoch'));
+    return;
+  }
+  const first = points[0].epoch;
+  const last = Math.max(points[points.length - 1].epoch, first + 1);
+  // From the nearest 10% below the worst epoch up to 100%.
+  const low = Math.min(0.9, Math.floor(10 * Math.min(...points.map((p) => p.val_accuracy))) / 10);
+  const x = (epoch) => left + (epoch - first) / (last - first) * (width - left - right);
+  const y = (acc) => top + (1 - acc) / (1 - low) * (height - top - bottom);
+  for (const acc of [low, (low + 1) / 2, 1]) {
+    chart.append(svg('line', { x1: left, x2: width - right, y1: y(acc), y2: y(acc),
+      class: 'grid' }));
+    chart.append(svg('text', { x: left - 5, y: y(acc) + 4, 'text-anchor': 'end',
+      class: 'tick' }, percent(acc, 0)));
+  }
+  chart.append(svg('line', { x1: left, x2: left, y1: top, y2: height - bottom,
+    class: 'axis' }));
+  chart.append(svg('text', { x: left, y: height - 8, class: 'tick' }, `epoch ${first}`));
+  chart.append(svg('text', { x: width - right, y: height - 8, 'text-anchor': 'end',
+    class: 'tick' }, `epoch ${last}`));
+  chart.append(svg('polyline', { class: 'curve',
+    points: points.map((p) => `${x(p.epoch)},${y(p.val_accuracy)}`).join(' ') }));
+  for (const p of points) {
+    const mark = svg('circle', { cx: x(p.epoch), cy: y(p.val_accuracy), r: 3.5 });
+    mark.append(svg('title', {}, `epoch ${p.epoch}: ${percent(p.val_accuracy)}`));
+    chart.append(mark);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+redraw();
+showNoPrediction('Draw a digit to see what the network thinks.');
+drawChart();
+refresh();

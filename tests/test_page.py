@@ -1,0 +1,389 @@
+"""The drawing page in a real browser: Debian's Chromium driven by Playwright, against the real
+server (a subprocess on a free loopback port) with nets trained on real MNIST.
+
+Digits are drawn with real mouse (and touch) strokes along the paths in DIGITS. Screenshots
+go to screenshots/ (git-ignored); docs/screenshot.png in the README is one of them.
+"""
+import hashlib
+import json
+import math
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+import better_tensorflow as btf
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / 'screenshots'
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run']
+DESKTOP = {'width': 1280, 'height': 800}
+PHONE = {'width': 390, 'height': 844}
+
+
+def ellipse(cx, cy, rx, ry, n=24):
+    """Points around an ellipse, clockwise from the top, closing a little past the start."""
+    return [(cx + rx * math.sin(2 * math.pi * i / n), cy - ry * math.cos(2 * math.pi * i / n))
+            for i in range(n + 2)]
+
+
+# Strokes per digit, each a list of points as fractions of the canvas (x right, y down).
+DIGITS = {
+    0: [ellipse(0.5, 0.5, 0.18, 0.28)],
+    1: [[(0.52, 0.2), (0.48, 0.8)]],
+    2: [[(0.3, 0.32), (0.4, 0.22), (0.55, 0.2), (0.67, 0.28), (0.66, 0.42), (0.3, 0.8),
+         (0.72, 0.8)]],
+    3: [[(0.32, 0.25), (0.5, 0.18), (0.66, 0.27), (0.62, 0.42), (0.45, 0.48), (0.64, 0.56),
+         (0.68, 0.7), (0.5, 0.82), (0.3, 0.75)]],
+    4: [[(0.38, 0.2), (0.32, 0.55), (0.7, 0.55)], [(0.6, 0.3), (0.6, 0.82)]],
+    7: [[(0.3, 0.22), (0.7, 0.22), (0.45, 0.8)]],
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures: a small data set, two pretrained nets, the server, the browser.
+
+@pytest.fixture(scope='module')
+def data_file(mnist, tmp_path_factory):
+    """A data set in preprocess.py's format (uint8 pixels), smaller so that it loads fast."""
+    (X, y), (Xt, yt) = mnist
+    path = tmp_path_factory.mktemp('data') / 'mnist.npz'
+    np.savez(path, X_train=X[:40000], y_train=y[:40000], X_val=X[50000:55000],
+             y_val=y[50000:55000], X_test=Xt[:1000], y_test=yt[:1000])
+    return path
+
+
+@pytest.fixture(scope='module')
+def models_dir(mnist, tmp_path_factory):
+    """models.json with a weak v1 (1,000 images, one epoch) and a good v2, the best."""
+    (X, y), (Xt, yt) = mnist
+    X, Xt = X / np.float32(255), Xt / np.float32(255)
+    folder = tmp_path_factory.mktemp('models')
+    recipes = {1: ((784, 30, 10), 1000, 1), 2: ((784, 100, 10), 50000, 3)}
+    entries = []
+    for version, (sizes, n, epochs) in recipes.items():
+        net = btf.Graph(sizes, 0.5, 64, seed=version)
+        net.feed((X[:n], y[:n]))
+        net.run(epochs, progress=False)
+        path = net.save(folder / f'model-v{version}.npz')
+        entries.append({'version': version, 'file': path.name, 'sizes': list(sizes),
+                        'epochs': epochs, 'test_accuracy': net.evaluate(Xt, yt),
+                        'sha256': hashlib.sha256(path.read_bytes()).hexdigest()})
+    (folder / 'models.json').write_text(json.dumps({'best': 2, 'models': entries}))
+    return folder
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def start_server(models, data):
+    """A real server process; (its base URL, the process)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, 'server.py', '--port', str(port), '--models', str(models),
+         '--data', str(data)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f'http://127.0.0.1:{port}/'
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + 'health', timeout=1):
+                return url, process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError('the server did not start: '
+                                   + process.stderr.read().decode()[-2000:]) from None
+            time.sleep(0.1)
+
+
+def stop_server(process):
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope='module')
+def server(models_dir, data_file):
+    url, process = start_server(models_dir, data_file)
+    yield url
+    stop_server(process)
+
+
+@pytest.fixture(scope='module')
+def browser():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url, **context):
+    """The page, loaded: models listed, hidden units drawn; uncaught script errors are
+    collected in page.errors."""
+    page = browser.new_page(**context)
+    page.errors = []
+    page.on('pageerror', lambda error: page.errors.append(error))
+    page.goto(url)
+    expect(page.locator('#units canvas').first).to_be_attached()
+    return page
+
+
+@pytest.fixture
+def page(browser, server):
+    page = open_page(browser, server, viewport=DESKTOP)
+    yield page
+    assert page.errors == []
+    page.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers.
+
+def draw(page, strokes):
+    """Draw strokes (fractions of the canvas) with the real mouse."""
+    box = page.locator('#pad').bounding_box()
+    for stroke in strokes:
+        points = [(box['x'] + x * box['width'], box['y'] + y * box['height']) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=6)
+        page.mouse.up()
+
+
+def answer(page):
+    """(label shown, "Answered by ..." line, the ten confidences) once the page has the
+    answer for the current drawing."""
+    expect(page.locator('#prediction')).to_have_attribute('aria-busy', 'false')
+    widths = page.locator('#bars .pct').all_text_contents()
+    return (page.locator('#label').text_content(), page.locator('#answered-by').text_content(),
+            [float(w.strip('>%')) for w in widths])
+
+
+def ink(page, selector):
+    """Sum of the red channel of a canvas: how much white ink "what the network sees" holds."""
+    return page.eval_on_selector(selector, """c => c.getContext('2d')
+        .getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 0)
+        .reduce((a, b) => a + b, 0)""")
+
+
+def api(url, path, body=None):
+    request = urllib.request.Request(url + path, method='POST',
+                                     data=json.dumps(body or {}).encode(),
+                                     headers={'Content-Type': 'application/json'})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.read()
+
+
+def click_and_wait(page, button, message):
+    page.click(button)
+    expect(page.locator('#status')).to_have_text(message)
+
+
+# ---------------------------------------------------------------------------------------
+# Tests.
+
+def test_drawn_digits_are_recognised(page):
+    click_and_wait(page, '#pretrain', 'The live network is now a copy of the best pretrained '
+                   'model.')
+    for digit, strokes in DIGITS.items():
+        page.keyboard.press('Escape')
+        expect(page.locator('#label')).to_have_text('?')
+        assert ink(page, '#seen') == 0
+        draw(page, strokes)
+        label, by, confidences = answer(page)
+        assert label == str(digit), f'drew a {digit}, the page says {label} {confidences}'
+        assert by == 'Answered by the live network.'
+        assert max(confidences) == confidences[digit] and 99 < sum(confidences) < 101
+        expect(page.locator('#bars li.top .digit')).to_have_text(str(digit))
+        assert ink(page, '#seen') > 0
+
+
+def test_undo_redraws_the_remaining_strokes_and_backspace_clears(page):
+    click_and_wait(page, '#pretrain', 'The live network is now a copy of the best pretrained '
+                   'model.')
+    four = DIGITS[4]
+    draw(page, four)
+    assert answer(page)[0] == '4'
+    page.click('#undo')  # leaves the first stroke of the 4, an "L"
+    assert answer(page)[0] != '4'
+    draw(page, four[1:])
+    assert answer(page)[0] == '4'
+    page.locator('#pad').focus()
+    page.keyboard.press('Backspace')
+    expect(page.locator('#label')).to_have_text('?')
+    white = page.eval_on_selector('#pad', """c => c.getContext('2d')
+        .getImageData(0, 0, c.width, c.height).data.every(v => v === 255)""")
+    assert white
+    expect(page.locator('#undo')).to_be_disabled()
+
+
+def test_training_advances_the_bar_the_curve_and_the_hidden_view(page):
+    click_and_wait(page, '#pretrain', 'The live network is now a copy of the best pretrained '
+                   'model.')
+    expect(page.locator('#hidden-title')).to_contain_text('(100 units, 784-100-10)')
+    before = page.eval_on_selector('#units canvas', 'c => c.toDataURL()')
+    assert page.locator('#chart circle').count() == 0
+    assert page.eval_on_selector('#progress', 'p => p.value') == 0
+    page.fill('#epochs', '1')
+    page.click('#train')
+    expect(page.locator('#status')).to_contain_text('Trained: ', timeout=60_000)
+    expect(page.locator('#chart circle')).to_have_count(1)
+    assert page.eval_on_selector('#progress', 'p => p.value') == 1
+    expect(page.locator('#progress-label')).to_have_text('Last training: 1 of 1 epoch done')
+    expect(page.locator('#chart title').first).to_contain_text('last ')
+    expect(page.locator('#model-info')).to_contain_text('784-100-10, trained 4 epochs, ')
+    # The hidden layer view was refreshed with the trained weights.
+    page.wait_for_function("""before => document.querySelector('#units canvas').toDataURL()
+        !== before""", arg=before)
+
+
+def test_page_answers_while_training_and_says_the_server_is_busy(browser, models_dir,
+                                                                 data_file, tmp_path):
+    """A 100-epoch job on a server of its own, stopped by stopping that server."""
+    models = shutil.copytree(models_dir, tmp_path / 'models',
+                             ignore=shutil.ignore_patterns('live*'))
+    url, process = start_server(models, data_file)  # the live net starts as a copy of v2
+    try:
+        page = open_page(browser, url, viewport=DESKTOP)
+        page.fill('#epochs', '100')
+        page.click('#train')
+        page.wait_for_function("document.querySelectorAll('#chart circle').length >= 1")
+        progress = page.eval_on_selector('#progress', 'p => p.value')
+        assert 0.01 <= progress < 0.5
+        expect(page.locator('#train')).to_be_disabled()
+
+        draw(page, DIGITS[3])
+        assert answer(page)[:2] == ('3', 'Answered by the live network.')
+        with urllib.request.urlopen(url + 'train/status') as response:
+            assert json.load(response)['running']
+
+        page.click('#reset')
+        expect(page.get_by_role('alert')).to_contain_text(
+            'The server is busy training; try again when it has finished. (cannot reset '
+            'while training runs')
+        page.wait_for_function("document.querySelectorAll('#chart circle').length >= 2")
+        assert page.eval_on_selector('#progress', 'p => p.value') > progress
+        assert page.errors == []
+    finally:
+        stop_server(process)
+    expect(page.get_by_role('alert')).to_contain_text('the server is shutting down')
+
+
+def test_reset_pretrain_and_model_choice_change_the_answer(page):
+    click_and_wait(page, '#pretrain', 'The live network is now a copy of the best pretrained '
+                   'model.')
+    expect(page.locator('#hidden-title')).to_contain_text('(100 units, 784-100-10)')
+    draw(page, DIGITS[7])
+    label, by, good = answer(page)
+    assert (label, by) == ('7', 'Answered by the live network.')
+
+    page.select_option('#model-choice', '1')
+    label, by, weak = answer(page)
+    assert by == 'Answered by pretrained model v1.' and weak != good
+    expect(page.locator('#hidden-title')).to_contain_text('pretrained model v1 has learned '
+                                                          '(30 units, 784-30-10)')
+    page.select_option('#model-choice', '2')
+    assert answer(page) == ('7', 'Answered by pretrained model v2.', good)
+
+    page.select_option('#model-choice', '')
+    click_and_wait(page, '#reset', 'The live network is now a fresh, untrained 784-30-10 net.')
+    _, by, untrained = answer(page)
+    assert by == 'Answered by the live network.' and max(untrained) < max(good)
+    expect(page.locator('#units canvas')).to_have_count(30)
+
+    click_and_wait(page, '#pretrain', 'The live network is now a copy of the best pretrained '
+                   'model.')
+    assert answer(page) == ('7', 'Answered by the live network.', good)
+    expect(page.locator('#units canvas')).to_have_count(100)
+
+
+def test_bad_input_is_explained(page):
+    page.fill('#epochs', '1000')
+    page.click('#train')
+    expect(page.get_by_role('alert')).to_have_text(
+        'Error 400: epochs must be an integer from 1 to 100, got 1000.')
+    expect(page.locator('#train')).to_be_enabled()
+
+
+def test_no_training_data_is_explained(browser, tmp_path):
+    url, process = start_server(tmp_path, tmp_path / 'missing.npz')
+    try:
+        page = open_page(browser, url, viewport=DESKTOP)
+        expect(page.locator('#pretrain')).to_be_disabled()  # no pretrained models either
+        page.click('#train')
+        expect(page.get_by_role('alert')).to_contain_text(
+            'Not available on this server: no training data: ')
+        expect(page.get_by_role('alert')).to_contain_text('python preprocess.py')
+        assert page.errors == []
+    finally:
+        stop_server(process)
+
+
+@pytest.mark.parametrize('name, viewport', [('desktop', DESKTOP), ('phone', PHONE)])
+def test_layout_fits_and_screenshots(browser, server, name, viewport):
+    phone = name == 'phone'
+    page = open_page(browser, server, viewport=viewport, has_touch=phone, is_mobile=phone,
+                     device_scale_factor=2 if phone else 1)
+    api(server, 'pretrain')
+    if not phone:
+        api(server, 'train', {'epochs': 3})  # a learning curve for the screenshot
+    page.reload()
+    expect(page.locator('#units canvas').first).to_be_attached()
+    if phone:
+        touch_draw(page, DIGITS[3])
+        assert page.evaluate('window.scrollY') == 0  # the finger drew, the page did not scroll
+    else:
+        draw(page, DIGITS[3])
+    assert answer(page)[0] == '3'
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SHOTS / f'page-{name}.png')
+    page.screenshot(path=SHOTS / f'page-{name}-full.png', full_page=True)
+
+    assert page.evaluate('document.documentElement.scrollWidth') <= viewport['width']
+    box = page.locator('#pad').bounding_box()
+    assert abs(box['width'] - box['height']) < 1 and box['x'] >= 0
+    assert box['x'] + box['width'] <= viewport['width']
+    controls = [('combobox', 'Network that answers'), ('spinbutton', 'Epochs'),
+                ('button', 'Train'), ('button', 'Reset (untrained)'),
+                ('button', 'Pretrain (copy best)'), ('button', 'Undo stroke'),
+                ('button', 'Clear'), ('progressbar', re.compile('training'))]
+    for role, name in controls:  # labelled: found by the name a screen reader says
+        expect(page.get_by_role(role, name=name, exact=True)).to_be_visible()
+    page.keyboard.press('Tab')
+    outline = page.evaluate('getComputedStyle(document.activeElement).outlineStyle')
+    assert outline == 'solid'
+    assert page.errors == []
+    page.close()
+
+
+def touch_draw(page, strokes):
+    """Draw strokes with touch events through the DevTools protocol (a finger)."""
+    cdp = page.context.new_cdp_session(page)
+    box = page.locator('#pad').bounding_box()
+    for stroke in strokes:
+        points = [{'x': box['x'] + x * box['width'], 'y': box['y'] + y * box['height']}
+                  for x, y in stroke]
+        cdp.send('Input.dispatchTouchEvent', {'type': 'touchStart', 'touchPoints': [points[0]]})
+        for a, b in zip(points, points[1:]):
+            for t in np.linspace(0, 1, 6)[1:]:
+                point = {k: a[k] + t * (b[k] - a[k]) for k in a}
+                cdp.send('Input.dispatchTouchEvent', {'type': 'touchMove',
+                                                      'touchPoints': [point]})
+        cdp.send('Input.dispatchTouchEvent', {'type': 'touchEnd', 'touchPoints': []})
+    cdp.detach()
