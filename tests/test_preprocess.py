@@ -461,7 +461,8 @@ def mirror(tmp_path, mnist_dir):
     handler = functools.partial(MirrorHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     server.requests, server.cut_short = [], set()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
+                              daemon=True)  # a short poll makes shutdown() quick
     thread.start()
     yield f'http://127.0.0.1:{server.server_port}/', folder, server
     server.shutdown()
