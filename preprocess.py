@@ -32,15 +32,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 import zipfile
 import zlib
-from contextlib import contextmanager
 from http.client import HTTPException
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from better_tensorflow import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -285,23 +285,6 @@ def split_indices(n, n_train, split='random', seed=SEED):
     a = round(RATIOS[0] * n)
     b = a + round(RATIOS[1] * n)
     return dict(zip(SPLITS, (order[:a], order[a:b], order[b:])))
-
-
-@contextmanager
-def atomic_write(path):
-    """A binary file object for ``path``: a temporary file that replaces ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
-    try:
-        with open(tmp, 'xb') as f:  # not mkstemp: its files are private (0600), not per umask
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def pickle_path(output):
