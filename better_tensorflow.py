@@ -362,6 +362,7 @@ class Graph:
         n, bs = len(X), self.batch_size
         batches = -(-n // bs)
         eye = np.eye(self.sizes[-1], dtype=self.dtype)
+        batch_X = np.empty((min(bs, n), X.shape[1]), X.dtype)  # every batch is gathered here
         cost = COSTS[self.cost]
         cost_args = (self.output,) if self.cost == 'cross_entropy' else ()
         history = []
@@ -374,7 +375,10 @@ class Graph:
                                           unit='batch', leave=False, disable=not progress) as bar:
                 for k in range(batches):
                     idx = order[k * bs:(k + 1) * bs]
-                    Xb, Yb = X[idx], eye[labels[idx]]
+                    # idx is a permutation, so mode='clip' is safe, and unlike 'raise' it
+                    # writes straight into out without a buffer
+                    Xb = np.take(X, idx, axis=0, out=batch_X[:len(idx)], mode='clip')
+                    Yb = eye[labels[idx]]
                     activations = self._forward(Xb)
                     loss = cost(activations[-1], Yb, *cost_args)
                     if not np.isfinite(loss):
