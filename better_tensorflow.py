@@ -151,10 +151,12 @@ _SMALL_PRODUCT = 100 ** 3
 
 def _matmul(a, b):
     """a @ b, computed in row blocks of at most _SMALL_PRODUCT multiply-adds each."""
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     max_rows = max(1, _SMALL_PRODUCT // (a.shape[1] * b.shape[1]))
-    rows = -(-a.shape[0] // -(-a.shape[0] // max_rows))  # blocks of equal size, at most max_rows
-    for i in range(0, a.shape[0], rows):
+    if len(a) <= max_rows:
+        return a @ b
+    out = np.empty((len(a), b.shape[1]), dtype=np.result_type(a, b))
+    rows = -(-len(a) // -(-len(a) // max_rows))  # blocks of equal size, at most max_rows
+    for i in range(0, len(a), rows):
         np.matmul(a[i:i + rows], b, out=out[i:i + rows])
     return out
 
