@@ -1,0 +1,100 @@
+"""The shipped models (models/): the manifest's promises, checked against the files and MNIST."""
+import hashlib
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import better_tensorflow as btf
+import handwriting
+
+from .conftest import ROOT
+
+MODELS = ROOT / 'models'
+MANIFEST = json.loads((MODELS / 'models.json').read_text())
+ENTRIES = MANIFEST['models']
+BY_VERSION = {m['version']: m for m in ENTRIES}
+LADDER = [BY_VERSION[v] for v in range(1, 6)]
+BEST = BY_VERSION[MANIFEST['best']]
+# v5 (784-30-10, no augmentation) is at 96.75% on the handwriting check; the best model must
+# stay well above the 90% a user would notice as "often wrong" (about 1 digit in 10).
+HANDWRITING_FLOOR = 0.90
+
+
+def load_build():
+    spec = importlib.util.spec_from_file_location('build', MODELS / 'build.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_manifest_lists_the_ladder_and_the_best_model():
+    assert [m['version'] for m in ENTRIES] == [1, 2, 3, 4, 5, 6]
+    assert MANIFEST['best'] == 6
+    for m in ENTRIES:
+        assert m['file'] == f'model-v{m["version"]}.npz'
+        assert m['recipe'] and m['epochs'] >= 0 and m['batches'] > 0
+    assert all(m['sizes'] == [784, 30, 10] for m in LADDER)
+
+
+@pytest.mark.parametrize('entry', ENTRIES, ids=lambda m: f'v{m["version"]}')
+def test_file_matches_its_manifest_entry(entry):
+    path = MODELS / entry['file']
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry['sha256']
+    with np.load(path, allow_pickle=False) as f:  # raises on any object (pickled) array
+        assert all(f[k].dtype != object for k in f.files)
+    net = btf.Graph.from_file(path)
+    assert list(net.sizes) == entry['sizes']
+    assert net.options == entry['options']
+    assert (net.learning_rate, net.batch_size, net.epochs) == \
+        (entry['learning_rate'], entry['batch_size'], entry['epochs'])
+
+
+@pytest.fixture(scope='module')
+def test_scores(mnist):
+    _, (X, y) = mnist
+    return {m['version']: btf.Graph.from_file(MODELS / m['file']).evaluate(X, y)
+            for m in ENTRIES}
+
+
+def test_test_accuracy_is_what_the_manifest_says(test_scores):
+    for m in ENTRIES:
+        assert test_scores[m['version']] == pytest.approx(m['test_accuracy'], abs=0.001)
+
+
+def test_ladder_climbs_from_under_half_to_at_least_96_percent(test_scores):
+    ladder = [test_scores[m['version']] for m in LADDER]
+    assert ladder[0] < 0.5
+    assert all(a < b for a, b in zip(ladder, ladder[1:])), ladder
+    assert ladder[-1] >= 0.96
+
+
+def test_best_model_reaches_98_percent(test_scores):
+    assert test_scores[BEST['version']] >= 0.98
+    assert test_scores[BEST['version']] > max(test_scores[m['version']] for m in LADDER)
+
+
+def test_best_model_reads_the_handwriting_check():
+    X, y = handwriting.dataset()
+    assert len(y) == 10 * handwriting.PER_DIGIT
+    accuracy = btf.Graph.from_file(MODELS / BEST['file']).evaluate(X, y)
+    # one drawing either way: imaging.py may round a pixel differently after a change
+    assert accuracy == pytest.approx(BEST['handwriting_accuracy'], abs=1.5 / len(y))
+    assert accuracy >= HANDWRITING_FLOOR
+
+
+def test_build_reads_the_official_split(mnist_dir, mnist, tmp_path):
+    build = load_build()
+    (train, test), folder = build.load_mnist([tmp_path, mnist_dir])  # the empty folder is skipped
+    assert folder == mnist_dir
+    (X, y), (Xt, yt) = mnist
+    assert train[0].shape == (60000, 784) and test[0].shape == (10000, 784)
+    np.testing.assert_array_equal(train[0][[0, -1]], X[[0, -1]])
+    np.testing.assert_array_equal(test[1], yt)
+    assert train[1].dtype == np.int64
+
+
+def test_build_names_the_folders_it_searched(tmp_path):
+    with pytest.raises(SystemExit, match=str(tmp_path)):
+        load_build().load_mnist([tmp_path])
