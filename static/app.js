@@ -61,6 +61,7 @@ function say(text) {
 }
 
 function fail(text, source = 'action') {
+  statusLine.textContent = '';  // news of an earlier step would contradict the error
   errorLine.textContent = text;
   errorLine.hidden = false;
   errorSource = source;
@@ -200,7 +201,7 @@ function wantPrediction() {
 
 // aria-busy says an answer for the latest drawing is still coming.
 function pump() {
-  $('#prediction').setAttribute('aria-busy', String(inFlight || (wanted && strokes.length > 0)));
+  $('#prediction').setAttribute('aria-busy', String(inFlight || (wanted && !!strokes.length)));
   if (!wanted || inFlight || timer || !strokes.length) return;
   const wait = lastSent + PREDICT_EVERY_MS - performance.now();
   if (wait > 0) {
@@ -309,15 +310,19 @@ async function loadModels() {
 
 function showModelInfo() {
   const version = chosenModel();
-  const m = version === null ? models.live
-    : models.pretrained.find((p) => p.version === version);
-  const [accuracy, split] = version === null ? [m.validation_accuracy, 'validation']
-    : [m.test_accuracy, 'test'];
-  const trained = !m.epochs ? 'untrained' : `trained ${plural(m.epochs, 'epoch')}`
-    + (accuracy == null ? '' : `, ${percent(accuracy)} ${split} accuracy`);
-  $('#model-info').textContent = `${describe(m.sizes)}, ${trained}.`
-    + (m.recipe ? ` ${m.recipe}` : '');
+  const live = models.live;
+  const m = version === null ? null : models.pretrained.find((p) => p.version === version);
+  $('#model-info').textContent = m ? describe(m.sizes)
+      + (m.test_accuracy == null ? '.' : `, ${percent(m.test_accuracy)} test accuracy.`)
+    : `${describe(live.sizes)}, ` + (live.epochs === 0 ? 'untrained.'
+      : `trained ${plural(live.epochs, 'epoch')}` + (live.validation_accuracy == null ? '.'
+        : `, ${percent(live.validation_accuracy)} validation accuracy.`));
+  $('#recipe').hidden = !m?.recipe;
+  $('#recipe p').textContent = m?.recipe ?? '';
 }
+
+const UNITS_SHOWN = 120;  // a wide layer (e.g. 800 units) shows this many until asked
+let units = [];
 
 async function loadHidden() {
   const pretrained = chosenModel();
@@ -326,8 +331,18 @@ async function loadHidden() {
   const who = hidden.model === 'live' ? 'the live network' : `pretrained model ${hidden.model}`;
   $('#hidden-title').textContent = `What the hidden layer of ${who} has learned `
     + `(${hidden.units.length} units, ${describe(hidden.sizes)})`;
-  $('#units').replaceChildren(...hidden.units.map(unitImage));
+  units = hidden.units;
+  showUnits(UNITS_SHOWN);
 }
+
+function showUnits(count) {
+  $('#units').replaceChildren(...units.slice(0, count).map(unitImage));
+  const more = $('#all-units');
+  more.hidden = units.length <= count;
+  more.textContent = `Show all ${units.length} units (${units.length - count} more)`;
+}
+
+$('#all-units').addEventListener('click', () => showUnits(units.length));
 
 // Diverging colours: red for positive weights, white for zero, blue for negative.
 const POSITIVE = [178, 24, 43];
@@ -511,8 +526,10 @@ function drawChart() {
   chart.append(svg('line', { x1: left, x2: left, y1: top, y2: height - bottom,
     class: 'axis' }));
   chart.append(svg('text', { x: left, y: height - 8, class: 'tick' }, `epoch ${first}`));
-  chart.append(svg('text', { x: width - right, y: height - 8, 'text-anchor': 'end',
-    class: 'tick' }, `epoch ${last}`));
+  if (points.length > 1) {
+    chart.append(svg('text', { x: width - right, y: height - 8, 'text-anchor': 'end',
+      class: 'tick' }, `epoch ${last}`));
+  }
   chart.append(svg('polyline', { class: 'curve',
     points: points.map((p) => `${x(p.epoch)},${y(p.val_accuracy)}`).join(' ') }));
   for (const p of points) {
