@@ -23,7 +23,9 @@ MAX_PIXELS = 4096 * 4096  # width * height; a 16-megapixel photo still fits
 MNIST_SIZE = 28
 DIGIT_SIZE = 20  # longest side of the digit inside the 28x28 field
 INK_THRESHOLD = 0.1  # ink at or below this (0..1) is background noise (JPEG artefacts, paper)
+MAX_JPEG_SEGMENTS = 1000  # segments read while looking for a JPEG's size
 _DATA_URL = re.compile(r'data:[^,]*?;base64,', re.IGNORECASE)
+_JPEG_MARKER = re.compile(rb'\xff+([^\xff])')
 
 
 class ImageError(ValueError):
@@ -64,7 +66,9 @@ def decode_base64(text):
 
 def image_size(data):
     """(format, width, height) read from the header of PNG, JPEG, WebP or BMP bytes."""
-    if data.startswith(b'\x89PNG\r\n\x1a\n') and data[12:16] == b'IHDR':
+    if data.startswith(b'\x89PNG\r\n\x1a\n'):
+        if len(data) < 24 or data[12:16] != b'IHDR':
+            raise ImageError('broken PNG: no complete IHDR header with the image size.')
         return ('PNG',) + struct.unpack('>II', data[16:24])
     if data.startswith(b'\xff\xd8'):
         return ('JPEG',) + _jpeg_size(data)
@@ -79,22 +83,23 @@ def image_size(data):
 
 
 def _jpeg_size(data):
-    # Walk the segments up to the first start-of-frame marker, which holds the size.
+    # Walk the segments up to the first start-of-frame marker, which holds the size. Real
+    # files have a few segments before it; a file of nothing but fill bytes or empty
+    # segments would keep a Python loop busy for seconds, so both are bounded.
     i = 2
-    while i + 9 <= len(data):
-        if data[i] != 0xFF:
+    for _ in range(MAX_JPEG_SEGMENTS):
+        marker = _JPEG_MARKER.match(data, i)  # 0xFF, any 0xFF fill bytes, the marker code
+        if marker is None:
             break
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
+        code, i = marker.group(1)[0], marker.end()
+        if code in (0x01, *range(0xD0, 0xD9)):  # markers without a length
             continue
-        if marker in (0x01, *range(0xD0, 0xD9)):  # markers without a length
-            i += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack('>HH', data[i + 5:i + 9])
+        if i + 7 > len(data):
+            break
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack('>HH', data[i + 3:i + 7])
             return width, height
-        i += 2 + struct.unpack('>H', data[i + 2:i + 4])[0]
+        i += struct.unpack('>H', data[i:i + 2])[0]
     raise ImageError('broken JPEG: no frame header with the image size.')
 
 
@@ -117,6 +122,15 @@ def decode_image(data):
 
     Raises ImageError (ImageTooLarge over MAX_PIXELS) with a message saying what is wrong.
     """
+    pixels = _decode(data)
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGBA)
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGBA if pixels.shape[2] == 3 else
+                        cv2.COLOR_BGRA2RGBA)
+
+
+def _decode(data):
+    """Pixels as OpenCV decodes them: uint8 grey (H, W), BGR (H, W, 3) or BGRA (H, W, 4)."""
     if isinstance(data, str):
         data = decode_base64(data)
     elif not isinstance(data, (bytes, bytearray, memoryview)):
@@ -136,31 +150,25 @@ def decode_image(data):
         pixels = (pixels >> 8).astype(np.uint8)
     elif pixels.dtype != np.uint8:
         raise ImageError(f'unsupported {kind} pixel type {pixels.dtype}: expected 8 or 16 bits.')
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGBA)
-    conversion = {1: cv2.COLOR_GRAY2RGBA, 3: cv2.COLOR_BGR2RGBA, 4: cv2.COLOR_BGRA2RGBA}
-    return cv2.cvtColor(pixels, conversion[pixels.shape[2]])
+    return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
 
 
 # ---------------------------------------------------------------------------------------
-# Preprocessing: RGBA pixels -> a 28x28 MNIST-like digit.
+# Preprocessing: pixels -> a 28x28 MNIST-like digit.
 
-def ink(rgba):
-    """Ink intensity (H, W) float32 in [0, 1], 1 = ink, whatever the colours.
+def ink(gray, alpha=None):
+    """Ink strength (H, W) float32, 0 = background, and its maximum, whatever the colours,
+    from grey levels and alpha (uint8 (H, W); None when opaque).
 
     Transparency is composited away first. On a mostly transparent canvas the opaque pixels
     are the ink, so they go on a backdrop that contrasts with them (black or white ink both
     work); on a mostly opaque one the transparent pixels show the paper's colour. Then the
-    background is the median of the border, and ink is how far a pixel is from it,
-    stretched so the strongest ink is 1.
+    background is the median of the border, and ink is how far a pixel is from it.
+    Raises NoDigitError when no pixel is more than INK_THRESHOLD from the background.
     """
-    rgba = np.asarray(rgba)
-    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
-        raise ImageError(f'expected RGBA uint8 pixels (H, W, 4), got {rgba.dtype} {rgba.shape}.')
-    gray = cv2.cvtColor(np.ascontiguousarray(rgba[..., :3]), cv2.COLOR_RGB2GRAY)
-    gray = gray.astype(np.float32) / 255
-    alpha = rgba[..., 3].astype(np.float32) / 255
-    if alpha.min() < 1:
+    gray = np.divide(gray, 255, dtype=np.float32)
+    if alpha is not None and alpha.min() < 255:
+        alpha = np.divide(alpha, 255, dtype=np.float32)
         opaque = alpha > 0.5
         level = float(np.median(gray[opaque])) if opaque.any() else 0.0
         if opaque.mean() < 0.5:  # a transparent canvas: the opaque pixels are ink
@@ -169,13 +177,12 @@ def ink(rgba):
             backdrop = level
         gray = gray * alpha + backdrop * (1 - alpha)
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    background = float(np.median(border))
-    strength = np.abs(gray - background)
+    strength = cv2.absdiff(gray, float(np.median(border)))
     top = float(strength.max())
     if top <= INK_THRESHOLD:
         raise NoDigitError('no digit found: the image is blank (nothing differs from the '
                            f'background by more than {INK_THRESHOLD:.0%}).')
-    return strength / top
+    return strength, top
 
 
 def to_mnist(rgba):
@@ -185,9 +192,29 @@ def to_mnist(rgba):
     aspect ratio, and pasted into 28x28 with its centre of mass at (14, 14) (an integer
     shift, as in MNIST). Raises NoDigitError for a blank image.
     """
-    strength = ink(rgba)
-    (top, bottom), (left, right) = (_bounds(strength, axis) for axis in (1, 0))
-    digit = strength[top:bottom, left:right]
+    rgba = np.asarray(rgba)
+    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+        raise ImageError(f'expected RGBA uint8 pixels (H, W, 4), got {rgba.dtype} {rgba.shape}.')
+    return _to_mnist(cv2.cvtColor(rgba, cv2.COLOR_RGBA2GRAY), rgba[..., 3])
+
+
+def prepare(data):
+    """decode_image then to_mnist: (28, 28) float32 in [0, 1] from base64 text or bytes
+    (without building the RGBA copy)."""
+    pixels = _decode(data)
+    if pixels.ndim == 2:
+        return _to_mnist(pixels, None)
+    if pixels.shape[2] == 3:
+        return _to_mnist(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), None)
+    return _to_mnist(cv2.cvtColor(pixels, cv2.COLOR_BGRA2GRAY), pixels[..., 3])
+
+
+def _to_mnist(gray, alpha):
+    strength, peak = ink(gray, alpha)
+    # The ink's rows and columns: where some pixel exceeds INK_THRESHOLD (of the peak).
+    (top, bottom), (left, right) = (_bounds(strength.max(axis=axis), INK_THRESHOLD * peak)
+                                    for axis in (1, 0))
+    digit = strength[top:bottom, left:right] / peak  # strongest ink = 1
     h, w = digit.shape
     scale = DIGIT_SIZE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (width, height)
@@ -208,21 +235,17 @@ def to_mnist(rgba):
     return out
 
 
-def _bounds(strength, axis):
-    """[start, stop) of the ink along one axis: where it exceeds INK_THRESHOLD, widened by
-    one pixel on a side whose next line holds fainter ink (an anti-aliased edge, as in
-    MNIST; JPEG noise further out stays outside)."""
-    strong = np.flatnonzero((strength > INK_THRESHOLD).any(axis=axis))
-    faint = (strength > 0).any(axis=axis)
+def _bounds(profile, threshold):
+    """[start, stop) of the ink along one axis, from the strongest ink of each line: where it
+    exceeds ``threshold``, widened by one line on a side whose next line holds fainter ink
+    (an anti-aliased edge, as in MNIST; JPEG noise further out stays outside)."""
+    strong = np.flatnonzero(profile > threshold)
     start, stop = strong[0], strong[-1] + 1
-    return start - (start > 0 and faint[start - 1]), stop + (stop < len(faint) and faint[stop])
+    return (start - (start > 0 and profile[start - 1] > 0),
+            stop + (stop < len(profile) and profile[stop] > 0))
 
 
 def _offset(shift, length):
     # Round to whole pixels (no blur), but keep the whole digit inside the field.
     return min(max(round(shift), 0), MNIST_SIZE - length)
 
-
-def prepare(data):
-    """decode_image then to_mnist: (28, 28) float32 in [0, 1] from base64 text or bytes."""
-    return to_mnist(decode_image(data))

@@ -14,20 +14,33 @@ def _error(description):
     return _json(_ref('Error'), description)
 
 
+def _security(guarded):
+    return {'security': guarded['security']} if guarded else {}
+
+
 _NUMBER = {'type': 'number'}
 _INT = {'type': 'integer'}
 _SIZES = {'type': 'array', 'items': _INT, 'example': [784, 30, 10]}
 _OK_TEXT = {'description': 'done', 'content': {'text/plain': {'schema': {'type': 'string',
                                                                           'enum': ['OK']}}}}
 _BUSY = _error('a training job is running (the body also has "status", as /train/status)')
+_SECURITY_SCHEMES = {
+    'bearer': {'type': 'http', 'scheme': 'bearer',
+               'description': "the server's BTF_TOKEN (required only when it has one)"},
+    'token': {'type': 'apiKey', 'in': 'query', 'name': 'token',
+              'description': "the same token in the address, for a browser's GET"}}
 # A 12x12 PNG of a vertical stroke (a "1"), so that the example request is a real one.
 _EXAMPLE_PNG = ('data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAwAAAAMCAAAAABzHgM7AAAAHElEQVQI'
                 '12NgAIP/YJIRxgYxmBiQAL04DMjOAQAqGAMSsSjLHgAAAABJRU5ErkJggg==')
 
 
-def openapi_document(max_epochs, max_body, versions):
+def openapi_document(max_epochs, max_body, versions, protected=False):
     """The document for a server that trains at most ``max_epochs`` per request, reads
-    bodies of at most ``max_body`` bytes and has the pretrained ``versions``."""
+    bodies of at most ``max_body`` bytes and has the pretrained ``versions``; ``protected``:
+    /train, /reset and /pretrain need the server's token."""
+    # With a token, the routes that change the live net take it either way.
+    guarded = {'security': [{'bearer': []}, {'token': []}],
+               'responses': {'401': _error('no token, or a wrong one')}} if protected else {}
     epochs = {'type': 'integer', 'minimum': 1, 'maximum': max_epochs, 'default': 1}
     pretrained = {'type': 'integer', 'enum': [0, *versions],
                   'description': 'a version listed by /models; absent or 0 means the live net'}
@@ -38,9 +51,11 @@ def openapi_document(max_epochs, max_body, versions):
             '400': _error(f'epochs is not an integer from 1 to {max_epochs}'),
             '409': _BUSY,
             '503': _error('no training data (run `python preprocess.py`)'),
+            **guarded.get('responses', {}),
         },
+        **_security(guarded),
     }
-    busy_or_ok = {'200': _OK_TEXT, '409': _BUSY}
+    busy_or_ok = {'200': _OK_TEXT, '409': _BUSY, **guarded.get('responses', {})}
     return {
         'openapi': '3.0.3',
         'info': {'title': 'better-tensorflow', 'version': '1.0.0',
@@ -87,10 +102,12 @@ def openapi_document(max_epochs, max_body, versions):
                 'responses': {'200': {'description': 'an event stream that stays open',
                                       'content': {'text/event-stream': {}}}}}},
             '/reset': {m: {'summary': 'live net := untrained 784-30-10, learning rate 0.5',
-                           'responses': busy_or_ok} for m in ('get', 'post')},
+                           'responses': busy_or_ok, **_security(guarded)}
+                       for m in ('get', 'post')},
             '/pretrain': {m: {'summary': 'live net := a copy of the best pretrained model',
                               'responses': {**busy_or_ok, '503': _error(
-                                  'no pretrained models installed')}} for m in ('get', 'post')},
+                                  'no pretrained models installed')}, **_security(guarded)}
+                          for m in ('get', 'post')},
             '/models': {'get': {'summary': 'the live net and the pretrained models',
                                 'responses': {'200': _json(_ref('Models'))}}},
             '/model/hidden': {'get': {
@@ -100,7 +117,7 @@ def openapi_document(max_epochs, max_body, versions):
                 'responses': {'200': _json(_ref('Hidden')),
                               '400': _error('pretrained not listed')}}},
         },
-        'components': {'schemas': {
+        'components': {'securitySchemes': _SECURITY_SCHEMES, 'schemas': {
             'Error': {'type': 'object', 'required': ['error'],
                       'properties': {'error': {'type': 'string'},
                                      'status': _ref('TrainStatus')}},

@@ -10,12 +10,24 @@ thread; predictions keep using the last complete net until the copy replaces it.
 is saved atomically to <models>/live.npz after every train, reset and pretrain and restored
 at start-up, so a restart loses nothing.
 
+Several worker processes (--workers N, or several machines sharing the models folder) act as
+one service: the models folder is the shared state. One exclusive lock file (flock) admits
+one training, reset or pretrain at a time; the training worker writes its progress to a status
+file that the others read; and every worker reloads live.npz when it changed on disk before
+it answers with the live net.
+
     python server.py [--host 127.0.0.1] [--port 8000] [--data FILE] [--models DIR]
-                     [--max-epochs 100]          # environment: HOST, PORT (or DOC_PORT)
+                     [--max-epochs 100] [--workers 1] [--cors-origins '*']
+                     [--request-timeout 30]
+    environment: HOST, PORT (or DOC_PORT), BTF_TOKEN (required by /train, /reset, /pretrain
+    as "Authorization: Bearer <token>" or ?token=<token>), BTF_CORS_ORIGINS
 """
 import argparse
 import asyncio
+import fcntl
+import functools
 import hashlib
+import hmac
 import json as jsonlib
 import logging
 import os
@@ -26,16 +38,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import sanic
 from sanic import Sanic, empty, file, html, json, text
 from sanic.exceptions import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     SanicException,
     ServiceUnavailable,
+    Unauthorized,
 )
 from sanic.handlers import ErrorHandler
+from sanic.http import Stage
+from sanic.server.protocols.http_protocol import HttpProtocol
+from sanic.worker.loader import AppLoader
 from sanic_cors import CORS
 
 import better_tensorflow as btf
@@ -50,14 +68,19 @@ MODELS_DIR = ROOT / 'models'
 STATIC_DIR = ROOT / 'static'
 MANIFEST = 'models.json'
 LIVE_FILE = 'live.npz'
-LIVE_META = 'live.json'  # the live net's last validation accuracy, next to live.npz
+LIVE_META = 'live.json'  # the live net's validation accuracy and weights digest
+LOCK_FILE = 'train.lock'  # flock'ed by the one training, reset or pretrain of the folder
+STATUS_FILE = 'train-status.json'  # the current or last training's progress, for every worker
 SIZES, LEARNING_RATE, BATCH_SIZE = (784, 30, 10), 0.5, 128  # what /reset builds
 MAX_EPOCHS = 100
 MAX_BODY = 16 * 2 ** 20  # bytes; a base64 4096x4096 PNG canvas fits
+DECODERS = os.cpu_count() or 1  # images decoded at once: each may take ~100s of MB
 SAMPLE = 100  # validation samples behind /train's "accuracy" (the original's score)
 PROGRESS_INTERVAL = 0.1  # seconds between "progress" events
 KEEP_ALIVE = 15  # seconds between SSE keep-alive comments
 TRAIN_TIMEOUT = 3600  # seconds a /train request may wait for its job (Sanic's default is 60)
+REQUEST_TIMEOUT = 30  # seconds for a request's head to arrive, and again for its body
+KEEP_ALIVE_TIMEOUT = 30  # seconds an idle keep-alive connection stays open
 
 
 class Conflict(SanicException):
@@ -73,6 +96,31 @@ class Unprocessable(SanicException):
 class TooManyPixels(SanicException):
     status_code = 413
     quiet = True
+
+
+class DeadlineProtocol(HttpProtocol):
+    """Sanic restarts REQUEST_TIMEOUT with every byte received, so a client sending a byte a
+    second could hold a connection for hours. Here the head of a request must arrive whole
+    within REQUEST_TIMEOUT of its first byte (Request.receive_body bounds the body)."""
+
+    def data_received(self, data):
+        http, started = getattr(self, '_http', None), self._time
+        super().data_received(data)
+        if http is not None and http.stage is Stage.REQUEST:
+            self._time = started
+
+
+class Request(sanic.Request):
+    """A request whose body must arrive within REQUEST_TIMEOUT of its head."""
+
+    async def receive_body(self):
+        try:
+            async with asyncio.timeout(self.app.config.REQUEST_TIMEOUT):
+                await super().receive_body()
+        except TimeoutError:
+            # Answer and hang up instead of reading the rest (Sanic would wait for it).
+            self.stream.request_body, self.stream.keep_alive = None, False
+            raise RequestTimeout() from None
 
 
 class JSONErrorHandler(ErrorHandler):
@@ -92,6 +140,9 @@ class JSONErrorHandler(ErrorHandler):
         elif isinstance(exception, PayloadTooLarge):  # raised by Sanic while reading the body
             message = (f'the request is larger than the limit of '
                        f'{request.app.config.REQUEST_MAX_SIZE} bytes.')
+        elif isinstance(exception, RequestTimeout):  # a slow client
+            message = (f'the request did not arrive within {request.app.config.REQUEST_TIMEOUT} '
+                       'seconds.')
         elif isinstance(exception, SanicException):  # raised on purpose, with a message
             message = str(exception)
         else:
@@ -158,40 +209,165 @@ def load_pretrained(models_dir):
     return pretrained, best
 
 
-def restore_live(models_dir, pretrained, best):
+def weights_digest(net):
+    """sha256 of the net's parameters: ties live.json to the live.npz it describes."""
+    digest = hashlib.sha256()
+    for array in net.weights + net.biases:
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def read_live(models_dir):
+    """(net, validation accuracy) from live.npz and live.json. The accuracy is None when
+    live.json describes another net (a save was cut short between the two files)."""
+    path = models_dir / LIVE_FILE
+    net = btf.Graph.from_file(path)
+    _check_shape(net, path)
+    try:
+        meta = jsonlib.loads((models_dir / LIVE_META).read_text())
+        accuracy = meta['validation_accuracy'] if meta['digest'] == weights_digest(net) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        accuracy = None
+    return net, accuracy
+
+
+def restore_live(models_dir, pretrained, best, repair=True):
     """(net, validation accuracy, restored?) from live.npz, else a copy of the best
-    pretrained model, else a fresh net."""
+    pretrained model, else a fresh net. With ``repair`` (the caller holds the folder's lock)
+    a live.npz that cannot be read is renamed aside, never overwritten."""
     path = models_dir / LIVE_FILE
     if path.exists():
         try:
-            net = btf.Graph.from_file(path)
-            _check_shape(net, path)
-            meta = models_dir / LIVE_META
-            accuracy = jsonlib.loads(meta.read_text())['validation_accuracy'] \
-                if meta.exists() else None
+            net, accuracy = read_live(models_dir)
             log.info('live net restored from %s: %s', path, net)
             return net, accuracy, True
-        except (ValueError, KeyError, TypeError, OSError) as e:
-            log.error('cannot restore the live net from %s (%s); starting anew', path, e)
+        except (ValueError, OSError) as e:
+            if repair:
+                aside = path.with_name(time.strftime('live.corrupt-%Y%m%d-%H%M%S-') +
+                                       f'{time.time_ns() % 10 ** 9:09d}.npz')
+                os.replace(path, aside)
+                log.error('cannot restore the live net from %s (%s); moved it to %s and '
+                          'starting anew', path, e, aside)
+            else:
+                log.error('cannot restore the live net from %s (%s); starting anew',
+                          path, e)
     net = pretrained[best][1].copy() if best is not None else fresh_net()
     return net, None, False
 
 
+def write_json(path, data):
+    """Replace the file atomically: readers see the old or the new one, whole."""
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(jsonlib.dumps(data))
+    os.replace(tmp, path)
+
+
 def save_live(models_dir, net, accuracy):
-    """Write live.npz (atomically, by Graph.save) and its validation accuracy."""
+    """Write live.npz (atomically, by Graph.save), then live.json naming its weights."""
     net.save(models_dir / LIVE_FILE)
-    meta = models_dir / LIVE_META
-    tmp = meta.with_name(f'.{meta.name}.{os.getpid()}.tmp')
-    tmp.write_text(jsonlib.dumps({'validation_accuracy': accuracy}))
-    os.replace(tmp, meta)
+    write_json(models_dir / LIVE_META,
+               {'validation_accuracy': accuracy, 'digest': weights_digest(net)})
+
+
+def file_version(path):
+    """(inode, mtime, size) of a file, None when missing: changes whenever it is replaced."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def live_version(models_dir):
+    return file_version(models_dir / LIVE_FILE), file_version(models_dir / LIVE_META)
 
 
 async def persist(app):
-    """Save whatever is live now; saves run one at a time, so the last one wins."""
-    ctx = app.ctx
+    """Save whatever is live now (the caller holds the folder's lock)."""
+    ctx, models_dir = app.ctx, app.config.MODELS_DIR
     async with ctx.save_lock:
         await asyncio.get_running_loop().run_in_executor(
-            None, save_live, app.config.MODELS_DIR, ctx.live, ctx.live_accuracy)
+            None, save_live, models_dir, ctx.live, ctx.live_accuracy)
+        ctx.live_version = live_version(models_dir)
+
+
+def sync_live(app):
+    """Reload the live net when another process (a worker, a machine) saved a new one:
+    two stat calls when nothing changed."""
+    ctx, models_dir = app.ctx, app.config.MODELS_DIR
+    version = live_version(models_dir)
+    if version == ctx.live_version or ctx.save_lock.locked():  # unchanged, or ours in progress
+        return
+    ctx.live_version = version
+    try:
+        ctx.live, ctx.live_accuracy = read_live(models_dir)
+    except (ValueError, OSError) as e:
+        log.warning('keeping the live net: %s changed but cannot be read (%s)',
+                    models_dir / LIVE_FILE, e)
+        return
+    log.info('reloaded the live net saved by another process: %s', ctx.live)
+
+
+def remove_stale_files(models_dir):
+    """Delete temporary files left by a process killed while saving (the caller holds the
+    folder's lock, so nobody is writing them)."""
+    for name in (LIVE_FILE, LIVE_META, STATUS_FILE):
+        for tmp in models_dir.glob(f'.{name}.*.tmp'):
+            tmp.unlink(missing_ok=True)
+            log.warning('removed %s, left by an interrupted save', tmp)
+
+
+# ---------------------------------------------------------------------------------------
+# One training (or reset, or pretrain) at a time across every worker: an exclusive flock on
+# LOCK_FILE in the models folder, held for the whole job and released by the kernel if the
+# process dies.
+
+def try_lock(models_dir):
+    """A file descriptor holding the folder's lock (close it to release), or None when
+    another job holds it."""
+    fd = os.open(models_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def acquire(app, action):
+    """try_lock, or 409 with the running job's status."""
+    fd = try_lock(app.config.MODELS_DIR)
+    if fd is None:
+        status = current_status(app)
+        busy = ('training runs; wait for it to finish (see /train/status)' if status['running']
+                else 'another request changes the live net; try again')
+        raise Conflict(f'cannot {action} while {busy}.', context={'status': status})
+    return fd
+
+
+def read_status_file(path):
+    """The status file's content ({"job", "worker", "status", "done"}), None if unreadable."""
+    try:
+        state = jsonlib.loads(path.read_text())
+        return state if isinstance(state, dict) and isinstance(state.get('status'), dict) \
+            else None
+    except (OSError, ValueError):
+        return None
+
+
+def current_status(app):
+    """/train/status of the current or last job, whichever worker runs it."""
+    ctx, models_dir = app.ctx, app.config.MODELS_DIR
+    shared = None if ctx.job.running else read_status_file(models_dir / STATUS_FILE)
+    if shared is None:
+        return ctx.job.status()
+    status = shared['status']
+    if status.get('running'):  # unless its worker died: then the lock is free
+        fd = try_lock(models_dir)
+        if fd is not None:
+            os.close(fd)
+            status = {**status, 'running': False}
+    return status
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,10 +377,11 @@ class Job:
     """Progress of the current (or last) training job, as /train/status shows it.
 
     Only the event loop changes it: the worker thread posts each step with
-    call_soon_threadsafe.
+    call_soon_threadsafe. The job's worker publishes it to STATUS_FILE for the others.
     """
 
-    def __init__(self, epochs=0, batches=0, start=0):
+    def __init__(self, epochs=0, batches=0, start=0, name=''):
+        self.name = name  # unique across workers
         self.running = epochs > 0
         self.epochs, self.batches = epochs, batches
         self.start = start  # epochs the net had before this job
@@ -227,17 +404,64 @@ def broadcast(ctx, event, payload):
             queue.put_nowait((event, payload))
 
 
-def on_step(ctx, job, info):
+def publish(app, job, done=None):
+    """Write the job's status (and its final answer) for the other workers."""
+    write_json(app.config.MODELS_DIR / STATUS_FILE,
+               {'job': job.name, 'worker': app.ctx.worker, 'status': job.status(),
+                'done': done})
+
+
+def on_step(app, job, info):
     """Record one batch or epoch reported by Graph.run (on the event loop)."""
+    ctx = app.ctx
     job.epoch, job.batch = info['epoch'] - job.start, info['batch']
     if info['event'] == 'epoch':
         record = {'epoch': job.epoch, 'loss': info['loss'], 'val_accuracy': info['val_accuracy'],
                   'seconds': info['seconds']}
         job.history.append(record)
         broadcast(ctx, 'epoch', {**record, 'epochs': job.epochs})
+        publish(app, job)
     elif time.monotonic() - job.last_progress >= PROGRESS_INTERVAL:
         job.last_progress = time.monotonic()
         broadcast(ctx, 'progress', job.progress())
+        publish(app, job)
+
+
+def finish(app, job, done):
+    job.running = False
+    broadcast(app.ctx, 'done', done)
+    publish(app, job, done)
+
+
+def replay(ctx, seen, state):
+    """Broadcast what another worker's job did between two reads of its status file."""
+    if seen is None or seen['job'] != state['job']:
+        seen = {'status': {'history': [], 'epoch': 0, 'batch': 0}, 'done': None}
+    old, new = seen['status'], state['status']
+    for record in new['history'][len(old['history']):]:
+        broadcast(ctx, 'epoch', {**record, 'epochs': new['epochs']})
+    if new['running'] and (new['epoch'], new['batch']) != (old['epoch'], old['batch']):
+        broadcast(ctx, 'progress', {k: new[k] for k in ('epoch', 'epochs', 'batch', 'batches')})
+    if state['done'] is not None and seen['done'] is None:
+        broadcast(ctx, 'done', state['done'])
+
+
+async def relay(app):
+    """Forward other workers' training events to this worker's /train/events streams: one
+    stat of the status file every PROGRESS_INTERVAL."""
+    ctx, path = app.ctx, app.config.MODELS_DIR / STATUS_FILE
+    version, seen = file_version(path), read_status_file(path)
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL)
+        if file_version(path) == version:
+            continue
+        version, state = file_version(path), read_status_file(path)
+        if state is not None and state.get('worker') != ctx.worker:
+            try:
+                replay(ctx, seen, state)
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning('ignoring a malformed %s (%s)', path, e)
+        seen = state
 
 
 def train(net, data, epochs, callback):
@@ -252,14 +476,15 @@ def train(net, data, epochs, callback):
     return history, net.validate((X[sample], y[sample]))
 
 
-async def run_job(app, job, data):
-    """Train a copy of the live net, then make it live and save it; the /train answer."""
+async def run_job(app, job, data, lock):
+    """Train a copy of the live net, then make it live and save it; the /train answer.
+    Releases the folder's ``lock`` when done."""
     ctx = app.ctx
     loop = asyncio.get_running_loop()
     net = ctx.live.copy()
 
     def callback(info):  # in the worker thread; True stops training
-        loop.call_soon_threadsafe(on_step, ctx, job, info)
+        loop.call_soon_threadsafe(on_step, app, job, info)
         return ctx.stopping.is_set()
 
     started = time.perf_counter()
@@ -275,17 +500,18 @@ async def run_job(app, job, data):
                   'epochs': net.epochs, 'seconds': time.perf_counter() - started}
         log.info('trained %d epochs in %.1f s: validation accuracy %.4f, %d/%d', job.epochs,
                  result['seconds'], ctx.live_accuracy, accuracy, SAMPLE)
-        broadcast(ctx, 'done', result)
+        finish(app, job, result)
         return result
     except btf.TrainingDiverged as e:
-        broadcast(ctx, 'done', {'error': f'training diverged: {e}'})
+        finish(app, job, {'error': f'training diverged: {e}'})
         raise SanicException(f'training diverged: {e}', 500) from None
     except Exception as e:  # the page must learn that the job ended
-        broadcast(ctx, 'done', {'error': str(e) if isinstance(e, SanicException) else
-                                'training failed (logged on the server).'})
+        finish(app, job, {'error': str(e) if isinstance(e, SanicException) else
+                          'training failed (logged on the server).'})
         raise
     finally:
         job.running = False
+        os.close(lock)
 
 
 async def training_data(app):
@@ -318,6 +544,9 @@ def json_body(request, allowed, example):
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f'the body is not valid JSON ({e}); expected an object like '
                          f'{example}.') from None
+    except RecursionError:
+        raise BadRequest(f'the body is JSON nested too deeply; expected an object like '
+                         f'{example}.') from None
     if not isinstance(body, dict):
         raise BadRequest(f'the body must be a JSON object like {example}, '
                          f'got {shown(body)}.')
@@ -329,7 +558,10 @@ def json_body(request, allowed, example):
 
 def shown(value):
     """A value as JSON, cut short, for error messages."""
-    text = jsonlib.dumps(value)
+    try:
+        text = jsonlib.dumps(value)
+    except (RecursionError, ValueError):  # nested deeper than the encoder goes
+        text = f'a deeply nested {type(value).__name__}'
     return text if len(text) <= 60 else text[:57] + '...'
 
 
@@ -348,9 +580,11 @@ def parse_epochs(value, maximum):
     return value
 
 
-def pick_net(ctx, version):
+def pick_net(app, version):
     """("live", live net) for None/0, ("vK", pretrained net) for a listed version K."""
+    ctx = app.ctx
     if version is None or (is_int(version) and version == 0):
+        sync_live(app)
         return 'live', ctx.live
     if is_int(version) and version in ctx.pretrained:
         return f'v{version}', ctx.pretrained[version][1]
@@ -360,10 +594,25 @@ def pick_net(ctx, version):
                      f'got {shown(version)}.')
 
 
-def ensure_idle(ctx, action):
-    if ctx.job.running:
-        raise Conflict(f'cannot {action} while training runs; wait for it to finish '
-                       '(see /train/status).', context={'status': ctx.job.status()})
+def authorize(request):
+    """With a token configured (BTF_TOKEN), the routes that change the live net need it as
+    "Authorization: Bearer <token>" or ?token=<token>; else 401."""
+    token = request.app.config.TOKEN
+    if token is None:
+        return
+    scheme, _, given = request.headers.get('authorization', '').partition(' ')
+    if scheme.lower() != 'bearer':
+        given = request.get_args(keep_blank_values=True).get('token')
+    if given is None:
+        problem = 'no token was given'
+    elif hmac.compare_digest(given.strip().encode(errors='surrogatepass'),
+                             token.encode(errors='surrogatepass')):
+        return
+    else:
+        problem = 'the token is wrong'
+    raise Unauthorized(f'{request.path} changes the live net and needs the server\'s token '
+                       f'({problem}): send "Authorization: Bearer <token>" or add '
+                       '?token=<token>.', scheme='Bearer', realm='better-tensorflow')
 
 
 def describe(net, accuracy):
@@ -385,36 +634,64 @@ The API answers at <a href="/openapi.json">/openapi.json</a>.</p>"""
 # The app.
 
 def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
-               static_dir=STATIC_DIR, max_body=MAX_BODY, name='better_tensorflow'):
-    """The Sanic app; its state (nets, training job) is built when the server starts."""
+               static_dir=STATIC_DIR, max_body=MAX_BODY, name='better_tensorflow', *,
+               token=None, cors_origins='*', request_timeout=REQUEST_TIMEOUT):
+    """The Sanic app; its state (nets, training job) is built when the server starts.
+
+    ``token``: what /train, /reset and /pretrain require (None: open to all).
+    ``cors_origins``: '*' or a list of the origins allowed to call cross-origin.
+    ``request_timeout``: seconds for a request's head to arrive, and again for its body.
+    """
     if not is_int(max_epochs) or max_epochs < 1:
         raise ValueError(f'max_epochs must be a positive int, got {max_epochs!r}.')
-    app = Sanic(name, error_handler=JSONErrorHandler(), configure_logging=False)
+    if cors_origins != '*' and (isinstance(cors_origins, str) or not cors_origins):
+        raise ValueError(f"cors_origins must be '*' or a list of origins, got {cors_origins!r}.")
+    app = Sanic(name, error_handler=JSONErrorHandler(), request_class=Request,
+                configure_logging=False)
     app.config.update(MODELS_DIR=Path(models_dir), STATIC_DIR=Path(static_dir),
                       DATA_PATH=Path(data_path or preprocess.DEFAULT_OUTPUT),
-                      MAX_EPOCHS=max_epochs, REQUEST_MAX_SIZE=max_body,
-                      RESPONSE_TIMEOUT=TRAIN_TIMEOUT)
-    # '*' on every answer, errors included. Preflights are answered by JSONErrorHandler
-    # (sanic-cors's automatic ones send "content-type: None").
-    CORS(app, send_wildcard=True, automatic_options=False, max_age=600)
+                      MAX_EPOCHS=max_epochs, REQUEST_MAX_SIZE=max_body, TOKEN=token or None,
+                      RESPONSE_TIMEOUT=TRAIN_TIMEOUT, REQUEST_TIMEOUT=request_timeout,
+                      KEEP_ALIVE_TIMEOUT=KEEP_ALIVE_TIMEOUT)
+    # Every answer, errors included, names the allowed origin ('*' even without an Origin
+    # header). Preflights are answered by JSONErrorHandler (sanic-cors's automatic ones send
+    # "content-type: None").
+    anyone = cors_origins == '*'
+    CORS(app, origins=cors_origins, send_wildcard=anyone, always_send=anyone,
+         automatic_options=False, max_age=600)
     app.static('/static', app.config.STATIC_DIR, name='static')
 
     @app.before_server_start
     async def setup(app):
         ctx, models_dir = app.ctx, app.config.MODELS_DIR
+        models_dir.mkdir(parents=True, exist_ok=True)
+        ctx.worker = f'{os.getpid()}-{id(app):x}'
         ctx.pretrained, ctx.best = load_pretrained(models_dir)
-        ctx.live, ctx.live_accuracy, restored = restore_live(models_dir, ctx.pretrained,
-                                                             ctx.best)
         ctx.job, ctx.job_task, ctx.data, ctx.listeners = Job(), None, None, set()
         ctx.data_lock, ctx.save_lock = asyncio.Lock(), asyncio.Lock()
         ctx.stopping = threading.Event()
         ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')
-        if not restored:
-            await persist(app)
+        ctx.decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix='decode')
+        # Only the worker that gets the lock repairs; the others read what is there and
+        # reload once it is repaired.
+        lock = try_lock(models_dir)
+        try:
+            if lock is not None:
+                remove_stale_files(models_dir)
+            ctx.live_version = live_version(models_dir)
+            ctx.live, ctx.live_accuracy, restored = restore_live(
+                models_dir, ctx.pretrained, ctx.best, repair=lock is not None)
+            if lock is not None and not restored:
+                await persist(app)
+        finally:
+            if lock is not None:
+                os.close(lock)
+        ctx.relay = asyncio.create_task(relay(app))
 
     @app.before_server_stop
     async def stop_training(app):
         ctx = app.ctx
+        ctx.relay.cancel()
         ctx.stopping.set()  # the training callback sees it after the current batch
         for queue in ctx.listeners:  # ends the event streams
             if queue.full():
@@ -423,6 +700,7 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
         if ctx.job_task is not None:  # its /train request gets a 503
             await asyncio.gather(ctx.job_task, return_exceptions=True)
         ctx.trainer.shutdown()
+        ctx.decoders.shutdown()
 
     @app.get('/')
     async def index(request):
@@ -437,7 +715,8 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
     async def openapi(request):
         config = request.app.config
         return json(openapi_document(config.MAX_EPOCHS, config.REQUEST_MAX_SIZE,
-                                     sorted(request.app.ctx.pretrained)))
+                                     sorted(request.app.ctx.pretrained),
+                                     protected=config.TOKEN is not None))
 
     @app.post('/predict')
     async def predict(request):
@@ -450,12 +729,13 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
             raise BadRequest('image must be a string: a base64 PNG, JPEG, WebP or BMP, '
                              'e.g. "data:image/png;base64,iVBOR..."; got '
                              f'{"nothing" if image is None else type(image).__name__}.')
-        model, net = pick_net(request.app.ctx, body.get('pretrained'))
+        model, net = pick_net(request.app, body.get('pretrained'))
         return_input = body.get('return_input', False)
         if not isinstance(return_input, bool):
             raise BadRequest(f'return_input must be true or false, got {shown(return_input)}.')
         try:
-            x = await asyncio.get_running_loop().run_in_executor(None, imaging.prepare, image)
+            x = await asyncio.get_running_loop().run_in_executor(
+                request.app.ctx.decoders, imaging.prepare, image)
         except imaging.NoDigitError as e:
             raise Unprocessable(str(e)) from None
         except imaging.ImageTooLarge as e:
@@ -473,23 +753,29 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
     @app.route('/train', methods=['GET', 'POST'])
     async def train_route(request):
         app, ctx = request.app, request.app.ctx
+        authorize(request)
         body = json_body(request, ('epochs',), '{"epochs": 5}')
         query = request.get_args(keep_blank_values=True)  # "?epochs=" is an error, not 1
         value = body.get('epochs', 1) if body is not None else query_int(query.get('epochs', 1))
         epochs = parse_epochs(value, app.config.MAX_EPOCHS)
-        ensure_idle(ctx, 'start another training')
-        data = await training_data(app)
-        ensure_idle(ctx, 'start another training')  # one may have started while reading
+        lock = acquire(app, 'start another training')
+        try:
+            data = await training_data(app)
+        except BaseException:
+            os.close(lock)
+            raise
+        sync_live(app)  # train the newest net, whichever worker saved it
         batches = -(-len(data['train'][1]) // ctx.live.batch_size)
-        ctx.job = Job(epochs, batches, ctx.live.epochs)
+        ctx.job = Job(epochs, batches, ctx.live.epochs, f'{ctx.worker}-{time.time_ns()}')
+        publish(app, ctx.job)
         log.info('training %d epochs of %d batches', epochs, batches)
         # The job outlives this request: a client that hangs up does not stop it.
-        ctx.job_task = asyncio.create_task(run_job(app, ctx.job, data))
+        ctx.job_task = asyncio.create_task(run_job(app, ctx.job, data, lock))
         return json(await asyncio.shield(ctx.job_task))
 
     @app.get('/train/status')
     async def train_status(request):
-        return json(request.app.ctx.job.status())
+        return json(current_status(request.app))
 
     @app.get('/train/events')
     async def train_events(request):
@@ -500,7 +786,7 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
             headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
         ctx.listeners.add(queue)
         try:
-            await response.send(sse('status', ctx.job.status()))
+            await response.send(sse('status', current_status(request.app)))
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), KEEP_ALIVE)
@@ -517,28 +803,37 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
     @app.route('/reset', methods=['GET', 'POST'])
     async def reset(request):
         ctx = request.app.ctx
-        ensure_idle(ctx, 'reset')
-        ctx.live, ctx.live_accuracy = fresh_net(), None
-        await persist(request.app)
+        authorize(request)
+        lock = acquire(request.app, 'reset')
+        try:
+            ctx.live, ctx.live_accuracy = fresh_net(), None
+            await persist(request.app)
+        finally:
+            os.close(lock)
         log.info('live net reset: %s', ctx.live)
         return text('OK')
 
     @app.route('/pretrain', methods=['GET', 'POST'])
     async def pretrain(request):
         ctx = request.app.ctx
-        ensure_idle(ctx, 'load the pretrained model')
-        if ctx.best is None:
-            raise ServiceUnavailable(
-                f'no pretrained models in {request.app.config.MODELS_DIR} ({MANIFEST} is '
-                'missing or lists none); `make models` builds them.')
-        ctx.live, ctx.live_accuracy = ctx.pretrained[ctx.best][1].copy(), None
-        await persist(request.app)
+        authorize(request)
+        lock = acquire(request.app, 'load the pretrained model')
+        try:
+            if ctx.best is None:
+                raise ServiceUnavailable(
+                    f'no pretrained models in {request.app.config.MODELS_DIR} ({MANIFEST} is '
+                    'missing or lists none); `make models` builds them.')
+            ctx.live, ctx.live_accuracy = ctx.pretrained[ctx.best][1].copy(), None
+            await persist(request.app)
+        finally:
+            os.close(lock)
         log.info('live net is now a copy of pretrained v%d', ctx.best)
         return text('OK')
 
     @app.get('/models')
     async def models(request):
         ctx = request.app.ctx
+        sync_live(request.app)
         return json({
             'live': describe(ctx.live, ctx.live_accuracy),
             'best': ctx.best,
@@ -550,16 +845,24 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
     @app.get('/model/hidden')
     async def hidden(request):
         version = request.get_args(keep_blank_values=True).get('pretrained')
-        model, net = pick_net(request.app.ctx, query_int(version))
+        model, net = pick_net(request.app, query_int(version))
         units = np.round(net.weights[0].T.astype(np.float64), 4)  # (hidden, 784)
         return json({'model': model, 'sizes': list(net.sizes), 'units': units.tolist()})
 
     return app
 
 
+def configured_app(**options):
+    """create_app with logging on: for `python server.py` and each of its workers."""
+    logging.basicConfig(level=logging.INFO,
+                        format='%(asctime)s %(process)d %(levelname)s %(message)s')
+    return create_app(**options)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--host', default=os.environ.get('HOST', '127.0.0.1'))
+    parser.add_argument('--host', default=os.environ.get('HOST', '127.0.0.1'),
+                        help='address to listen on (default: %(default)s, this machine only)')
     parser.add_argument('--port', type=int,
                         default=int(os.environ.get('PORT', os.environ.get('DOC_PORT', 8000))))
     parser.add_argument('--data', type=Path, default=preprocess.DEFAULT_OUTPUT,
@@ -569,10 +872,32 @@ def main(argv=None):
                              '(default: %(default)s)')
     parser.add_argument('--max-epochs', type=int, default=MAX_EPOCHS,
                         help='largest epochs a /train request may ask for (default: %(default)s)')
+    parser.add_argument('--workers', type=int, default=1,
+                        help='worker processes sharing the port (default: %(default)s)')
+    parser.add_argument('--cors-origins', default=os.environ.get('BTF_CORS_ORIGINS', '*'),
+                        help="comma-separated origins allowed to call cross-origin, or '*' "
+                             '(default: $BTF_CORS_ORIGINS or %(default)s)')
+    parser.add_argument('--request-timeout', type=float, default=REQUEST_TIMEOUT,
+                        help="seconds for a request's head to arrive, and again for its body "
+                             '(default: %(default)s)')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-    app = create_app(args.models, args.data, args.max_epochs)
-    app.run(host=args.host, port=args.port, single_process=True, access_log=False)
+    if args.workers < 1:
+        parser.error(f'--workers must be at least 1, got {args.workers}')
+    origins = [o.strip() for o in args.cors_origins.split(',') if o.strip()]
+    # The token comes from the environment only: a command line is visible to every user.
+    factory = functools.partial(
+        configured_app, models_dir=args.models, data_path=args.data,
+        max_epochs=args.max_epochs, token=os.environ.get('BTF_TOKEN'),
+        cors_origins='*' if origins in ([], ['*']) else origins,
+        request_timeout=args.request_timeout)
+    app = factory()
+    settings = dict(host=args.host, port=args.port, access_log=False,
+                    protocol=DeadlineProtocol)
+    if args.workers == 1:
+        app.run(**settings, single_process=True)
+    else:  # each worker process builds its own app with the same options
+        app.prepare(**settings, workers=args.workers)
+        Sanic.serve(primary=app, app_loader=AppLoader(factory=factory))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,259 @@
+"""Load on the HTTP API: /predict against /health on the same server in the same run, at a
+few concurrency levels, idle and while a training runs, then a soak at the highest level.
+
+A bounded asyncio load generator on loopback (wrk is not needed): each of C connections
+sends its next request when the last answer arrived (HTTP/1.1 keep-alive), for a fixed time.
+/predict bodies are 336x336 PNG canvases like the drawing page sends (black MNIST test
+digits on white), a different one each time. It starts its own server (`server.py` in a
+subprocess, a fresh models folder in a temporary directory) and checks the targets:
+/predict at least 40% of /health's throughput, p99 under 50 ms while training, and in the
+soak zero errors and resident memory growing by at most 10%.
+
+    python bench/serve.py                       # about 3 minutes
+    python bench/serve.py --quick               # a smoke run in about 30 s
+    python bench/serve.py --workers 2 --concurrency 1 8 32
+
+Data: data/mnist_preprocessed.npz when it exists, else built from the raw files in
+$MNIST_DIR or ../shared/data/mnist/ into the temporary directory.
+"""
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the project's modules, also when run as `python bench/serve.py`
+
+import preprocess  # noqa: E402
+
+# Defaults (flags override them).
+CONCURRENCY = (1, 8, 32)      # connections sending requests back to back
+SECONDS = 6.0                 # per measurement
+SOAK_SECONDS = 60.0           # at the highest concurrency
+WORKERS = 1                   # server processes
+CANVAS = 336                  # the drawing page's canvas, in pixels
+IMAGES = 200                  # distinct canvases sent to /predict
+TRAIN_EPOCHS = 100            # of the training that runs meanwhile (stopped at the end)
+MNIST_DIR = Path(os.environ.get('MNIST_DIR', ROOT.parent / 'shared' / 'data' / 'mnist'))
+# Targets.
+MIN_PREDICT_RATIO = 0.40      # /predict throughput over /health throughput
+MAX_P99_TRAINING_MS = 50.0    # /predict p99 latency while a training runs
+MAX_RSS_GROWTH = 0.10         # resident memory growth over the soak
+
+
+def canvases(X, count):
+    """Request bodies: MNIST digits drawn black on a white 336x336 canvas, as PNG: solid
+    strokes with anti-aliased edges, like a pen on the page."""
+    bodies = []
+    for x in X[:count]:
+        digit = cv2.resize(x.reshape(28, 28), (CANVAS, CANVAS), interpolation=cv2.INTER_LINEAR)
+        grey = (255 - np.clip((digit - 0.3) * 4, 0, 1) * 255).astype(np.uint8)
+        png = cv2.imencode('.png', cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 6])[1].tobytes()
+        image = 'data:image/png;base64,' + base64.b64encode(png).decode()
+        bodies.append(json.dumps({'image': image}).encode())
+    return bodies
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; request() returns the status."""
+
+    def __init__(self, port):
+        self.port, self.reader, self.writer = port, None, None
+
+    async def request(self, method, path, body=b''):
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection('127.0.0.1', self.port)
+        self.writer.write(f'{method} {path} HTTP/1.1\r\nHost: bench\r\n'
+                          f'Content-Length: {len(body)}\r\n\r\n'.encode() + body)
+        head = await self.reader.readuntil(b'\r\n\r\n')
+        length = int(re.search(rb'(?i)\r\ncontent-length: *(\d+)', head).group(1))
+        await self.reader.readexactly(length)
+        return int(head[9:12])
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def load(port, path, bodies, concurrency, seconds):
+    """Throughput, latency percentiles and errors of ``concurrency`` connections sending
+    requests back to back for ``seconds``."""
+    latencies, errors = [], 0
+    deadline = time.perf_counter() + seconds
+
+    async def user(k):
+        nonlocal errors
+        connection, i = Connection(port), k
+        while time.perf_counter() < deadline:
+            body = bodies[i % len(bodies)] if bodies else b''
+            i += concurrency
+            sent = time.perf_counter()
+            try:
+                status = await connection.request('POST' if bodies else 'GET', path, body)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                errors += 1
+                connection.close()
+                continue
+            latencies.append(time.perf_counter() - sent)
+            errors += status != 200
+        connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(user(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {'path': path, 'concurrency': concurrency, 'requests': len(ms),
+            'rps': len(ms) / elapsed, 'p50': float(np.percentile(ms, 50)) if len(ms) else 0,
+            'p99': float(np.percentile(ms, 99)) if len(ms) else 0, 'errors': errors}
+
+
+def rss(pid):
+    """Resident memory (bytes) of a process and all its descendants."""
+    total, pids = 0, [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            status = Path(f'/proc/{p}/status').read_text()
+            total += int(re.search(r'VmRSS:\s+(\d+) kB', status).group(1)) * 1024
+            for task in Path(f'/proc/{p}/task').iterdir():
+                pids += [int(c) for c in (task / 'children').read_text().split()]
+        except (OSError, AttributeError):
+            continue
+    return total
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def start_server(folder, data, workers):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--models',
+         str(folder / 'models'), '--data', str(data), '--workers', str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=1):
+                return process, port
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit('the server did not start (exit code '
+                                 f'{process.poll()})') from None
+            time.sleep(0.1)
+
+
+async def status(port):
+    """/train/status, on a connection of its own."""
+    reader, writer = await asyncio.open_connection('127.0.0.1', port)
+    writer.write(b'GET /train/status HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n')
+    answer = await reader.read()
+    writer.close()
+    return json.loads(answer.split(b'\r\n\r\n', 1)[1])
+
+
+def row(label, result, health=None):
+    ratio = f"{result['rps'] / health['rps']:.0%}" if health else ''
+    return (f"| {label} | {result['concurrency']} | {result['rps']:,.0f} | {ratio} | "
+            f"{result['p50']:.1f} | {result['p99']:.1f} | {result['errors']} |")
+
+
+async def run(args, bodies, port, pid):
+    print('| phase | connections | requests/s | of /health | p50 ms | p99 ms | errors |')
+    print('|---|---|---|---|---|---|---|')
+    failures = []
+    await load(port, '/predict', bodies, max(args.concurrency), 2)  # warm-up
+    for c in args.concurrency:
+        health = await load(port, '/health', None, c, args.seconds)
+        predict = await load(port, '/predict', bodies, c, args.seconds)
+        print(row('idle: /health', health), flush=True)
+        print(row('idle: /predict', predict, health), flush=True)
+        if predict['rps'] < MIN_PREDICT_RATIO * health['rps']:
+            failures.append(f'/predict at {c} connections: {predict["rps"]:.0f} requests/s '
+                            f'< {MIN_PREDICT_RATIO:.0%} of /health\'s {health["rps"]:.0f}')
+
+    top = max(args.concurrency)
+    before = rss(pid)
+    soak = await load(port, '/predict', bodies, top, args.soak)
+    after = rss(pid)
+    growth = after / before - 1
+    print(row(f'soak {args.soak:.0f} s: /predict', soak), flush=True)
+    if soak['errors'] or growth > MAX_RSS_GROWTH:
+        failures.append(f'soak: {soak["errors"]} errors, memory {growth:+.1%}')
+
+    training = Connection(port)
+    job = asyncio.create_task(training.request('POST', '/train',
+                                               json.dumps({'epochs': TRAIN_EPOCHS}).encode()))
+    while not (await status(port))['running']:
+        await asyncio.sleep(0.05)
+    for c in args.concurrency:
+        health = await load(port, '/health', None, c, args.seconds)
+        predict = await load(port, '/predict', bodies, c, args.seconds)
+        print(row('training: /health', health), flush=True)
+        print(row('training: /predict', predict, health), flush=True)
+        if predict['p99'] > MAX_P99_TRAINING_MS:
+            failures.append(f'/predict p99 while training at {c} connections: '
+                            f'{predict["p99"]:.1f} ms > {MAX_P99_TRAINING_MS:.0f} ms')
+    progress = await status(port)
+    if not progress['running']:
+        failures.append('the training ended before the measurements did')
+    print(f'\nresident memory over the soak: {before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB '
+          f'({growth:+.1%}); the training reached epoch {progress["epoch"]}, '
+          f'batch {progress["batch"]} of {progress["batches"]} meanwhile')
+    job.cancel()
+    training.close()
+    return failures
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--concurrency', type=int, nargs='+', default=CONCURRENCY)
+    parser.add_argument('--seconds', type=float, default=SECONDS)
+    parser.add_argument('--soak', type=float, default=SOAK_SECONDS)
+    parser.add_argument('--workers', type=int, default=WORKERS)
+    parser.add_argument('--data', type=Path, default=preprocess.DEFAULT_OUTPUT)
+    parser.add_argument('--quick', action='store_true', help='2 s per measurement, 5 s soak')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.soak = 2.0, 5.0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = args.data
+        if not data.exists():
+            data = folder / 'mnist.npz'
+            preprocess.build(MNIST_DIR, data)
+        X_test, _ = preprocess.load_dataset(data)['test']
+        bodies = canvases(X_test, IMAGES)
+        process, port = start_server(folder, data, args.workers)
+        size = np.mean([len(b) for b in bodies]) / 1024
+        print(f'server.py --workers {args.workers} on 127.0.0.1:{port}, {os.cpu_count()} '
+              f'cores, {args.seconds:.0f} s per row, /predict bodies of {size:.1f} KiB\n')
+        try:
+            failures = asyncio.run(run(args, bodies, port, process.pid))
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+    print('\n' + ('\n'.join(f'MISSED: {f}' for f in failures) if failures else
+                  'all targets met'))
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

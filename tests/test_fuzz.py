@@ -1,0 +1,195 @@
+"""Property tests (hypothesis) of imaging.py on random and mutated bytes and on random valid
+images, and schemathesis against /openapi.json on a real server: no 5xx, answers as
+documented, and the live net unchanged by every rejected request."""
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+import imaging
+import server
+from openapi import openapi_document
+from tests import test_server
+from tests.test_server import Server, write_models
+
+data_file = test_server.data_file  # a fixture
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+SIGNATURES = [b'\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR', b'\xff\xd8\xff', b'BM',
+              b'RIFF\x00\x00\x00\x00WEBP', b'RIFF\x00\x00\x00\x00WEBPVP8L',
+              b'RIFF\x00\x00\x00\x00WEBPVP8X']
+
+
+def decoded_or_image_error(data):
+    """decode_image's answer: an RGBA array, or None when it raised ImageError (anything
+    else escapes and fails the test)."""
+    try:
+        rgba = imaging.decode_image(data)
+    except imaging.ImageError as e:
+        assert str(e), 'an ImageError must say what is wrong'
+        return None
+    assert rgba.dtype == np.uint8 and rgba.ndim == 3 and rgba.shape[2] == 4
+    assert rgba.shape[0] * rgba.shape[1] <= imaging.MAX_PIXELS
+    return rgba
+
+
+def check_mnist(rgba):
+    """to_mnist gives a 28x28 image in [0, 1] with ink, or raises NoDigitError."""
+    try:
+        x = imaging.to_mnist(rgba)
+    except imaging.NoDigitError:
+        return None
+    assert x.shape == (28, 28) and x.dtype == np.float32
+    assert np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
+    assert x.max() > 0  # a thin line shrunk 30 times may come out faint, but not empty
+    return x
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=600),
+                 st.builds(bytes.__add__, st.sampled_from(SIGNATURES), st.binary(max_size=600))))
+def test_random_bytes_are_an_image_error_or_an_image(data):
+    rgba = decoded_or_image_error(data)
+    if rgba is not None:
+        check_mnist(rgba)
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=300),
+                 st.builds(str.__add__, st.sampled_from(['data:image/png;base64,', 'data:,',
+                                                         'iVBORw0KGgo', 'data:;base64,/9j/']),
+                           st.text(alphabet='ABCabc019+/-_=\n ,;:', max_size=300))))
+def test_random_text_is_an_image_error_or_an_image(text):
+    decoded_or_image_error(text)
+
+
+def encode(image, ext):
+    params = [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == '.webp' else []  # 101 = lossless
+    ok, data = cv2.imencode(ext, image, params)
+    assert ok
+    return data.tobytes()
+
+
+@st.composite
+def images(draw, max_side=160):
+    """(pixels as cv2 holds them, format): any size, 1, 3 or 4 channels, 8 or 16 bits."""
+    ext = draw(st.sampled_from(['.png', '.bmp', '.webp', '.jpg']))
+    long_side = draw(st.sampled_from([max_side, 2000]))  # sometimes a thin strip
+    height = draw(st.integers(1, long_side))
+    width = draw(st.integers(1, max_side if height > max_side else long_side))
+    channels = draw(st.sampled_from([1, 3] if ext in ('.jpg', '.bmp') else [1, 3, 4]))
+    deep = ext == '.png' and draw(st.booleans())
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    kind = draw(st.sampled_from(['noise', 'flat', 'stroke']))
+    dtype, top = (np.uint16, 65535) if deep else (np.uint8, 255)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    if kind == 'noise':
+        image = rng.integers(0, top + 1, shape, dtype=dtype)
+    else:
+        image = np.full(shape, rng.integers(0, top + 1), dtype)
+        if kind == 'stroke':
+            a, b = rng.integers(0, [width, height], (2, 2))
+            colour = tuple(int(c) for c in rng.integers(0, top + 1, 4))
+            cv2.line(image, tuple(int(v) for v in a), tuple(int(v) for v in b),
+                     colour[:channels], int(rng.integers(1, 20)))
+    return image, ext
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(images())
+def test_any_valid_image_decodes_to_its_pixels_and_preprocesses(case):
+    image, ext = case
+    encoded = encode(image, ext)
+    rgba = imaging.decode_image(encoded)
+    height, width = image.shape[:2]
+    assert rgba.shape == (height, width, 4) and rgba.dtype == np.uint8
+    if ext != '.jpg':  # lossless: exactly the pixels, 16 bits cut to their top 8
+        pixels = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image
+        if pixels.ndim == 2:
+            expected = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGBA)
+        else:
+            expected = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4
+                                    else cv2.COLOR_BGR2RGBA)
+        if ext == '.webp':  # lossless WebP keeps no colour under full transparency
+            expected[expected[..., 3] == 0] = rgba[expected[..., 3] == 0]
+        np.testing.assert_array_equal(rgba, expected)
+    x = check_mnist(rgba)
+    flat = (rgba == rgba[0, 0]).all()
+    assert x is None or not flat, 'a one-colour image has no digit'
+    if x is not None:  # prepare's shortcut (no RGBA copy) gives exactly the same
+        np.testing.assert_array_equal(imaging.prepare(encoded), x)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(images(max_side=48), st.data())
+def test_damaged_images_are_an_image_error_or_an_image(case, data):
+    image, ext = case
+    encoded = bytearray(encode(image, ext))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(1, len(encoded)))
+    rgba = decoded_or_image_error(bytes(encoded[:cut]))
+    if rgba is not None:
+        check_mnist(rgba)
+
+
+# ---------------------------------------------------------------------------------------
+# The API, fuzzed from its own OpenAPI document. Checks: no 5xx, statuses, content types and
+# bodies as documented, and schema-invalid requests rejected. (Not "schema-valid requests
+# are accepted": any string is a schema-valid image, and most random ones are not images.)
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance, negative_data_rejection]
+
+
+@pytest.fixture(scope='module')
+def fuzzed(data_file, tmp_path_factory):
+    """A real server on a tiny training set (300 samples, at most 2 epochs per /train)."""
+    folder = tmp_path_factory.mktemp('fuzz')
+    write_models(folder / 'models', {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
+    with np.load(data_file, allow_pickle=False) as f:
+        np.savez(folder / 'tiny.npz', **{k: f[k][:300] if f[k].ndim else f[k] for k in f.files})
+    with Server(models_dir=folder / 'models', data_path=folder / 'tiny.npz',
+                max_epochs=2) as s:
+        yield s
+
+
+def live_state(s):
+    """The live net in memory and on disk (digests)."""
+    ctx = s.app.ctx
+    saved = (s.app.config.MODELS_DIR / 'live.npz').read_bytes()
+    return server.weights_digest(ctx.live), ctx.live_accuracy, hashlib.sha256(saved).hexdigest()
+
+
+# The document of the fuzzed server (checked below to be the one it serves), built at import
+# because schemathesis's fixture-based loader does not run under pytest 9.
+DOCUMENT = openapi_document(2, server.MAX_BODY, [1, 2])
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+
+
+def test_the_fuzzed_document_is_the_served_one(fuzzed):
+    assert fuzzed.get('/openapi.json').json == json.loads(json.dumps(DOCUMENT))
+
+
+@schema.exclude(path='/train/events').parametrize()  # a stream that never ends
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_answers_as_documented(case, fuzzed):
+    before = live_state(fuzzed)
+    response = case.call(base_url=f'http://127.0.0.1:{fuzzed.port}', timeout=60)
+    case.validate_response(response, checks=CHECKS)
+    if response.status_code >= 400:
+        assert live_state(fuzzed) == before, 'a rejected request changed the live net'

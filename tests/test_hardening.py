@@ -1,0 +1,589 @@
+"""Hostile input, access control, faults (SIGKILL) and scaling out, against real servers:
+server.py in subprocesses (its real command line, killed for real) and apps in threads
+sharing one models folder (two "workers" whose roles the test chooses)."""
+import base64
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import better_tensorflow as btf
+import server
+from tests import test_server
+from tests.test_server import (
+    DIGIT,
+    ROOT,
+    Answer,
+    confidences,
+    file_digest,
+    predict_locally,
+    read_events,
+    wait_for,
+    write_models,
+)
+
+# fixtures
+data_file, dataset = test_server.data_file, test_server.dataset
+models, serve = test_server.models, test_server.serve
+TOKEN = 's3cret-token'
+
+
+# ---------------------------------------------------------------------------------------
+# server.py in a subprocess.
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def call(port, method, path, body=None, headers=None, timeout=120):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+class Process:
+    """``python server.py --port <free> *args`` with a clean environment (plus ``env``),
+    its output in a log file; ready when /health answers."""
+
+    def __init__(self, folder, *args, env=None):
+        self.port = free_port()
+        self.log = folder / f'server-{self.port}.log'
+        clean = {k: v for k, v in os.environ.items()
+                 if k not in ('HOST', 'PORT', 'DOC_PORT', 'BTF_TOKEN', 'BTF_CORS_ORIGINS')}
+        with open(self.log, 'wb') as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / 'server.py'), '--port', str(self.port), *args],
+                cwd=folder, env={**clean, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._healthy, 'the server to start', timeout=90)
+
+    def _healthy(self):
+        assert self.process.poll() is None, self.output()
+        try:
+            return self.get('/health', timeout=5).status == 200
+        except OSError:
+            return False
+
+    def get(self, path, **kw):
+        return call(self.port, 'GET', path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return call(self.port, 'POST', path, body, **kw)
+
+    def output(self):
+        return self.log.read_text(errors='replace')
+
+    def peak_memory(self):
+        """Peak resident memory (VmHWM, bytes) of the server process."""
+        status = Path(f'/proc/{self.process.pid}/status').read_text()
+        return int(re.search(r'VmHWM:\s+(\d+) kB', status).group(1)) * 1024
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def tiny_data(data_file, folder, rows=300):
+    """The first ``rows`` rows of the test training file: an epoch in a few milliseconds."""
+    path = folder / f'data-{rows}.npz'
+    with np.load(data_file, allow_pickle=False) as f:
+        np.savez(path, **{k: f[k][:rows] if f[k].ndim else f[k] for k in f.files})
+    return path
+
+
+def listening_address(port):
+    """The local address of the socket listening on ``port``, from /proc/net/tcp."""
+    for line in Path('/proc/net/tcp').read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(':')
+        if int(hex_port, 16) == port and state == '0A':  # LISTEN
+            return socket.inet_ntoa(struct.pack('<I', int(address, 16)))
+    return None
+
+
+def raw_request(port, head, body=b'', pause=0.0, timeout=30):
+    """Send ``head`` then ``body`` byte by byte with ``pause`` seconds between bytes (all at
+    once when 0), reading meanwhile. Returns (bytes sent, answer) once the server answered
+    and closed the connection, or the client finished and read the answer."""
+    data = head + body
+    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:
+        sock.setblocking(False)
+        answer, sent = b'', 0
+        chunk = 1 if pause else len(data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sent < len(data):
+                try:
+                    sent += sock.send(data[sent:sent + chunk])
+                except (BrokenPipeError, ConnectionResetError, BlockingIOError):
+                    pass
+            try:
+                received = sock.recv(65536)
+                if not received:
+                    break
+                answer += received
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                break
+            time.sleep(pause or 0.01)
+    return sent, answer
+
+
+def status_of(answer):
+    return int(answer.split(b' ', 2)[1]) if answer.startswith(b'HTTP/1.1 ') else None
+
+
+def body_of(answer):
+    return json.loads(answer.split(b'\r\n\r\n', 1)[1])
+
+
+# ---------------------------------------------------------------------------------------
+# The command line: loopback by default, the token from BTF_TOKEN, CORS origins, and
+# request timeouts that also stop clients that trickle a byte at a time.
+
+def test_command_line_binds_loopback_guards_and_times_out_slow_clients(tmp_path):
+    with Process(tmp_path, '--models', str(tmp_path / 'models'), '--data', 'none.npz',
+                 '--request-timeout', '1', '--cors-origins', 'http://a.example',
+                 env={'BTF_TOKEN': TOKEN}) as s:
+        assert listening_address(s.port) == '127.0.0.1'
+
+        assert s.get('/reset').status == 401
+        ok = s.get('/reset', headers={'Authorization': f'Bearer {TOKEN}'})
+        assert ok.status == 200 and ok.body == b'OK'
+        allowed = s.get('/models', headers={'Origin': 'http://a.example'})
+        assert allowed.headers['Access-Control-Allow-Origin'] == 'http://a.example'
+        refused = s.get('/models', headers={'Origin': 'http://b.example'})
+        assert refused.status == 200 and 'Access-Control-Allow-Origin' not in refused.headers
+
+        # A head trickling in for 0.05 s per byte would take 15 s: it is cut off after 1 s.
+        head = b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ' + b'a' * 260 + b'\r\n\r\n'
+        sent, answer = raw_request(s.port, head, pause=0.05)
+        assert status_of(answer) == 408, answer
+        assert body_of(answer) == {'error': 'the request did not arrive within 1.0 seconds.'}
+        assert sent < len(head)
+        # The same for a body, after a head that came at once.
+        body = json.dumps({'image': DIGIT}).encode()[:300]
+        head = b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n'
+        sent, answer = raw_request(s.port, head, body, pause=0.05)
+        assert status_of(answer) == 408, answer
+        assert sent < len(head) + len(body)
+        # A client that stops sending mid-head gets the same.
+        sent, answer = raw_request(s.port, b'GET /health HTTP/1.1\r\nHo')
+        assert status_of(answer) == 408
+        assert s.get('/health').status == 200
+
+
+def test_token_guards_the_routes_that_change_the_live_net(serve, models):
+    _, nets = models
+    bearer = {'Authorization': f'Bearer {TOKEN}'}
+    with serve(token=TOKEN) as s:
+        live = s.app.config.MODELS_DIR / 'live.npz'
+        before = file_digest(live)
+        for method, path in (('GET', '/reset'), ('POST', '/reset'), ('GET', '/pretrain'),
+                             ('POST', '/pretrain'), ('GET', '/train'), ('POST', '/train')):
+            for headers, query, problem in (
+                    ({}, '', 'no token was given'),
+                    ({'Authorization': 'Bearer wrong'}, '', 'the token is wrong'),
+                    ({'Authorization': f'Basic {TOKEN}'}, '', 'no token was given'),
+                    ({}, '?token=wrong', 'the token is wrong'),
+                    ({}, f'?token={TOKEN[:-1]}', 'the token is wrong'),
+                    ({'Authorization': 'Bearer'}, '', 'the token is wrong')):
+                answer = s.call(method, path + query, headers={
+                    **headers, 'Origin': 'http://elsewhere.example'})
+                assert answer.status == 401, (method, path, headers, query, answer)
+                assert answer.json == {'error': f'{path} changes the live net and needs the '
+                                                f"server's token ({problem}): send "
+                                                '"Authorization: Bearer <token>" or add '
+                                                '?token=<token>.'}
+                assert answer.headers['WWW-Authenticate'] == 'Bearer realm="better-tensorflow"'
+                assert answer.headers['Access-Control-Allow-Origin'] == '*'
+        assert file_digest(live) == before
+        assert s.get('/train/status').json['history'] == []
+
+        # Reads and predictions stay open.
+        for path in ('/health', '/models', '/train/status', '/model/hidden', '/openapi.json'):
+            assert s.get(path).status == 200, path
+        assert s.post('/predict', {'image': DIGIT}).status == 200
+
+        # The right token, either way, changes the net.
+        assert s.get('/reset', headers=bearer).body == b'OK'
+        assert file_digest(live) != before
+        assert s.post(f'/pretrain?token={TOKEN}').body == b'OK'
+        np.testing.assert_allclose(confidences(s.post('/predict', {'image': DIGIT}).json),
+                                   predict_locally(nets[2]), rtol=1e-5)
+        trained = s.post('/train', {'epochs': 1}, headers=bearer)
+        assert trained.status == 200 and trained.json['epochs'] == 1
+        assert s.get(f'/train?epochs=1&token={TOKEN}').json['epochs'] == 2
+
+        # A browser's preflight carries no token and may announce Authorization.
+        preflight = s.call('OPTIONS', '/train', headers={
+            'Origin': 'http://elsewhere.example', 'Access-Control-Request-Method': 'POST',
+            'Access-Control-Request-Headers': 'authorization, content-type'})
+        assert preflight.status == 204
+        assert 'authorization' in preflight.headers['Access-Control-Allow-Headers'].lower()
+
+        document = s.get('/openapi.json').json
+    schemes = document['components']['securitySchemes']
+    assert schemes['bearer'] == {'type': 'http', 'scheme': 'bearer',
+                                 'description': schemes['bearer']['description']}
+    assert (schemes['token']['in'], schemes['token']['name']) == ('query', 'token')
+    guarded = {(path, method) for path, item in document['paths'].items()
+               for method, operation in item.items() if 'security' in operation}
+    assert guarded == {(p, m) for p in ('/train', '/reset', '/pretrain') for m in ('get', 'post')}
+    for path, method in guarded:
+        operation = document['paths'][path][method]
+        assert operation['security'] == [{'bearer': []}, {'token': []}]
+        assert operation['responses']['401']['content']['application/json']['schema'] == \
+            {'$ref': '#/components/schemas/Error'}
+
+
+def test_without_a_token_nothing_is_guarded_or_documented_as_guarded(serve):
+    with serve() as s:
+        assert s.get('/reset', headers={'Authorization': 'Bearer anything'}).status == 200
+        document = s.get('/openapi.json').json
+    assert not [op for item in document['paths'].values() for op in item.values()
+                if 'security' in op or '401' in op['responses']]
+
+
+def test_allowed_origins_are_configurable(serve):
+    allowed = ['http://good.example', 'https://also.example']
+    with serve(cors_origins=allowed) as s:
+        for origin in allowed:
+            answer = s.get('/models', headers={'Origin': origin})
+            assert answer.headers['Access-Control-Allow-Origin'] == origin
+            assert 'Origin' in answer.headers['Vary']
+        for origin in ('http://evil.example', 'http://good.example.evil.example', 'null'):
+            answer = s.get('/models', headers={'Origin': origin})
+            assert answer.status == 200
+            assert 'Access-Control-Allow-Origin' not in answer.headers, origin
+            preflight = s.call('OPTIONS', '/predict', headers={
+                'Origin': origin, 'Access-Control-Request-Method': 'POST'})
+            assert 'Access-Control-Allow-Origin' not in preflight.headers, origin
+        preflight = s.call('OPTIONS', '/predict', headers={
+            'Origin': allowed[0], 'Access-Control-Request-Method': 'POST'})
+        assert preflight.status == 204
+        assert preflight.headers['Access-Control-Allow-Origin'] == allowed[0]
+    with pytest.raises(ValueError, match="cors_origins must be '\\*' or a list"):
+        server.create_app(cors_origins='http://one.example')
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile input: each gets a 4xx, nothing changes, and memory stays bounded.
+
+def bomb_png(width=50_000, height=50_000):
+    """A 70-byte PNG whose header declares width x height pixels (valid CRC): decoding it
+    would allocate 7.5 GB for 50,000 x 50,000 grey pixels."""
+    png = bytearray(cv2.imencode('.png', np.zeros((1, 1), np.uint8))[1].tobytes())
+    ihdr = b'IHDR' + struct.pack('>II', width, height) + bytes(png[24:29])
+    png[12:33] = ihdr + struct.pack('>I', zlib.crc32(ihdr))
+    return bytes(png)
+
+
+def bomb_jpeg():
+    """A small JPEG whose frame header declares 65,535 x 65,535 pixels."""
+    jpeg = bytearray(cv2.imencode('.jpg', np.zeros((8, 8), np.uint8))[1].tobytes())
+    sof = jpeg.index(b'\xff\xc0')
+    jpeg[sof + 5:sof + 9] = struct.pack('>HH', 65535, 65535)
+    return bytes(jpeg)
+
+
+def bomb_webp():
+    """A WebP extended header declaring a 16,384 x 16,384 canvas."""
+    chunk = b'VP8X' + struct.pack('<I', 10) + b'\x10\x00\x00\x00' + \
+        (16383).to_bytes(3, 'little') * 2
+    return b'RIFF' + struct.pack('<I', 4 + len(chunk)) + b'WEBP' + chunk
+
+
+def bomb_bmp():
+    """A BMP header declaring 50,000 x 50,000 pixels and no pixel data."""
+    return b'BM' + struct.pack('<IHHI', 54, 0, 0, 54) + \
+        struct.pack('<IiiHHIIiiII', 40, 50_000, 50_000, 1, 24, 0, 0, 0, 0, 0, 0)
+
+
+def b64(data):
+    return 'data:image/png;base64,' + base64.b64encode(data).decode()
+
+
+def nested(depth, leaf=1):
+    return '[' * depth + json.dumps(leaf) + ']' * depth
+
+
+HOSTILE = [
+    # Decompression bombs: refused from the header, before any pixel is decoded.
+    ('POST', '/predict', {'image': b64(bomb_png())}, 413, '50000x50000 = 2500000000 pixels'),
+    ('POST', '/predict', {'image': b64(bomb_jpeg())}, 413, '65535x65535'),
+    ('POST', '/predict', {'image': b64(bomb_webp())}, 413, '16384x16384'),
+    ('POST', '/predict', {'image': b64(bomb_bmp())}, 413, '50000x50000'),
+    ('POST', '/predict', {'image': b64(bomb_png(16_777_217, 1))}, 413, '16777217x1'),
+    ('POST', '/predict', {'image': b64(b'\xff\xd8' + b'\xff' * 500_000)}, 400, 'broken JPEG'),
+    # Deeply nested JSON, at the top and inside fields.
+    ('POST', '/predict', '[' * 100_000, 400, 'nested too deeply'),
+    ('POST', '/predict', '{"image": ' * 50_000, 400, 'nested too deeply'),
+    ('POST', '/train', '{"epochs": ' + nested(100_000) + '}', 400, 'nested too deeply'),
+    ('POST', '/predict', '{"image": "x", "pretrained": ' + nested(900) + '}', 400,
+     'pretrained must be one of [1, 2]'),
+    ('POST', '/train', '{"epochs": ' + nested(900) + '}', 400, 'epochs must be an integer'),
+    # A path where a model version is expected.
+    ('POST', '/predict', {'image': DIGIT, 'pretrained': '../../etc/passwd'}, 400,
+     'got "../../etc/passwd"'),
+    ('POST', '/predict', {'image': DIGIT, 'pretrained': '/etc/passwd'}, 400, 'pretrained must'),
+    ('POST', '/predict', {'image': DIGIT, 'pretrained': 'model-v1.npz'}, 400, 'pretrained must'),
+    ('GET', '/model/hidden?pretrained=../../etc/passwd', None, 400, 'got "../../etc/passwd"'),
+    ('GET', '/model/hidden?pretrained=%2e%2e%2fmodels.json', None, 400, 'pretrained must'),
+    ('GET', '/static/../../../../etc/passwd', None, 404, 'nothing at'),
+    # Floats, booleans and strings where integers are expected.
+    *[('POST', '/train', f'{{"epochs": {v}}}', 400, 'epochs must be an integer from 1 to 100')
+      for v in ('1.0', '1e0', '1.5', 'true', 'false', '"1"', '-0.0', '1e309', 'NaN',
+                'Infinity', '-1', '[1]', '{"n": 1}', '1' * 4000)],
+    ('POST', '/train', '{"epochs": ' + '1' * 5000 + '}', 400, 'the body is not valid JSON'),
+    *[('GET', f'/train?epochs={v}', None, 400, 'epochs must be an integer from 1 to 100')
+      for v in ('1.0', '1e0', 'true', '0x1', '%201', '+1', '%EF%BC%91', '1,2', '-0')],
+    *[('POST', '/predict', f'{{"image": "x", "pretrained": {v}}}', 400, 'pretrained must')
+      for v in ('1.0', 'true', 'false', '"1"', '1e0', '[1]', '2.5', 'NaN')],
+    ('POST', '/predict', {'image': DIGIT, 'return_input': 1}, 400, 'return_input must be true'),
+    ('POST', '/predict', {'image': DIGIT, 'return_input': 'false'}, 400, 'return_input must'),
+]
+
+
+def test_hostile_requests_get_a_4xx_change_nothing_and_memory_stays_bounded(
+        tmp_path, data_file):
+    folder = tmp_path / 'models'
+    write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
+    with Process(tmp_path, '--models', str(folder), '--data', str(data_file)) as s:
+        s.post('/predict', {'image': DIGIT})  # everything a prediction needs is allocated
+        live, models, peak = file_digest(folder / 'live.npz'), s.get('/models').json, \
+            s.peak_memory()
+        for _ in range(3):
+            for method, path, body, status, message in HOSTILE:
+                answer = call(s.port, method, path, body)
+                assert answer.status == status, (method, path, str(body)[:80], answer)
+                assert message in answer.json['error'], (str(body)[:80], answer)
+            # A body announced as 1 GB is refused before it is read.
+            _, answer = raw_request(
+                s.port, b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n'
+                        b'Content-Type: application/json\r\n\r\n{"image": "')
+            assert status_of(answer) == 413
+            assert body_of(answer) == {'error': 'the request is larger than the limit of '
+                                                f'{server.MAX_BODY} bytes.'}
+        assert (file_digest(folder / 'live.npz'), s.get('/models').json) == (live, models)
+        assert s.get('/train/status').json['history'] == []
+        growth = s.peak_memory() - peak
+        assert growth < 100 * 2 ** 20, f'peak memory grew by {growth / 2 ** 20:.0f} MiB'
+        assert s.post('/predict', {'image': DIGIT}).status == 200
+        assert 'Traceback' not in s.output()
+
+
+# ---------------------------------------------------------------------------------------
+# Faults: SIGKILL in the middle of a training and of saves; a corrupt live file at start-up.
+
+def pretrained_files_load(folder):
+    for entry in json.loads((folder / 'models.json').read_text())['models']:
+        path = folder / entry['file']
+        assert file_digest(path) == entry['sha256']
+        btf.Graph.from_file(path)
+
+
+def test_sigkill_during_training_keeps_the_last_complete_net(tmp_path, data_file):
+    folder = tmp_path / 'models'
+    write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
+    args = ('--models', str(folder), '--data', str(data_file))
+    with Process(tmp_path, *args) as s:
+        assert s.get('/train?epochs=1').status == 200
+        saved = file_digest(folder / 'live.npz')
+        models = s.get('/models').json
+        training = ThreadPoolExecutor(1).submit(s.get, '/train?epochs=100')
+        wait_for(lambda: s.get('/train/status').json['epoch'] >= 3, 'three epochs')
+        s.kill()
+        with pytest.raises(OSError):
+            training.result(timeout=30)
+    assert file_digest(folder / 'live.npz') == saved
+    assert btf.Graph.from_file(folder / 'live.npz').epochs == 1
+    pretrained_files_load(folder)
+    stale = json.loads((folder / 'train-status.json').read_text())
+    assert stale['status']['running'] is True  # written by the killed job
+    with Process(tmp_path, *args) as s:
+        assert s.get('/models').json == models
+        status = s.get('/train/status').json
+        assert status['running'] is False and status['epochs'] == 100
+        # The lock died with its process: training works again.
+        again = s.get('/train?epochs=1')
+        assert again.status == 200 and again.json['epochs'] == 2
+
+
+def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_file):
+    """Kill the server at random moments while it trains 1-epoch jobs back to back (each
+    ends with a save); each restart finds a complete net: the last one answered, or the
+    next one when its save completed but not its answer."""
+    folder = tmp_path / 'models'
+    write_models(folder, {2: (784, 30, 10)}, best=2)
+    args = ('--models', str(folder), '--data', str(tiny_data(data_file, tmp_path)))
+    rng = random.Random(0)
+    answered, mid_save = 0, 0
+    for _ in range(6):
+        with Process(tmp_path, *args) as s:
+            restored = s.get('/models').json['live']
+            net = btf.Graph.from_file(folder / 'live.npz')
+            assert restored['epochs'] == net.epochs in (answered, answered + 1)
+            meta = json.loads((folder / 'live.json').read_text())
+            if meta['digest'] == server.weights_digest(net):
+                assert restored['validation_accuracy'] == meta['validation_accuracy']
+            else:
+                assert restored['validation_accuracy'] is None
+            assert not list(folder.glob('.*.tmp'))  # the restart removed the leftovers
+            answered = net.epochs
+
+            def hammer():
+                nonlocal answered
+                while True:
+                    answer = s.post('/train', {'epochs': 1}, timeout=30)
+                    assert answer.status == 200, answer
+                    answered = answer.json['epochs']
+
+            ThreadPoolExecutor(1).submit(hammer)
+            time.sleep(rng.uniform(0.5, 1.5))
+            s.kill()
+        mid_save += bool(list(folder.glob('.live.*.tmp')))
+        pretrained_files_load(folder)
+    print(f'{mid_save} of 6 kills interrupted a save; {answered} epochs')
+
+
+def test_corrupt_live_file_is_set_aside_not_overwritten(serve, models, caplog):
+    folder, nets = models
+    for garbage in (b'broken', (folder / 'model-v2.npz').read_bytes()[:5000]):
+        (folder / 'live.npz').write_bytes(garbage)
+        with serve() as s:
+            got = s.post('/predict', {'image': DIGIT}).json
+        np.testing.assert_allclose(confidences(got), predict_locally(nets[2]), rtol=1e-5)
+        aside = sorted(folder.glob('live.corrupt-*.npz'))
+        assert [p.read_bytes() for p in aside][-1] == garbage
+        assert btf.Graph.from_file(folder / 'live.npz').sizes == (784, 30, 10)
+        assert f'moved it to {aside[-1]}' in caplog.text
+    assert len(aside) == 2
+    # A live.json that describes another net gives no accuracy, not a wrong one.
+    (folder / 'live.json').write_text(json.dumps({'validation_accuracy': 0.99, 'digest': 'x'}))
+    with serve() as s:
+        assert s.get('/models').json['live']['validation_accuracy'] is None
+
+
+# ---------------------------------------------------------------------------------------
+# Scaling out: workers that share the models folder act as one service.
+
+def test_two_workers_on_one_folder_act_as_one_service(serve, models, dataset):
+    """Two apps on one models folder, as two worker processes (or machines) would be: what
+    one does, the other shows."""
+    _, nets = models
+    with serve() as a, serve() as b, ThreadPoolExecutor(4) as pool:
+        folder = a.app.config.MODELS_DIR
+        # A reset or pretrain on one is what the other answers with next.
+        for change, other in ((a, b), (b, a)):
+            assert change.get('/reset').body == b'OK'
+            fresh = btf.Graph.from_file(folder / 'live.npz')
+            np.testing.assert_allclose(confidences(other.post('/predict', {'image': DIGIT}).json),
+                                       predict_locally(fresh), rtol=1e-5)
+            assert other.get('/pretrain').body == b'OK'
+            np.testing.assert_allclose(confidences(change.post('/predict', {'image': DIGIT}).json),
+                                       predict_locally(nets[2]), rtol=1e-5)
+
+        # One training across both: b streams and reports a's job, and refuses another.
+        events = pool.submit(read_events, b.port)
+        wait_for(lambda: b.app.ctx.listeners, 'the event stream on b')
+        training = pool.submit(a.post, '/train', {'epochs': 30})
+        wait_for(lambda: b.get('/train/status').json['epoch'] >= 2, "a's job, seen from b")
+        for s, method, path in ((b, 'POST', '/train'), (b, 'GET', '/reset'),
+                                (b, 'POST', '/pretrain'), (a, 'GET', '/train')):
+            busy = s.call(method, path)
+            assert busy.status == 409, (path, busy)
+            assert busy.json['status']['running'] is True and busy.json['status']['epochs'] == 30
+        result = training.result(timeout=120).json
+        streamed, _ = events.result(timeout=60)
+        status = b.get('/train/status').json
+        assert status == a.get('/train/status').json
+        assert status['running'] is False and [h['epoch'] for h in status['history']] == \
+            list(range(1, 31))
+        names = [name for name, _ in streamed]
+        assert names[0] == 'status' and names[-1] == 'done' and 'progress' in names
+        assert [data for name, data in streamed if name == 'epoch'] == \
+            [{**h, 'epochs': 30} for h in status['history']]
+        assert streamed[-1][1] == result
+        # b answers with the trained net, and its accuracy, at once.
+        trained = btf.Graph.from_file(folder / 'live.npz')
+        assert trained.epochs == result['epochs'] == 30
+        assert b.get('/models').json['live']['validation_accuracy'] == \
+            result['validation_accuracy'] == pytest.approx(trained.evaluate(*dataset['val']))
+        np.testing.assert_allclose(confidences(b.post('/predict', {'image': DIGIT}).json),
+                                   predict_locally(trained), rtol=1e-5)
+        # And b trains on from a's net.
+        assert b.get('/train?epochs=1').json['epochs'] == 31
+
+
+def test_server_workers_answer_with_the_new_net_after_every_change(tmp_path, data_file):
+    folder = tmp_path / 'models'
+    nets = write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
+    with Process(tmp_path, '--models', str(folder), '--data', str(data_file),
+                 '--workers', '2') as s, ThreadPoolExecutor(8) as pool:
+        def everyone_predicts(net, n=48):
+            """n predictions, each on a new connection (so both workers answer some)."""
+            answers = pool.map(lambda _: s.post('/predict', {'image': DIGIT}), range(n))
+            for answer in answers:
+                np.testing.assert_allclose(confidences(answer.json), predict_locally(net),
+                                           rtol=1e-5)
+
+        everyone_predicts(nets[2])
+        for path in ('/reset', '/pretrain', '/train?epochs=2', '/reset', '/train'):
+            answer = s.get(path)
+            assert answer.status == 200, (path, answer)
+            live = btf.Graph.from_file(folder / 'live.npz')
+            everyone_predicts(live)
+            described = set(pool.map(lambda _: json.dumps(s.get('/models').json['live']),
+                                     range(16)))
+            assert len(described) == 1 and json.loads(described.pop())['epochs'] == live.epochs
+
+        # One training at a time across the workers.
+        training = pool.submit(s.get, '/train?epochs=100')
+        wait_for(lambda: s.get('/train/status').json['epoch'] >= 2, 'the training to run')
+        busy = list(pool.map(lambda path: s.get(path), ['/train', '/reset', '/pretrain'] * 6))
+        assert [answer.status for answer in busy] == [409] * 18
+        assert {answer.json['status']['epochs'] for answer in busy} == {100}
+        s.stop()  # the job stops after its current batch, and the net stays as it was
+        assert training.result(timeout=60).status == 503
+        assert btf.Graph.from_file(folder / 'live.npz').epochs == live.epochs
+    output = s.output()
+    workers = set(re.findall(r' (\d+) INFO Worker ready', output))
+    reloaded = set(re.findall(r' (\d+) INFO reloaded the live net saved by another', output))
+    assert len(workers) == 2 and reloaded == workers, output[-3000:]
