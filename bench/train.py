@@ -41,7 +41,7 @@ N_TRAIN = 50_000              # samples in one epoch
 N_HELD_OUT = 10_000           # accuracy check after the timed epochs
 BATCH = 128
 LEARNING_RATE = 0.5           # the same for every contender
-EPOCH_REPS = 7                # timed epochs per contender, interleaved
+EPOCH_REPS = 9                # timed epochs per contender, interleaved
 REFERENCE_SAMPLES = 10_000    # the per-sample loop trains this many per repetition, extrapolated
 PEAK_SIZE = 2048              # square matrices for the matmul peak
 PAUSE = 0.3                   # seconds of rest before each timing: idle BLAS/OpenMP threads
@@ -270,24 +270,33 @@ def report(contenders, peak, peak_size, flops, reps, batch):
           + ', '.join(f'{dt} {bound[dt] * 1e3:.0f} ms (ours {ours[dt] / bound[dt]:.1f}x)'
                       for dt in ours) + '.\n')
 
-    def fastest_ratio(key):
-        """How many times our float32 epoch fits in the fastest configuration of `key`."""
-        times = [np.median(c.times) for c in contenders if c.key == key]
-        return min(times) / ours['float32'] if times else None
+    def ratios(metric):
+        """The targets' ratios by one metric: 'times' (wall clock) or 'cpu_times'."""
+        mine = {dt: np.median(getattr(by['library', dt], metric)) for dt in ours}
 
-    checks = [(f'>= {TARGETS["reference"]}x faster than the per-sample loop',
-               fastest_ratio('reference'), lambda r: r >= TARGETS['reference']),
-              (f'>= {TARGETS["pytorch"]}x faster than PyTorch (fastest thread setting)',
-               fastest_ratio('pytorch'), lambda r: r >= TARGETS['pytorch']),
-              (f'>= {TARGETS["sklearn"]}x faster than scikit-learn (fastest BLAS setting)',
-               fastest_ratio('sklearn'), lambda r: r >= TARGETS['sklearn']),
-              (f'within {TARGETS["lower_bound"]}x of the lower bound',
-               max(ours[dt] / bound[dt] for dt in bound), lambda r: r <= TARGETS['lower_bound'])]
-    print('| target (this library, float32; lower bound: both dtypes) | measured | |')
-    print('|---|---|---|')
-    for what, ratio, ok in checks:
-        print(f'| {what} | ' + ('not run | |' if ratio is None else
-                                f'{ratio:.1f}x | {"met" if ok(ratio) else "MISSED"} |'))
+        def fastest(key):  # our float32 epoch against the fastest configuration of `key`
+            times = [np.median(getattr(c, metric)) for c in contenders if c.key == key]
+            return min(times) / mine['float32'] if times else None
+
+        return (fastest('reference'), fastest('pytorch'), fastest('sklearn'),
+                max(mine[dt] / bound[dt] for dt in ours))
+
+    checks = ((f'>= {TARGETS["reference"]}x faster than the per-sample loop',
+               lambda r: r >= TARGETS['reference']),
+              (f'>= {TARGETS["pytorch"]}x faster than PyTorch (its fastest thread setting)',
+               lambda r: r >= TARGETS['pytorch']),
+              (f'>= {TARGETS["sklearn"]}x faster than scikit-learn (its fastest BLAS setting)',
+               lambda r: r >= TARGETS['sklearn']),
+              (f'within {TARGETS["lower_bound"]}x of the lower bound (both dtypes)',
+               lambda r: r <= TARGETS['lower_bound']))
+    print('| target (this library, float32) | wall clock | CPU time | |')
+    print('|---|---|---|---|')
+    for (what, ok), wall, cpu in zip(checks, ratios('times'), ratios('cpu_times')):
+        if wall is None:
+            print(f'| {what} | not run | not run | |')
+            continue
+        verdict = 'met' if ok(wall) else 'missed (met in CPU time)' if ok(cpu) else 'MISSED'
+        print(f'| {what} | {wall:.1f}x | {cpu:.1f}x | {verdict} |')
 
 
 def main(argv=None):
