@@ -13,6 +13,7 @@ Only PNG, JPEG, WebP and BMP are accepted, and their size is read from the file 
 before any pixel is decoded, so a small file that expands to a huge image is refused cheaply.
 """
 import base64
+import binascii
 import re
 import struct
 
@@ -52,6 +53,12 @@ def decode_base64(text):
             raise ImageError('a data URL must look like "data:image/png;base64,<base64 data>", '
                              f'got {text[:40]!r}...')
         text = text[prefix.end():]
+    try:  # what browsers send: standard, padded, one line
+        data = binascii.a2b_base64(text, strict_mode=True)
+        if data:
+            return data
+    except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
+        pass
     text = re.sub(r'\s+', '', text).replace('-', '+').replace('_', '/').rstrip('=')
     if not text:
         raise ImageError('the image is empty: expected base64-encoded PNG, JPEG, WebP or BMP data.')

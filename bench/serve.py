@@ -22,6 +22,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,12 +54,12 @@ MAX_P99_TRAINING_MS = 50.0    # /predict p99 latency while a training runs
 MAX_RSS_GROWTH = 0.10         # resident memory growth over the soak
 
 
-def canvases(X, count):
-    """Request bodies: MNIST digits drawn black on a white 336x336 canvas, as PNG: solid
-    strokes with anti-aliased edges, like a pen on the page."""
+def canvases(X, count, size=CANVAS):
+    """Request bodies: MNIST digits drawn black on a white size x size canvas, as PNG:
+    solid strokes with anti-aliased edges, like a pen on the page."""
     bodies = []
     for x in X[:count]:
-        digit = cv2.resize(x.reshape(28, 28), (CANVAS, CANVAS), interpolation=cv2.INTER_LINEAR)
+        digit = cv2.resize(x.reshape(28, 28), (size, size), interpolation=cv2.INTER_LINEAR)
         grey = (255 - np.clip((digit - 0.3) * 4, 0, 1) * 255).astype(np.uint8)
         png = cv2.imencode('.png', cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA),
                            [cv2.IMWRITE_PNG_COMPRESSION, 6])[1].tobytes()
@@ -143,6 +144,10 @@ def free_port():
 
 
 def start_server(folder, data, workers):
+    """server.py on a copy of the shipped models (its live net starts as the best one)."""
+    (folder / 'models').mkdir()
+    for path in (ROOT / 'models').glob('model*.*'):
+        shutil.copy(path, folder / 'models')
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--models',
@@ -228,6 +233,8 @@ def main(argv=None):
     parser.add_argument('--seconds', type=float, default=SECONDS)
     parser.add_argument('--soak', type=float, default=SOAK_SECONDS)
     parser.add_argument('--workers', type=int, default=WORKERS)
+    parser.add_argument('--canvas', type=int, default=CANVAS,
+                        help='side of the /predict images in pixels (default: %(default)s)')
     parser.add_argument('--data', type=Path, default=preprocess.DEFAULT_OUTPUT)
     parser.add_argument('--quick', action='store_true', help='2 s per measurement, 5 s soak')
     args = parser.parse_args(argv)
@@ -240,11 +247,12 @@ def main(argv=None):
             data = folder / 'mnist.npz'
             preprocess.build(MNIST_DIR, data)
         X_test, _ = preprocess.load_dataset(data)['test']
-        bodies = canvases(X_test, IMAGES)
+        bodies = canvases(X_test, IMAGES, args.canvas)
         process, port = start_server(folder, data, args.workers)
         size = np.mean([len(b) for b in bodies]) / 1024
         print(f'server.py --workers {args.workers} on 127.0.0.1:{port}, {os.cpu_count()} '
-              f'cores, {args.seconds:.0f} s per row, /predict bodies of {size:.1f} KiB\n')
+              f'cores, {args.seconds:.0f} s per row, /predict: {args.canvas}x{args.canvas} '
+              f'PNG canvases, bodies of {size:.1f} KiB\n')
         try:
             failures = asyncio.run(run(args, bodies, port, process.pid))
         finally:

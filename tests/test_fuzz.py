@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of imaging.py on random and mutated bytes and on random valid
 images, and schemathesis against /openapi.json on a real server: no 5xx, answers as
 documented, and the live net unchanged by every rejected request."""
+import base64
 import hashlib
 import json
 
@@ -74,6 +75,17 @@ def test_random_bytes_are_an_image_error_or_an_image(data):
                            st.text(alphabet='ABCabc019+/-_=\n ,;:', max_size=300))))
 def test_random_text_is_an_image_error_or_an_image(text):
     decoded_or_image_error(text)
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=300),
+       st.sampled_from(['plain', 'url-safe', 'unpadded', 'wrapped', 'data URL']))
+def test_every_base64_form_decodes_to_the_bytes(data, form):
+    text = base64.b64encode(data).decode()
+    text = {'plain': text, 'url-safe': base64.urlsafe_b64encode(data).decode(),
+            'unpadded': text.rstrip('='), 'data URL': 'data:image/png;base64,' + text,
+            'wrapped': '\n'.join(text[i:i + 8] for i in range(0, len(text), 8))}[form]
+    assert imaging.decode_base64(text) == data
 
 
 def encode(image, ext):
