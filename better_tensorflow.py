@@ -150,15 +150,11 @@ _SMALL_PRODUCT = 100 ** 3
 
 
 def _matmul(a, b):
-    """a @ b, computed in row blocks of at most _SMALL_PRODUCT multiply-adds each."""
-    max_rows = max(1, _SMALL_PRODUCT // (a.shape[1] * b.shape[1]))
-    if len(a) <= max_rows:
-        return a @ b
-    out = np.empty((len(a), b.shape[1]), dtype=np.result_type(a, b))
-    rows = -(-len(a) // -(-len(a) // max_rows))  # blocks of equal size, at most max_rows
-    for i in range(0, len(a), rows):
-        np.matmul(a[i:i + rows], b, out=out[i:i + rows])
-    return out
+    """a @ b, as one stacked product of equal row blocks of at most _SMALL_PRODUCT each."""
+    blocks = min(len(a), -(-len(a) * a.shape[1] * b.shape[1] // _SMALL_PRODUCT))
+    while len(a) % blocks:  # the next divisor of len(a)
+        blocks += 1
+    return (a.reshape(blocks, -1, a.shape[1]) @ b).reshape(len(a), b.shape[1])
 
 
 # ---------------------------------------------------------------------------------------
