@@ -182,7 +182,10 @@ def ink(gray, alpha=None):
             backdrop = 1.0 if level < 0.5 else 0.0
         else:  # an opaque picture: transparency shows its paper
             backdrop = level
-        gray = gray * alpha + backdrop * (1 - alpha)
+        # gray * alpha + backdrop * (1 - alpha), in place: no 4096x4096 temporaries
+        gray -= backdrop
+        gray *= alpha
+        gray += backdrop
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     strength = cv2.absdiff(gray, float(np.median(border)))
     top = float(strength.max())

@@ -90,9 +90,11 @@ class Connection:
             self.writer = None
 
 
-async def load(port, path, bodies, concurrency, seconds):
-    """Throughput, latency percentiles and errors of ``concurrency`` connections sending
-    requests back to back for ``seconds``."""
+async def load(server, path, bodies, concurrency, seconds):
+    """Throughput, latency percentiles, errors and the server's CPU time per request of
+    ``concurrency`` connections sending requests back to back for ``seconds``; ``server``
+    is (port, pid)."""
+    port, pid = server
     latencies, errors = [], 0
     deadline = time.perf_counter() + seconds
 
@@ -113,28 +115,52 @@ async def load(port, path, bodies, concurrency, seconds):
             errors += status != 200
         connection.close()
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds(pid)
     await asyncio.gather(*(user(k) for k in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
     ms = np.array(latencies) * 1000
     return {'path': path, 'concurrency': concurrency, 'requests': len(ms),
             'rps': len(ms) / elapsed, 'p50': float(np.percentile(ms, 50)) if len(ms) else 0,
-            'p99': float(np.percentile(ms, 99)) if len(ms) else 0, 'errors': errors}
+            'p99': float(np.percentile(ms, 99)) if len(ms) else 0, 'errors': errors,
+            'cpu_ms': 1000 * cpu / max(1, len(ms))}
+
+
+def processes(pid):
+    """A process and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in Path(f'/proc/{p}/task').iterdir():
+                todo += [int(c) for c in (task / 'children').read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def rss(pid):
     """Resident memory (bytes) of a process and all its descendants."""
-    total, pids = 0, [pid]
-    while pids:
-        p = pids.pop()
+    total = 0
+    for p in processes(pid):
         try:
             status = Path(f'/proc/{p}/status').read_text()
             total += int(re.search(r'VmRSS:\s+(\d+) kB', status).group(1)) * 1024
-            for task in Path(f'/proc/{p}/task').iterdir():
-                pids += [int(c) for c in (task / 'children').read_text().split()]
         except (OSError, AttributeError):
             continue
     return total
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system) used so far by a process and all its descendants."""
+    total = 0
+    for p in processes(pid):
+        try:
+            fields = Path(f'/proc/{p}/stat').read_text().rsplit(')', 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            continue
+    return total / os.sysconf('SC_CLK_TCK')
 
 
 def free_port():
@@ -177,26 +203,28 @@ async def status(port):
 def row(label, result, health=None):
     ratio = f"{result['rps'] / health['rps']:.0%}" if health else ''
     return (f"| {label} | {result['concurrency']} | {result['rps']:,.0f} | {ratio} | "
-            f"{result['p50']:.1f} | {result['p99']:.1f} | {result['errors']} |")
+            f"{result['p50']:.1f} | {result['p99']:.1f} | {result['errors']} | "
+            f"{result['cpu_ms']:.2f} |")
 
 
-async def run(args, bodies, port, pid):
-    print('| phase | connections | requests/s | of /health | p50 ms | p99 ms | errors |')
-    print('|---|---|---|---|---|---|---|')
+async def run(args, bodies, server):
+    print('| phase | connections | requests/s | of /health | p50 ms | p99 ms | errors '
+          '| server CPU ms per request |')
+    print('|---|---|---|---|---|---|---|---|')
     failures = []
-    await load(port, '/predict', bodies, max(args.concurrency), 2)  # warm-up
+    await load(server, '/predict', bodies, max(args.concurrency), 2)  # warm-up
     for c in args.concurrency:
-        health = await load(port, '/health', None, c, args.seconds)
-        predict = await load(port, '/predict', bodies, c, args.seconds)
+        health = await load(server, '/health', None, c, args.seconds)
+        predict = await load(server, '/predict', bodies, c, args.seconds)
         print(row('idle: /health', health), flush=True)
         print(row('idle: /predict', predict, health), flush=True)
         if predict['rps'] < MIN_PREDICT_RATIO * health['rps']:
             failures.append(f'/predict at {c} connections: {predict["rps"]:.0f} requests/s '
                             f'< {MIN_PREDICT_RATIO:.0%} of /health\'s {health["rps"]:.0f}')
 
-    top = max(args.concurrency)
+    top, (port, pid) = max(args.concurrency), server
     before = rss(pid)
-    soak = await load(port, '/predict', bodies, top, args.soak)
+    soak = await load(server, '/predict', bodies, top, args.soak)
     after = rss(pid)
     growth = after / before - 1
     print(row(f'soak {args.soak:.0f} s: /predict', soak), flush=True)
@@ -209,8 +237,8 @@ async def run(args, bodies, port, pid):
     while not (await status(port))['running']:
         await asyncio.sleep(0.05)
     for c in args.concurrency:
-        health = await load(port, '/health', None, c, args.seconds)
-        predict = await load(port, '/predict', bodies, c, args.seconds)
+        health = await load(server, '/health', None, c, args.seconds)
+        predict = await load(server, '/predict', bodies, c, args.seconds)
         print(row('training: /health', health), flush=True)
         print(row('training: /predict', predict, health), flush=True)
         if predict['p99'] > MAX_P99_TRAINING_MS:
@@ -254,7 +282,7 @@ def main(argv=None):
               f'cores, {args.seconds:.0f} s per row, /predict: {args.canvas}x{args.canvas} '
               f'PNG canvases, bodies of {size:.1f} KiB\n')
         try:
-            failures = asyncio.run(run(args, bodies, port, process.pid))
+            failures = asyncio.run(run(args, bodies, (port, process.pid)))
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(60)

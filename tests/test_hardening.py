@@ -447,15 +447,16 @@ def test_sigkill_during_training_keeps_the_last_complete_net(tmp_path, data_file
 
 
 def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_file):
-    """Kill the server at random moments while it trains 1-epoch jobs back to back (each
-    ends with a save); each restart finds a complete net: the last one answered, or the
-    next one when its save completed but not its answer."""
+    """Kill the server while it trains 1-epoch jobs back to back (each ends with a save):
+    at random moments, and as soon as a save's temporary file appears. Each restart finds a
+    complete net: the last one answered, or the next one when its save completed but not
+    its answer."""
     folder = tmp_path / 'models'
     write_models(folder, {2: (784, 30, 10)}, best=2)
     args = ('--models', str(folder), '--data', str(tiny_data(data_file, tmp_path)))
     rng = random.Random(0)
     answered, mid_save = 0, 0
-    for _ in range(6):
+    for kill in range(8):
         with Process(tmp_path, *args) as s:
             restored = s.get('/models').json['live']
             net = btf.Graph.from_file(folder / 'live.npz')
@@ -476,11 +477,13 @@ def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_fi
                     answered = answer.json['epochs']
 
             ThreadPoolExecutor(1).submit(hammer)
-            time.sleep(rng.uniform(0.5, 1.5))
+            time.sleep(rng.uniform(0.3, 1.0))
+            if kill % 2:  # wait for a save in progress
+                wait_for(lambda: list(folder.glob('.live.npz.*.tmp')), 'a save', timeout=10)
             s.kill()
         mid_save += bool(list(folder.glob('.live.*.tmp')))
         pretrained_files_load(folder)
-    print(f'{mid_save} of 6 kills interrupted a save; {answered} epochs')
+    print(f'{mid_save} of 8 kills left a save unfinished; {answered} epochs trained')
 
 
 def test_corrupt_live_file_is_set_aside_not_overwritten(serve, models, caplog):
