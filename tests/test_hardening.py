@@ -136,20 +136,19 @@ def listening_address(port):
     return None
 
 
-def raw_request(port, head, body=b'', pause=0.0, timeout=30):
-    """Send ``head`` then ``body`` byte by byte with ``pause`` seconds between bytes (all at
-    once when 0), reading meanwhile. Returns (bytes sent, answer) once the server answered
-    and closed the connection, or the client finished and read the answer."""
-    data = head + body
+def raw_request(port, data, trickle=b'', pause=0.05, timeout=30):
+    """Send ``data`` at once, then ``trickle`` a byte every ``pause`` seconds, reading
+    meanwhile. Returns (bytes of ``trickle`` sent, answer) once the server has answered and
+    closed the connection (or after ``timeout``)."""
     with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:
+        sock.sendall(data)
         sock.setblocking(False)
         answer, sent = b'', 0
-        chunk = 1 if pause else len(data)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if sent < len(data):
+            if sent < len(trickle):
                 try:
-                    sent += sock.send(data[sent:sent + chunk])
+                    sent += sock.send(trickle[sent:sent + 1])
                 except (BrokenPipeError, ConnectionResetError, BlockingIOError):
                     pass
             try:
@@ -161,7 +160,7 @@ def raw_request(port, head, body=b'', pause=0.0, timeout=30):
                 pass
             except ConnectionResetError:
                 break
-            time.sleep(pause or 0.01)
+            time.sleep(pause)
     return sent, answer
 
 
@@ -191,18 +190,19 @@ def test_command_line_binds_loopback_guards_and_times_out_slow_clients(tmp_path)
         refused = s.get('/models', headers={'Origin': 'http://b.example'})
         assert refused.status == 200 and 'Access-Control-Allow-Origin' not in refused.headers
 
-        # A head trickling in for 0.05 s per byte would take 15 s: it is cut off after 1 s.
+        # A head trickling in at 0.05 s per byte would take 15 s: it is cut off after 1 s.
         head = b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ' + b'a' * 260 + b'\r\n\r\n'
-        sent, answer = raw_request(s.port, head, pause=0.05)
+        sent, answer = raw_request(s.port, b'', head)
         assert status_of(answer) == 408, answer
         assert body_of(answer) == {'error': 'the request did not arrive within 1.0 seconds.'}
         assert sent < len(head)
         # The same for a body, after a head that came at once.
         body = json.dumps({'image': DIGIT}).encode()[:300]
         head = b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n'
-        sent, answer = raw_request(s.port, head, body, pause=0.05)
+        sent, answer = raw_request(s.port, head, body)
         assert status_of(answer) == 408, answer
-        assert sent < len(head) + len(body)
+        assert body_of(answer) == {'error': 'the request did not arrive within 1.0 seconds.'}
+        assert 0 < sent < len(body)
         # A client that stops sending mid-head gets the same.
         sent, answer = raw_request(s.port, b'GET /health HTTP/1.1\r\nHo')
         assert status_of(answer) == 408
