@@ -9,7 +9,7 @@ slightly shaky hand. ``samples`` draws a fixed, seeded set; ``dataset`` sends ea
 PNG data URL through the server's own image pipeline (``imaging.prepare``), so a model is
 scored on exactly what ``/predict`` would feed it.
 
-    python handwriting.py --out /tmp/handwriting     # writes the canvases and a contact sheet
+    python handwriting.py --out /tmp/handwriting    # the canvases as PNGs, and preview.png
 """
 import argparse
 import base64
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+import imaging
 
 CANVAS = 280
 PER_DIGIT = 40
@@ -200,7 +202,7 @@ def samples(per_digit=PER_DIGIT, seed=SEED):
                                                    0.5 + (1 - height) / 3, 2)),
                           ink=ink, background=background)
             strokes = _shaky(styles[style], rng, JITTER)
-            out.append((digit, render(strokes, **params), dict(params, style=style)))
+            out.append((digit, render(strokes, **params), dict(params, style=style, index=i)))
     return out
 
 
@@ -212,25 +214,37 @@ def data_url(canvas):
     return 'data:image/png;base64,' + base64.b64encode(png.tobytes()).decode('ascii')
 
 
+def prepare(drawn):
+    """What ``/predict`` feeds a net for each drawing: X (n, 784) float32 in [0, 1]."""
+    return np.stack([imaging.prepare(data_url(canvas)).reshape(-1)
+                     for _, canvas, _ in drawn]).astype(np.float32)
+
+
 def dataset(per_digit=PER_DIGIT, seed=SEED):
     """The check set as the server sees it: X (n, 784) float32 in [0, 1], y (n,) int64."""
-    import imaging  # the server's pipeline; imported here so rendering works without it
-
     drawn = samples(per_digit, seed)
-    X = np.stack([imaging.prepare(data_url(canvas)).reshape(-1) for _, canvas, _ in drawn])
-    y = np.array([label for label, _, _ in drawn], dtype=np.int64)
-    return X.astype(np.float32), y
+    return prepare(drawn), np.array([label for label, _, _ in drawn], dtype=np.int64)
 
 
-def contact_sheet(images, columns=20, gap=2):
-    """Tile equally sized grayscale images (n, h, w) into one image with grey gaps."""
-    n, h, w = images.shape
-    rows = -(-n // columns)
-    sheet = np.full((rows * (h + gap) + gap, columns * (w + gap) + gap), 128, np.uint8)
-    for k, img in enumerate(images):
-        r, c = divmod(k, columns)
-        sheet[gap + r * (h + gap):gap + r * (h + gap) + h,
-              gap + c * (w + gap):gap + c * (w + gap) + w] = img
+def preview(drawn, X, columns=20, size=56):
+    """One grayscale image: each canvas (on white) above what the pipeline made of it."""
+    tiles = []
+    for (_, canvas, _), x in zip(drawn, X):
+        alpha = canvas[..., 3:].astype(np.float32) / 255
+        gray = cv2.cvtColor(canvas[..., :3], cv2.COLOR_BGR2GRAY)[..., None] * alpha
+        flat = (gray + 255 * (1 - alpha)).astype(np.uint8)
+        digit = (x.reshape(28, 28) * 255).astype(np.uint8)
+        tiles.append(np.vstack([cv2.resize(flat, (size, size), interpolation=cv2.INTER_AREA),
+                                cv2.resize(digit, (size, size),
+                                           interpolation=cv2.INTER_NEAREST)]))
+    columns = min(columns, len(tiles))
+    gap = 2
+    rows = -(-len(tiles) // columns)
+    h, w = tiles[0].shape
+    sheet = np.full((rows * (h + gap) + gap, columns * (w + gap) + gap), 160, np.uint8)
+    for k, tile in enumerate(tiles):
+        top, left = gap + (k // columns) * (h + gap), gap + (k % columns) * (w + gap)
+        sheet[top:top + h, left:left + w] = tile
     return sheet
 
 
@@ -245,15 +259,9 @@ def main(argv=None):
     drawn = samples(args.per_digit, args.seed)
     for k, (label, canvas, _) in enumerate(drawn):
         cv2.imwrite(str(args.out / f'{k:04d}-{label}.png'), canvas)
-    # canvases flattened on white, small, for a quick look
-    flat = [cv2.resize(255 - c[..., 3] if c[..., 3].min() == 0 else
-                       cv2.cvtColor(c, cv2.COLOR_BGRA2GRAY), (70, 70), interpolation=cv2.INTER_AREA)
-            for _, c, _ in drawn]
-    cv2.imwrite(str(args.out / 'canvases.png'), contact_sheet(np.stack(flat)))
-    X, _ = dataset(args.per_digit, args.seed)
-    prepared = (X.reshape(-1, 28, 28) * 255).astype(np.uint8)
-    cv2.imwrite(str(args.out / 'prepared.png'), contact_sheet(prepared))
-    print(f'wrote {len(drawn)} canvases and 2 contact sheets to {args.out}')
+    cv2.imwrite(str(args.out / 'preview.png'), preview(drawn, prepare(drawn)))
+    print(f'wrote {len(drawn)} canvases and preview.png (each canvas above its 28x28 input) '
+          f'to {args.out}')
 
 
 if __name__ == '__main__':

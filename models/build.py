@@ -1,6 +1,6 @@
 """Rebuild every pretrained model, seeded, from raw MNIST: ``make models``.
 
-    python models/build.py      # -> models/model-v1.npz ... model-v6.npz, models.json, ladder.png
+    python models/build.py    # -> models/model-v1.npz ... model-v6.npz, models.json, *.png
 
 Trains on the 60,000 official training images, then scores every model on the 10,000 official
 test images and on the handwriting check (``handwriting.py``: digits drawn as pen strokes on a
@@ -38,6 +38,8 @@ import preprocess  # noqa: E402
 OUT_DIR = ROOT / 'models'
 MANIFEST = 'models.json'
 PLOT = 'ladder.png'
+PREVIEW = 'handwriting.png'  # the first drawings of every digit and what the server makes of them
+PREVIEW_PER_DIGIT = 4
 SEED = 0
 BEST = 6
 
@@ -51,7 +53,7 @@ LADDER_STOPS = ((1, 10), (2, 25), (3, 60), (4, 469))  # 469 batches of 128 = one
 # The best model: a fresh augmentation of the training set every epoch.
 BEST_SIZES = (784, 800, 10)
 BEST_BATCH_SIZE = 32
-BEST_SCHEDULE = ((6, 0.8), (6, 0.3), (4, 0.1), (2, 0.03))
+BEST_SCHEDULE = ((10, 0.8), (10, 0.3), (6, 0.1), (4, 0.03))
 
 COMMON = 'sigmoid hidden layer, softmax output, cross-entropy, scaled init, seed 0'
 
@@ -211,7 +213,11 @@ def main(argv=None):
     print(f'MNIST from {folder}: {len(train[0]):,} training and {len(test[0]):,} test images')
     args.out.mkdir(parents=True, exist_ok=True)
     built = train_ladder(train, args.out) + train_best(train, args.out)
-    hand = handwriting.dataset()
+    drawn = handwriting.samples()
+    hand = handwriting.prepare(drawn), np.array([label for label, _, _ in drawn])
+    shown = [k for k, (_, _, p) in enumerate(drawn) if p['index'] < PREVIEW_PER_DIGIT]
+    cv2.imwrite(str(args.out / PREVIEW), handwriting.preview([drawn[k] for k in shown],
+                                                             hand[0][shown], size=48))
     models = [describe(*b, test, hand) for b in sorted(built, key=lambda b: b[0])]
     manifest = {'best': BEST,
                 'test_set': 'official MNIST test set, 10,000 images',
@@ -225,7 +231,7 @@ def main(argv=None):
     for m in models:
         print(f'v{m["version"]:<5} {"-".join(map(str, m["sizes"])):12} {m["batches"]:8} '
               f'{100 * m["test_accuracy"]:9.2f}% {100 * m["handwriting_accuracy"]:10.2f}%')
-    print(f'wrote {len(models)} models, {MANIFEST} and {PLOT} to {args.out} in '
+    print(f'wrote {len(models)} models, {MANIFEST}, {PLOT} and {PREVIEW} to {args.out} in '
           f'{time.perf_counter() - started:.0f} s')
 
 

@@ -76,3 +76,13 @@ def test_prepared_check_set_looks_like_mnist(mnist):
     assert peak.min() > 0.5 and np.median(peak) > 0.95 and np.median(images) == 0
     ratio = X.mean() / (Xm[:1000].mean() / 255)
     assert 0.6 < ratio < 1.6
+
+
+def test_preview_shows_each_canvas_above_its_input():
+    drawn = hw.samples(per_digit=1)[:3]
+    X = hw.prepare(drawn)
+    sheet = hw.preview(drawn, X, size=40)
+    assert sheet.shape == (2 + 80 + 2, 2 + 3 * 42)
+    canvas_tile, input_tile = sheet[2:42, 2:42], sheet[42:82, 2:42]
+    assert canvas_tile[0, 0] == 255 and canvas_tile.min() < 100      # dark ink on white
+    assert input_tile[0, 0] == 0 and input_tile.max() > 200          # white ink on black

@@ -17,8 +17,8 @@ ENTRIES = MANIFEST['models']
 BY_VERSION = {m['version']: m for m in ENTRIES}
 LADDER = [BY_VERSION[v] for v in range(1, 6)]
 BEST = BY_VERSION[MANIFEST['best']]
-# v5 (784-30-10, no augmentation) is at 96.75% on the handwriting check; the best model must
-# stay well above the 90% a user would notice as "often wrong" (about 1 digit in 10).
+# About one drawing in ten misread: above v4 (one epoch, 87.5%), below v6 (96.25%), with room
+# for small changes in imaging.py (see the README, "The handwriting check").
 HANDWRITING_FLOOR = 0.90
 
 
@@ -35,6 +35,7 @@ def test_manifest_lists_the_ladder_and_the_best_model():
     for m in ENTRIES:
         assert m['file'] == f'model-v{m["version"]}.npz'
         assert m['recipe'] and m['epochs'] >= 0 and m['batches'] > 0
+        assert 0 < m['handwriting_accuracy'] <= 1
     assert all(m['sizes'] == [784, 30, 10] for m in LADDER)
 
 
@@ -79,8 +80,8 @@ def test_best_model_reads_the_handwriting_check():
     X, y = handwriting.dataset()
     assert len(y) == 10 * handwriting.PER_DIGIT
     accuracy = btf.Graph.from_file(MODELS / BEST['file']).evaluate(X, y)
-    # one drawing either way: imaging.py may round a pixel differently after a change
-    assert accuracy == pytest.approx(BEST['handwriting_accuracy'], abs=1.5 / len(y))
+    # 1 point (4 drawings): a change in imaging.py may round a few pixels differently
+    assert accuracy == pytest.approx(BEST['handwriting_accuracy'], abs=0.01)
     assert accuracy >= HANDWRITING_FLOOR
 
 
