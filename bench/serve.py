@@ -3,9 +3,10 @@ few concurrency levels, idle and while a training runs, then a soak at the highe
 
 A bounded asyncio load generator on loopback (wrk is not needed): each of C connections
 sends its next request when the last answer arrived (HTTP/1.1 keep-alive), for a fixed time.
-/predict bodies are 336x336 PNG canvases like the drawing page sends (black MNIST test
-digits on white), a different one each time. It starts its own server (`server.py` in a
-subprocess, a fresh models folder in a temporary directory) and checks the targets:
+/predict bodies are what the drawing page sends: its 336x336 pad shrunk to 112x112 as a PNG
+(here black MNIST test digits on white), with return_input, a different one each time. It
+starts its own server (`server.py` in a subprocess, a fresh models folder in a temporary
+directory) and checks the targets:
 /predict at least 40% of /health's throughput, p99 under 50 ms while training, and in the
 soak zero errors and resident memory growing by at most 10%.
 
@@ -44,7 +45,7 @@ CONCURRENCY = (1, 8, 32)      # connections sending requests back to back
 SECONDS = 6.0                 # per measurement
 SOAK_SECONDS = 60.0           # at the highest concurrency
 WORKERS = 1                   # server processes
-CANVAS = 336                  # the drawing page's canvas, in pixels
+CANVAS = 112                  # side of the image the drawing page sends, in pixels
 IMAGES = 200                  # distinct canvases sent to /predict
 TRAIN_EPOCHS = 100            # of the training that runs meanwhile (stopped at the end)
 MNIST_DIR = Path(os.environ.get('MNIST_DIR', ROOT.parent / 'shared' / 'data' / 'mnist'))
@@ -64,7 +65,8 @@ def canvases(X, count, size=CANVAS):
         png = cv2.imencode('.png', cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA),
                            [cv2.IMWRITE_PNG_COMPRESSION, 6])[1].tobytes()
         image = 'data:image/png;base64,' + base64.b64encode(png).decode()
-        bodies.append(json.dumps({'image': image}).encode())
+        bodies.append(json.dumps({'image': image, 'pretrained': None,
+                                  'return_input': True}).encode())
     return bodies
 
 
