@@ -61,7 +61,10 @@ def load_mnist():
         y = np.concatenate([data['train'][1], data['val'][1]])
         source = preprocess.DEFAULT_OUTPUT
     else:
-        fmt, files = preprocess.find_source(MNIST_DIR)
+        try:
+            fmt, files = preprocess.find_source(MNIST_DIR)
+        except preprocess.DataError as e:
+            raise SystemExit(f'bench/train.py: {e} Or set MNIST_DIR to a folder that has them.') from None
         contents = {p.name: p.read_bytes() for p in files}
         X, y, _ = (preprocess.read_idx(contents) if fmt == 'idx'
                    else preprocess.read_pickle(*contents.popitem()))
