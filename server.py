@@ -5,8 +5,10 @@ GET / (the drawing page, static/ under /static), GET /health, POST /predict, GET
 GET /train/status, GET /train/events (Server-Sent Events), GET|POST /reset, GET|POST /pretrain,
 GET /models, GET /model/hidden, GET /openapi.json. See the README's "HTTP API" and openapi.py.
 
-Training never blocks the server: one job at a time trains a copy of the live net in a worker
-thread; predictions keep using the last complete net until the copy replaces it. The live net
+Training never blocks the server: one job at a time trains a copy of the live net in a
+process of its own (no GIL shared with the event loop), which sends its progress and then the
+trained net back through a pipe; predictions keep using the last complete net until the copy
+replaces it. The live net
 is saved atomically to <models>/live.npz after every train, reset and pretrain and restored
 at start-up, so a restart loses nothing.
 
@@ -30,9 +32,9 @@ import hashlib
 import hmac
 import json as jsonlib
 import logging
+import multiprocessing
 import os
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,7 +84,8 @@ KEEP_ALIVE = 15  # seconds between SSE keep-alive comments
 TRAIN_TIMEOUT = 3600  # seconds a /train request may wait for its job (Sanic's default is 60)
 REQUEST_TIMEOUT = 30  # seconds for a request's head to arrive, and again for its body
 KEEP_ALIVE_TIMEOUT = 30  # seconds an idle keep-alive connection stays open
-TRAIN_NICENESS = 10  # the training thread yields the CPU to requests (Linux: per thread)
+TRAIN_NICENESS = 10  # the training process yields the CPU to requests
+SPAWN = multiprocessing.get_context('spawn')  # a fresh interpreter: no copy of the server's threads
 
 
 class Conflict(SanicException):
@@ -378,8 +381,9 @@ def current_status(app):
 class Job:
     """Progress of the current (or last) training job, as /train/status shows it.
 
-    Only the event loop changes it: the worker thread posts each step with
-    call_soon_threadsafe. The job's worker publishes it to STATUS_FILE for the others.
+    Only the event loop changes it: the thread reading the training process's pipe posts
+    each step with call_soon_threadsafe. The job's worker publishes it to STATUS_FILE for
+    the others.
     """
 
     def __init__(self, epochs=0, batches=0, start=0, name=''):
@@ -466,37 +470,73 @@ async def relay(app):
         seen = state
 
 
-def train(net, data, epochs, callback):
-    """Train ``net`` (a copy) in the worker thread: (history, correct of SAMPLE val samples)."""
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAIN_NICENESS)
-    net.feed(data['train'], data['val'])
+def train(net, data_path, epochs, pipe, stop):
+    """The training process: train ``net`` on the data set at ``data_path`` and send through
+    ``pipe`` ("step", info) for epochs and batches (at most one batch every
+    PROGRESS_INTERVAL / 2), then ("done", net, history, correct of SAMPLE val samples) or
+    ("diverged" | "error", message). Stops after the batch during which ``stop`` is set.
+    If the server dies, the next send fails and ends this process."""
+    os.nice(TRAIN_NICENESS)
+    threadpool_limits(1, user_api='blas')  # the other core serves requests
+    last_batch = 0.0
+
+    def callback(info):
+        nonlocal last_batch
+        if info['event'] == 'epoch' or time.monotonic() - last_batch >= PROGRESS_INTERVAL / 2:
+            last_batch = time.monotonic()
+            pipe.send(('step', info))
+        return stop.is_set()
+
     try:
+        data = preprocess.load_dataset(data_path)
+        net.feed(data['train'], data['val'])
         history = net.run(epochs, callback=callback, progress=False)
-    finally:
         net.train_data = net.val_data = None  # the live net must not hold the data set
-    X, y = data['val']
-    sample = np.random.default_rng().choice(len(y), min(SAMPLE, len(y)), replace=False)
-    return history, net.validate((X[sample], y[sample]))
+        X, y = data['val']
+        sample = np.random.default_rng().choice(len(y), min(SAMPLE, len(y)), replace=False)
+        pipe.send(('done', net, history, net.validate((X[sample], y[sample]))))
+    except btf.TrainingDiverged as e:
+        pipe.send(('diverged', str(e)))
+    except Exception:
+        log.exception('training failed')
+        pipe.send(('error', 'training failed (logged on the server).'))
 
 
-async def run_job(app, job, data, lock):
-    """Train a copy of the live net, then make it live and save it; the /train answer.
-    Releases the folder's ``lock`` when done."""
+def receive(pipe, loop, on_step):
+    """In a thread: hand the training process's steps to the event loop; its last message."""
+    while True:
+        try:
+            message = pipe.recv()
+        except EOFError:
+            return 'error', 'the training process ended unexpectedly (logged on the server).'
+        if message[0] != 'step':
+            return message
+        loop.call_soon_threadsafe(on_step, message[1])
+
+
+async def run_job(app, job, lock):
+    """Train a copy of the live net in a process, then make it live and save it; the /train
+    answer. Releases the folder's ``lock`` when done."""
     ctx = app.ctx
     loop = asyncio.get_running_loop()
-    net = ctx.live.copy()
-
-    def callback(info):  # in the worker thread; True stops training
-        loop.call_soon_threadsafe(on_step, app, job, info)
-        return ctx.stopping.is_set()
-
+    receiver, sender = SPAWN.Pipe(duplex=False)
+    process = SPAWN.Process(target=train, name='train', args=(
+        ctx.live.copy(), app.config.DATA_PATH, job.epochs, sender, ctx.stopping))
     started = time.perf_counter()
     try:
-        history, accuracy = await loop.run_in_executor(
-            ctx.trainer, train, net, data, job.epochs, callback)
+        process.start()
+        sender.close()  # only the process holds it now: its end is our EOF
+        outcome, *result = await loop.run_in_executor(
+            ctx.trainer, receive, receiver, loop, functools.partial(on_step, app, job))
+        if outcome == 'diverged':
+            raise btf.TrainingDiverged(result[0])
+        if outcome != 'done':
+            log.error('training failed: %s (exit code %s)', result[0], process.exitcode)
+            raise SanicException(result[0], 500)
         if ctx.stopping.is_set():
             raise ServiceUnavailable('the server is shutting down; training was stopped and '
                                      'the live net is unchanged.')
+        net, history, accuracy = result
         ctx.live, ctx.live_accuracy = net, history[-1]['val_accuracy']
         await persist(app)
         result = {'accuracy': accuracy, 'validation_accuracy': ctx.live_accuracy,
@@ -514,7 +554,10 @@ async def run_job(app, job, data, lock):
         raise
     finally:
         job.running = False
+        receiver.close()
         os.close(lock)
+        if process.is_alive():  # it ends right after its last message
+            await loop.run_in_executor(ctx.trainer, process.join)
 
 
 async def training_data(app):
@@ -672,8 +715,12 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
         ctx.pretrained, ctx.best = load_pretrained(models_dir)
         ctx.job, ctx.job_task, ctx.data, ctx.listeners = Job(), None, None, set()
         ctx.data_lock, ctx.save_lock = asyncio.Lock(), asyncio.Lock()
-        ctx.stopping = threading.Event()
-        ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')
+        ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
+        # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child
+        # from one. The training process cannot outlive its worker anyway: it sends through
+        # a pipe whose other end dies with the worker.
+        multiprocessing.current_process().daemon = False
+        ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')  # reads its pipe
         ctx.decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix='decode')
         # Only the worker that gets the lock repairs; the others read what is there and
         # reload once it is repaired.
@@ -695,7 +742,7 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
     async def stop_training(app):
         ctx = app.ctx
         ctx.relay.cancel()
-        ctx.stopping.set()  # the training callback sees it after the current batch
+        ctx.stopping.set()  # the training process sees it after the current batch
         for queue in ctx.listeners:  # ends the event streams
             if queue.full():
                 queue.get_nowait()
@@ -773,7 +820,7 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
         publish(app, ctx.job)
         log.info('training %d epochs of %d batches', epochs, batches)
         # The job outlives this request: a client that hangs up does not stop it.
-        ctx.job_task = asyncio.create_task(run_job(app, ctx.job, data, lock))
+        ctx.job_task = asyncio.create_task(run_job(app, ctx.job, lock))
         return json(await asyncio.shield(ctx.job_task))
 
     @app.get('/train/status')
