@@ -64,7 +64,7 @@ def load_mnist():
         try:
             fmt, files = preprocess.find_source(MNIST_DIR)
         except preprocess.DataError as e:
-            raise SystemExit(f'bench/train.py: {e} Or set MNIST_DIR to a folder that has them.') from None
+            raise SystemExit(f'bench/train.py: {e} Or set MNIST_DIR.') from None
         contents = {p.name: p.read_bytes() for p in files}
         X, y, _ = (preprocess.read_idx(contents) if fmt == 'idx'
                    else preprocess.read_pickle(*contents.popitem()))
