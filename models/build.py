@@ -55,7 +55,7 @@ BEST_SIZES = (784, 800, 10)
 BEST_BATCH_SIZE = 32
 BEST_SCHEDULE = ((10, 0.8), (10, 0.3), (6, 0.1), (4, 0.03))
 
-COMMON = 'sigmoid hidden layer, softmax output, cross-entropy, scaled init, seed 0'
+COMMON = f'sigmoid hidden layer, softmax output, cross-entropy, scaled init, seed {SEED}'
 
 
 def mnist_dirs():
@@ -117,7 +117,7 @@ def train_ladder(train, out):
                 batches=seen,
                 recipe=f'784-30-10, {COMMON}, batch size {LADDER_BATCH_SIZE}, learning rate '
                        f'{net.learning_rate}, the 60,000 training images: stopped after {seen} '
-                       f'mini-batches ({seen / batches_per_epoch:.2g} epochs).')))
+                       f'mini-batches ({seen / batches_per_epoch:.2g} epoch).')))
 
     for epochs, learning_rate in LADDER_SCHEDULE:
         net.learning_rate = learning_rate
