@@ -118,10 +118,11 @@ class StopTraining(Exception):
 
 
 # A batch's matrix products (128 x 784 x 30) are too small to share between cores: on a
-# 2-core machine two BLAS threads made an epoch at best 1.2x faster when the machine was idle,
+# 2-core machine two BLAS threads made an epoch at best 1.2x faster when the machine was quiet,
 # and up to 25x slower when other processes kept a core busy (every product waits for the
-# descheduled thread). So batches train on one BLAS thread. The limit is process-wide:
-# concurrent trainings share it and the last one to finish restores the previous setting.
+# descheduled thread; still 18x with the row blocks below on OpenBLAS's AVX2 kernels). So
+# batches train on one BLAS thread. The limit is process-wide: concurrent trainings share it
+# and the last one to finish restores the previous setting.
 _blas_lock = threading.Lock()
 _blas_trainings = 0
 _blas_limits = None
