@@ -8,8 +8,8 @@ every contender alike; the table gives medians and ratios. It also measures the 
 matrix-multiply peak and the floating-point lower bound for one epoch, and checks the targets.
 
     python bench/train.py                     # or `make bench`
-    python bench/train.py --quick             # a smoke run in about half a minute
-    python bench/train.py --epochs-reps 9 --batch 64
+    python bench/train.py --quick             # a smoke run: 2 repetitions, smaller samples
+    python bench/train.py --epochs-reps 15 --batch 64
 
 Data: data/mnist_preprocessed.npz when it exists (train then validation split), else the raw
 files in $MNIST_DIR or ../shared/data/mnist/: the first 50,000 samples train, the next 10,000
