@@ -152,7 +152,7 @@ _SMALL_PRODUCT = 100 ** 3
 
 def _matmul(a, b):
     """a @ b, as one stacked product of equal row blocks of at most _SMALL_PRODUCT each."""
-    blocks = min(len(a), -(-len(a) * a.shape[1] * b.shape[1] // _SMALL_PRODUCT))
+    blocks = max(1, min(len(a), -(-len(a) * a.shape[1] * b.shape[1] // _SMALL_PRODUCT)))
     while len(a) % blocks:  # the next divisor of len(a)
         blocks += 1
     return (a.reshape(blocks, -1, a.shape[1]) @ b).reshape(len(a), b.shape[1])
