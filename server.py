@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import re
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -562,22 +563,18 @@ async def run_job(app, job, lock):
             await loop.run_in_executor(ctx.trainer, process.join)
 
 
-async def training_data(app):
-    """The preprocessed data set, read once (503 when it is missing)."""
-    ctx, path = app.ctx, app.config.DATA_PATH
-    async with ctx.data_lock:
-        if ctx.data is None:
-            if not path.is_file():
-                raise ServiceUnavailable(
-                    f'no training data: {path} does not exist. Create it with '
-                    '`python preprocess.py` (or `make data`).')
-            try:
-                ctx.data = await asyncio.get_running_loop().run_in_executor(
-                    None, preprocess.load_dataset, path)
-            except (ValueError, KeyError, OSError) as e:
-                raise ServiceUnavailable(f'the training data {path} cannot be read ({e}); '
-                                         'rebuild it with `python preprocess.py`.') from None
-    return ctx.data
+def training_samples(path):
+    """How many training samples the data set at ``path`` holds, read without loading its
+    images (the training process loads them); 503 when it is missing or unreadable."""
+    if not path.is_file():
+        raise ServiceUnavailable(f'no training data: {path} does not exist. Create it with '
+                                 '`python preprocess.py` (or `make data`).')
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return len(f['y_train'])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ServiceUnavailable(f'the training data {path} cannot be read ({e}); '
+                                 'rebuild it with `python preprocess.py --force`.') from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -728,8 +725,8 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
         models_dir.mkdir(parents=True, exist_ok=True)
         ctx.worker = f'{os.getpid()}-{id(app):x}'
         ctx.pretrained, ctx.best = load_pretrained(models_dir)
-        ctx.job, ctx.job_task, ctx.data, ctx.listeners = Job(), None, None, set()
-        ctx.data_lock, ctx.save_lock = asyncio.Lock(), asyncio.Lock()
+        ctx.job, ctx.job_task, ctx.listeners = Job(), None, set()
+        ctx.save_lock = asyncio.Lock()
         ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
         # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child
         # from one. The training process cannot outlive its worker anyway: it sends through
@@ -824,12 +821,12 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
         epochs = parse_epochs(value, app.config.MAX_EPOCHS)
         lock = acquire(app, 'start another training')
         try:
-            data = await training_data(app)
+            samples = training_samples(app.config.DATA_PATH)
         except BaseException:
             os.close(lock)
             raise
         sync_live(app)  # train the newest net, whichever worker saved it
-        batches = -(-len(data['train'][1]) // ctx.live.batch_size)
+        batches = -(-samples // ctx.live.batch_size)
         ctx.job = Job(epochs, batches, ctx.live.epochs, f'{ctx.worker}-{time.time_ns()}')
         publish(app, ctx.job)
         log.info('training %d epochs of %d batches', epochs, batches)
