@@ -2,7 +2,6 @@
 server.py in subprocesses (its real command line, killed for real) and apps in threads
 sharing one models folder (two "workers" whose roles the test chooses)."""
 import base64
-import http.client
 import json
 import os
 import random
@@ -27,7 +26,7 @@ from tests import test_server
 from tests.test_server import (
     DIGIT,
     ROOT,
-    Answer,
+    call,
     confidences,
     file_digest,
     predict_locally,
@@ -51,16 +50,6 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def call(port, method, path, body=None, headers=None, timeout=120):
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body)
-    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        conn.close()
 
 
 class Process:

@@ -48,6 +48,19 @@ class Answer:
         return f'<{self.status} {self.body[:300]!r}>'
 
 
+def call(port, method, path, body=None, headers=None, timeout=120):
+    """One HTTP request to the server on ``port``; a dict or list body is sent as JSON."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
 class Server:
     """``create_app(**options)`` served on 127.0.0.1:<free port> by a thread's event loop,
     with the same start-up and shut-down events as ``app.run``."""
@@ -96,15 +109,7 @@ class Server:
         self.loop.close()
 
     def call(self, method, path, body=None, headers=None, timeout=120):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return Answer(response.status, response.headers, response.read())
-        finally:
-            conn.close()
+        return call(self.port, method, path, body, headers, timeout)
 
     def get(self, path, **kw):
         return self.call('GET', path, **kw)
