@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint data models bench install install-dev install-bench browser clean
+.PHONY: run test lint data models bench bench-serve install install-dev install-bench browser clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ models: install
 
 bench: install-bench
 	$(PY) bench/train.py
+
+# Load test of the HTTP API on loopback (see README, "Robustness, security and scaling out").
+bench-serve: install-dev
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache screenshots
