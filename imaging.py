@@ -245,11 +245,10 @@ def _to_mnist(gray, alpha):
         digit = cv2.resize(digit, size, interpolation=interpolation)
     digit = np.clip(digit, 0, 1)
     h, w = digit.shape
-    ys, xs = np.indices(digit.shape)
-    mass = float(digit.sum())
+    moments = cv2.moments(digit)  # m00 the mass, m10 / m00 and m01 / m00 its centre
     centre = MNIST_SIZE // 2
-    top = _offset(centre - float((ys * digit).sum()) / mass, h)
-    left = _offset(centre - float((xs * digit).sum()) / mass, w)
+    top = _offset(centre - moments['m01'] / moments['m00'], h)
+    left = _offset(centre - moments['m10'] / moments['m00'], w)
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32)
     out[top:top + h, left:left + w] = digit
     return out
