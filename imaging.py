@@ -245,10 +245,11 @@ def _to_mnist(gray, alpha):
         digit = cv2.resize(digit, size, interpolation=interpolation)
     digit = np.clip(digit, 0, 1)
     h, w = digit.shape
-    moments = cv2.moments(digit)  # m00 the mass, m10 / m00 and m01 / m00 its centre
+    ys, xs = np.indices(digit.shape)
+    mass = float(digit.sum())
     centre = MNIST_SIZE // 2
-    top = _offset(centre - moments['m01'] / moments['m00'], h)
-    left = _offset(centre - moments['m10'] / moments['m00'], w)
+    top = _offset(centre - float((ys * digit).sum()) / mass, h)
+    left = _offset(centre - float((xs * digit).sum()) / mass, w)
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32)
     out[top:top + h, left:left + w] = digit
     return out
