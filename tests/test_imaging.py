@@ -204,6 +204,20 @@ def test_aspect_ratio_is_kept():
     assert (out[bbox_slice(out)] > 0.99).all()
 
 
+@pytest.mark.parametrize('shape', [(200, 1), (1, 200), (120, 300)])
+def test_one_pixel_wide_strokes_and_whole_images_are_digits(shape):
+    # A hair-thin stroke (an N x 1 ink box) and ink filling the whole image still give a
+    # digit scaled to 20 px and centred by mass.
+    image = np.zeros((*shape, 4), np.uint8)
+    image[..., 3] = 255
+    image[..., :3] = 217  # grey ink everywhere, no paper at all
+    image[0, 0, :3] = 0
+    out = imaging.to_mnist(image)
+    assert max(bbox(out)) == 20
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+
+
 def bbox_slice(x):
     rows = np.flatnonzero(x.any(axis=1))
     cols = np.flatnonzero(x.any(axis=0))
