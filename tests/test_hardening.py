@@ -580,4 +580,6 @@ def test_server_workers_answer_with_the_new_net_after_every_change(tmp_path, dat
     output = s.output()
     workers = set(re.findall(r' (\d+) INFO Worker ready', output))
     reloaded = set(re.findall(r' (\d+) INFO reloaded the live net saved by another', output))
-    assert len(workers) == 2 and reloaded == workers, output[-3000:]
+    # Whichever worker made a change, the other one reloaded it (the kernel may hand every
+    # changing request to the same worker, so only that other one need show it).
+    assert len(workers) == 2 and reloaded and reloaded <= workers, output[-3000:]
