@@ -354,6 +354,17 @@ def acquire(app, action):
     return fd
 
 
+async def replace_live(app, action, make_net):
+    """Make ``make_net()`` the live net and save it, under the models folder's lock (409 while
+    a job runs or another change is being made)."""
+    lock = acquire(app, action)
+    try:
+        app.ctx.live, app.ctx.live_accuracy = make_net(), None
+        await persist(app)
+    finally:
+        os.close(lock)
+
+
 def read_status_file(path):
     """The status file's content ({"job", "worker", "status", "done"}), None if unreadable."""
     try:
@@ -871,31 +882,24 @@ def create_app(models_dir=MODELS_DIR, data_path=None, max_epochs=MAX_EPOCHS,
 
     @app.route('/reset', methods=['GET', 'POST'])
     async def reset(request):
-        ctx = request.app.ctx
         authorize(request)
-        lock = acquire(request.app, 'reset')
-        try:
-            ctx.live, ctx.live_accuracy = fresh_net(), None
-            await persist(request.app)
-        finally:
-            os.close(lock)
-        log.info('live net reset: %s', ctx.live)
+        await replace_live(request.app, 'reset', fresh_net)
+        log.info('live net reset: %s', request.app.ctx.live)
         return text('OK')
 
     @app.route('/pretrain', methods=['GET', 'POST'])
     async def pretrain(request):
         ctx = request.app.ctx
         authorize(request)
-        lock = acquire(request.app, 'load the pretrained model')
-        try:
+
+        def best_copy():
             if ctx.best is None:
                 raise ServiceUnavailable(
                     f'no pretrained models in {request.app.config.MODELS_DIR} ({MANIFEST} is '
                     'missing or lists none); `make models` builds them.')
-            ctx.live, ctx.live_accuracy = ctx.pretrained[ctx.best][1].copy(), None
-            await persist(request.app)
-        finally:
-            os.close(lock)
+            return ctx.pretrained[ctx.best][1].copy()
+
+        await replace_live(request.app, 'load the pretrained model', best_copy)
         log.info('live net is now a copy of pretrained v%d', ctx.best)
         return text('OK')
 
