@@ -526,10 +526,11 @@ class Graph:
 
 
 @contextmanager
-def atomic_write(path):
+def atomic_write(path, durable=True):
     """A binary file object for ``path``: a temporary file that replaces ``path`` on success.
 
-    Readers see the old file or the new one, never a partial one, even if the process dies.
+    Readers see the old file or the new one, never a partial one, even if the process dies;
+    ``durable`` also flushes it to disk first, so that it survives a power cut.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -537,8 +538,9 @@ def atomic_write(path):
     try:
         with open(tmp, 'xb') as f:  # not mkstemp: its files are private (0600), not per umask
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -264,11 +264,10 @@ def restore_live(models_dir, pretrained, best, repair=True):
     return net, None, False
 
 
-def write_json(path, data):
+def write_json(path, data, durable=True):
     """Replace the file atomically: readers see the old or the new one, whole."""
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(jsonlib.dumps(data))
-    os.replace(tmp, path)
+    with btf.atomic_write(path, durable) as f:
+        f.write(jsonlib.dumps(data).encode())
 
 
 def save_live(models_dir, net, accuracy):
@@ -429,7 +428,7 @@ def publish(app, job, done=None):
     """Write the job's status (and its final answer) for the other workers."""
     write_json(app.config.MODELS_DIR / STATUS_FILE,
                {'job': job.name, 'worker': app.ctx.worker, 'status': job.status(),
-                'done': done})
+                'done': done}, durable=False)  # rewritten ~10 times a second, on the loop
 
 
 def on_step(app, job, info):
