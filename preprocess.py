@@ -309,6 +309,18 @@ def _recorded(output):
         return None
 
 
+def read_contents(fmt, contents):
+    """(X uint8 (70000, 784), y, n_train) in canonical order from either format's files;
+    ``contents`` maps file names to their bytes (as ``find_source`` found them)."""
+    return read_idx(contents) if fmt == 'idx' else read_pickle(*next(iter(contents.items())))
+
+
+def read_raw(source):
+    """(X, y, n_train) from the raw MNIST in ``source`` (IDX files or mnist.pkl.gz)."""
+    fmt, files = find_source(source)
+    return read_contents(fmt, {p.name: p.read_bytes() for p in files})
+
+
 def build(source=RAW_DIR, output=DEFAULT_OUTPUT, *, split='random', seed=SEED,
           write_pkl=False, force=False, verify=True):
     """Turn the raw MNIST in ``source`` into ``output``; return what was done.
@@ -337,7 +349,7 @@ def build(source=RAW_DIR, output=DEFAULT_OUTPUT, *, split='random', seed=SEED,
         return {'written': [], 'counts': recorded['counts'], 'format': fmt,
                 'seconds': time.perf_counter() - started}
 
-    X, y, n_train = read_idx(contents) if fmt == 'idx' else read_pickle(*contents.popitem())
+    X, y, n_train = read_contents(fmt, contents)
     indices = split_indices(len(X), n_train, split, seed)
     meta['counts'] = {name: len(index) for name, index in indices.items()}
     arrays = {'meta': np.str_(json.dumps(meta))}

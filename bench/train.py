@@ -62,12 +62,9 @@ def load_mnist():
         source = preprocess.DEFAULT_OUTPUT
     else:
         try:
-            fmt, files = preprocess.find_source(MNIST_DIR)
+            X, y, _ = preprocess.read_raw(MNIST_DIR)
         except preprocess.DataError as e:
             raise SystemExit(f'bench/train.py: {e} Or set MNIST_DIR.') from None
-        contents = {p.name: p.read_bytes() for p in files}
-        X, y, _ = (preprocess.read_idx(contents) if fmt == 'idx'
-                   else preprocess.read_pickle(*contents.popitem()))
         X, y = np.divide(X, np.float32(255), dtype=np.float32), y.astype(np.int64)
         source = MNIST_DIR
     n = N_TRAIN + N_HELD_OUT

@@ -71,12 +71,7 @@ def load_mnist(folders):
     """
     for folder in folders:
         if preprocess.has_source(folder):
-            fmt, files = preprocess.find_source(folder)
-            contents = {p.name: p.read_bytes() for p in files}
-            if fmt == 'idx':
-                X, y, n_train = preprocess.read_idx(contents)
-            else:  # the classic file's validation images are training images too
-                X, y, n_train = preprocess.read_pickle(*contents.popitem())
+            X, y, n_train = preprocess.read_raw(folder)  # 60,000 training images first
             y = y.astype(np.int64)
             return ((X[:n_train], y[:n_train]), (X[n_train:], y[n_train:])), folder
     raise SystemExit('no raw MNIST found in ' + ', '.join(map(str, folders)) +
