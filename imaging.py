@@ -27,6 +27,8 @@ INK_THRESHOLD = 0.1  # ink at or below this (0..1) is background noise (JPEG art
 MAX_JPEG_SEGMENTS = 1000  # segments read while looking for a JPEG's size
 _DATA_URL = re.compile(r'data:[^,]*?;base64,', re.IGNORECASE)
 _JPEG_MARKER = re.compile(rb'\xff+([^\xff])')
+_INDEX = np.arange(DIGIT_SIZE, dtype=np.float32)  # row or column numbers in the digit
+_INDEX.flags.writeable = False
 
 
 class ImageError(ValueError):
@@ -164,8 +166,9 @@ def _decode(data):
 # Preprocessing: pixels -> a 28x28 MNIST-like digit.
 
 def ink(gray, alpha=None):
-    """Ink strength (H, W) float32, 0 = background, and the strongest ink of each row (H,),
-    whatever the colours, from grey levels and alpha (uint8 (H, W); None when opaque).
+    """Ink strength (H, W) float32, 0 = background, 255 = the most a pixel can differ from it,
+    and the strongest ink of each row (H,), whatever the colours, from grey levels and alpha
+    (uint8 (H, W); None when opaque).
 
     Transparency is composited away first. On a mostly transparent canvas the opaque pixels
     are the ink, so they go on a backdrop that contrasts with them (black or white ink both
@@ -173,13 +176,13 @@ def ink(gray, alpha=None):
     background is the median of the border, and ink is how far a pixel is from it.
     Raises NoDigitError when no pixel is more than INK_THRESHOLD from the background.
     """
-    gray = np.divide(gray, 255, dtype=np.float32)
+    gray = gray.astype(np.float32)
     if alpha is not None and alpha.min() < 255:
         alpha = np.divide(alpha, 255, dtype=np.float32)
         opaque = alpha > 0.5
         level = float(np.median(gray[opaque])) if opaque.any() else 0.0
         if opaque.mean() < 0.5:  # a transparent canvas: the opaque pixels are ink
-            backdrop = 1.0 if level < 0.5 else 0.0
+            backdrop = 255.0 if level < 127.5 else 0.0
         else:  # an opaque picture: transparency shows its paper
             backdrop = level
         # gray * alpha + backdrop * (1 - alpha), in place: no 4096x4096 temporaries
@@ -190,7 +193,7 @@ def ink(gray, alpha=None):
     # |gray - background|, in place (cv2.absdiff would take a 4x1 image for a scalar)
     strength = np.abs(np.subtract(gray, _median(border), out=gray), out=gray)
     rows = strength.max(axis=1)
-    if rows.max() <= INK_THRESHOLD:
+    if rows.max() <= INK_THRESHOLD * 255:
         raise NoDigitError('no digit found: the image is blank (nothing differs from the '
                            f'background by more than {INK_THRESHOLD:.0%}).')
     return strength, rows
@@ -234,7 +237,7 @@ def _to_mnist(gray, alpha):
     # The ink's rows and columns: where some pixel exceeds INK_THRESHOLD (of the peak).
     top, bottom = _bounds(rows, INK_THRESHOLD * peak)
     left, right = _bounds(strength.max(axis=0), INK_THRESHOLD * peak)
-    digit = strength[top:bottom, left:right] / peak  # strongest ink = 1
+    digit = strength[top:bottom, left:right]
     h, w = digit.shape
     scale = DIGIT_SIZE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (width, height)
@@ -243,16 +246,17 @@ def _to_mnist(gray, alpha):
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     if size != (w, h):
         digit = cv2.resize(digit, size, interpolation=interpolation)
-    digit = np.clip(digit, 0, 1)
     h, w = digit.shape
-    ys, xs = np.indices(digit.shape)
-    mass = float(digit.sum())
+    # Centre of mass from the row and column sums (one pass each over 20x20 at most).
+    rows, columns = digit.sum(axis=1), digit.sum(axis=0)
+    mass = float(rows.sum())
     centre = MNIST_SIZE // 2
-    top = _offset(centre - float((ys * digit).sum()) / mass, h)
-    left = _offset(centre - float((xs * digit).sum()) / mass, w)
+    top = _offset(centre - float(rows @ _INDEX[:h]) / mass, h)
+    left = _offset(centre - float(columns @ _INDEX[:w]) / mass, w)
     out = np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32)
-    out[top:top + h, left:left + w] = digit
-    return out
+    # strongest ink = 1 (interpolation stays within the pixels' range, up to rounding)
+    np.multiply(digit, 1 / peak, out=out[top:top + h, left:left + w])
+    return np.minimum(out, 1, out=out)
 
 
 def _bounds(profile, threshold):

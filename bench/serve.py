@@ -3,7 +3,7 @@ few concurrency levels, idle and while a training runs, then a soak at the highe
 
 A bounded asyncio load generator on loopback (wrk is not needed): each of C connections
 sends its next request when the last answer arrived (HTTP/1.1 keep-alive), for a fixed time.
-/predict bodies are what the drawing page sends: its 336x336 pad shrunk to 112x112 as a PNG
+/predict bodies are what the drawing page sends: its 336x336 pad shrunk to 56x56 as a PNG
 (here black MNIST test digits on white), with return_input, a different one each time. It
 starts its own server (`server.py` in a subprocess, a fresh models folder in a temporary
 directory) and checks the targets:
@@ -45,7 +45,7 @@ CONCURRENCY = (1, 8, 32)      # connections sending requests back to back
 SECONDS = 6.0                 # per measurement
 SOAK_SECONDS = 60.0           # at the highest concurrency
 WORKERS = 1                   # server processes
-CANVAS = 112                  # side of the image the drawing page sends, in pixels
+CANVAS = 56                   # side of the image the drawing page sends, in pixels
 IMAGES = 200                  # distinct canvases sent to /predict
 TRAIN_EPOCHS = 100            # of the training that runs meanwhile (stopped at the end)
 MNIST_DIR = Path(os.environ.get('MNIST_DIR', ROOT.parent / 'shared' / 'data' / 'mnist'))
