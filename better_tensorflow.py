@@ -147,11 +147,18 @@ def _one_blas_thread():
 # OpenBLAS multiplies matrices of at most 100^3 multiply-adds with a kernel that skips
 # packing them into blocks first. A batch's (128, 784) @ (784, 30) is three times that; cut
 # into four row blocks it ran 1.4x (weight gradient) to 2x (forward) faster on one core.
+# A wide layer is another matter: a row of (n, 784) @ (784, 800) alone is 0.6 * 100^3, and
+# blocks of a row or two are matrix-vector products that each read all of the 2.5 MB of
+# weights: 2.2x slower than one plain product (batches of 32 and 128, one core).
 _SMALL_PRODUCT = 100 ** 3
+_MIN_BLOCK_ROWS = 8
 
 
 def _matmul(a, b):
-    """a @ b, as one stacked product of equal row blocks of at most _SMALL_PRODUCT each."""
+    """a @ b, as one stacked product of equal row blocks of at most _SMALL_PRODUCT each
+    when such blocks hold _MIN_BLOCK_ROWS rows or more, else as one plain product."""
+    if _SMALL_PRODUCT // (a.shape[1] * b.shape[1]) < _MIN_BLOCK_ROWS:
+        return a @ b
     blocks = max(1, min(len(a), -(-len(a) * a.shape[1] * b.shape[1] // _SMALL_PRODUCT)))
     while len(a) % blocks:  # the next divisor of len(a)
         blocks += 1

@@ -39,6 +39,21 @@ def test_backprop_matches_central_finite_differences(cost, output):
             np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize('shape_a, shape_b', [
+    ((128, 784), (784, 30)),   # cut into row blocks for OpenBLAS's small-matrix kernel
+    ((784, 128), (128, 30)),   # a weight gradient, also blocked
+    ((7, 784), (784, 30)),     # rows that divide into no equal blocks but one
+    ((32, 784), (784, 800)),   # a wide layer: one plain product
+    ((1, 784), (784, 800)),    # one sample
+])
+def test_blocked_products_equal_plain_ones(shape_a, shape_b):
+    rng = np.random.default_rng(0)
+    a, b = rng.random(shape_a, np.float32), rng.random(shape_b, np.float32)
+    product = btf._matmul(a, b)
+    assert product.shape == (shape_a[0], shape_b[1])
+    np.testing.assert_allclose(product, a.astype(np.float64) @ b, rtol=1e-5)
+
+
 def test_one_training_step_worked_by_hand():
     # One sample x = [1, 0.5], label 0 (y = [1, 0]); W = [[.1, .2], [.3, .4]], b = 0;
     # MSE cost, sigmoid output, learning rate 1.
