@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint data models bench bench-serve install install-dev install-bench browser clean
+.PHONY: run test lint data models bench bench-serve install install-dev install-bench browser wrk clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,15 @@ models: install
 bench: install-bench
 	$(PY) bench/train.py
 
+# Debian's wrk, the load generator of bench/serve.py (without it, an asyncio client is used).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing Debian's wrk for the load test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+	  || echo "wrk could not be installed: bench/serve.py uses its asyncio client"
+
 # Load test of the HTTP API on loopback (see README, "Robustness, security and scaling out").
-bench-serve: install-dev
+bench-serve: install-dev wrk
 	$(PY) bench/serve.py
 
 clean:

@@ -466,14 +466,33 @@ def replay(ctx, seen, state):
         broadcast(ctx, 'done', state['done'])
 
 
+def orphaned(app, state):
+    """Whether ``state`` is another worker's job that ended without a word: it is running
+    and has no answer, yet nobody holds the folder's lock (its worker was killed)."""
+    if state is None or state.get('worker') == app.ctx.worker or state.get('done') is not None \
+            or not state['status'].get('running'):
+        return False
+    lock = try_lock(app.config.MODELS_DIR)
+    if lock is not None:
+        os.close(lock)
+    return lock is not None
+
+
 async def relay(app):
     """Forward other workers' training events to this worker's /train/events streams: one
-    stat of the status file every PROGRESS_INTERVAL."""
+    stat of the status file every PROGRESS_INTERVAL. A job whose worker died ends them with
+    an error."""
     ctx, path = app.ctx, app.config.MODELS_DIR / STATUS_FILE
     version, seen = file_version(path), read_status_file(path)
     while True:
         await asyncio.sleep(PROGRESS_INTERVAL)
         if file_version(path) == version:
+            if orphaned(app, seen):
+                log.warning('the worker training the live net ended without finishing')
+                seen = {**seen, 'done': {'error': 'the training stopped: the server process '
+                                         'running it ended. The live net is the last one '
+                                         'saved.'}}
+                broadcast(ctx, 'done', seen['done'])
             continue
         version, state = file_version(path), read_status_file(path)
         if state is not None and state.get('worker') != ctx.worker:

@@ -1,8 +1,9 @@
 """Load on the HTTP API: /predict against /health on the same server in the same run, at a
 few concurrency levels, idle and while a training runs, then a soak at the highest level.
 
-A bounded asyncio load generator on loopback (wrk is not needed): each of C connections
-sends its next request when the last answer arrived (HTTP/1.1 keep-alive), for a fixed time.
+A bounded load generator on loopback, wrk when it is installed (`make bench-serve` installs
+Debian's), else an asyncio client of its own: each of C keep-alive connections sends its next
+request when the last answer arrived, for a fixed time, from one thread.
 /predict bodies are what the drawing page sends: its 336x336 pad shrunk to 56x56 as a PNG
 (here black MNIST test digits on white), with return_input, a different one each time. It
 starts its own server (`server.py` in a subprocess, a fresh models folder in a temporary
@@ -92,11 +93,9 @@ class Connection:
             self.writer = None
 
 
-async def load(server, path, bodies, concurrency, seconds):
-    """Throughput, latency percentiles, errors and the server's CPU time per request of
-    ``concurrency`` connections sending requests back to back for ``seconds``; ``server``
-    is (port, pid)."""
-    port, pid = server
+async def asyncio_client(port, path, bodies, concurrency, seconds):
+    """Latencies (s) and error count of ``concurrency`` connections of this process sending
+    requests back to back for ``seconds`` (GET without bodies, else POST of each in turn)."""
     latencies, errors = [], 0
     deadline = time.perf_counter() + seconds
 
@@ -117,14 +116,70 @@ async def load(server, path, bodies, concurrency, seconds):
             errors += status != 200
         connection.close()
 
-    started, cpu = time.perf_counter(), cpu_seconds(pid)
     await asyncio.gather(*(user(k) for k in range(concurrency)))
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
     ms = np.array(latencies) * 1000
-    return {'path': path, 'concurrency': concurrency, 'requests': len(ms),
-            'rps': len(ms) / elapsed, 'p50': float(np.percentile(ms, 50)) if len(ms) else 0,
-            'p99': float(np.percentile(ms, 99)) if len(ms) else 0, 'errors': errors,
-            'cpu_ms': 1000 * cpu / max(1, len(ms))}
+    return {'requests': len(ms), 'errors': errors,
+            'p50': float(np.percentile(ms, 50)) if len(ms) else 0,
+            'p99': float(np.percentile(ms, 99)) if len(ms) else 0}
+
+
+WRK_SCRIPT = """
+local bodies, i = {}, 0
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1000.0}
+
+
+def wrk_client(folder):
+    """A client like asyncio_client, run by wrk (one thread, as the asyncio client has)."""
+    script = folder / 'post.lua'
+    bodies_file = folder / 'bodies.jsonl'
+
+    async def client(port, path, bodies, concurrency, seconds):
+        command = ['wrk', '-t1', f'-c{concurrency}', f'-d{seconds:g}s', '--latency']
+        if bodies:
+            bodies_file.write_bytes(b'\n'.join(bodies) + b'\n')
+            script.write_text(WRK_SCRIPT % bodies_file)
+            command += ['-s', str(script)]
+        process = await asyncio.create_subprocess_exec(
+            *command, f'http://127.0.0.1:{port}{path}', stdout=subprocess.PIPE)
+        out = (await process.communicate())[0].decode()
+        if process.returncode:
+            raise SystemExit(f'wrk failed (exit code {process.returncode}):\n{out}')
+
+        def find(pattern):
+            found = re.search(pattern, out)
+            return found.groups() if found else None
+
+        latency = {p: float(v) * UNITS[unit] for p, v, unit in
+                   re.findall(r'(50|99)%\s+([0-9.]+)(us|ms|s)\b', out)}
+        socket_errors = find(r'Socket errors: connect (\d+), read (\d+), write (\d+), '
+                             r'timeout (\d+)') or ()
+        return {'requests': int(find(r'(\d+) requests in')[0]),
+                'errors': int((find(r'Non-2xx or 3xx responses: (\d+)') or [0])[0]) +
+                sum(map(int, socket_errors)),
+                'p50': latency.get('50', 0.0), 'p99': latency.get('99', 0.0)}
+
+    return client
+
+
+async def load(server, client, path, bodies, concurrency, seconds):
+    """Throughput, latency percentiles, errors and the server's CPU time per request of
+    ``concurrency`` connections sending requests back to back for ``seconds``; ``server``
+    is (port, pid), ``client`` asyncio_client or a wrk_client."""
+    port, pid = server
+    started, cpu = time.perf_counter(), cpu_seconds(pid)
+    result = await client(port, path, bodies, concurrency, seconds)
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
+    return dict(result, path=path, concurrency=concurrency,
+                rps=result['requests'] / elapsed,
+                cpu_ms=1000 * cpu / max(1, result['requests']))
 
 
 def processes(pid):
@@ -209,15 +264,15 @@ def row(label, result, health=None):
             f"{result['cpu_ms']:.2f} |")
 
 
-async def run(args, bodies, server):
+async def run(args, bodies, server, client):
     print('| phase | connections | requests/s | of /health | p50 ms | p99 ms | errors '
           '| server CPU ms per request |')
     print('|---|---|---|---|---|---|---|---|')
     failures = []
-    await load(server, '/predict', bodies, max(args.concurrency), 2)  # warm-up
+    await load(server, client, '/predict', bodies, max(args.concurrency), 2)  # warm-up
     for c in args.concurrency:
-        health = await load(server, '/health', None, c, args.seconds)
-        predict = await load(server, '/predict', bodies, c, args.seconds)
+        health = await load(server, client, '/health', None, c, args.seconds)
+        predict = await load(server, client, '/predict', bodies, c, args.seconds)
         print(row('idle: /health', health), flush=True)
         print(row('idle: /predict', predict, health), flush=True)
         if predict['rps'] < MIN_PREDICT_RATIO * health['rps']:
@@ -226,7 +281,7 @@ async def run(args, bodies, server):
 
     top, (port, pid) = max(args.concurrency), server
     before = rss(pid)
-    soak = await load(server, '/predict', bodies, top, args.soak)
+    soak = await load(server, client, '/predict', bodies, top, args.soak)
     after = rss(pid)
     growth = after / before - 1
     print(row(f'soak {args.soak:.0f} s: /predict', soak), flush=True)
@@ -239,8 +294,8 @@ async def run(args, bodies, server):
     while not (await status(port))['running']:
         await asyncio.sleep(0.05)
     for c in args.concurrency:
-        health = await load(server, '/health', None, c, args.seconds)
-        predict = await load(server, '/predict', bodies, c, args.seconds)
+        health = await load(server, client, '/health', None, c, args.seconds)
+        predict = await load(server, client, '/predict', bodies, c, args.seconds)
         print(row('training: /health', health), flush=True)
         print(row('training: /predict', predict, health), flush=True)
         if predict['p99'] > MAX_P99_TRAINING_MS:
@@ -267,7 +322,11 @@ def main(argv=None):
                         help='side of the /predict images in pixels (default: %(default)s)')
     parser.add_argument('--data', type=Path, default=preprocess.DEFAULT_OUTPUT)
     parser.add_argument('--quick', action='store_true', help='2 s per measurement, 5 s soak')
+    parser.add_argument('--client', choices=('auto', 'wrk', 'asyncio'), default='auto',
+                        help='load generator (default: wrk when installed, else asyncio)')
     args = parser.parse_args(argv)
+    if args.client == 'auto':
+        args.client = 'wrk' if shutil.which('wrk') else 'asyncio'
     if args.quick:
         args.seconds, args.soak = 2.0, 5.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,13 +337,14 @@ def main(argv=None):
             preprocess.build(MNIST_DIR, data)
         X_test, _ = preprocess.load_dataset(data)['test']
         bodies = canvases(X_test, IMAGES, args.canvas)
+        client = wrk_client(folder) if args.client == 'wrk' else asyncio_client
         process, port = start_server(folder, data, args.workers)
         size = np.mean([len(b) for b in bodies]) / 1024
         print(f'server.py --workers {args.workers} on 127.0.0.1:{port}, {os.cpu_count()} '
-              f'cores, {args.seconds:.0f} s per row, /predict: {args.canvas}x{args.canvas} '
-              f'PNG canvases, bodies of {size:.1f} KiB\n')
+              f'cores, load from {args.client} (one thread), {args.seconds:g} s per row, '
+              f'/predict: {args.canvas}x{args.canvas} PNG canvases, bodies of {size:.1f} KiB\n')
         try:
-            failures = asyncio.run(run(args, bodies, (port, process.pid)))
+            failures = asyncio.run(run(args, bodies, (port, process.pid), client))
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(60)

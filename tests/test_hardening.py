@@ -546,6 +546,30 @@ def test_two_workers_on_one_folder_act_as_one_service(serve, models, dataset):
         assert b.get('/train?epochs=1').json['epochs'] == 31
 
 
+def test_a_killed_workers_training_ends_every_event_stream(serve, models, data_file, tmp_path):
+    """Worker a (a process) trains while b (in this process) streams a's job. a is killed:
+    b's stream ends with an error, b's status stops running, and b may train at once."""
+    folder, _ = models
+    with ThreadPoolExecutor(2) as pool, serve() as b:  # b's stop ends the stream's thread
+        a = Process(tmp_path, '--models', str(folder), '--data', str(data_file))
+        try:
+            events = pool.submit(read_events, b.port)
+            wait_for(lambda: b.app.ctx.listeners, 'the event stream on b')
+            pool.submit(a.get, '/train?epochs=100')  # cut off by the kill
+            wait_for(lambda: b.get('/train/status').json['epoch'] >= 2, "a's job, seen from b")
+            a.kill()
+            streamed, _ = events.result(timeout=30)
+        finally:
+            a.stop()
+        names = [name for name, _ in streamed]
+        assert names[0] == 'status' and 'epoch' in names and names[-1] == 'done', names
+        assert 'server process running it ended' in streamed[-1][1]['error']
+        assert b.get('/train/status').json['running'] is False
+        assert btf.Graph.from_file(folder / 'live.npz').epochs == 0  # a never finished
+        trained = b.get('/train?epochs=1')
+        assert trained.status == 200 and trained.json['epochs'] == 1
+
+
 def test_server_workers_answer_with_the_new_net_after_every_change(tmp_path, data_file):
     folder = tmp_path / 'models'
     nets = write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
