@@ -342,6 +342,14 @@ def try_lock(models_dir):
     return fd
 
 
+def unlocked(models_dir):
+    """Whether no job holds the folder's lock (taken and released at once to find out)."""
+    fd = try_lock(models_dir)
+    if fd is not None:
+        os.close(fd)
+    return fd is not None
+
+
 def acquire(app, action):
     """try_lock, or 409 with the running job's status."""
     fd = try_lock(app.config.MODELS_DIR)
@@ -381,11 +389,8 @@ def current_status(app):
     if shared is None:
         return ctx.job.status()
     status = shared['status']
-    if status.get('running'):  # unless its worker died: then the lock is free
-        fd = try_lock(models_dir)
-        if fd is not None:
-            os.close(fd)
-            status = {**status, 'running': False}
+    if status.get('running') and unlocked(models_dir):  # its worker died
+        status = {**status, 'running': False}
     return status
 
 
@@ -469,13 +474,9 @@ def replay(ctx, seen, state):
 def orphaned(app, state):
     """Whether ``state`` is another worker's job that ended without a word: it is running
     and has no answer, yet nobody holds the folder's lock (its worker was killed)."""
-    if state is None or state.get('worker') == app.ctx.worker or state.get('done') is not None \
-            or not state['status'].get('running'):
-        return False
-    lock = try_lock(app.config.MODELS_DIR)
-    if lock is not None:
-        os.close(lock)
-    return lock is not None
+    return (state is not None and state.get('worker') != app.ctx.worker and
+            state.get('done') is None and state['status'].get('running') and
+            unlocked(app.config.MODELS_DIR))
 
 
 async def relay(app):
@@ -488,7 +489,7 @@ async def relay(app):
         await asyncio.sleep(PROGRESS_INTERVAL)
         if file_version(path) == version:
             if orphaned(app, seen):
-                log.warning('the worker training the live net ended without finishing')
+                log.warning('a training of the live net ended unfinished: its worker died')
                 seen = {**seen, 'done': {'error': 'the training stopped: the server process '
                                          'running it ended. The live net is the last one '
                                          'saved.'}}
