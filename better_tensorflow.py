@@ -195,22 +195,32 @@ def as_arrays(data, n_in=784, n_out=10, dtype=np.float32):
                              f'label or a one-hot ({n_out}, 1) vector: {e}') from None
         if y.shape[1] == 1:
             y = y[:, 0]
-    if X.ndim != 2 or X.shape[1] != n_in:
-        raise ValueError(f'X must have shape (n, {n_in}), got {X.shape}.')
+    _check_rows(X, n_in)
     if len(X) == 0:
         raise ValueError('data is empty: expected at least one sample.')
     labels = _labels(y, len(X), n_out)
+    return _pixels(X, dtype, unit_range=True), labels
+
+
+def _check_rows(X, n_in):
+    if X.ndim != 2 or X.shape[1] != n_in:
+        raise ValueError(f'X must have shape (n, {n_in}), got {X.shape}.')
+
+
+def _pixels(X, dtype, unit_range):
+    """Rows X as a contiguous ``dtype`` array: uint8 pixels scaled by 1/255, others checked
+    to be finite (and, with ``unit_range``, within [0, 1])."""
     if X.dtype == np.uint8:
-        X = X.astype(dtype) / dtype(255)
-    else:
-        X = np.ascontiguousarray(X, dtype=dtype)
-        if not np.all(np.isfinite(X)):
-            raise ValueError('X contains NaN or infinite values.')
+        return X.astype(dtype) / dtype(255)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    if not np.all(np.isfinite(X)):
+        raise ValueError('X contains NaN or infinite values.')
+    if unit_range:
         lo, hi = float(X.min()), float(X.max())
         if lo < 0 or hi > 1:
             raise ValueError(f'pixel values must be in [0, 1], got values from {lo} to {hi} '
                              '(divide uint8 images by 255).')
-    return X, labels
+    return X
 
 
 def _labels(y, n, n_out):
@@ -435,11 +445,8 @@ class Graph:
     def predict_batch(self, X):
         """Labels (n,) and output activations (n, sizes[-1]) for inputs X (n, sizes[0])."""
         X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise ValueError(f'X must have shape (n, {self.sizes[0]}), got {X.shape}.')
-        X = X.astype(self.dtype) / 255 if X.dtype == np.uint8 else X.astype(self.dtype, copy=True)
-        if not np.all(np.isfinite(X)):
-            raise ValueError('X contains NaN or infinite values.')
+        _check_rows(X, self.sizes[0])
+        X = _pixels(X, self.dtype.type, unit_range=False)
         outputs = self._forward(X)[-1]
         return np.argmax(outputs, axis=1), outputs
 

@@ -136,16 +136,16 @@ end
 UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1000.0}
 
 
-def wrk_client(folder):
-    """A client like asyncio_client, run by wrk (one thread, as the asyncio client has)."""
-    script = folder / 'post.lua'
-    bodies_file = folder / 'bodies.jsonl'
+def wrk_client(folder, bodies):
+    """A client like asyncio_client, run by wrk (one thread, as the asyncio client has),
+    that POSTs ``bodies`` (written to ``folder`` for its script) when it is given any."""
+    script, bodies_file = folder / 'post.lua', folder / 'bodies.jsonl'
+    bodies_file.write_bytes(b'\n'.join(bodies) + b'\n')
+    script.write_text(WRK_SCRIPT % bodies_file)
 
     async def client(port, path, bodies, concurrency, seconds):
         command = ['wrk', '-t1', f'-c{concurrency}', f'-d{seconds:g}s', '--latency']
         if bodies:
-            bodies_file.write_bytes(b'\n'.join(bodies) + b'\n')
-            script.write_text(WRK_SCRIPT % bodies_file)
             command += ['-s', str(script)]
         process = await asyncio.create_subprocess_exec(
             *command, f'http://127.0.0.1:{port}{path}', stdout=subprocess.PIPE)
@@ -337,7 +337,7 @@ def main(argv=None):
             preprocess.build(MNIST_DIR, data)
         X_test, _ = preprocess.load_dataset(data)['test']
         bodies = canvases(X_test, IMAGES, args.canvas)
-        client = wrk_client(folder) if args.client == 'wrk' else asyncio_client
+        client = wrk_client(folder, bodies) if args.client == 'wrk' else asyncio_client
         process, port = start_server(folder, data, args.workers)
         size = np.mean([len(b) for b in bodies]) / 1024
         print(f'server.py --workers {args.workers} on 127.0.0.1:{port}, {os.cpu_count()} '
