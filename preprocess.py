@@ -99,6 +99,18 @@ def has_source(source):
     return any((Path(source) / name).exists() for name in (*IDX_FILES, PICKLE_FILE))
 
 
+def mnist_dirs():
+    """Where raw MNIST is looked for, in this order (the one resolver of make run, make data,
+    make models, bench/ and the tests): $MNIST_DIR when set and not empty, then data/raw/."""
+    env = os.environ.get('MNIST_DIR', '').strip()
+    return [Path(env), RAW_DIR] if env else [RAW_DIR]
+
+
+def find_mnist():
+    """The first folder of mnist_dirs() that holds raw MNIST, None when none does."""
+    return next((d for d in mnist_dirs() if has_source(d)), None)
+
+
 def check_published(name, data):
     """Raise DataError unless ``data`` is the canonical IDX file ``name``, byte for byte."""
     size, md5, sha256 = IDX_FILES[name]
@@ -403,9 +415,9 @@ def _size(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--source', type=Path,
-                        default=Path(os.environ.get('MNIST_DIR') or RAW_DIR),
-                        help='folder with the raw MNIST files (default: $MNIST_DIR or data/raw)')
+    parser.add_argument('--source', type=Path, default=find_mnist() or mnist_dirs()[0],
+                        help='folder with the raw MNIST files (default: the first of $MNIST_DIR '
+                             'and data/raw/ that has them)')
     parser.add_argument('--output', type=Path, default=DEFAULT_OUTPUT,
                         help='the NPZ to write (default: data/mnist_preprocessed.npz)')
     parser.add_argument('--split', choices=('random', 'official'), default='random',

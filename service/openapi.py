@@ -1,5 +1,6 @@
-"""The OpenAPI 3 document of server.py, written by hand (tests/test_server.py keeps it true:
-its paths and methods must be exactly the app's routes)."""
+"""The OpenAPI 3 document of the service, written by hand (tests/test_server.py keeps it true:
+its paths and methods must be exactly the app's routes). Every figure in it (the default net,
+the epoch limit, the score's sample count, the body limit) comes from the server's settings."""
 
 
 def _json(schema, description='OK'):
@@ -15,12 +16,12 @@ def _error(description):
 
 
 def _security(guarded):
-    return {'security': guarded['security']} if guarded else {}
+    return {'security': guarded['security']} if 'security' in guarded else {}
 
 
 _NUMBER = {'type': 'number'}
 _INT = {'type': 'integer'}
-_SIZES = {'type': 'array', 'items': _INT, 'example': [784, 30, 10]}
+_SIZES = {'type': 'array', 'items': _INT}
 _OK_TEXT = {'description': 'done', 'content': {'text/plain': {'schema': {'type': 'string',
                                                                           'enum': ['OK']}}}}
 _BUSY = _error('a training job is running (the body also has "status", as /train/status)')
@@ -34,13 +35,19 @@ _EXAMPLE_PNG = ('data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAwAAAAMCAAAAABzH
                 '12NgAIP/YJIRxgYxmBiQAL04DMjOAQAqGAMSsSjLHgAAAABJRU5ErkJggg==')
 
 
-def openapi_document(max_epochs, max_body, versions, protected=False):
-    """The document for a server that trains at most ``max_epochs`` per request, reads
-    bodies of at most ``max_body`` bytes and has the pretrained ``versions``; ``protected``:
-    /train, /reset and /pretrain need the server's token."""
-    # With a token, the routes that change the live net take it either way.
+def openapi_document(settings, versions):
+    """The document for a server with these ``settings`` and pretrained ``versions``."""
+    max_epochs, max_body = settings.max_epochs, settings.max_body
+    sizes = '-'.join(map(str, settings.default_sizes))
+    # With a token, the routes that change the live net take it either way; without one,
+    # they refuse cross-site requests.
     guarded = {'security': [{'bearer': []}, {'token': []}],
-               'responses': {'401': _error('no token, or a wrong one')}} if protected else {}
+               'responses': {'401': _error('no token, or a wrong one')}} \
+        if settings.token is not None else \
+        {'responses': {'403': _error('a cross-site request (see the README: access)')}}
+    changing = {'415': _error('a POST body that is not application/json'),
+                '503': _error('the new net could not be saved (storage unreachable)'),
+                '507': _error('the disk is full: the new net could not be saved')}
     epochs = {'type': 'integer', 'minimum': 1, 'maximum': max_epochs, 'default': 1}
     pretrained = {'type': 'integer', 'enum': [0, *versions],
                   'description': 'a version listed by /models; absent or 0 means the live net'}
@@ -50,12 +57,13 @@ def openapi_document(max_epochs, max_body, versions, protected=False):
             '200': _json(_ref('TrainResult'), 'after training'),
             '400': _error(f'epochs is not an integer from 1 to {max_epochs}'),
             '409': _BUSY,
-            '503': _error('no training data (run `python preprocess.py`)'),
+            **changing,
+            '503': _error('no training data (`make data`), or the net could not be saved'),
             **guarded.get('responses', {}),
         },
         **_security(guarded),
     }
-    busy_or_ok = {'200': _OK_TEXT, '409': _BUSY, **guarded.get('responses', {})}
+    busy_or_ok = {'200': _OK_TEXT, '409': _BUSY, **changing, **guarded.get('responses', {})}
     return {
         'openapi': '3.0.3',
         'info': {'title': 'better-tensorflow', 'version': '1.0.0',
@@ -100,8 +108,10 @@ def openapi_document(max_epochs, max_body, versions, protected=False):
                 'summary': 'Server-Sent Events: "status" first, then per job "progress" '
                            '(~every 100 ms), "epoch" (loss, val_accuracy) and "done"',
                 'responses': {'200': {'description': 'an event stream that stays open',
-                                      'content': {'text/event-stream': {}}}}}},
-            '/reset': {m: {'summary': 'live net := untrained 784-30-10, learning rate 0.5',
+                                      'content': {'text/event-stream': {}}},
+                              '503': _error('too many event streams are open')}}},
+            '/reset': {m: {'summary': f'live net := untrained {sizes}, learning rate '
+                                      f'{settings.default_learning_rate}',
                            'responses': busy_or_ok, **_security(guarded)}
                        for m in ('get', 'post')},
             '/pretrain': {m: {'summary': 'live net := a copy of the best pretrained model',
@@ -145,8 +155,8 @@ def openapi_document(max_epochs, max_body, versions, protected=False):
             'TrainResult': {
                 'type': 'object',
                 'properties': {
-                    'accuracy': {'type': 'integer', 'description': 'correct of 100 random '
-                                 'validation samples'},
+                    'accuracy': {'type': 'integer', 'description': 'correct of '
+                                 f'{settings.score_samples} random validation samples'},
                     'validation_accuracy': {'type': 'number', 'description': 'fraction of '
                                             'the whole validation split'},
                     'epochs': {'type': 'integer', 'description': 'total epochs trained'},
@@ -169,6 +179,8 @@ def openapi_document(max_epochs, max_body, versions, protected=False):
                         'learning_rate': _NUMBER, 'batch_size': _INT,
                         'options': {'type': 'object'}}},
                     'best': {'type': 'integer', 'nullable': True},
+                    'settings': {'type': 'object', 'description': "the server's defaults: "
+                                 'default_net, max_epochs, score_samples, max_body'},
                     'pretrained': {'type': 'array', 'items': {
                         'type': 'object', 'properties': {
                             'version': _INT, 'sizes': _SIZES, 'epochs': _INT,

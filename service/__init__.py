@@ -1,0 +1,13 @@
+"""The HTTP service of better-tensorflow: a live MNIST net to ask, train and inspect.
+
+    settings.py   every default, once          store.py     where runtime state lives (the seam)
+    app.py        the app factory, listeners   nets.py      pretrained models, the live net
+    routes/       blueprints per URL segment   training.py  jobs, progress, event streams
+    guard.py      host, token, cross-site      trainer.py   the training process
+    parsing.py    request bodies, messages     protocol.py  timeouts, connection and body caps
+    errors.py     statuses, one JSON shape     openapi.py   the API's description
+"""
+from .app import create_app
+from .settings import Settings
+
+__all__ = ['Settings', 'create_app']

@@ -1,0 +1,114 @@
+"""The app factory: settings in, a Sanic app out; its state lives on ``app.ctx``, built when
+a server process starts (``setup``) and torn down when it stops."""
+import asyncio
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from sanic import Sanic
+from sanic_cors import CORS
+
+from .errors import JSONErrorHandler
+from .guard import check_host
+from .nets import load_pretrained, restore_live
+from .protocol import Budget, Request
+from .routes import routes
+from .settings import Settings
+from .store import FolderStore, StoreError
+from .training import SPAWN, Job, Streams, keep_alive, relay
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+
+
+def create_app(settings=None, *, name='better_tensorflow', **overrides):
+    """The Sanic app for ``settings`` (a Settings; keyword arguments override its fields)."""
+    settings = (settings or Settings()).but(**overrides) if overrides else (settings or Settings())
+    app = Sanic(name, error_handler=JSONErrorHandler(), request_class=Request,
+                configure_logging=False)
+    app.config.update(REQUEST_MAX_SIZE=settings.max_body, REQUEST_TIMEOUT=settings.request_timeout,
+                      RESPONSE_TIMEOUT=settings.train_timeout,
+                      KEEP_ALIVE_TIMEOUT=settings.keep_alive_timeout)
+    app.ctx.settings = settings
+    # Every answer, errors included, names the allowed origin ('*' even without an Origin
+    # header). Preflights are answered by JSONErrorHandler (sanic-cors's automatic ones send
+    # "content-type: None").
+    anyone = settings.cors_origins == '*'
+    CORS(app, origins='*' if anyone else list(settings.cors_origins), send_wildcard=anyone,
+         always_send=anyone, automatic_options=False, max_age=600)
+    app.blueprint(routes)
+    app.on_request(check_host)
+    app.before_server_start(setup)
+    app.before_server_stop(teardown)
+    return app
+
+
+def die_with_parent():
+    """A worker process of --workers N ends when the main process dies (even by kill -9),
+    instead of serving on alone and holding the port."""
+    if 'SANIC_WORKER_NAME' not in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError) as e:
+        log.warning('workers will not stop with the main process: %s', e)
+    if os.getppid() == 1:  # already orphaned before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def setup(app):
+    ctx, settings = app.ctx, app.ctx.settings
+    die_with_parent()
+    ctx.worker = f'{os.getpid()}-{id(app):x}'
+    ctx.budget = Budget(settings.max_buffered)
+    ctx.store = FolderStore(settings.state_dir)
+    ctx.store.prepare(legacy=settings.models_dir)
+    ctx.pretrained, ctx.best = load_pretrained(settings)
+    ctx.job, ctx.job_task = Job(), None
+    ctx.streams = Streams(settings.max_streams)
+    ctx.hidden_cache, ctx.hidden_tasks = {}, {}
+    ctx.save_lock = asyncio.Lock()
+    ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
+    # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child
+    # from one. The training process cannot outlive its worker anyway: it sends through a
+    # pipe whose other end dies with the worker.
+    multiprocessing.current_process().daemon = False
+    ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')  # reads its pipe
+    ctx.decoders = ThreadPoolExecutor(settings.decoders, thread_name_prefix='decode')
+    # Only the worker that gets the lock repairs; the others read what is there and reload
+    # once it is repaired.
+    try:
+        lock = ctx.store.try_lock()
+    except StoreError as e:
+        log.error('%s: this worker cannot train, reset or repair the state', e)
+        lock = None
+    try:
+        if lock is not None:
+            ctx.store.repair()
+        restored = restore_live(app, repair=lock is not None)
+        if lock is not None and not restored:
+            try:
+                ctx.store.save_live(ctx.live, ctx.live_meta)
+                ctx.live_version = ctx.store.live_version()
+            except StoreError as e:
+                log.error('the live net is not saved (%s); it is served from memory', e)
+    finally:
+        if lock is not None:
+            ctx.store.release_lock(lock)
+    ctx.tasks = [asyncio.create_task(relay(app)), asyncio.create_task(keep_alive(app))]
+
+
+async def teardown(app):
+    ctx = app.ctx
+    for task in ctx.tasks:
+        task.cancel()
+    ctx.stopping.set()  # the training process sees it after the current batch
+    ctx.streams.end()
+    if ctx.job_task is not None:  # its /train request gets a 503
+        await asyncio.gather(ctx.job_task, return_exceptions=True)
+    ctx.trainer.shutdown()
+    ctx.decoders.shutdown()

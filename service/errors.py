@@ -1,0 +1,99 @@
+"""Errors are exceptions with a status, turned into one JSON shape for every route:
+{"error": "<what was wrong and what is expected>", ...context}."""
+import logging
+
+from sanic import empty, json
+from sanic.exceptions import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SanicException,
+)
+from sanic.handlers import ErrorHandler
+
+log = logging.getLogger(__name__)
+
+
+class Forbidden(SanicException):
+    status_code = 403
+    quiet = True
+
+
+class Conflict(SanicException):
+    status_code = 409
+    quiet = True
+
+
+class PayloadTooLargeImage(SanicException):
+    status_code = 413
+    quiet = True
+
+
+class UnsupportedMediaType(SanicException):
+    status_code = 415
+    quiet = True
+
+
+class Unprocessable(SanicException):
+    status_code = 422
+    quiet = True
+
+
+class Busy(SanicException):
+    """The server is at one of its limits for now; the client may retry."""
+    status_code = 503
+    quiet = True
+
+    def __init__(self, message, retry_after=1):
+        super().__init__(message, headers={'Retry-After': str(retry_after)})
+
+
+class Unavailable(SanicException):
+    """Something the request needs is missing (training data, pretrained models, storage);
+    the message says how to provide it."""
+    status_code = 503
+    quiet = True
+
+
+class InsufficientStorage(SanicException):
+    status_code = 507
+    quiet = True
+
+
+__all__ = ['BadRequest', 'Busy', 'Conflict', 'Forbidden', 'InsufficientStorage',
+           'JSONErrorHandler', 'NotFound', 'PayloadTooLargeImage', 'SanicException',
+           'Unavailable', 'UnsupportedMediaType', 'Unprocessable']
+
+
+class JSONErrorHandler(ErrorHandler):
+    """Every error, ours or Sanic's, as {"error": message, ...context} with its status."""
+
+    def log(self, request, exception):
+        # The path only: a query string may hold the token.
+        log.error('%s %s failed: %r', request.method, request.path, exception,
+                  exc_info=exception)
+
+    def default(self, request, exception):
+        if isinstance(exception, MethodNotAllowed) and request.method == 'OPTIONS':
+            return empty()  # a CORS preflight: sanic-cors adds the Access-Control-* headers
+        status = getattr(exception, 'status_code', 500)
+        if status >= 500 and not getattr(exception, 'quiet', False):
+            self.log(request, exception)
+        config = request.app.config
+        if isinstance(exception, MethodNotAllowed):
+            message = (f'{request.method} is not allowed on {request.path}: use '
+                       f'{exception.headers.get("Allow", "another method")}.')
+        elif isinstance(exception, NotFound):
+            message = f'nothing at {request.path}: the routes are listed at /openapi.json.'
+        elif isinstance(exception, PayloadTooLarge):  # raised by Sanic while reading the body
+            message = f'the request is larger than the limit of {config.REQUEST_MAX_SIZE} bytes.'
+        elif isinstance(exception, RequestTimeout):  # a slow client
+            message = f'the request did not arrive within {config.REQUEST_TIMEOUT} seconds.'
+        elif isinstance(exception, SanicException):  # raised on purpose, with a message
+            message = str(exception)
+        else:
+            message = 'internal server error (logged on the server).'
+        body = {'error': message, **(getattr(exception, 'context', None) or {})}
+        return json(body, status=status, headers=getattr(exception, 'headers', None))

@@ -1,0 +1,97 @@
+"""Who may do what.
+
+- Every route: when the server listens on loopback, a request whose Host is not a loopback
+  name (or one of --allowed-hosts) is refused: a page on evil.example whose name was made to
+  resolve to 127.0.0.1 (DNS rebinding) reaches nothing.
+- Routes that change state carry ``@changes_state``: with a token configured they need it
+  ("Authorization: Bearer <token>" or ?token=); without one, a request a browser marks as
+  coming from another site (Sec-Fetch-Site, or an Origin that is neither the server's own nor
+  listed in --cors-origins) is refused, and a POST body must be application/json (a page
+  elsewhere cannot send that without a preflight). The address bar, curl and the page itself
+  keep working. Reads and /predict stay open to every origin.
+"""
+import functools
+import hmac
+
+from sanic.exceptions import Unauthorized
+
+from .errors import Forbidden, UnsupportedMediaType
+
+
+def host_name(request):
+    """The Host header's name, lower case, without the port."""
+    host = request.headers.get('host', '').strip().lower()
+    if host.startswith('['):  # [::1]:8000
+        return host[1:host.find(']')] if ']' in host else host
+    return host.rsplit(':', 1)[0] if host.count(':') == 1 else host
+
+
+def check_host(request):
+    """Request middleware: refuse a Host this server does not answer to."""
+    hosts = request.app.ctx.settings.hosts
+    if hosts is None:
+        return
+    name = host_name(request)
+    if name not in hosts:
+        raise Forbidden(f'this server answers to the host names {sorted(hosts)}, not '
+                        f'{name[:60]!r}: use one of them (or start the server with '
+                        '--allowed-hosts).')
+
+
+def token_given(request, token):
+    """True for the right token, else why not ('no token was given' / 'the token is wrong')."""
+    scheme, _, given = request.headers.get('authorization', '').partition(' ')
+    if scheme.lower() != 'bearer':
+        given = request.get_args(keep_blank_values=True).get('token')
+    if given is None:
+        return 'no token was given'
+    if hmac.compare_digest(given.strip().encode(errors='surrogatepass'),
+                           token.encode(errors='surrogatepass')):
+        return True
+    return 'the token is wrong'
+
+
+def cross_site(request):
+    """Why a browser marked this request as coming from another site, or None."""
+    settings = request.app.ctx.settings
+    origin = request.headers.get('origin')
+    listed = settings.cors_origins != '*' and origin in settings.cors_origins
+    if origin is not None and not listed:
+        own = f'{request.scheme}://{request.headers.get("host", "")}'.lower()
+        if origin.lower() != own:
+            return f'it comes from the origin {origin[:80]!r}'
+    site = request.headers.get('sec-fetch-site', '').lower()
+    if site in ('cross-site', 'same-site') and not listed:
+        return f'the browser marked it {site}'
+    return None
+
+
+def changes_state(handler):
+    """The one guard of every route that changes state (see the module's docstring)."""
+
+    @functools.wraps(handler)
+    async def guarded(request, *args, **kwargs):
+        token = request.app.ctx.settings.token
+        what = f'{request.path} changes the live net'
+        if token is not None:
+            given = token_given(request, token)
+            if given is not True:
+                raise Unauthorized(f"{what} and needs the server's token ({given}): send "
+                                   '"Authorization: Bearer <token>" or add ?token=<token>.',
+                                   scheme='Bearer', realm='better-tensorflow')
+        else:
+            why = cross_site(request)
+            if why is not None:
+                raise Forbidden(f'{what}, and {why}: a page on another site may not change '
+                                "it. Start the server with a token (BTF_TOKEN) and send it, or "
+                                'list that origin with --cors-origins.')
+        if request.method == 'POST' and request.body:
+            kind = request.headers.get('content-type', '').split(';')[0].strip().lower()
+            if kind != 'application/json':
+                raise UnsupportedMediaType(f'{what}: its body must be JSON sent as '
+                                           'Content-Type: application/json, got '
+                                           f'{kind[:60] or "no Content-Type"!r}.')
+        return await handler(request, *args, **kwargs)
+
+    guarded.changes_state = True
+    return guarded

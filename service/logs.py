@@ -1,0 +1,48 @@
+"""Logging for the service: one format, and secrets never written.
+
+Any log line, ours or a library's, passes through ``Redact`` on the root handlers: the token's
+value, "?token=..." / "&token=..." in a URL and "Bearer ..." become "<redacted>".
+"""
+import logging
+import re
+
+FORMAT = '%(asctime)s %(process)d %(levelname)s %(message)s'
+_SECRETS = re.compile(r'((?:[?&;]|\b)token=)[^&\s\'"]*|(Bearer\s+)[^\s\'",]+', re.IGNORECASE)
+
+
+class Redact(logging.Filter):
+    """Removes secrets from a record's message (its arguments are merged in first)."""
+
+    def __init__(self, token=None):
+        super().__init__()
+        self.token = token
+
+    def filter(self, record):
+        message = record.getMessage()
+        clean = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + '<redacted>', message)
+        if self.token:
+            clean = clean.replace(self.token, '<redacted>')
+        if record.exc_info and record.exc_info[1] is not None:
+            # A traceback's last line repeats the exception's message: format it here, clean.
+            text = logging.Formatter().formatException(record.exc_info)
+            text = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + '<redacted>', text)
+            if self.token:
+                text = text.replace(self.token, '<redacted>')
+            clean, record.exc_info, record.exc_text = f'{clean}\n{text}', None, None
+        if clean != message or record.args:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def configure(token=None, level=logging.INFO):
+    """Log to stderr in one format, every handler behind Redact (idempotent)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format=FORMAT)
+    root.setLevel(level)
+    for logger in (root, *(logging.getLogger(n) for n in ('sanic.root', 'sanic.error',
+                                                          'sanic.access', 'sanic.server'))):
+        for handler in logger.handlers:
+            for old in [f for f in handler.filters if isinstance(f, Redact)]:
+                handler.removeFilter(old)
+            handler.addFilter(Redact(token))

@@ -1,0 +1,81 @@
+"""/predict: a drawn digit, read by the live net or a shipped one."""
+import asyncio
+
+import orjson
+from sanic import Blueprint, json
+
+import imaging
+
+from ..errors import BadRequest, PayloadTooLargeImage, Unprocessable
+from ..nets import is_int, sync_live
+from ..parsing import json_body, shown
+
+bp = Blueprint('prediction')
+INLINE_KINDS = ('PNG', 'BMP')
+EXAMPLE = '{"image": "data:image/png;base64,...", "pretrained": null}'
+
+
+def pick_net(app, version):
+    """("live", live net) for None/0, ("vK", pretrained net) for a listed version K."""
+    ctx = app.ctx
+    if version is None or (is_int(version) and version == 0):
+        sync_live(app)
+        return 'live', ctx.live
+    if is_int(version) and version in ctx.pretrained:
+        return f'v{version}', ctx.pretrained[version][1]
+    listed = (f'one of {sorted(ctx.pretrained)}' if ctx.pretrained else
+              'absent (no pretrained models are installed)')
+    raise BadRequest(f'pretrained must be {listed}, or null/0 for the live net; '
+                     f'got {shown(version)}.')
+
+
+async def prepare(app, image):
+    """imaging.prepare of a base64 image. A small PNG or BMP (what the page sends), whose
+    decoding cost is bounded by its declared size, is prepared on the event loop, where it
+    costs less than a thread hop; every other image in the decoding pool (a JPEG's cost also
+    grows with its scans, a WebP's with its frames)."""
+    settings = app.ctx.settings
+    if len(image) <= settings.inline_text:
+        image = imaging.decode_base64(image)
+        kind, width, height = imaging.image_size(image)
+        if kind in INLINE_KINDS and width * height <= settings.inline_pixels:
+            return imaging.prepare(image)
+    return await asyncio.get_running_loop().run_in_executor(
+        app.ctx.decoders, imaging.prepare, image)
+
+
+def dump_numpy(data):
+    """JSON of data holding numpy arrays and floats, each number in the fewest digits that
+    read back to the same value."""
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@bp.post('/predict')
+async def predict(request):
+    body = json_body(request, ('image', 'pretrained', 'return_input'), EXAMPLE)
+    if body is None:
+        raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
+    image = body.get('image')
+    if not isinstance(image, str):
+        raise BadRequest('image must be a string: a base64 PNG, JPEG, WebP or BMP, '
+                         'e.g. "data:image/png;base64,iVBOR..."; got '
+                         f'{"nothing" if image is None else type(image).__name__}.')
+    model, net = pick_net(request.app, body.get('pretrained'))
+    return_input = body.get('return_input', False)
+    if not isinstance(return_input, bool):
+        raise BadRequest(f'return_input must be true or false, got {shown(return_input)}.')
+    try:
+        x = await prepare(request.app, image)
+    except imaging.NoDigitError as e:
+        raise Unprocessable(str(e)) from None
+    except imaging.ImageTooLarge as e:
+        raise PayloadTooLargeImage(str(e)) from None
+    except imaging.ImageError as e:
+        raise BadRequest(str(e)) from None
+    label, outputs = net.predict(x.reshape(-1))
+    answer = {'label': label, 'model': model,
+              'predictions': [{'label': k, 'confidence': c}
+                              for k, c in enumerate(outputs[:, 0])]}
+    if return_input:
+        answer['input'] = x
+    return json(answer, dumps=dump_numpy)

@@ -1,0 +1,128 @@
+"""Every default of the service, defined once: a frozen dataclass built from the command line
+and the environment (``server.py``) or from keyword arguments (tests, ``create_app``)."""
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import preprocess
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
+
+
+def usable_cpus():
+    """CPUs this process may run on: its affinity, capped by a cgroup v2 quota (a container's
+    --cpus), not os.cpu_count()."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path('/sys/fs/cgroup/cpu.max').read_text().split()[:2]
+        if quota != 'max':
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def is_loopback(host):
+    """Whether ``host`` (an address or a name to listen on) is reachable from this machine only."""
+    if host in ('localhost', ''):
+        return host == 'localhost'
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where things are
+    models_dir: Path = ROOT / 'models'          # shipped pretrained models, read only
+    state_dir: Path = ROOT / 'data' / 'state'   # the live net, its lock and training status
+    data_path: Path = preprocess.DEFAULT_OUTPUT  # the training file /train reads
+    static_dir: Path = ROOT / 'static'
+    # Listening
+    host: str = '127.0.0.1'
+    port: int = 8000
+    workers: int = 1
+    # The net /reset builds, and what /train may do
+    default_sizes: tuple = (784, 30, 10)
+    default_learning_rate: float = 0.5
+    default_batch_size: int = 128
+    max_epochs: int = 100
+    score_samples: int = 100  # validation samples behind /train's "accuracy" (the original's)
+    # Access
+    token: str | None = None  # required by the routes that change state (BTF_TOKEN)
+    cors_origins: tuple | str = '*'  # '*' or the origins that may call cross-origin
+    allowed_hosts: tuple | None = None  # Host names answered; None: loopback names when
+    #                                     listening on loopback, any otherwise
+    # Limits: what one client, or all of them at once, may cost
+    max_body: int = 16 * 2 ** 20  # bytes; a base64 4096x4096 PNG canvas fits
+    max_buffered: int = 64 * 2 ** 20  # bytes of request bodies held at once, per worker
+    max_json_values: int = 2000  # brackets and commas in a body: bounds the parse's cost
+    max_connections: int = 1000  # open connections per worker
+    max_streams: int = 100  # open /train/events streams per worker
+    request_timeout: float = 30.0  # seconds for a request's head, and again for its body
+    write_timeout: float = 30.0  # seconds an answer may wait for a client that reads nothing
+    keep_alive_timeout: float = 30.0  # seconds an idle keep-alive connection stays open
+    train_timeout: float = 3600.0  # seconds a /train request may wait for its job
+    decoders: int = field(default_factory=usable_cpus)  # images decoded at once
+    inline_pixels: int = 160 * 160  # cheap images up to this size are prepared on the loop
+    inline_text: int = 64 * 1024  # base64 characters decoded on the loop to read the size
+    # Training progress
+    progress_interval: float = 0.1  # seconds between "progress" events
+    keep_alive: float = 15.0  # seconds between SSE keep-alive comments
+    train_niceness: int = 10  # the training process yields the CPU to requests
+
+    def __post_init__(self):
+        for name in ('models_dir', 'state_dir', 'data_path', 'static_dir'):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, 'default_sizes', tuple(self.default_sizes))
+        for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
+                     'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name} must be a positive int, got {value!r}.')
+        for name in ('request_timeout', 'write_timeout', 'keep_alive_timeout', 'train_timeout'):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f'{name} must be a positive number of seconds, got {value!r}.')
+        origins = self.cors_origins
+        if isinstance(origins, list):
+            origins = tuple(origins)
+            object.__setattr__(self, 'cors_origins', origins)
+        if origins != '*' and (not isinstance(origins, tuple) or not origins
+                               or not all(isinstance(o, str) for o in origins)):
+            raise ValueError(f"cors_origins must be '*' or a list of origins, got {origins!r}.")
+        if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
+            raise ValueError('token must be a non-empty string or None; an empty BTF_TOKEN '
+                             'would leave the state-changing routes open.')
+        if self.allowed_hosts is not None:
+            object.__setattr__(self, 'allowed_hosts',
+                               tuple(h.strip().lower() for h in self.allowed_hosts))
+
+    @property
+    def hosts(self):
+        """The Host names this server answers to, None for any."""
+        if self.allowed_hosts is not None:
+            return None if '*' in self.allowed_hosts else frozenset(self.allowed_hosts)
+        return frozenset(LOOPBACK_NAMES) if is_loopback(self.host) else None
+
+    @property
+    def public(self):
+        """What the page and the OpenAPI document need to know (served by /models)."""
+        return {'default_net': {'sizes': list(self.default_sizes),
+                                'learning_rate': self.default_learning_rate,
+                                'batch_size': self.default_batch_size},
+                'max_epochs': self.max_epochs, 'score_samples': self.score_samples,
+                'max_body': self.max_body}
+
+    def but(self, **changes):
+        return replace(self, **changes)
+
+    @classmethod
+    def names(cls):
+        return [f.name for f in fields(cls)]
