@@ -280,8 +280,8 @@ async def run_job(app, job, lock):
             log.error('training failed: %s (exit code %s)', result[0], process.exitcode)
             raise SanicException(result[0], 500)
         if ctx.stopping.is_set():
-            raise SanicException('the server is shutting down; training was stopped and the '
-                                 'live net is unchanged.')
+            raise Unavailable('the server is shutting down; training was stopped and the live '
+                              'net is unchanged.')
         net, history, accuracy = result
         await make_live(app, net, {'validation_accuracy': round(history[-1]['val_accuracy'], 4)})
         answer = {'accuracy': accuracy, 'validation_accuracy': ctx.live_meta['validation_accuracy'],
