@@ -32,7 +32,7 @@ def check_host(request):
     if hosts is None:
         return
     name = host_name(request)
-    if name not in hosts:
+    if name and name not in hosts:  # browsers always send Host; a bare client may not
         raise Forbidden(f'this server answers to the host names {sorted(hosts)}, not '
                         f'{name[:60]!r}: use one of them (or start the server with '
                         '--allowed-hosts).')

@@ -114,7 +114,7 @@ def restore_live(app, repair):
         return True
     ctx.live = ctx.pretrained[ctx.best][1].copy() if ctx.best is not None else \
         fresh_net(settings)
-    ctx.live_meta = {}
+    ctx.live_meta = {'validation_accuracy': None}
     return False
 
 

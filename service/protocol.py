@@ -81,7 +81,7 @@ class Request(sanic.Request):
         settings = self.app.ctx.settings
         length = self.headers.get('content-length')
         size = int(length) if length and length.isdigit() else settings.max_body
-        if size and self.method not in ('GET', 'HEAD', 'OPTIONS'):
+        if 0 < size <= settings.max_body:  # larger ones are refused (413) unread
             if not self.app.ctx.budget.take(size):
                 self.stream.request_body, self.stream.keep_alive = None, False
                 raise Busy(f'the server is receiving {settings.max_buffered} bytes of other '

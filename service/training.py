@@ -134,7 +134,7 @@ async def replace_live(app, action, make_net):
     store = app.ctx.store
     lock = acquire(app, action)
     try:
-        await make_live(app, make_net(), {})
+        await make_live(app, make_net(), {'validation_accuracy': None})
     finally:
         store.release_lock(lock)
 

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -381,3 +382,49 @@ class Process(Client):
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def listening_address(port):
+    """The local address of the socket listening on ``port``, from /proc/net/tcp."""
+    for line in Path('/proc/net/tcp').read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(':')
+        if int(hex_port, 16) == port and state == '0A':  # LISTEN
+            return socket.inet_ntoa(struct.pack('<I', int(address, 16)))
+    return None
+
+
+def raw_request(port, data, trickle=b'', pause=0.05, timeout=30):
+    """Send ``data`` at once, then ``trickle`` a byte every ``pause`` seconds, reading
+    meanwhile. Returns (bytes of ``trickle`` sent, answer) once the server has answered and
+    closed the connection (or after ``timeout``)."""
+    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.setblocking(False)
+        answer, sent = b'', 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sent < len(trickle):
+                try:
+                    sent += sock.send(trickle[sent:sent + 1])
+                except (BrokenPipeError, ConnectionResetError, BlockingIOError):
+                    pass
+            try:
+                received = sock.recv(65536)
+                if not received:
+                    break
+                answer += received
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                break
+            time.sleep(pause)
+    return sent, answer
+
+
+def status_of(answer):
+    return int(answer.split(b' ', 2)[1]) if answer.startswith(b'HTTP/1.1 ') else None
+
+
+def body_of(answer):
+    return json.loads(answer.split(b'\r\n\r\n', 1)[1])

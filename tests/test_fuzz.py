@@ -11,6 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openapi import openapi_document
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -21,7 +22,6 @@ from schemathesis.specs.openapi.checks import (
 
 import imaging
 import server
-from openapi import openapi_document
 from tests import test_server
 from tests.test_server import Server, write_models
 

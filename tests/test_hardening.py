@@ -1,164 +1,40 @@
 """Hostile input, access control, faults (SIGKILL) and scaling out, against real servers:
 server.py in subprocesses (its real command line, killed for real) and apps in threads
-sharing one models folder (two "workers" whose roles the test chooses)."""
+sharing one state folder (two "workers" whose roles the test chooses)."""
 import base64
 import json
-import os
 import random
 import re
-import signal
-import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 import better_tensorflow as btf
-import server
-from tests import test_server
-from tests.test_server import (
+from service import Settings, create_app
+from service.store import weights_digest
+from tests.conftest import (
     DIGIT,
-    ROOT,
+    Process,
+    body_of,
     call,
     confidences,
     file_digest,
+    listening_address,
     predict_locally,
+    raw_request,
     read_events,
+    status_of,
+    tiny_data,
     wait_for,
     write_models,
 )
 
-# fixtures
-data_file, dataset = test_server.data_file, test_server.dataset
-models, serve = test_server.models, test_server.serve
 TOKEN = 's3cret-token'
-
-
-# ---------------------------------------------------------------------------------------
-# server.py in a subprocess.
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-
-
-class Process:
-    """``python server.py --port <free> *args`` with a clean environment (plus ``env``),
-    its output in a log file; ready when /health answers."""
-
-    def __init__(self, folder, *args, env=None):
-        self.port = free_port()
-        self.log = folder / f'server-{self.port}.log'
-        clean = {k: v for k, v in os.environ.items()
-                 if k not in ('HOST', 'PORT', 'DOC_PORT', 'BTF_TOKEN', 'BTF_CORS_ORIGINS')}
-        with open(self.log, 'wb') as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / 'server.py'), '--port', str(self.port), *args],
-                cwd=folder, env={**clean, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._healthy, 'the server to start', timeout=90)
-
-    def _healthy(self):
-        assert self.process.poll() is None, self.output()
-        try:
-            return self.get('/health', timeout=5).status == 200
-        except OSError:
-            return False
-
-    def get(self, path, **kw):
-        return call(self.port, 'GET', path, **kw)
-
-    def post(self, path, body=None, **kw):
-        return call(self.port, 'POST', path, body, **kw)
-
-    def output(self):
-        return self.log.read_text(errors='replace')
-
-    def peak_memory(self):
-        """Peak resident memory (VmHWM, bytes) of the server process."""
-        status = Path(f'/proc/{self.process.pid}/status').read_text()
-        return int(re.search(r'VmHWM:\s+(\d+) kB', status).group(1)) * 1024
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-def tiny_data(data_file, folder, rows=300):
-    """The first ``rows`` rows of the test training file: an epoch in a few milliseconds."""
-    path = folder / f'data-{rows}.npz'
-    with np.load(data_file, allow_pickle=False) as f:
-        np.savez(path, **{k: f[k][:rows] if f[k].ndim else f[k] for k in f.files})
-    return path
-
-
-def listening_address(port):
-    """The local address of the socket listening on ``port``, from /proc/net/tcp."""
-    for line in Path('/proc/net/tcp').read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, hex_port = local.split(':')
-        if int(hex_port, 16) == port and state == '0A':  # LISTEN
-            return socket.inet_ntoa(struct.pack('<I', int(address, 16)))
-    return None
-
-
-def raw_request(port, data, trickle=b'', pause=0.05, timeout=30):
-    """Send ``data`` at once, then ``trickle`` a byte every ``pause`` seconds, reading
-    meanwhile. Returns (bytes of ``trickle`` sent, answer) once the server has answered and
-    closed the connection (or after ``timeout``)."""
-    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as sock:
-        sock.sendall(data)
-        sock.setblocking(False)
-        answer, sent = b'', 0
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sent < len(trickle):
-                try:
-                    sent += sock.send(trickle[sent:sent + 1])
-                except (BrokenPipeError, ConnectionResetError, BlockingIOError):
-                    pass
-            try:
-                received = sock.recv(65536)
-                if not received:
-                    break
-                answer += received
-            except BlockingIOError:
-                pass
-            except ConnectionResetError:
-                break
-            time.sleep(pause)
-    return sent, answer
-
-
-def status_of(answer):
-    return int(answer.split(b' ', 2)[1]) if answer.startswith(b'HTTP/1.1 ') else None
-
-
-def body_of(answer):
-    return json.loads(answer.split(b'\r\n\r\n', 1)[1])
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,14 +56,14 @@ def test_command_line_binds_loopback_guards_and_times_out_slow_clients(tmp_path)
         assert refused.status == 200 and 'Access-Control-Allow-Origin' not in refused.headers
 
         # A head trickling in at 0.05 s per byte would take 15 s: it is cut off after 1 s.
-        head = b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ' + b'a' * 260 + b'\r\n\r\n'
+        head = b'GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: ' + b'a' * 260 + b'\r\n\r\n'
         sent, answer = raw_request(s.port, b'', head)
         assert status_of(answer) == 408, answer
         assert body_of(answer) == {'error': 'the request did not arrive within 1.0 seconds.'}
         assert sent < len(head)
         # The same for a body, after a head that came at once.
         body = json.dumps({'image': DIGIT}).encode()[:300]
-        head = b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n'
+        head = b'POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 300\r\n\r\n'
         sent, answer = raw_request(s.port, head, body)
         assert status_of(answer) == 408, answer
         assert body_of(answer) == {'error': 'the request did not arrive within 1.0 seconds.'}
@@ -198,11 +74,12 @@ def test_command_line_binds_loopback_guards_and_times_out_slow_clients(tmp_path)
         assert s.get('/health').status == 200
 
 
-def test_token_guards_the_routes_that_change_the_live_net(serve, models):
+def test_token_guards_the_routes_that_change_the_live_net(serve_data, models):
+    serve = serve_data
     _, nets = models
     bearer = {'Authorization': f'Bearer {TOKEN}'}
     with serve(token=TOKEN) as s:
-        live = s.app.config.MODELS_DIR / 'live.npz'
+        live = s.state / 'live.npz'
         before = file_digest(live)
         for method, path in (('GET', '/reset'), ('POST', '/reset'), ('GET', '/pretrain'),
                              ('POST', '/pretrain'), ('GET', '/train'), ('POST', '/train')):
@@ -289,7 +166,7 @@ def test_allowed_origins_are_configurable(serve):
         assert preflight.status == 204
         assert preflight.headers['Access-Control-Allow-Origin'] == allowed[0]
     with pytest.raises(ValueError, match="cors_origins must be '\\*' or a list"):
-        server.create_app(cors_origins='http://one.example')
+        create_app(cors_origins='http://one.example')
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,11 +249,12 @@ HOSTILE = [
 
 def test_hostile_requests_get_a_4xx_change_nothing_and_memory_stays_bounded(
         tmp_path, data_file):
+    state = tmp_path / 'state'
     folder = tmp_path / 'models'
     write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
     with Process(tmp_path, '--models', str(folder), '--data', str(data_file)) as s:
         s.post('/predict', {'image': DIGIT})  # everything a prediction needs is allocated
-        live, models, peak = file_digest(folder / 'live.npz'), s.get('/models').json, \
+        live, models, peak = file_digest(state / 'live.npz'), s.get('/models').json, \
             s.peak_memory()
         for _ in range(3):
             for method, path, body, status, message in HOSTILE:
@@ -385,12 +263,13 @@ def test_hostile_requests_get_a_4xx_change_nothing_and_memory_stays_bounded(
                 assert message in answer.json['error'], (str(body)[:80], answer)
             # A body announced as 1 GB is refused before it is read.
             _, answer = raw_request(
-                s.port, b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n'
+                s.port, b'POST /predict HTTP/1.1\r\nHost: localhost\r\n'
+                        b'Content-Length: 1000000000\r\n'
                         b'Content-Type: application/json\r\n\r\n{"image": "')
             assert status_of(answer) == 413
             assert body_of(answer) == {'error': 'the request is larger than the limit of '
-                                                f'{server.MAX_BODY} bytes.'}
-        assert (file_digest(folder / 'live.npz'), s.get('/models').json) == (live, models)
+                                                f'{Settings().max_body} bytes.'}
+        assert (file_digest(state / 'live.npz'), s.get('/models').json) == (live, models)
         assert s.get('/train/status').json['history'] == []
         growth = s.peak_memory() - peak
         assert growth < 100 * 2 ** 20, f'peak memory grew by {growth / 2 ** 20:.0f} MiB'
@@ -409,22 +288,23 @@ def pretrained_files_load(folder):
 
 
 def test_sigkill_during_training_keeps_the_last_complete_net(tmp_path, data_file):
+    state = tmp_path / 'state'
     folder = tmp_path / 'models'
     write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
     args = ('--models', str(folder), '--data', str(data_file))
     with Process(tmp_path, *args) as s:
         assert s.get('/train?epochs=1').status == 200
-        saved = file_digest(folder / 'live.npz')
+        saved = file_digest(state / 'live.npz')
         models = s.get('/models').json
         training = ThreadPoolExecutor(1).submit(s.get, '/train?epochs=100')
         wait_for(lambda: s.get('/train/status').json['epoch'] >= 3, 'three epochs')
         s.kill()
         with pytest.raises(OSError):
             training.result(timeout=30)
-    assert file_digest(folder / 'live.npz') == saved
-    assert btf.Graph.from_file(folder / 'live.npz').epochs == 1
+    assert file_digest(state / 'live.npz') == saved
+    assert btf.Graph.from_file(state / 'live.npz').epochs == 1
     pretrained_files_load(folder)
-    stale = json.loads((folder / 'train-status.json').read_text())
+    stale = json.loads((state / 'train-status.json').read_text())
     assert stale['status']['running'] is True  # written by the killed job
     with Process(tmp_path, *args) as s:
         assert s.get('/models').json == models
@@ -440,6 +320,7 @@ def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_fi
     at random moments, and as soon as a save's temporary file appears. Each restart finds a
     complete net: the last one answered, or the next one when its save completed but not
     its answer."""
+    state = tmp_path / 'state'
     folder = tmp_path / 'models'
     write_models(folder, {2: (784, 30, 10)}, best=2)
     args = ('--models', str(folder), '--data', str(tiny_data(data_file, tmp_path)))
@@ -448,10 +329,10 @@ def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_fi
     for kill in range(8):
         with Process(tmp_path, *args) as s:
             restored = s.get('/models').json['live']
-            net = btf.Graph.from_file(folder / 'live.npz')
+            net = btf.Graph.from_file(state / 'live.npz')
             assert restored['epochs'] == net.epochs in (answered, answered + 1)
-            meta = json.loads((folder / 'live.json').read_text())
-            if meta['digest'] == server.weights_digest(net):
+            meta = json.loads((state / 'live.json').read_text())
+            if meta['digest'] == weights_digest(net):
                 assert restored['validation_accuracy'] == meta['validation_accuracy']
             else:
                 assert restored['validation_accuracy'] is None
@@ -469,28 +350,30 @@ def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_fi
             time.sleep(rng.uniform(0.3, 1.0))
             if kill % 2:  # try to catch a save in progress (it lasts milliseconds)
                 deadline = time.monotonic() + 10
-                while not list(folder.glob('.live.npz.*.tmp')) and time.monotonic() < deadline:
+                while not list(state.glob('.live.npz.*.tmp')) and time.monotonic() < deadline:
                     time.sleep(0.001)
             s.kill()
-        mid_save += bool(list(folder.glob('.live.*.tmp')))
+        mid_save += bool(list(state.glob('.live.*.tmp')))
         pretrained_files_load(folder)
     print(f'{mid_save} of 8 kills left a save unfinished; {answered} epochs trained')
 
 
-def test_corrupt_live_file_is_set_aside_not_overwritten(serve, models, caplog):
+def test_corrupt_live_file_is_set_aside_not_overwritten(serve, models, caplog, tmp_path):
+    state = tmp_path / 'state'
+    state.mkdir()
     folder, nets = models
     for garbage in (b'broken', (folder / 'model-v2.npz').read_bytes()[:5000]):
-        (folder / 'live.npz').write_bytes(garbage)
+        (state / 'live.npz').write_bytes(garbage)
         with serve() as s:
             got = s.post('/predict', {'image': DIGIT}).json
         np.testing.assert_allclose(confidences(got), predict_locally(nets[2]), rtol=1e-5)
-        aside = sorted(folder.glob('live.corrupt-*.npz'))
+        aside = sorted(state.glob('live.corrupt-*.npz'))
         assert [p.read_bytes() for p in aside][-1] == garbage
-        assert btf.Graph.from_file(folder / 'live.npz').sizes == (784, 30, 10)
+        assert btf.Graph.from_file(state / 'live.npz').sizes == (784, 30, 10)
         assert f'moved it to {aside[-1]}' in caplog.text
     assert len(aside) == 2
     # A live.json that describes another net gives no accuracy, not a wrong one.
-    (folder / 'live.json').write_text(json.dumps({'validation_accuracy': 0.99, 'digest': 'x'}))
+    (state / 'live.json').write_text(json.dumps({'validation_accuracy': 0.99, 'digest': 'x'}))
     with serve() as s:
         assert s.get('/models').json['live']['validation_accuracy'] is None
 
@@ -498,16 +381,17 @@ def test_corrupt_live_file_is_set_aside_not_overwritten(serve, models, caplog):
 # ---------------------------------------------------------------------------------------
 # Scaling out: workers that share the models folder act as one service.
 
-def test_two_workers_on_one_folder_act_as_one_service(serve, models, dataset):
+def test_two_workers_on_one_folder_act_as_one_service(serve_data, models, dataset):
+    serve = serve_data
     """Two apps on one models folder, as two worker processes (or machines) would be: what
     one does, the other shows."""
     _, nets = models
     with serve() as a, serve() as b, ThreadPoolExecutor(4) as pool:
-        folder = a.app.config.MODELS_DIR
+        state = a.state
         # A reset or pretrain on one is what the other answers with next.
         for change, other in ((a, b), (b, a)):
             assert change.get('/reset').body == b'OK'
-            fresh = btf.Graph.from_file(folder / 'live.npz')
+            fresh = btf.Graph.from_file(state / 'live.npz')
             np.testing.assert_allclose(confidences(other.post('/predict', {'image': DIGIT}).json),
                                        predict_locally(fresh), rtol=1e-5)
             assert other.get('/pretrain').body == b'OK'
@@ -516,7 +400,7 @@ def test_two_workers_on_one_folder_act_as_one_service(serve, models, dataset):
 
         # One training across both: b streams and reports a's job, and refuses another.
         events = pool.submit(read_events, b.port)
-        wait_for(lambda: b.app.ctx.listeners, 'the event stream on b')
+        wait_for(lambda: b.app.ctx.streams.queues, 'the event stream on b')
         training = pool.submit(a.post, '/train', {'epochs': 30})
         wait_for(lambda: b.get('/train/status').json['epoch'] >= 2, "a's job, seen from b")
         for s, method, path in ((b, 'POST', '/train'), (b, 'GET', '/reset'),
@@ -536,17 +420,20 @@ def test_two_workers_on_one_folder_act_as_one_service(serve, models, dataset):
             [{**h, 'epochs': 30} for h in status['history']]
         assert streamed[-1][1] == result
         # b answers with the trained net, and its accuracy, at once.
-        trained = btf.Graph.from_file(folder / 'live.npz')
+        trained = btf.Graph.from_file(state / 'live.npz')
         assert trained.epochs == result['epochs'] == 30
         assert b.get('/models').json['live']['validation_accuracy'] == \
-            result['validation_accuracy'] == pytest.approx(trained.evaluate(*dataset['val']))
+            result['validation_accuracy'] == \
+            pytest.approx(trained.evaluate(*dataset['val']), abs=5e-5)
         np.testing.assert_allclose(confidences(b.post('/predict', {'image': DIGIT}).json),
                                    predict_locally(trained), rtol=1e-5)
         # And b trains on from a's net.
         assert b.get('/train?epochs=1').json['epochs'] == 31
 
 
-def test_a_killed_workers_training_ends_every_event_stream(serve, models, data_file, tmp_path):
+def test_a_killed_workers_training_ends_every_event_stream(serve_data, models, data_file,
+                                                          tmp_path):
+    serve, state = serve_data, tmp_path / 'state'
     """Worker a (a process) trains while b (in this process) streams a's job. a is killed:
     b's stream ends with an error, b's status stops running, and b may train at once."""
     folder, _ = models
@@ -554,7 +441,7 @@ def test_a_killed_workers_training_ends_every_event_stream(serve, models, data_f
         a = Process(tmp_path, '--models', str(folder), '--data', str(data_file))
         try:
             events = pool.submit(read_events, b.port)
-            wait_for(lambda: b.app.ctx.listeners, 'the event stream on b')
+            wait_for(lambda: b.app.ctx.streams.queues, 'the event stream on b')
             pool.submit(a.get, '/train?epochs=100')  # cut off by the kill
             wait_for(lambda: b.get('/train/status').json['epoch'] >= 2, "a's job, seen from b")
             a.kill()
@@ -565,12 +452,13 @@ def test_a_killed_workers_training_ends_every_event_stream(serve, models, data_f
         assert names[0] == 'status' and 'epoch' in names and names[-1] == 'done', names
         assert 'server process running it ended' in streamed[-1][1]['error']
         assert b.get('/train/status').json['running'] is False
-        assert btf.Graph.from_file(folder / 'live.npz').epochs == 0  # a never finished
+        assert btf.Graph.from_file(state / 'live.npz').epochs == 0  # a never finished
         trained = b.get('/train?epochs=1')
         assert trained.status == 200 and trained.json['epochs'] == 1
 
 
 def test_server_workers_answer_with_the_new_net_after_every_change(tmp_path, data_file):
+    state = tmp_path / 'state'
     folder = tmp_path / 'models'
     nets = write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
     with Process(tmp_path, '--models', str(folder), '--data', str(data_file),
@@ -586,7 +474,7 @@ def test_server_workers_answer_with_the_new_net_after_every_change(tmp_path, dat
         for path in ('/reset', '/pretrain', '/train?epochs=2', '/reset', '/train'):
             answer = s.get(path)
             assert answer.status == 200, (path, answer)
-            live = btf.Graph.from_file(folder / 'live.npz')
+            live = btf.Graph.from_file(state / 'live.npz')
             everyone_predicts(live)
             described = set(pool.map(lambda _: json.dumps(s.get('/models').json['live']),
                                      range(16)))
@@ -600,7 +488,7 @@ def test_server_workers_answer_with_the_new_net_after_every_change(tmp_path, dat
         assert {answer.json['status']['epochs'] for answer in busy} == {100}
         s.stop()  # the job stops after its current batch, and the net stays as it was
         assert training.result(timeout=60).status == 503
-        assert btf.Graph.from_file(folder / 'live.npz').epochs == live.epochs
+        assert btf.Graph.from_file(state / 'live.npz').epochs == live.epochs
     output = s.output()
     workers = set(re.findall(r' (\d+) INFO Worker ready', output))
     reloaded = set(re.findall(r' (\d+) INFO reloaded the live net saved by another', output))

@@ -483,7 +483,8 @@ def test_command_line_and_environment(tmp_path):
     env.pop('PORT', None)
     process = subprocess.Popen(
         [sys.executable, str(ROOT / 'server.py'), '--models', str(tmp_path / 'models'),
-         '--state', str(tmp_path / 'state'), '--data', str(tmp_path / 'none.npz'), '--max-epochs', '7'],
+         '--state', str(tmp_path / 'state'), '--data', str(tmp_path / 'none.npz'),
+         '--max-epochs', '7'],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         def health():

@@ -1,0 +1,620 @@
+"""Black-box attacks on `python server.py` (its real command line, in subprocesses): unread
+answers, huge uploads, cross-site requests and DNS rebinding, event-stream and connection
+floods, secrets in the log, static-file tricks, SIGKILL of the main process, hostile start-up
+state and a full disk. Each test states the behaviour expected of a hardened server."""
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import conftest
+from tests.conftest import (
+    DIGIT,
+    ROOT,
+    Process,
+    call,
+    free_port,
+    tiny_data,
+    write_models,
+)
+from tests.test_hardening import body_of, listening_address, status_of
+
+TOKEN = 'attack-T0ken-4f9c2e'
+MB = 2 ** 20
+
+
+def state_args(tmp):
+    return ['--state', str(tmp / 'state')]
+
+
+def server_args(tmp, folder=None):
+    """``--models`` (a temporary copy unless given: today's server writes its live net there)
+    and the state arguments."""
+    if folder is None:
+        folder = tmp / 'models'
+        if not (folder / 'models.json').exists():
+            write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
+    return ['--models', str(folder), *state_args(tmp)]
+
+
+def state_dir(tmp, models_dir):
+    """Where live.npz lives."""
+    return tmp / 'state'
+
+
+def descendants(pid):
+    """pid and every process below it (via /proc/<pid>/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for children in Path(f'/proc/{p}/task').glob('*/children'):
+            try:
+                todo += [int(c) for c in children.read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
+def rss(process):
+    """Resident memory (bytes) of the server and all its child processes."""
+    total = 0
+    for pid in descendants(process.process.pid):
+        try:
+            status = Path(f'/proc/{pid}/status').read_text()
+        except OSError:
+            continue
+        match = re.search(r'VmRSS:\s+(\d+) kB', status)
+        total += int(match.group(1)) * 1024 if match else 0
+    return total
+
+
+def is_json_error(answer):
+    try:
+        return isinstance(answer.json.get('error'), str)
+    except (ValueError, AttributeError):
+        return False
+
+
+def p50_predict(port, until, body=None, minimum=5):
+    """Median seconds of /predict calls made one after another until ``until()``."""
+    body = body or {'image': DIGIT}
+    times = []
+    while not until() or len(times) < minimum:
+        start = time.perf_counter()
+        answer = call(port, 'POST', '/predict', body, timeout=60)
+        times.append(time.perf_counter() - start)
+        assert answer.status == 200, answer
+    return statistics.median(times), len(times)
+
+
+def timed_get(port, path, **kw):
+    start = time.perf_counter()
+    answer = call(port, 'GET', path, **kw)
+    return answer, time.perf_counter() - start
+
+
+def big_models(tmp):
+    """A models folder: v1 784-30-10 (the live net's copy) and v2 784-800-10."""
+    folder = tmp / 'models'
+    write_models(folder, {1: (784, 30, 10), 2: (784, 800, 10)}, best=1)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------
+# 3. /model/hidden requested and never read.
+
+def hidden_request(pipelined=1):
+    return b'GET /model/hidden?pretrained=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' * pipelined
+
+
+@pytest.mark.parametrize('connections, pipelined, limit', [(200, 1, 150), (100, 5, 250)])
+def test_unread_hidden_answers_do_not_pile_up_in_memory(tmp_path, connections, pipelined,
+                                                        limit):
+    with Process(tmp_path, *server_args(tmp_path, big_models(tmp_path))) as s:
+        s.get('/model/hidden?pretrained=2')  # warm up
+        before, socks = rss(s), []
+        try:
+            for i in range(connections):
+                sock = socket.create_connection(('127.0.0.1', s.port), timeout=10)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(hidden_request(pipelined))
+                socks.append(sock)
+                if i % 20 == 19:  # stop early rather than eat the machine's memory
+                    time.sleep(0.5)
+                    growth = (rss(s) - before) / MB
+                    assert growth < limit, f'{growth:.0f} MB after {i + 1} connections'
+            time.sleep(3)
+            growth = (rss(s) - before) / MB
+            assert growth < limit, f'{growth:.0f} MB with {connections} unread connections'
+            assert s.get('/health', timeout=5).status == 200
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+READERS = """
+import http.client, sys, threading
+def read():
+    while True:
+        conn = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=60)
+        conn.request('GET', '/model/hidden?pretrained=2')
+        conn.getresponse().read()
+        conn.close()
+for _ in range(32):
+    threading.Thread(target=read, daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_hidden_readers_do_not_slow_predictions(tmp_path):
+    with Process(tmp_path, *server_args(tmp_path, big_models(tmp_path))) as s:
+        readers = subprocess.Popen([sys.executable, '-c', READERS, str(s.port)])  # own GIL
+        try:
+            time.sleep(1.5)
+            assert readers.poll() is None
+            started = time.monotonic()
+            p50, n = p50_predict(s.port, lambda: time.monotonic() - started > 5,
+                                 {'image': DIGIT, 'pretrained': 2})
+        finally:
+            readers.kill()
+            readers.wait(30)
+        assert p50 < 0.1, f'/predict p50 {p50 * 1000:.0f} ms over {n} calls'
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Huge uploads.
+
+def test_many_16mb_uploads_are_bounded(tmp_path):
+    size = 16 * MB
+    body = memoryview(b' ' * (size - 1) + b'x')  # invalid JSON: a 400 once read whole
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        before = rss(s)
+        head = (f'POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json'
+                f'\r\nContent-Length: {size}\r\n\r\n').encode()
+        socks = [socket.create_connection(('127.0.0.1', s.port), timeout=10)
+                 for _ in range(40)]
+        sent = [0] * len(socks)
+
+        def send(i, upto, timeout):
+            """Send the body up to ``upto`` bytes; a refusal or a delay is allowed."""
+            sock = socks[i]
+            sock.settimeout(timeout)
+            try:
+                if sent[i] == 0:
+                    sock.sendall(head)
+                while sent[i] < upto:
+                    sent[i] += sock.send(body[sent[i]:min(upto, sent[i] + MB)])
+            except OSError:
+                pass
+
+        def answer(i):
+            send(i, size, 60)
+            data = b''
+            try:
+                while b'\r\n\r\n' not in data or not data.rstrip().endswith(b'}'):
+                    chunk = socks[i].recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            return data
+
+        try:
+            with ThreadPoolExecutor(40) as pool:  # all but the last byte of each body
+                list(pool.map(lambda i: send(i, size - 1, 10), range(len(socks))))
+            time.sleep(1)
+            growth = (rss(s) - before) / MB
+            health, seconds = timed_get(s.port, '/health', timeout=10)
+            with ThreadPoolExecutor(40) as pool:
+                answers = list(pool.map(answer, range(len(socks))))
+        finally:
+            for sock in socks:
+                sock.close()
+        assert health.status == 200 and seconds < 1, (health, seconds)
+        assert growth < 400, f'RSS grew by {growth:.0f} MB with 40 uploads of 16 MiB'
+        for data in answers:
+            assert status_of(data) in (400, 503), data[:300]
+            if status_of(data) == 503:
+                assert b'retry-after:' in data.lower() and 'error' in body_of(data)
+        assert s.process.poll() is None and s.get('/health').status == 200
+
+
+def test_16mb_of_empty_lists_is_a_quick_short_400(tmp_path):
+    body = b'[' + b'[],' * ((16 * MB - 3) // 3) + b'[]]'
+    assert len(body) <= 16 * MB
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        result = {}
+
+        def send():
+            start = time.perf_counter()
+            result['answer'] = s.post('/predict', body,
+                                      headers={'Content-Type': 'application/json'})
+            result['seconds'] = time.perf_counter() - start
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        time.sleep(0.15)  # the body is on its way (16 MiB over loopback)
+        health, seconds = timed_get(s.port, '/health', timeout=30)
+        thread.join(60)
+        assert health.status == 200 and seconds < 0.5, f'/health took {seconds:.2f} s'
+        answer = result['answer']
+        assert answer.status == 400 and result['seconds'] < 2, (answer, result['seconds'])
+        assert len(answer.json['error']) < 500
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Cross-site requests, wrong content types and DNS rebinding (no token configured).
+
+CHANGING = [(m, r) for r in ('/train', '/reset', '/pretrain') for m in ('GET', 'POST')]
+
+
+def live_state(s):
+    return s.get('/models').json['live'], s.get('/train/status').json['history']
+
+
+def check(failures, answer, expected, what):
+    ok = answer.status == expected and (expected < 400 or is_json_error(answer))
+    if not ok:
+        failures.append(f'{what}: {answer.status} {answer.body[:120]!r}, expected {expected}')
+
+
+def test_cross_site_requests_cannot_change_the_live_net(tmp_path, models, data_file):
+    folder, _ = models
+    data = tiny_data(data_file, tmp_path)
+    failures = []
+    with Process(tmp_path, '--data', str(data), *server_args(tmp_path, folder)) as s:
+        own = f'http://127.0.0.1:{s.port}'
+        before = live_state(s)
+        assert before[1] == []
+        for method, route in CHANGING:
+            for headers in ({'Sec-Fetch-Site': 'cross-site'}, {'Origin': 'https://evil.example'},
+                            {'Origin': 'https://evil.example', 'Sec-Fetch-Site': 'cross-site'}):
+                answer = call(s.port, method, route, headers=headers)
+                check(failures, answer, 403, f'{method} {route} {headers}')
+        answer = s.post('/train', '{"epochs":1}', headers={'Content-Type': 'text/plain'})
+        check(failures, answer, 415, 'POST /train as text/plain')
+        for host in ('evil.example', f'evil.example:{s.port}'):
+            for method, route in [('GET', '/health'), ('GET', '/models'), *CHANGING]:
+                answer = call(s.port, method, route, headers={'Host': host})
+                check(failures, answer, 403, f'{method} {route} Host: {host}')
+        after = live_state(s)
+        if after != before:
+            failures.append(f'the live net changed: {before} -> {after}')
+        # What must still work.
+        for headers in ({}, {'Sec-Fetch-Site': 'same-origin'}, {'Sec-Fetch-Site': 'none'},
+                        {'Origin': own}, {'Host': f'localhost:{s.port}'},
+                        {'Host': f'127.0.0.1:{s.port}'}):
+            for method, route in (('GET', '/reset'), ('POST', '/pretrain')):
+                check(failures, call(s.port, method, route, headers=headers), 200,
+                      f'{method} {route} {headers}')
+        check(failures, s.post('/train', {'epochs': 1}, headers={'Origin': own}), 200,
+              'same-origin POST /train')
+        for answer, what in ((s.post('/predict', {'image': DIGIT},
+                                     headers={'Origin': 'https://evil.example'}), '/predict'),
+                             (s.get('/models', headers={'Origin': 'https://evil.example'}),
+                              '/models')):
+            check(failures, answer, 200, f'{what} from evil.example')
+            if 'Access-Control-Allow-Origin' not in answer.headers:
+                failures.append(f'{what} from evil.example has no CORS header')
+    assert not failures, '\n'.join(failures)
+
+
+def test_cross_site_with_configured_cors_origins(tmp_path, models, data_file):
+    folder, _ = models
+    failures = []
+    with Process(tmp_path, '--cors-origins', 'https://good.example', '--data',
+                 str(tiny_data(data_file, tmp_path)), *server_args(tmp_path, folder)) as s:
+        before = live_state(s)
+        for method, route in CHANGING:
+            check(failures, call(s.port, method, route,
+                                 headers={'Origin': 'https://evil.example'}), 403,
+                  f'{method} {route} from evil.example')
+        if live_state(s) != before:
+            failures.append('the live net changed')
+        for method, route in (('GET', '/reset'), ('POST', '/pretrain')):
+            check(failures, call(s.port, method, route,
+                                 headers={'Origin': 'https://good.example'}), 200,
+                  f'{method} {route} from good.example')
+    assert not failures, '\n'.join(failures)
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Event streams and connections.
+
+def open_stream(port):
+    """A /train/events stream: (socket, what arrived: the head, or a whole error answer)."""
+    sock = socket.create_connection(('127.0.0.1', port), timeout=10)
+    sock.sendall(b'GET /train/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+    data = b''
+    try:
+        while b'\r\n\r\n' not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        length = re.search(rb'(?i)content-length: *(\d+)', data)
+        if status_of(data) != 200 and length:
+            while len(data.split(b'\r\n\r\n', 1)[1]) < int(length.group(1)):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        pass
+    return sock, data
+
+
+def test_event_streams_are_capped_and_idle_ones_cost_nothing(tmp_path, data_file):
+    data = tiny_data(data_file, tmp_path, rows=2000)
+    with Process(tmp_path, '--data', str(data), '--max-streams', '20',
+                 *server_args(tmp_path)) as s:
+        streams = [open_stream(s.port) for _ in range(25)]
+        statuses = [status_of(head) for _, head in streams]
+        assert statuses[:20] == [200] * 20 and statuses[20:] == [503] * 5, statuses
+        for _, answer in streams[20:]:
+            assert 'error' in body_of(answer), answer
+        for sock, _ in streams[20:]:
+            sock.close()
+        streams[0][0].close()
+        time.sleep(0.5)
+        again, head = open_stream(s.port)  # a freed slot
+        assert status_of(head) == 200
+        try:
+            before = s.get('/models').json['live']['epochs']
+            result = {}
+            trainer = threading.Thread(
+                target=lambda: result.update(answer=s.post('/train', {'epochs': 3})))
+            trainer.start()
+            p50, n = p50_predict(s.port, lambda: not trainer.is_alive())
+            trainer.join()
+            answer = result['answer']
+            assert answer.status == 200 and answer.json['epochs'] == before + 3, answer
+            assert len(s.get('/train/status').json['history']) == 3
+            assert p50 < 0.1, f'/predict p50 {p50 * 1000:.0f} ms during training, 20 streams'
+        finally:
+            again.close()
+            for sock, _ in streams[1:20]:
+                sock.close()
+
+
+def test_connections_past_the_cap_are_refused(tmp_path):
+    with Process(tmp_path, '--max-connections', '50', *server_args(tmp_path)) as s:
+        socks, refused = [], 0
+        try:
+            for _ in range(80):
+                try:
+                    socks.append(socket.create_connection(('127.0.0.1', s.port), timeout=3))
+                except OSError:
+                    refused += 1
+            time.sleep(1)
+
+            def ask(sock):
+                """'ok' (200), 'hung' (nothing within 3 s) or 'closed' (EOF, reset, 503)."""
+                sock.settimeout(3)
+                try:
+                    sock.sendall(b'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+                    answer = sock.recv(65536)
+                except TimeoutError:
+                    return 'hung'
+                except OSError:
+                    return 'closed'
+                return 'ok' if status_of(answer) == 200 else 'closed'
+
+            with ThreadPoolExecutor(len(socks) or 1) as pool:
+                outcomes = list(pool.map(ask, socks))
+            answered, hung = outcomes.count('ok'), outcomes.count('hung')
+            assert answered <= 50 and hung == 0, (answered, hung, refused)
+        finally:
+            for sock in socks:
+                sock.close()
+        time.sleep(0.5)
+        assert s.process.poll() is None and s.get('/health', timeout=5).status == 200
+
+
+# ---------------------------------------------------------------------------------------
+# 8. The token is never logged.
+
+def test_the_token_is_never_logged(tmp_path):
+    wrong = TOKEN[::-1]
+    with Process(tmp_path, '--data', 'none.npz', *server_args(tmp_path),
+                 env={'BTF_TOKEN': TOKEN}) as s:
+        assert s.get(f'/train?epochs=1&token={TOKEN}').status >= 500
+        assert s.get('/train?epochs=1',
+                     headers={'Authorization': f'Bearer {TOKEN}'}).status >= 500
+        for path, headers in ((f'/train?epochs=1&token={wrong}', {}),
+                              ('/train?epochs=1', {'Authorization': f'Bearer {wrong}'}),
+                              (f'/reset?token={wrong}', {}),
+                              (f'/nowhere?token={TOKEN}', {}),
+                              (f'/static/?token={TOKEN}', {}),  # errors that log their URL
+                              (f'/static/%00?token={wrong}', {})):
+            s.get(path, headers=headers)
+        time.sleep(0.5)
+    leaks = [line for line in s.output().splitlines() if TOKEN in line or wrong in line]
+    assert not leaks, '\n'.join(leaks)
+
+
+# ---------------------------------------------------------------------------------------
+# 9. Static files.
+
+STATIC_TRICKS = ['/static/', '/static/app.js%00.png', '/static/%2e%2e/server.py',
+                 '/static/%2e%2e%2fserver.py', '/static/..%2fserver.py', '/static/%00']
+
+
+def test_static_tricks_are_404(tmp_path):
+    failures = []
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        for path in STATIC_TRICKS:
+            answer = s.get(path)
+            if answer.status != 404 or not is_json_error(answer) or b'import ' in answer.body:
+                failures.append(f'{path}: {answer}')
+    assert not failures, '\n'.join(failures)
+    assert 'Traceback' not in s.output()
+
+
+def test_static_symlink_out_of_the_folder_is_404():
+    pytest.skip('the command line cannot choose the static folder (static/ of the checkout)')
+
+
+# ---------------------------------------------------------------------------------------
+# 10. SIGKILL of the main process of --workers 2.
+
+def test_killed_main_process_leaves_no_listener(tmp_path, monkeypatch):
+    s = Process(tmp_path, '--workers', '2', *server_args(tmp_path))
+    port = s.port
+    pids = descendants(s.process.pid)
+    try:
+        s.kill()
+        gone = time.monotonic() + 10
+        while listening_address(port) is not None and time.monotonic() < gone:
+            time.sleep(0.1)
+        assert listening_address(port) is None, \
+            f'port {port} is still listened on 10 s after kill -9 of the main process'
+        monkeypatch.setattr(conftest, 'free_port', lambda: port)
+        with Process(tmp_path, *server_args(tmp_path)) as again:
+            assert again.port == port and again.get('/health').status == 200
+    finally:
+        for pid in pids[1:]:  # orphaned workers of ours
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+# ---------------------------------------------------------------------------------------
+# 11. Hostile start-up state, 12. an empty token.
+
+def start_or_fail(tmp_path, args, env=None, timeout=30):
+    """(Popen, log text) once the server answers /health or exits (within ``timeout``)."""
+    port = free_port()
+    log = tmp_path / f'server-{port}.log'
+    clean = {k: v for k, v in os.environ.items() if k not in ('HOST', 'PORT', 'BTF_TOKEN')}
+    with open(log, 'wb') as out:
+        process = subprocess.Popen([sys.executable, str(ROOT / 'server.py'), '--port',
+                                    str(port), *args], cwd=tmp_path,
+                                   env={**clean, **(env or {})}, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    deadline, healthy = time.monotonic() + timeout, False
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                healthy = call(port, 'GET', '/health', timeout=2).status == 200
+            except OSError:
+                pass
+            if healthy:
+                break
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    return process, healthy, log.read_text(errors='replace')
+
+
+def test_unwritable_state_folder_still_serves(tmp_path, models):
+    folder, _ = models
+    blocker = tmp_path / 'state-is-a-file'
+    blocker.write_text('not a folder')
+    args = ['--models', str(folder), '--state', str(blocker)]
+    with Process(tmp_path, *args) as s:
+        assert s.post('/predict', {'image': DIGIT}).status == 200
+        assert s.get('/models').status == 200
+    assert str(blocker) in s.output(), s.output()[-2000:]
+
+
+@pytest.mark.parametrize('manifest, best', [
+    ({'models': 5}, None),
+    ({'best': [1], 'models': 'VALID'}, 2),
+    ({'best': True, 'models': 'VALID'}, 2),
+    ({'best': {'v': 1}, 'models': 'VALID'}, 2),
+])
+def test_hostile_manifest_is_logged_and_skipped(tmp_path, models, manifest, best):
+    folder, _ = models
+    path = folder / 'models.json'
+    entries = json.loads(path.read_text())['models']  # v1 (accuracy 0.1), v2 (0.2)
+    path.write_text(json.dumps({k: entries if v == 'VALID' else v
+                                for k, v in manifest.items()}))
+    with Process(tmp_path, *server_args(tmp_path, folder)) as s:
+        listed = s.get('/models').json
+        assert listed['best'] == best and listed['best'] is not True, listed
+        assert s.post('/predict', {'image': DIGIT}).status == 200
+    assert 'models.json' in s.output()
+
+
+def test_live_net_declaring_huge_sizes_is_set_aside(tmp_path, models):
+    folder, _ = models
+    where = state_dir(tmp_path, folder)
+    where.mkdir(parents=True, exist_ok=True)
+    sizes = [784, 200_000_000, 10]  # 627 GB of float32 weights if believed
+    arrays = {'format_version': np.int64(1), 'sizes': np.array(sizes, np.int64),
+              'learning_rate': np.float64(0.5), 'batch_size': np.int64(128),
+              'epochs': np.int64(3), 'init': np.str_('scaled'),
+              'cost': np.str_('cross_entropy'), 'output': np.str_('softmax'),
+              'dtype': np.str_('float32'), 'seed': np.int64(-1),
+              'W0': np.zeros((784, 2), np.float32), 'b0': np.zeros(2, np.float32),
+              'W1': np.zeros((2, 10), np.float32), 'b1': np.zeros(10, np.float32)}
+    with open(where / 'live.npz', 'wb') as f:
+        np.savez(f, **arrays)
+    started = time.monotonic()
+    with Process(tmp_path, *server_args(tmp_path, folder)) as s:
+        assert time.monotonic() - started < 30
+        assert s.peak_memory() < 1024 * MB
+        assert s.post('/predict', {'image': DIGIT}).status == 200
+    assert list(where.glob('live.corrupt-*')), sorted(p.name for p in where.iterdir())
+
+
+def test_empty_token_refuses_to_start(tmp_path):
+    process, healthy, log = start_or_fail(tmp_path, server_args(tmp_path),
+                                          env={'BTF_TOKEN': ''})
+    assert not healthy, 'the server started with BTF_TOKEN set to an empty string'
+    assert process.returncode not in (None, 0) and 'BTF_TOKEN' in log, log[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Disk full while saving the live net.
+
+def test_disk_full_while_saving_keeps_the_saved_net(tmp_path, data_file):
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here')
+    try:
+        folder, state = tmp_path / 'models', disk
+        args = ['--models', str(folder), '--state', str(state)]
+        write_models(folder, {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
+        data = tiny_data(data_file, tmp_path)
+        args += ['--data', str(data)]
+        with Process(tmp_path, *args) as s:
+            live = s.get('/models').json['live']
+            assert (state / 'live.npz').exists()
+            predicted = s.post('/predict', {'image': DIGIT}).json
+            stats = os.statvfs(disk)
+            free = stats.f_bavail * stats.f_frsize
+            with open(disk / 'filler', 'wb') as f:  # leave less than a live.npz
+                f.write(b'\0' * max(0, free - 64 * 1024))
+            answer = s.post('/train', {'epochs': 1})
+            assert answer.status == 507 and re.search(r'disk|space', answer.json['error']), \
+                answer
+            assert s.get('/models').json['live'] == live
+            assert s.post('/predict', {'image': DIGIT}).json == predicted
+        with Process(tmp_path, *args, '--workers', '2') as s:
+            assert s.get('/models').json['live'] == live
+            assert s.post('/train', {'epochs': 1}).status == 507
+            epochs = {s.get('/models').json['live']['epochs'] for _ in range(20)}
+            assert epochs == {live['epochs']}
+    finally:
+        subprocess.run(['umount', '-l', str(disk)])
