@@ -21,6 +21,7 @@ from sanic.worker.loader import AppLoader
 from threadpoolctl import threadpool_limits
 
 from service import Settings, create_app, logs
+from service.app import die_with_parent
 from service.protocol import Protocol
 
 DEFAULTS = Settings()
@@ -30,6 +31,7 @@ def configured_app(settings):
     """create_app for `python server.py` and each of its workers: logging that never writes
     the token, and matrix products on one BLAS thread (a prediction's products are tiny;
     OpenBLAS's threads, one per core, waited for descheduled threads on a busy machine)."""
+    die_with_parent()  # first: a worker whose main process is killed must not serve on
     logs.configure(settings.token)
     threadpool_limits(1, user_api='blas')
     return create_app(settings)

@@ -62,7 +62,6 @@ def die_with_parent():
 
 async def setup(app):
     ctx, settings = app.ctx, app.ctx.settings
-    die_with_parent()
     ctx.worker = f'{os.getpid()}-{id(app):x}'
     ctx.budget = Budget(settings.max_buffered)
     ctx.store = FolderStore(settings.state_dir)

@@ -74,7 +74,8 @@ def load_pretrained(settings):
     if not is_int(best) or best not in pretrained:
         fallback = max(pretrained, default=None, key=lambda v: _accuracy(pretrained[v][0]))
         if pretrained:
-            log.warning('best model %.40r is not available; using v%s', best, fallback)
+            log.warning('%s: best model %.40r is not available; using v%s', path, best,
+                        fallback)
         best = fallback
     log.info('pretrained models %s loaded from %s, best v%s', sorted(pretrained), folder, best)
     return pretrained, best
