@@ -463,8 +463,19 @@ def test_static_tricks_are_404(tmp_path):
     assert 'Traceback' not in s.output()
 
 
-def test_static_symlink_out_of_the_folder_is_404():
-    pytest.skip('the command line cannot choose the static folder (static/ of the checkout)')
+def test_static_symlink_out_of_the_folder_is_404(serve, tmp_path, caplog):
+    (tmp_path / 'secret.txt').write_text('TOP SECRET')
+    static = tmp_path / 'static'
+    (static / 'leak.txt').symlink_to(tmp_path / 'secret.txt')
+    (static / 'sub').mkdir()
+    (static / 'sub' / 'x.js').write_text('nested')
+    with serve() as s:
+        for path in ('/static/leak.txt', '/static/sub', '/static/sub/x.js', '/static/.',
+                     '/static/..', '/static/%2e%2e%2fsecret.txt'):
+            answer = s.get(path)
+            assert answer.status == 404 and is_json_error(answer), (path, answer)
+            assert b'TOP SECRET' not in answer.body
+    assert 'Traceback' not in caplog.text
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from openapi import openapi_document
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -21,11 +20,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import imaging
-import server
-from tests import test_server
-from tests.test_server import Server, write_models
-
-data_file = test_server.data_file  # a fixture
+from service import Settings
+from service.openapi import openapi_document
+from service.store import weights_digest
+from tests.conftest import Server, write_models
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -175,21 +173,21 @@ def fuzzed(data_file, tmp_path_factory):
     write_models(folder / 'models', {1: (784, 20, 10), 2: (784, 30, 10)}, best=2)
     with np.load(data_file, allow_pickle=False) as f:
         np.savez(folder / 'tiny.npz', **{k: f[k][:300] if f[k].ndim else f[k] for k in f.files})
-    with Server(models_dir=folder / 'models', data_path=folder / 'tiny.npz',
-                max_epochs=2) as s:
+    with Server(models_dir=folder / 'models', state_dir=folder / 'state',
+                data_path=folder / 'tiny.npz', max_epochs=2) as s:
         yield s
 
 
 def live_state(s):
     """The live net in memory and on disk (digests)."""
     ctx = s.app.ctx
-    saved = (s.app.config.MODELS_DIR / 'live.npz').read_bytes()
-    return server.weights_digest(ctx.live), ctx.live_accuracy, hashlib.sha256(saved).hexdigest()
+    saved = (s.state / 'live.npz').read_bytes()
+    return weights_digest(ctx.live), ctx.live_meta, hashlib.sha256(saved).hexdigest()
 
 
 # The document of the fuzzed server (checked below to be the one it serves), built at import
 # because schemathesis's fixture-based loader does not run under pytest 9.
-DOCUMENT = openapi_document(2, server.MAX_BODY, [1, 2])
+DOCUMENT = openapi_document(Settings(max_epochs=2), [1, 2])
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
