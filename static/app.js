@@ -303,6 +303,7 @@ let models = null;  // the last answer of GET /models
 
 async function loadModels() {
   models = await api('models');
+  $('#epochs').max = String(models.settings.max_epochs);  // the server's limit, not a literal
   const picker = $('#model-choice');
   const chosen = picker.value;
   const options = [new Option(`Live net · ${describe(models.live.sizes)}`, '')];
@@ -410,7 +411,8 @@ async function train() {
   try {
     const result = await api('train', { method: 'POST', body: { epochs } });
     say(`Trained: ${percent(result.validation_accuracy)} validation accuracy after `
-      + `${result.epochs} epochs in total (${result.accuracy} of 100 random validation `
+      + `${result.epochs} epochs in total (${result.accuracy} of `
+      + `${models.settings.score_samples} random validation `
       + `samples right), ${result.seconds.toFixed(1)} s.`);
     refresh();
   } catch (err) {
@@ -437,7 +439,7 @@ async function replaceLiveNet(path, done) {
 
 $('#train').addEventListener('click', train);
 $('#reset').addEventListener('click', () => replaceLiveNet('reset',
-  'The live network is now a fresh, untrained 784-30-10 net.'));
+  `The live network is now a fresh, untrained ${describe(models.settings.default_net.sizes)} net.`));
 $('#pretrain').addEventListener('click', () => replaceLiveNet('pretrain',
   'The live network is now a copy of the best pretrained model.'));
 

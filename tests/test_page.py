@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from service import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / 'screenshots'
 CHROMIUM = '/usr/bin/chromium'
@@ -195,7 +197,9 @@ def click_and_wait(page, button, message):
 # Tests.
 
 PRETRAINED = 'The live network is now a copy of the best pretrained model.'
-RESET = 'The live network is now a fresh, untrained 784-30-10 net.'
+DEFAULTS = Settings()
+DEFAULT_NET = '-'.join(map(str, DEFAULTS.default_sizes))
+RESET = f'The live network is now a fresh, untrained {DEFAULT_NET} net.'
 UNITS_SHOWN = 120  # app.js shows this many hidden units until asked for all
 
 
@@ -234,7 +238,7 @@ def test_undo_redraws_the_remaining_strokes_and_backspace_clears(page):
 
 def test_training_advances_the_bar_the_curve_and_the_hidden_view(page):
     click_and_wait(page, '#reset', RESET)
-    expect(page.locator('#model-info')).to_have_text('784-30-10, untrained.')
+    expect(page.locator('#model-info')).to_have_text(f'{DEFAULT_NET}, untrained.')
     before = page.eval_on_selector('#units canvas', 'c => c.toDataURL()')
     assert page.locator('#chart circle').count() == 0
     assert page.eval_on_selector('#progress', 'p => p.value') == 0
@@ -245,7 +249,7 @@ def test_training_advances_the_bar_the_curve_and_the_hidden_view(page):
     assert page.eval_on_selector('#progress', 'p => p.value') == 1
     expect(page.locator('#progress-label')).to_have_text('Last training: 1 of 1 epoch done')
     expect(page.locator('#chart title').first).to_contain_text('; last ')
-    expect(page.locator('#model-info')).to_contain_text('784-30-10, trained 1 epoch, ')
+    expect(page.locator('#model-info')).to_contain_text(f'{DEFAULT_NET}, trained 1 epoch, ')
     # The hidden layer view was refreshed with the trained weights.
     page.wait_for_function("""before => document.querySelector('#units canvas').toDataURL()
         !== before""", arg=before)
@@ -326,7 +330,7 @@ def test_bad_input_is_explained(page):
     page.fill('#epochs', '1000')
     page.click('#train')
     expect(page.get_by_role('alert')).to_have_text(
-        'Error 400: epochs must be an integer from 1 to 100, got 1000.')
+        f'Error 400: epochs must be an integer from 1 to {DEFAULTS.max_epochs}, got 1000.')
     expect(page.locator('#train')).to_be_enabled()
 
 
