@@ -6,20 +6,21 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint data models bench bench-serve install install-dev install-bench browser wrk clean
+.PHONY: run test lint data mnist models bench bench-serve install install-dev install-bench browser wrk clean
 
-$(VENV)/.installed: requirements.txt
+# The project installs itself (pyproject.toml), its pins read from the requirements files.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed requirements-bench.txt
-	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -32,10 +33,15 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Builds data/mnist_preprocessed.npz when raw MNIST is found (data/raw/ or $$MNIST_DIR);
-# a no-op when it is up to date.
+# Raw MNIST is looked for in $$MNIST_DIR, then data/raw/ (preprocess.find_mnist).
+# data: builds data/mnist_preprocessed.npz from it (a no-op when up to date).
 data: install
 	$(PY) preprocess.py
+
+# mnist: fetches the raw files (checksummed) into data/raw/ when none are found; offline, it
+# says so in one line and the tests that need them skip.
+mnist: install
+	@$(PY) preprocess.py --fetch-if-missing
 
 run: install
 	@$(PY) preprocess.py --if-available
@@ -44,14 +50,14 @@ run: install
 lint: install-dev
 	$(VENV)/bin/ruff check .
 
-test: install-dev browser lint
+test: install-dev browser lint mnist
 	$(PY) -m pytest
 
 models: install
-	$(PY) models/build.py
+	$(PY) -m models.build
 
 bench: install-bench
-	$(PY) bench/train.py
+	$(PY) -m bench.train
 
 # Debian's wrk, the load generator of bench/serve.py (without it, an asyncio client is used).
 wrk:
@@ -62,7 +68,7 @@ wrk:
 
 # Load test of the HTTP API on loopback (see README, "Robustness, security and scaling out").
 bench-serve: install-dev wrk
-	$(PY) bench/serve.py
+	$(PY) -m bench.serve
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache screenshots
+	rm -rf $(VENV) .pytest_cache .ruff_cache screenshots *.egg-info

@@ -11,12 +11,12 @@ directory) and checks the targets:
 /predict at least 40% of /health's throughput, p99 under 50 ms while training, and in the
 soak zero errors and resident memory growing by at most 10%.
 
-    python bench/serve.py                       # about 3 minutes
-    python bench/serve.py --quick               # a smoke run in about 30 s
-    python bench/serve.py --workers 2 --concurrency 1 8 32
+    python -m bench.serve                       # about 3 minutes
+    python -m bench.serve --quick               # a smoke run in about 30 s
+    python -m bench.serve --workers 2 --concurrency 1 8 32
 
-Data: data/mnist_preprocessed.npz when it exists, else built from the raw files in
-$MNIST_DIR or ../shared/data/mnist/ into the temporary directory.
+Data: data/mnist_preprocessed.npz when it exists, else built from the raw files that
+preprocess.find_mnist finds ($MNIST_DIR, then data/raw/) into the temporary directory.
 """
 import argparse
 import asyncio
@@ -36,10 +36,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the project's modules, also when run as `python bench/serve.py`
+import preprocess
 
-import preprocess  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # Defaults (flags override them).
 CONCURRENCY = (1, 8, 32)      # connections sending requests back to back
@@ -49,7 +48,6 @@ WORKERS = 1                   # server processes
 CANVAS = 56                   # side of the image the drawing page sends, in pixels
 IMAGES = 200                  # distinct canvases sent to /predict
 TRAIN_EPOCHS = 100            # of the training that runs meanwhile (stopped at the end)
-MNIST_DIR = Path(os.environ.get('MNIST_DIR', ROOT.parent / 'shared' / 'data' / 'mnist'))
 # Targets.
 MIN_PREDICT_RATIO = 0.40      # /predict throughput over /health throughput
 MAX_P99_TRAINING_MS = 50.0    # /predict p99 latency while a training runs
@@ -80,7 +78,8 @@ class Connection:
     async def request(self, method, path, body=b''):
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection('127.0.0.1', self.port)
-        self.writer.write(f'{method} {path} HTTP/1.1\r\nHost: bench\r\n'
+        self.writer.write(f'{method} {path} HTTP/1.1\r\nHost: localhost\r\n'
+                          'Content-Type: application/json\r\n'
                           f'Content-Length: {len(body)}\r\n\r\n'.encode() + body)
         head = await self.reader.readuntil(b'\r\n\r\n')
         length = int(re.search(rb'(?i)\r\ncontent-length: *(\d+)', head).group(1))
@@ -227,14 +226,12 @@ def free_port():
 
 
 def start_server(folder, data, workers):
-    """server.py on a copy of the shipped models (its live net starts as the best one)."""
-    (folder / 'models').mkdir()
-    for path in (ROOT / 'models').glob('model*.*'):
-        shutil.copy(path, folder / 'models')
+    """server.py on the shipped models, its state in ``folder`` (the live net starts as the
+    best model)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--models',
-         str(folder / 'models'), '--data', str(data), '--workers', str(workers)],
+        [sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--state',
+         str(folder / 'state'), '--data', str(data), '--workers', str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while True:
@@ -251,7 +248,7 @@ def start_server(folder, data, workers):
 async def status(port):
     """/train/status, on a connection of its own."""
     reader, writer = await asyncio.open_connection('127.0.0.1', port)
-    writer.write(b'GET /train/status HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n')
+    writer.write(b'GET /train/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
     answer = await reader.read()
     writer.close()
     return json.loads(answer.split(b'\r\n\r\n', 1)[1])
@@ -334,7 +331,10 @@ def main(argv=None):
         data = args.data
         if not data.exists():
             data = folder / 'mnist.npz'
-            preprocess.build(MNIST_DIR, data)
+            source = preprocess.find_mnist()
+            if source is None:
+                raise SystemExit('no raw MNIST: set MNIST_DIR or run `make data`')
+            preprocess.build(source, data)
         X_test, _ = preprocess.load_dataset(data)['test']
         bodies = canvases(X_test, IMAGES, args.canvas)
         client = wrk_client(folder, bodies) if args.client == 'wrk' else asyncio_client
