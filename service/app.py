@@ -16,6 +16,7 @@ from .guard import check_host
 from .nets import load_pretrained, restore_live
 from .protocol import Budget, Request
 from .routes import routes
+from .samples import SQLiteSampleStore
 from .settings import Settings
 from .store import FolderStore, StoreError
 from .training import SPAWN, Job, Streams, keep_alive, relay
@@ -60,12 +61,24 @@ def die_with_parent():
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def open_samples(settings):
+    """The sample store, None (logged) when it cannot be opened: the rest still serves."""
+    try:
+        return SQLiteSampleStore(settings.state_dir / 'samples.sqlite3', settings.max_samples)
+    except StoreError as e:
+        log.error('%s: /samples will answer 503', e)
+        return None
+
+
 async def setup(app):
     ctx, settings = app.ctx, app.ctx.settings
     ctx.worker = f'{os.getpid()}-{id(app):x}'
     ctx.budget = Budget(settings.max_buffered)
     ctx.store = FolderStore(settings.state_dir)
     ctx.store.prepare(legacy=settings.models_dir)
+    ctx.db = ThreadPoolExecutor(1, thread_name_prefix='samples')  # the sample store's calls
+    ctx.samples = await asyncio.get_running_loop().run_in_executor(
+        ctx.db, open_samples, settings)
     ctx.pretrained, ctx.best = load_pretrained(settings)
     ctx.job, ctx.job_task = Job(), None
     ctx.streams = Streams(settings.max_streams)
@@ -111,3 +124,6 @@ async def teardown(app):
         await asyncio.gather(ctx.job_task, return_exceptions=True)
     ctx.trainer.shutdown()
     ctx.decoders.shutdown()
+    if ctx.samples is not None:
+        ctx.db.submit(ctx.samples.close).result()
+    ctx.db.shutdown()

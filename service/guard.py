@@ -3,7 +3,8 @@
 - Every route: when the server listens on loopback, a request whose Host is not a loopback
   name (or one of --allowed-hosts) is refused: a page on evil.example whose name was made to
   resolve to 127.0.0.1 (DNS rebinding) reaches nothing.
-- Routes that change state carry ``@changes_state``: with a token configured they need it
+- Routes that change state carry ``@changes_state`` (and the /samples routes, which hold
+  users' drawings, ``@holds_user_data``, the same guard): with a token configured they need it
   ("Authorization: Bearer <token>" or ?token=); without one, a request a browser marks as
   coming from another site (Sec-Fetch-Site, or an Origin that is neither the server's own nor
   listed in --cors-origins) is refused, and a POST body must be application/json (a page
@@ -66,32 +67,39 @@ def cross_site(request):
     return None
 
 
-def changes_state(handler):
-    """The one guard of every route that changes state (see the module's docstring)."""
+def guarded(what):
+    """The one guard of the routes that change state or hold users' data (see the module's
+    docstring); ``what`` ends the messages' "<path> ..." (e.g. 'changes the live net')."""
 
-    @functools.wraps(handler)
-    async def guarded(request, *args, **kwargs):
-        token = request.app.ctx.settings.token
-        what = f'{request.path} changes the live net'
-        if token is not None:
-            given = token_given(request, token)
-            if given is not True:
-                raise Unauthorized(f"{what} and needs the server's token ({given}): send "
-                                   '"Authorization: Bearer <token>" or add ?token=<token>.',
-                                   scheme='Bearer', realm='better-tensorflow')
-        else:
-            why = cross_site(request)
-            if why is not None:
-                raise Forbidden(f'{what}, and {why}: a page on another site may not change '
-                                "it. Start the server with a token (BTF_TOKEN) and send it, or "
-                                'list that origin with --cors-origins.')
-        if request.method == 'POST' and request.body:
-            kind = request.headers.get('content-type', '').split(';')[0].strip().lower()
-            if kind != 'application/json':
-                raise UnsupportedMediaType(f'{what}: its body must be JSON sent as '
-                                           'Content-Type: application/json, got '
-                                           f'{kind[:60] or "no Content-Type"!r}.')
-        return await handler(request, *args, **kwargs)
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def guarded_handler(request, *args, **kwargs):
+            token = request.app.ctx.settings.token
+            subject = f'{request.path} {what}'
+            if token is not None:
+                given = token_given(request, token)
+                if given is not True:
+                    raise Unauthorized(f"{subject} and needs the server's token ({given}): send "
+                                       '"Authorization: Bearer <token>" or add ?token=<token>.',
+                                       scheme='Bearer', realm='better-tensorflow')
+            else:
+                why = cross_site(request)
+                if why is not None:
+                    raise Forbidden(f'{subject}, and {why}: a page on another site may not use '
+                                    'it. Start the server with a token (BTF_TOKEN) and send it, '
+                                    'or list that origin with --cors-origins.')
+            if request.method in ('POST', 'PUT', 'PATCH', 'DELETE') and request.body:
+                kind = request.headers.get('content-type', '').split(';')[0].strip().lower()
+                if kind != 'application/json':
+                    raise UnsupportedMediaType(f'{subject}: its body must be JSON sent as '
+                                               'Content-Type: application/json, got '
+                                               f'{kind[:60] or "no Content-Type"!r}.')
+            return await handler(request, *args, **kwargs)
 
-    guarded.changes_state = True
-    return guarded
+        guarded_handler.guarded = True
+        return guarded_handler
+    return decorate
+
+
+changes_state = guarded('changes the live net')
+holds_user_data = guarded("holds users' drawings")

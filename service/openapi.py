@@ -63,6 +63,12 @@ def openapi_document(settings, versions):
         },
         **_security(guarded),
     }
+    # The /samples routes hold users' drawings: the same guard.
+    samples_guard = {**guarded, 'responses': {
+        **guarded.get('responses', {}), '403': _error('a cross-site request')}} \
+        if settings.token is None else guarded
+    sample_id = {'name': 'sample', 'in': 'path', 'required': True,
+                 'schema': {'type': 'integer', 'minimum': 1}}
     busy_or_ok = {'200': _OK_TEXT, '409': _BUSY, **changing, **guarded.get('responses', {})}
     return {
         'openapi': '3.0.3',
@@ -95,12 +101,18 @@ def openapi_document(settings, versions):
                     '422': _error('no digit found (blank image)'),
                 }}},
             '/train': {
-                'get': {**train, 'parameters': [{'name': 'epochs', 'in': 'query',
-                                                 'required': False, 'schema': epochs}]},
+                'get': {**train, 'parameters': [
+                    {'name': 'epochs', 'in': 'query', 'required': False, 'schema': epochs},
+                    {'name': 'samples', 'in': 'query', 'required': False,
+                     'schema': {'type': 'string', 'enum': ['0', '1', 'true', 'false']},
+                     'description': 'also train on the stored samples'}]},
                 'post': {**train, 'requestBody': {'required': False, 'content': {
                     'application/json': {'schema': {
                         'type': 'object', 'additionalProperties': False,
-                        'properties': {'epochs': epochs}}}}}},
+                        'properties': {'epochs': epochs, 'samples': {
+                            'type': 'boolean', 'default': False,
+                            'description': 'also train on the stored samples, '
+                                           f'{settings.sample_share:.0%} of every epoch'}}}}}}},
             },
             '/train/status': {'get': {'summary': 'progress of the current or last job',
                                       'responses': {'200': _json(_ref('TrainStatus'))}}},
@@ -118,6 +130,71 @@ def openapi_document(settings, versions):
                               'responses': {**busy_or_ok, '503': _error(
                                   'no pretrained models installed')}, **_security(guarded)}
                           for m in ('get', 'post')},
+            '/samples': {
+                'post': {
+                    'summary': 'store a drawing with its label (the live net reads it too)',
+                    'requestBody': {'required': True, 'content': {'application/json': {
+                        'schema': {'type': 'object', 'required': ['image', 'label'],
+                                   'additionalProperties': False, 'properties': {
+                                       'image': {'type': 'string', 'example': _EXAMPLE_PNG},
+                                       'label': {'type': 'integer', 'minimum': 0,
+                                                 'maximum': 9},
+                                       'pretrained': {**pretrained, 'nullable': True,
+                                                      'enum': [None, *pretrained['enum']]}}}}}},
+                    'responses': {'201': _json(_ref('Sample'), 'stored'),
+                                  '200': _json(_ref('Sample'), 'the same image was stored '
+                                                               'before: its sample'),
+                                  '400': _error('bad body, image or label'),
+                                  '413': _error('image over the size limits'),
+                                  '415': _error('a body that is not application/json'),
+                                  '422': _error('no digit found (blank image)'),
+                                  '503': _error('the sample store is unreachable'),
+                                  '507': _error(f'the store holds {settings.max_samples} '
+                                                'samples, or the disk is full'),
+                                  **samples_guard.get('responses', {})},
+                    **_security(samples_guard)},
+                'get': {
+                    'summary': 'the stored samples, newest first',
+                    'parameters': [
+                        {'name': 'label', 'in': 'query', 'required': False,
+                         'schema': {'type': 'integer', 'minimum': 0, 'maximum': 9}},
+                        {'name': 'offset', 'in': 'query', 'required': False,
+                         'schema': {'type': 'integer', 'minimum': 0, 'default': 0}},
+                        {'name': 'limit', 'in': 'query', 'required': False,
+                         'schema': {'type': 'integer', 'minimum': 1, 'maximum': 500,
+                                    'default': 50}}],
+                    'responses': {'200': _json({'type': 'object', 'properties': {
+                        'total': _INT, 'samples': {'type': 'array', 'items': _ref('Sample')}}}),
+                        '400': _error('bad label, offset or limit'),
+                        '503': _error('the sample store is unreachable'),
+                        **samples_guard.get('responses', {})},
+                    **_security(samples_guard)}},
+            '/samples/export': {'get': {
+                'summary': 'every sample as an NPZ: X (n, 784) uint8, y (n,) uint8, ids (n,)',
+                'responses': {'200': {'description': 'NPZ', 'content': {
+                    'application/octet-stream': {}}},
+                    '503': _error('the sample store is unreachable'),
+                    **samples_guard.get('responses', {})},
+                **_security(samples_guard)}},
+            '/samples/{sample}/image': {'get': {
+                'summary': 'the 28x28 PNG the net sees (original=1: the image as submitted)',
+                'parameters': [sample_id, {'name': 'original', 'in': 'query',
+                                           'required': False, 'schema': {
+                                               'type': 'string', 'enum': ['0', '1']}}],
+                'responses': {'200': {'description': 'the image', 'content': {
+                    'image/png': {}, 'image/jpeg': {}, 'image/webp': {}, 'image/bmp': {}}},
+                    '400': _error('original is not 0 or 1'), '404': _error('no such sample'),
+                    '503': _error('the sample store is unreachable'),
+                    **samples_guard.get('responses', {})},
+                **_security(samples_guard)}},
+            '/samples/{sample}': {'delete': {
+                'summary': 'delete a sample',
+                'parameters': [sample_id],
+                'responses': {'204': {'description': 'deleted'},
+                              '404': _error('no such sample'),
+                              '503': _error('the sample store is unreachable'),
+                              **samples_guard.get('responses', {})},
+                **_security(samples_guard)}},
             '/models': {'get': {'summary': 'the live net and the pretrained models',
                                 'responses': {'200': _json(_ref('Models'))}}},
             '/model/hidden': {'get': {
@@ -160,7 +237,19 @@ def openapi_document(settings, versions):
                     'validation_accuracy': {'type': 'number', 'description': 'fraction of '
                                             'the whole validation split'},
                     'epochs': {'type': 'integer', 'description': 'total epochs trained'},
-                    'seconds': _NUMBER}},
+                    'seconds': _NUMBER, 'samples': {'type': 'boolean'},
+                    'before': _ref('Figures'), 'after': _ref('Figures')}},
+            'Figures': {
+                'type': 'object', 'description': 'validation accuracy on MNIST and on the '
+                'held-out stored samples (every fifth by id; null when there are none)',
+                'properties': {'mnist': _NUMBER,
+                               'samples': {'type': 'number', 'nullable': True},
+                               'samples_count': _INT}},
+            'Sample': {
+                'type': 'object',
+                'properties': {'id': _INT, 'label': _INT, 'predicted': _INT,
+                               'model': {'type': 'string'},
+                               'created': {'type': 'string', 'format': 'date-time'}}},
             'TrainStatus': {
                 'type': 'object',
                 'properties': {

@@ -72,6 +72,10 @@ class Settings:
     decoders: int = field(default_factory=usable_cpus)  # images decoded at once
     inline_pixels: int = 160 * 160  # cheap images up to this size are prepared on the loop
     inline_text: int = 64 * 1024  # base64 characters decoded on the loop to read the size
+    # Users' samples
+    max_samples: int = 100_000  # stored samples (507 past it)
+    max_sample_bytes: int = 256 * 1024  # an image kept as a sample, as submitted
+    sample_share: float = 0.1  # of every epoch of a training with samples: drawn from them
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments
@@ -82,7 +86,8 @@ class Settings:
             object.__setattr__(self, name, Path(getattr(self, name)))
         object.__setattr__(self, 'default_sizes', tuple(self.default_sizes))
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
-                     'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers'):
+                     'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
+                     'max_samples', 'max_sample_bytes'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
@@ -90,6 +95,9 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f'{name} must be a positive number of seconds, got {value!r}.')
+        if not isinstance(self.sample_share, (int, float)) or not 0 < self.sample_share < 1:
+            raise ValueError(f'sample_share must be a fraction between 0 and 1, got '
+                             f'{self.sample_share!r}.')
         origins = self.cors_origins
         if isinstance(origins, list):
             origins = tuple(origins)
@@ -118,7 +126,8 @@ class Settings:
                                 'learning_rate': self.default_learning_rate,
                                 'batch_size': self.default_batch_size},
                 'max_epochs': self.max_epochs, 'score_samples': self.score_samples,
-                'max_body': self.max_body}
+                'max_body': self.max_body, 'max_samples': self.max_samples,
+                'max_sample_bytes': self.max_sample_bytes, 'sample_share': self.sample_share}
 
     def but(self, **changes):
         return replace(self, **changes)

@@ -19,8 +19,9 @@ import numpy as np
 import better_tensorflow as btf
 
 from . import trainer
-from .errors import Busy, Conflict, SanicException, Unavailable
+from .errors import BadRequest, Busy, Conflict, SanicException, Unavailable
 from .nets import make_live, sync_live
+from .samples import is_validation
 
 log = logging.getLogger(__name__)
 SPAWN = multiprocessing.get_context('spawn')  # a fresh interpreter: no copy of our threads
@@ -37,6 +38,7 @@ class Job:
         self.start = start  # epochs the net had before this job
         self.epoch, self.batch = min(epochs, 1), 0
         self.history = []
+        self.before = self.after = None  # validation figures before and after the job
         self.last_progress = 0.0
 
     def progress(self):
@@ -44,7 +46,9 @@ class Job:
                 'batches': self.batches}
 
     def status(self):
-        return {'running': self.running, **self.progress(), 'history': list(self.history)}
+        figures = {} if self.before is None else {'before': self.before, 'after': self.after}
+        return {'running': self.running, **self.progress(), 'history': list(self.history),
+                **figures}
 
 
 def sse(event, payload):
@@ -142,6 +146,11 @@ async def replace_live(app, action, make_net):
 def on_step(app, job, info):
     """Record one batch or epoch reported by Graph.run (on the event loop)."""
     ctx = app.ctx
+    if info['event'] == 'before':  # the net's validation figures as the job starts
+        job.before = info['before']
+        ctx.streams.send('before', job.before)
+        publish(app, job)
+        return
     job.epoch, job.batch = info['epoch'] - job.start, info['batch']
     if info['event'] == 'epoch':
         record = {'epoch': job.epoch, 'loss': round(info['loss'], 6),
@@ -158,6 +167,7 @@ def on_step(app, job, info):
 
 def finish(app, job, done):
     job.running = False
+    job.after = done.get('after')
     app.ctx.streams.send('done', done)
     publish(app, job, done)
 
@@ -167,6 +177,8 @@ def replay(streams, seen, state):
     if seen is None or seen['job'] != state['job']:
         seen = {'status': {'history': [], 'epoch': 0, 'batch': 0}, 'done': None}
     old, new = seen['status'], state['status']
+    if new.get('before') is not None and old.get('before') is None:
+        streams.send('before', new['before'])
     for record in new['history'][len(old['history']):]:
         streams.send('epoch', {**record, 'epochs': new['epochs']})
     if new['running'] and (new['epoch'], new['batch']) != (old['epoch'], old['batch']):
@@ -228,23 +240,41 @@ def training_samples(settings):
         raise Unavailable(f'the training data {path} cannot be read ({e}). {how}') from None
 
 
-async def start_job(app, epochs):
-    """Take the lock, start a job on a copy of the newest live net; its answer."""
+async def start_job(app, epochs, with_samples=False):
+    """Take the lock, start a job on a copy of the newest live net (on MNIST, and with
+    ``with_samples`` on the stored samples too); its answer."""
     ctx = app.ctx
     lock = acquire(app, 'start another training')
     try:
-        samples = training_samples(ctx.settings)
+        count = training_samples(ctx.settings)
+        samples = await stored_samples(app) if with_samples else None
         sync_live(app)  # train the newest net, whichever worker saved it
     except BaseException:
         ctx.store.release_lock(lock)
         raise
-    batches = -(-samples // ctx.live.batch_size)
+    if samples is not None:
+        count += trainer.extra_per_epoch(count, ctx.settings.sample_share)
+    batches = -(-count // ctx.live.batch_size)
     ctx.job = Job(epochs, batches, ctx.live.epochs, f'{ctx.worker}-{time.time_ns()}')
     publish(app, ctx.job)
-    log.info('training %d epochs of %d batches', epochs, batches)
+    log.info('training %d epochs of %d batches%s', epochs, batches,
+             f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
     # The job outlives this request: a client that hangs up does not stop it.
-    ctx.job_task = asyncio.create_task(run_job(app, ctx.job, lock))
+    ctx.job_task = asyncio.create_task(run_job(app, ctx.job, lock, samples))
     return await asyncio.shield(ctx.job_task)
+
+
+async def stored_samples(app):
+    """(X_train, y_train, X_val, y_val) of the stored samples: every fifth by id held out."""
+    from .routes.samples import in_store  # the store's errors as statuses
+
+    ids, X, y = await in_store(app, 'arrays')
+    held = is_validation(ids)
+    if held.all():
+        raise BadRequest(f'there are {len(ids)} stored samples and none to train on (every '
+                         'fifth is kept for validation): store some with POST /samples '
+                         'first, or train without samples.')
+    return X[~held], y[~held], X[held], y[held]
 
 
 def receive(pipe, loop, on_step):
@@ -259,7 +289,7 @@ def receive(pipe, loop, on_step):
         loop.call_soon_threadsafe(on_step, message[1])
 
 
-async def run_job(app, job, lock):
+async def run_job(app, job, lock, samples=None):
     """Train a copy of the live net in a process, save it, then make it live; the /train
     answer. Releases the job ``lock`` when done."""
     ctx, settings = app.ctx, app.ctx.settings
@@ -267,7 +297,8 @@ async def run_job(app, job, lock):
     receiver, sender = SPAWN.Pipe(duplex=False)
     process = SPAWN.Process(target=trainer.train, name='train', args=(
         ctx.live.copy(), settings.data_path, job.epochs, sender, ctx.stopping,
-        settings.score_samples, settings.progress_interval, settings.train_niceness))
+        settings.score_samples, settings.progress_interval, settings.train_niceness, samples,
+        settings.sample_share))
     started = time.perf_counter()
     try:
         process.start()
@@ -282,10 +313,12 @@ async def run_job(app, job, lock):
         if ctx.stopping.is_set():
             raise Unavailable('the server is shutting down; training was stopped and the live '
                               'net is unchanged.')
-        net, history, accuracy = result
-        await make_live(app, net, {'validation_accuracy': round(history[-1]['val_accuracy'], 4)})
+        net, history, accuracy, comparison = result
+        await make_live(app, net, {'validation_accuracy': round(history[-1]['val_accuracy'], 4),
+                                   'trained_on_samples': samples is not None})
         answer = {'accuracy': accuracy, 'validation_accuracy': ctx.live_meta['validation_accuracy'],
-                  'epochs': net.epochs, 'seconds': round(time.perf_counter() - started, 2)}
+                  'epochs': net.epochs, 'seconds': round(time.perf_counter() - started, 2),
+                  'samples': samples is not None, **comparison}
         log.info('trained %d epochs in %.1f s: validation accuracy %.4f, %d/%d', job.epochs,
                  answer['seconds'], answer['validation_accuracy'], accuracy,
                  settings.score_samples)

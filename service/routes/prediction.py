@@ -29,19 +29,37 @@ def pick_net(app, version):
                      f'got {shown(version)}.')
 
 
-async def prepare(app, image):
-    """imaging.prepare of a base64 image. A small PNG or BMP (what the page sends), whose
-    decoding cost is bounded by its declared size, is prepared on the event loop, where it
-    costs less than a thread hop; every other image in the decoding pool (a JPEG's cost also
-    grows with its scans, a WebP's with its frames)."""
-    settings = app.ctx.settings
-    if len(image) <= settings.inline_text:
-        image = imaging.decode_base64(image)
-        kind, width, height = imaging.image_size(image)
+async def read_image(app, image):
+    """(the image's bytes, imaging.prepare of them) for base64 text. A small PNG or BMP
+    (what the page sends), whose decoding cost is bounded by its declared size, is prepared
+    on the event loop, where it costs less than a thread hop; every other image in the
+    decoding pool (a JPEG's cost also grows with its scans, a WebP's with its frames). Errors
+    are the statuses of /predict."""
+    settings, loop = app.ctx.settings, asyncio.get_running_loop()
+    try:
+        if len(image) <= settings.inline_text:
+            data = imaging.decode_base64(image)
+        else:
+            data = await loop.run_in_executor(app.ctx.decoders, imaging.decode_base64, image)
+        kind, width, height = imaging.image_size(data)
         if kind in INLINE_KINDS and width * height <= settings.inline_pixels:
-            return imaging.prepare(image)
-    return await asyncio.get_running_loop().run_in_executor(
-        app.ctx.decoders, imaging.prepare, image)
+            return data, imaging.prepare(data)
+        return data, await loop.run_in_executor(app.ctx.decoders, imaging.prepare, data)
+    except imaging.NoDigitError as e:
+        raise Unprocessable(str(e)) from None
+    except imaging.ImageTooLarge as e:
+        raise PayloadTooLargeImage(str(e)) from None
+    except imaging.ImageError as e:
+        raise BadRequest(str(e)) from None
+
+
+def image_field(body):
+    image = body.get('image')
+    if not isinstance(image, str):
+        raise BadRequest('image must be a string: a base64 PNG, JPEG, WebP or BMP, '
+                         'e.g. "data:image/png;base64,iVBOR..."; got '
+                         f'{"nothing" if image is None else type(image).__name__}.')
+    return image
 
 
 def dump_numpy(data):
@@ -55,23 +73,12 @@ async def predict(request):
     body = json_body(request, ('image', 'pretrained', 'return_input'), EXAMPLE)
     if body is None:
         raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
-    image = body.get('image')
-    if not isinstance(image, str):
-        raise BadRequest('image must be a string: a base64 PNG, JPEG, WebP or BMP, '
-                         'e.g. "data:image/png;base64,iVBOR..."; got '
-                         f'{"nothing" if image is None else type(image).__name__}.')
+    image = image_field(body)
     model, net = pick_net(request.app, body.get('pretrained'))
     return_input = body.get('return_input', False)
     if not isinstance(return_input, bool):
         raise BadRequest(f'return_input must be true or false, got {shown(return_input)}.')
-    try:
-        x = await prepare(request.app, image)
-    except imaging.NoDigitError as e:
-        raise Unprocessable(str(e)) from None
-    except imaging.ImageTooLarge as e:
-        raise PayloadTooLargeImage(str(e)) from None
-    except imaging.ImageError as e:
-        raise BadRequest(str(e)) from None
+    _, x = await read_image(request.app, image)
     label, outputs = net.predict(x.reshape(-1))
     answer = {'label': label, 'model': model,
               'predictions': [{'label': k, 'confidence': c}

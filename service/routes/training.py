@@ -1,8 +1,9 @@
 """/train (one job at a time, across workers), its status and its event stream."""
 from sanic import Blueprint, json
 
+from ..errors import BadRequest
 from ..guard import changes_state
-from ..parsing import json_body, parse_epochs, query_int
+from ..parsing import json_body, parse_epochs, query_int, shown
 from ..training import current_status, sse, start_job
 
 bp = Blueprint('training')
@@ -12,11 +13,19 @@ bp = Blueprint('training')
 @changes_state
 async def train(request):
     settings = request.app.ctx.settings
-    body = json_body(request, ('epochs',), '{"epochs": 5}')
-    query = request.get_args(keep_blank_values=True)  # "?epochs=" is an error, not 1
-    value = body.get('epochs', 1) if body is not None else query_int(query.get('epochs', 1))
-    epochs = parse_epochs(value, settings.max_epochs)
-    return json(await start_job(request.app, epochs))
+    body = json_body(request, ('epochs', 'samples'), '{"epochs": 5, "samples": false}')
+    if body is not None:
+        epochs, samples = body.get('epochs', 1), body.get('samples', False)
+    else:
+        query = request.get_args(keep_blank_values=True)  # "?epochs=" is an error, not 1
+        epochs = query_int(query.get('epochs', 1))
+        samples = {'1': True, '0': False, 'true': True, 'false': False}.get(
+            query.get('samples', '0'), query.get('samples'))
+    epochs = parse_epochs(epochs, settings.max_epochs)
+    if not isinstance(samples, bool):
+        raise BadRequest(f'samples must be true or false (1 or 0 in a query), got '
+                         f'{shown(samples)}.')
+    return json(await start_job(request.app, epochs, samples))
 
 
 @bp.get('/train/status')

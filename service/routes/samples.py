@@ -1,0 +1,136 @@
+"""/samples: users' drawings with the label they gave, kept to train on (see samples.py).
+Every route holds users' drawings: guarded like the routes that change state."""
+import asyncio
+import io
+import logging
+
+import cv2
+import numpy as np
+from sanic import Blueprint, empty, json, raw
+
+import imaging
+
+from ..errors import (
+    BadRequest,
+    InsufficientStorage,
+    NotFound,
+    PayloadTooLargeImage,
+    Unavailable,
+)
+from ..guard import holds_user_data
+from ..nets import is_int
+from ..parsing import json_body, query_int, shown
+from ..store import StoreError, StoreFull
+from .prediction import image_field, pick_net, read_image
+
+log = logging.getLogger(__name__)
+bp = Blueprint('samples')
+EXAMPLE = '{"image": "data:image/png;base64,...", "label": 7}'
+MAX_LIMIT = 500
+MAX_ID = 2 ** 63 - 1
+MEDIA = {'PNG': 'image/png', 'JPEG': 'image/jpeg', 'WebP': 'image/webp', 'BMP': 'image/bmp'}
+
+
+async def in_store(app, method, *args):
+    """Run a sample-store call off the event loop; its errors as 507 / 503."""
+    if app.ctx.samples is None:
+        raise Unavailable('the sample store cannot be opened (see the server log); nothing was '
+                          'changed.')
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            app.ctx.db, getattr(app.ctx.samples, method), *args)
+    except StoreFull as e:
+        raise InsufficientStorage(f'{e.strerror}: nothing was stored. Delete samples (DELETE '
+                                  '/samples/{id}) or raise --max-samples.') from None
+    except StoreError as e:
+        log.error('sample store: %s', e)
+        raise Unavailable(f'{e.strerror}; nothing was changed.') from None
+
+
+def sample_id(value):
+    if not 1 <= value <= MAX_ID:
+        raise NotFound(f'no sample {value}')
+    return value
+
+
+@bp.post('/samples')
+@holds_user_data
+async def add_sample(request):
+    app, settings = request.app, request.app.ctx.settings
+    body = json_body(request, ('image', 'label', 'pretrained'), EXAMPLE)
+    if body is None:
+        raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
+    label = body.get('label')
+    if not is_int(label) or not 0 <= label <= 9:
+        raise BadRequest(f'label must be an integer from 0 to 9 (the digit drawn), got '
+                         f'{shown(label)}.')
+    image = image_field(body)
+    model, net = pick_net(app, body.get('pretrained'))
+    original, x = await read_image(app, image)
+    if len(original) > settings.max_sample_bytes:
+        raise PayloadTooLargeImage(
+            f'the image is {len(original)} bytes; a sample keeps the drawing as submitted, '
+            f'at most {settings.max_sample_bytes} bytes (the page sends a few KB).')
+    pixels = np.rint(x.reshape(-1) * 255).astype(np.uint8)
+    predicted, _ = net.predict(x.reshape(-1))
+    sample, created = await in_store(app, 'add', original, pixels, label, predicted, model)
+    if created:
+        log.info('sample %d stored: a %d, read as %d by %s', sample, label, predicted, model)
+    return json({'id': sample, 'label': label, 'predicted': predicted, 'model': model},
+                status=201 if created else 200)
+
+
+def query_number(query, name, default, low, high):
+    value = query_int(query.get(name, default))
+    if not is_int(value) or not low <= value <= high:
+        raise BadRequest(f'{name} must be an integer from {low} to {high}, got {shown(value)}.')
+    return value
+
+
+@bp.get('/samples')
+@holds_user_data
+async def list_samples(request):
+    query = request.get_args(keep_blank_values=True)
+    label = query.get('label')
+    if label is not None:
+        label = query_number(query, 'label', None, 0, 9)
+    offset = query_number(query, 'offset', 0, 0, 10 ** 9)
+    limit = query_number(query, 'limit', 50, 1, MAX_LIMIT)
+    total, rows = await in_store(request.app, 'list', label, offset, limit)
+    return json({'total': total, 'samples': rows})
+
+
+@bp.get('/samples/<sample:int>/image')
+@holds_user_data
+async def sample_image(request, sample):
+    original = request.get_args(keep_blank_values=True).get('original', '0')
+    if original not in ('0', '1'):
+        raise BadRequest(f'original must be 0 or 1, got {shown(original)}.')
+    data = await in_store(request.app, 'image', sample_id(sample), original == '1')
+    if data is None:
+        raise NotFound(f'no sample {sample}')
+    if original == '1':
+        return raw(data, content_type=MEDIA[imaging.image_size(data)[0]])
+    png = cv2.imencode('.png', np.frombuffer(data, np.uint8).reshape(28, 28))[1]
+    return raw(png.tobytes(), content_type='image/png')
+
+
+@bp.delete('/samples/<sample:int>')
+@holds_user_data
+async def delete_sample(request, sample):
+    if not await in_store(request.app, 'delete', sample_id(sample)):
+        raise NotFound(f'no sample {sample}')
+    log.info('sample %d deleted', sample)
+    return empty()
+
+
+@bp.get('/samples/export')
+@holds_user_data
+async def export(request):
+    """Every sample as an NPZ: X (n, 784) uint8 and y (n,) uint8, ids (n,) and whether each
+    is held out for validation."""
+    ids, X, y = await in_store(request.app, 'arrays')
+    buffer = io.BytesIO()
+    np.savez(buffer, X=X, y=y, ids=ids)
+    return raw(buffer.getvalue(), content_type='application/octet-stream',
+               headers={'Content-Disposition': 'attachment; filename="samples.npz"'})

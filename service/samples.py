@@ -1,0 +1,177 @@
+"""Users' corrected drawings: the sample store.
+
+``SampleStore`` is the interface (a database server can stand behind it; tests/test_store.py
+is its contract); ``SQLiteSampleStore`` keeps the samples in one SQLite file in the state
+folder (the standard library's sqlite3, WAL journal, every commit synced to disk), shared by
+every worker of the machine: a sample is seen by all as soon as its insert commits, and a
+process killed mid-insert leaves no half-written row.
+
+A sample is the image as submitted (its sha256 makes a second post of the same bytes the
+same sample), the 28x28 uint8 image the net sees, the label the user gave, and what the net
+read when it was stored. Every fifth sample by id (id % 5 == 0) is never trained on: those
+are the samples' validation set.
+"""
+import datetime
+import hashlib
+import logging
+import sqlite3
+import threading
+
+import numpy as np
+
+from .store import StoreError, StoreFull
+
+log = logging.getLogger(__name__)
+VALIDATION_EVERY = 5  # id % 5 == 0: held out from training, the samples' validation set
+
+
+def is_validation(ids):
+    return np.asarray(ids) % VALIDATION_EVERY == 0
+
+
+class SampleStore:
+    """The interface; every method may raise StoreError (StoreFull at the limit)."""
+
+    def add(self, original, pixels, label, predicted, model):
+        """Store a sample: ``original`` bytes, ``pixels`` (784,) uint8, ``label`` 0..9, what
+        ``model`` read (``predicted``). Returns (id, created); created is False when the same
+        original bytes were stored before (their id is returned, nothing changes)."""
+        raise NotImplementedError
+
+    def list(self, label=None, offset=0, limit=50):
+        """(total matching, [{id, label, predicted, model, created}] newest first)."""
+        raise NotImplementedError
+
+    def image(self, sample_id, original=False):
+        """The 784 pixels (bytes) or the original bytes of a sample; None if unknown."""
+        raise NotImplementedError
+
+    def delete(self, sample_id):
+        """Whether a sample was deleted."""
+        raise NotImplementedError
+
+    def arrays(self):
+        """(ids (n,), X (n, 784) uint8, y (n,) uint8) of every sample, oldest first."""
+        raise NotImplementedError
+
+    def count(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class SQLiteSampleStore(SampleStore):
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS samples (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 TEXT NOT NULL UNIQUE,
+        label INTEGER NOT NULL CHECK (label BETWEEN 0 AND 9),
+        predicted INTEGER NOT NULL CHECK (predicted BETWEEN 0 AND 9),
+        model TEXT NOT NULL,
+        pixels BLOB NOT NULL CHECK (length(pixels) = 784),
+        original BLOB NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS samples_label ON samples (label, id);
+    """
+
+    def __init__(self, path, limit):
+        self.path, self.limit = path, limit
+        self._local = threading.local()  # one connection per thread
+        self._connect()  # creates the file and the schema now, so errors show at start-up
+
+    def __repr__(self):
+        return f'SQLiteSampleStore({str(self.path)!r})'
+
+    def _connect(self):
+        db = getattr(self._local, 'db', None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute('PRAGMA journal_mode=WAL')
+                db.execute('PRAGMA synchronous=FULL')  # a commit is on disk when it returns
+                db.executescript(self.SCHEMA)
+            except sqlite3.Error as e:
+                raise StoreError(0, f'cannot open the sample store {self.path}: {e}') from e
+            self._local.db = db
+        return db
+
+    def _run(self, work):
+        try:
+            return work(self._connect())
+        except sqlite3.OperationalError as e:
+            if 'full' in str(e):
+                raise StoreFull(28, f'the disk holding {self.path} is full') from e
+            raise StoreError(0, f'the sample store {self.path} failed: {e}') from e
+
+    def add(self, original, pixels, label, predicted, model):
+        digest = hashlib.sha256(original).hexdigest()
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')
+
+        def work(db):
+            db.execute('BEGIN IMMEDIATE')  # one writer at a time, across processes
+            try:
+                row = db.execute('SELECT id FROM samples WHERE sha256 = ?', (digest,)).fetchone()
+                if row is not None:
+                    db.execute('COMMIT')
+                    return row[0], False
+                (count,) = db.execute('SELECT count(*) FROM samples').fetchone()
+                if count >= self.limit:
+                    db.execute('ROLLBACK')
+                    raise StoreFull(28, f'the sample store holds {count} samples, its limit '
+                                        '(--max-samples)')
+                cursor = db.execute(
+                    'INSERT INTO samples (sha256, label, predicted, model, pixels, original, '
+                    'created) VALUES (?, ?, ?, ?, ?, ?, ?)',
+                    (digest, label, predicted, model, bytes(pixels), bytes(original), created))
+                db.execute('COMMIT')
+                return cursor.lastrowid, True
+            except BaseException:
+                if db.in_transaction:
+                    db.execute('ROLLBACK')
+                raise
+        return self._run(work)
+
+    def list(self, label=None, offset=0, limit=50):
+        where, args = ('WHERE label = ?', (label,)) if label is not None else ('', ())
+
+        def work(db):
+            (total,) = db.execute(f'SELECT count(*) FROM samples {where}', args).fetchone()
+            rows = db.execute(f'SELECT id, label, predicted, model, created FROM samples {where} '
+                              'ORDER BY id DESC LIMIT ? OFFSET ?', (*args, limit, offset))
+            keys = ('id', 'label', 'predicted', 'model', 'created')
+            return total, [dict(zip(keys, row)) for row in rows]
+        return self._run(work)
+
+    def image(self, sample_id, original=False):
+        column = 'original' if original else 'pixels'
+
+        def work(db):
+            row = db.execute(f'SELECT {column} FROM samples WHERE id = ?',
+                             (sample_id,)).fetchone()
+            return None if row is None else bytes(row[0])
+        return self._run(work)
+
+    def delete(self, sample_id):
+        return self._run(lambda db: db.execute('DELETE FROM samples WHERE id = ?',
+                                               (sample_id,)).rowcount > 0)
+
+    def arrays(self):
+        def work(db):
+            rows = db.execute('SELECT id, label, pixels FROM samples ORDER BY id').fetchall()
+            ids = np.array([r[0] for r in rows], np.int64)
+            y = np.array([r[1] for r in rows], np.uint8)
+            X = np.frombuffer(b''.join(r[2] for r in rows), np.uint8).reshape(-1, 784)
+            return ids, X, y
+        return self._run(work)
+
+    def count(self):
+        return self._run(lambda db: db.execute('SELECT count(*) FROM samples').fetchone()[0])
+
+    def close(self):
+        db = getattr(self._local, 'db', None)
+        if db is not None:
+            db.close()
+            self._local.db = None
