@@ -21,6 +21,12 @@ class Forbidden(SanicException):
     quiet = True
 
 
+class Missing(SanicException):
+    """A thing the URL names (a sample) does not exist; the message says which."""
+    status_code = 404
+    quiet = True
+
+
 class Conflict(SanicException):
     status_code = 409
     quiet = True
@@ -62,7 +68,7 @@ class InsufficientStorage(SanicException):
     quiet = True
 
 
-__all__ = ['BadRequest', 'Busy', 'Conflict', 'Forbidden', 'InsufficientStorage',
+__all__ = ['BadRequest', 'Busy', 'Conflict', 'Forbidden', 'InsufficientStorage', 'Missing',
            'JSONErrorHandler', 'NotFound', 'PayloadTooLargeImage', 'SanicException',
            'Unavailable', 'UnsupportedMediaType', 'Unprocessable']
 

@@ -34,8 +34,9 @@ class SampleStore:
 
     def add(self, original, pixels, label, predicted, model):
         """Store a sample: ``original`` bytes, ``pixels`` (784,) uint8, ``label`` 0..9, what
-        ``model`` read (``predicted``). Returns (id, created); created is False when the same
-        original bytes were stored before (their id is returned, nothing changes)."""
+        ``model`` read (``predicted``). Returns ({id, label, predicted, model}, created);
+        created is False when the same original bytes were stored before: that sample is
+        returned and nothing changes."""
         raise NotImplementedError
 
     def list(self, label=None, offset=0, limit=50):
@@ -105,6 +106,8 @@ class SQLiteSampleStore(SampleStore):
             if 'full' in str(e):
                 raise StoreFull(28, f'the disk holding {self.path} is full') from e
             raise StoreError(0, f'the sample store {self.path} failed: {e}') from e
+        except sqlite3.Error as e:  # e.g. a row the schema refuses
+            raise StoreError(0, f'the sample store {self.path} refused it: {e}') from e
 
     def add(self, original, pixels, label, predicted, model):
         digest = hashlib.sha256(original).hexdigest()
@@ -113,10 +116,11 @@ class SQLiteSampleStore(SampleStore):
         def work(db):
             db.execute('BEGIN IMMEDIATE')  # one writer at a time, across processes
             try:
-                row = db.execute('SELECT id FROM samples WHERE sha256 = ?', (digest,)).fetchone()
+                row = db.execute('SELECT id, label, predicted, model FROM samples '
+                                 'WHERE sha256 = ?', (digest,)).fetchone()
                 if row is not None:
                     db.execute('COMMIT')
-                    return row[0], False
+                    return dict(zip(('id', 'label', 'predicted', 'model'), row)), False
                 (count,) = db.execute('SELECT count(*) FROM samples').fetchone()
                 if count >= self.limit:
                     db.execute('ROLLBACK')
@@ -127,7 +131,8 @@ class SQLiteSampleStore(SampleStore):
                     'created) VALUES (?, ?, ?, ?, ?, ?, ?)',
                     (digest, label, predicted, model, bytes(pixels), bytes(original), created))
                 db.execute('COMMIT')
-                return cursor.lastrowid, True
+                return {'id': cursor.lastrowid, 'label': label, 'predicted': predicted,
+                        'model': model}, True
             except BaseException:
                 if db.in_transaction:
                     db.execute('ROLLBACK')

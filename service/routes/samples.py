@@ -13,7 +13,7 @@ import imaging
 from ..errors import (
     BadRequest,
     InsufficientStorage,
-    NotFound,
+    Missing,
     PayloadTooLargeImage,
     Unavailable,
 )
@@ -49,7 +49,7 @@ async def in_store(app, method, *args):
 
 def sample_id(value):
     if not 1 <= value <= MAX_ID:
-        raise NotFound(f'no sample {value}')
+        raise Missing(f'there is no sample {value} (GET /samples lists them).')
     return value
 
 
@@ -75,9 +75,9 @@ async def add_sample(request):
     predicted, _ = net.predict(x.reshape(-1))
     sample, created = await in_store(app, 'add', original, pixels, label, predicted, model)
     if created:
-        log.info('sample %d stored: a %d, read as %d by %s', sample, label, predicted, model)
-    return json({'id': sample, 'label': label, 'predicted': predicted, 'model': model},
-                status=201 if created else 200)
+        log.info('sample %d stored: a %d, read as %d by %s', sample['id'], label, predicted,
+                 model)
+    return json(sample, status=201 if created else 200)
 
 
 def query_number(query, name, default, low, high):
@@ -108,7 +108,7 @@ async def sample_image(request, sample):
         raise BadRequest(f'original must be 0 or 1, got {shown(original)}.')
     data = await in_store(request.app, 'image', sample_id(sample), original == '1')
     if data is None:
-        raise NotFound(f'no sample {sample}')
+        raise Missing(f'there is no sample {sample} (GET /samples lists them).')
     if original == '1':
         return raw(data, content_type=MEDIA[imaging.image_size(data)[0]])
     png = cv2.imencode('.png', np.frombuffer(data, np.uint8).reshape(28, 28))[1]
@@ -119,7 +119,7 @@ async def sample_image(request, sample):
 @holds_user_data
 async def delete_sample(request, sample):
     if not await in_store(request.app, 'delete', sample_id(sample)):
-        raise NotFound(f'no sample {sample}')
+        raise Missing(f'there is no sample {sample} (GET /samples lists them).')
     log.info('sample %d deleted', sample)
     return empty()
 
