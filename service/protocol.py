@@ -23,7 +23,7 @@ from sanic.server.protocols.http_protocol import HttpProtocol
 from .errors import Busy
 
 log = logging.getLogger(__name__)
-CHUNK = 64 * 1024  # bytes written at a time by send_chunked
+CHUNK = 256 * 1024  # bytes written at a time by send_chunked
 
 
 class Protocol(HttpProtocol):
@@ -103,5 +103,5 @@ async def send_chunked(request, body, content_type):
                                      headers={'Content-Length': str(len(body))})
     view = memoryview(body)
     for start in range(0, len(body), CHUNK):
-        await response.send(bytes(view[start:start + CHUNK]))
+        await response.send(view[start:start + CHUNK])  # a view: no copy
     await response.eof()
