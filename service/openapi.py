@@ -44,7 +44,7 @@ def openapi_document(settings, versions):
     guarded = {'security': [{'bearer': []}, {'token': []}],
                'responses': {'401': _error('no token, or a wrong one')}} \
         if settings.token is not None else \
-        {'responses': {'403': _error('a cross-site request (see the README: access)')}}
+        {'responses': {'403': _error('a cross-site request (docs/operations.md, access)')}}
     changing = {'415': _error('a POST body that is not application/json'),
                 '503': _error('the new net could not be saved (storage unreachable)'),
                 '507': _error('the disk is full: the new net could not be saved')}

@@ -22,6 +22,7 @@ from . import trainer
 from .errors import BadRequest, Busy, Conflict, SanicException, Unavailable
 from .nets import make_live, sync_live
 from .samples import is_validation
+from .store import StoreError
 
 log = logging.getLogger(__name__)
 SPAWN = multiprocessing.get_context('spawn')  # a fresh interpreter: no copy of our threads
@@ -122,8 +123,12 @@ def current_status(app):
 
 
 def acquire(app, action):
-    """The store's job lock, or 409 with the running job's status."""
-    lock = app.ctx.store.try_lock()
+    """The store's job lock, or 409 with the running job's status (503 when the store cannot
+    be reached)."""
+    try:
+        lock = app.ctx.store.try_lock()
+    except StoreError as e:
+        raise Unavailable(f'cannot {action}: {e.strerror}; the live net is unchanged.') from None
     if lock is None:
         status = current_status(app)
         busy = ('training runs; wait for it to finish (see /train/status)' if status['running']

@@ -131,7 +131,10 @@ def test_token_guards_the_routes_that_change_the_live_net(serve_data, models):
     assert (schemes['token']['in'], schemes['token']['name']) == ('query', 'token')
     guarded = {(path, method) for path, item in document['paths'].items()
                for method, operation in item.items() if 'security' in operation}
-    assert guarded == {(p, m) for p in ('/train', '/reset', '/pretrain') for m in ('get', 'post')}
+    changing = {(p, m) for p in ('/train', '/reset', '/pretrain') for m in ('get', 'post')}
+    assert guarded == changing | {
+        ('/samples', 'get'), ('/samples', 'post'), ('/samples/export', 'get'),
+        ('/samples/{sample}/image', 'get'), ('/samples/{sample}', 'delete')}
     for path, method in guarded:
         operation = document['paths'][path][method]
         assert operation['security'] == [{'bearer': []}, {'token': []}]

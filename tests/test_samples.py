@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
-import pytest
 
 import imaging
 from tests.conftest import DIGIT, Process, png_b64, tiny_data, wait_for

@@ -291,7 +291,9 @@ def test_train_answers_after_training_and_streams_progress(serve_data, dataset):
         models = s.get('/models').json
 
         # The answer: numbers that agree with the saved net on the real validation split.
-        assert set(result) == {'accuracy', 'validation_accuracy', 'epochs', 'seconds'}
+        assert set(result) == {'accuracy', 'validation_accuracy', 'epochs', 'seconds',
+                               'samples', 'before', 'after'}
+        assert result['samples'] is False and result['before']['samples'] is None
         saved = btf.Graph.from_file(folder / 'live.npz')
         assert result['epochs'] == saved.epochs == 2
         assert result['validation_accuracy'] == pytest.approx(saved.evaluate(*dataset['val']),
