@@ -234,7 +234,11 @@ async function predict() {
     return_input: true };
   try {
     const answer = await api('predict', { method: 'POST', body });
-    if (asked === generation) showPrediction(answer);
+    if (asked === generation) {
+      showPrediction(answer);
+      shown = { image: body.image, label: answer.label };
+      enableTeaching(true);
+    }
     hideError('predict');
   } catch (err) {
     if (asked !== generation) return;
@@ -272,6 +276,8 @@ function showPrediction({ label, predictions, model, input }) {
 }
 
 function showNoPrediction(text) {
+  shown = null;
+  enableTeaching(false);
   $('#label').textContent = '?';
   $('#confidence').textContent = text;
   $('#answered-by').textContent = '';
@@ -292,6 +298,93 @@ function showSeen(input) {
   });
   for (let i = 3; i < image.data.length; i += 4) image.data[i] = 255;
   seen.putImageData(image, 0, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Teaching: keep the drawing with its right digit (POST /samples), see the kept ones.
+
+let shown = null;  // {image, label} of the drawing whose answer is on screen
+
+const digitButtons = $('#digit-buttons');
+for (let digit = 0; digit < 10; digit += 1) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.textContent = digit;
+  button.disabled = true;
+  button.setAttribute('aria-label', `It's a ${digit}`);
+  button.addEventListener('click', () => keep(digit));
+  digitButtons.append(button);
+}
+$('#right').addEventListener('click', () => shown && keep(shown.label));
+
+function enableTeaching(on) {
+  $('#right').disabled = !on;
+  for (const button of digitButtons.children) button.disabled = !on;
+}
+
+async function keep(label) {
+  if (!shown) return;
+  try {
+    const sample = await api('samples', { method: 'POST', body: { image: shown.image, label } });
+    say(`Kept drawing #${sample.id} as a ${label}`
+      + (sample.predicted === label ? ' (the net read it right).'
+        : ` (the net read a ${sample.predicted}).`)
+      + ' Train on MNIST + my drawings to learn from it.');
+    loadGallery();
+  } catch (err) {
+    fail(err.message);
+  }
+}
+
+const GALLERY = 24;  // newest drawings shown
+
+async function loadGallery() {
+  const { total, samples } = await api(`samples?limit=${GALLERY}`);
+  $('#samples-title').textContent = `Your drawings (${total})`;
+  $('#samples-info').hidden = total > 0;
+  const items = await Promise.all(samples.map(galleryItem));
+  $('#gallery').replaceChildren(...items);
+}
+
+async function galleryItem(sample) {
+  const item = document.createElement('li');
+  const image = document.createElement('img');
+  image.src = `samples/${sample.id}/image`;
+  image.width = image.height = 56;
+  image.alt = `drawing #${sample.id}, a ${sample.label}`;
+  const caption = document.createElement('span');
+  const remove = document.createElement('button');
+  remove.type = 'button';
+  remove.textContent = 'Delete';
+  remove.setAttribute('aria-label', `Delete drawing #${sample.id}`);
+  remove.addEventListener('click', async () => {
+    try {
+      await api(`samples/${sample.id}`, { method: 'DELETE' });
+      loadGallery();
+    } catch (err) {
+      fail(err.message);
+    }
+  });
+  item.append(image, caption, remove);
+  item.dataset.label = sample.label;
+  // What the chosen net reads now (it may have learned since the drawing was kept).
+  try {
+    const png = await fetch(image.src).then((r) => r.blob());
+    const url = await new Promise((resolve) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.readAsDataURL(png);
+    });
+    const answer = await api('predict', { method: 'POST',
+      body: { image: url, pretrained: chosenModel() } });
+    const right = answer.label === sample.label;
+    item.classList.add(right ? 'right' : 'wrong');
+    item.dataset.read = answer.label;
+    caption.textContent = `a ${sample.label} · reads ${answer.label} ${right ? '✓' : '✗'}`;
+  } catch {
+    caption.textContent = `a ${sample.label}`;
+  }
+  return item;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,6 +478,7 @@ function refresh() {
     try {
       await loadModels();
       await loadHidden();
+      await loadGallery();
       hideError('load');
     } catch (err) {
       fail(err.message, 'load');
@@ -395,6 +489,7 @@ function refresh() {
 $('#model-choice').addEventListener('change', () => {
   showModelInfo();
   loadHidden().catch((err) => fail(err.message, 'load'));
+  loadGallery().catch((err) => fail(err.message, 'load'));
   wantPrediction();
 });
 
@@ -406,20 +501,35 @@ let history = [];      // its epochs: {epoch, val_accuracy, ...}
 
 async function train() {
   const epochs = Number($('#epochs').value);
+  const samples = $('#with-samples').checked;
   $('#train').disabled = true;
-  say(`Training the live network for ${plural(epochs, 'epoch')}…`);
+  say(`Training the live network for ${plural(epochs, 'epoch')}`
+    + `${samples ? ' on MNIST and your drawings' : ''}…`);
   try {
-    const result = await api('train', { method: 'POST', body: { epochs } });
+    const result = await api('train', { method: 'POST', body: { epochs, samples } });
     say(`Trained: ${percent(result.validation_accuracy)} validation accuracy after `
       + `${result.epochs} epochs in total (${result.accuracy} of `
       + `${models.settings.score_samples} random validation `
-      + `samples right), ${result.seconds.toFixed(1)} s.`);
+      + `samples right), ${result.seconds.toFixed(1)} s. ${beforeAfter(result)}`);
     refresh();
   } catch (err) {
     fail(err.message);
   } finally {
     $('#train').disabled = false;
   }
+}
+
+// MNIST's and the held-out drawings' validation accuracy, before -> after: forgetting shows.
+function beforeAfter({ before, after, samples }) {
+  if (!before || !after) return '';
+  let text = `MNIST validation ${percent(before.mnist)} → ${percent(after.mnist)}`;
+  if (samples && after.samples != null) {
+    text += `; your ${plural(after.samples_count, 'held-out drawing')} `
+      + `${percent(before.samples)} → ${percent(after.samples)}`;
+  } else if (samples) {
+    text += '; no held-out drawings yet (every fifth kept drawing is held out to check)';
+  }
+  return `${text}.`;
 }
 
 async function replaceLiveNet(path, done) {
