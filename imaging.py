@@ -280,7 +280,7 @@ def _grey_and_alpha(pixels):
 def ink(gray, alpha=None):
     """Ink strength (H, W) float32, 0 = background, 255 = the most a pixel can differ from it,
     and the strongest ink of each row (H,), whatever the colours, from grey levels and alpha
-    (uint8 (H, W); None when opaque).
+    (uint8 (H, W); None when opaque). Temporaries are a fraction of the float32 result.
 
     Transparency is composited away first. On a mostly transparent canvas the opaque pixels
     are the ink, so they go on a backdrop that contrasts with them (black or white ink both
@@ -288,18 +288,22 @@ def ink(gray, alpha=None):
     background is the median of the border, and ink is how far a pixel is from it.
     Raises NoDigitError when no pixel is more than INK_THRESHOLD from the background.
     """
-    gray = gray.astype(np.float32)
+    levels = gray
+    gray = gray.astype(np.float32)  # (H, W), made the ink strength in place
     if alpha is not None and alpha.min() < 255:
-        alpha = np.divide(alpha, 255, dtype=np.float32)
-        opaque = alpha > 0.5
-        level = float(np.median(gray[opaque])) if opaque.any() else 0.0
-        if opaque.mean() < 0.5:  # a transparent canvas: the opaque pixels are ink
+        opaque = (alpha > 127).view(np.uint8)  # alpha / 255 > 0.5
+        count = cv2.countNonZero(opaque)
+        # the median grey level of the opaque pixels, from their histogram (no copy of them)
+        level = _median_level(cv2.calcHist([levels], [0], opaque, [256], [0, 256])) \
+            if count else 0.0
+        if count < opaque.size / 2:  # a transparent canvas: the opaque pixels are ink
             backdrop = 255.0 if level < 127.5 else 0.0
         else:  # an opaque picture: transparency shows its paper
             backdrop = level
-        # gray * alpha + backdrop * (1 - alpha), in place: no 4096x4096 temporaries
+        # gray * alpha + backdrop * (1 - alpha), in place, alpha in float a band at a time
         gray -= backdrop
-        gray *= alpha
+        for top in range(0, len(gray), _BAND):
+            gray[top:top + _BAND] *= np.divide(alpha[top:top + _BAND], 255, dtype=np.float32)
         gray += backdrop
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     # |gray - background|, in place (cv2.absdiff would take a 4x1 image for a scalar)
@@ -309,6 +313,15 @@ def ink(gray, alpha=None):
         raise NoDigitError('no digit found: the image is blank (nothing differs from the '
                            f'background by more than {INK_THRESHOLD:.0%}).')
     return strength, rows
+
+
+def _median_level(histogram):
+    # np.median of uint8 levels from their counts (float32 counts are exact up to 2**24,
+    # which is MAX_PIXELS): the mean of the two middle values
+    below = np.cumsum(histogram.ravel().astype(np.int64))
+    n = int(below[-1])
+    return (int(np.searchsorted(below, (n - 1) // 2, side='right')) +
+            int(np.searchsorted(below, n // 2, side='right'))) / 2
 
 
 def _median(border):
