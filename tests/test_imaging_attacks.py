@@ -204,3 +204,36 @@ def test_what_image_size_accepts_is_cheap_when_small():
         imaging.image_size(progressive_bomb(imaging.MAX_JPEG_SCANS + 1, 56, 56))
     kind, width, height = imaging.image_size(progressive_bomb(imaging.MAX_JPEG_SCANS, 56, 56))
     assert imaging.cheap_to_decode(kind, width, height)
+
+
+PEAK = '''
+import imaging, cv2, numpy as np, sys
+kind, depth = sys.argv[1], np.dtype(sys.argv[2])
+level = np.iinfo(depth).max // 255   # 1 or 257: 8-bit levels in either depth
+image = np.full((4096, 4096, 4 if kind == 'png' else 3), 200 * level, depth)
+image[:, :2048] = 50 * level          # half dark, half light, and every other row transparent
+if kind == 'png':
+    image[::2, :, 3] = 0
+data = cv2.imencode('.' + kind, image)[1].tobytes()
+del image
+def kilobytes(key):
+    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith(key))
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')                      # resets the peak (VmHWM) to the current size
+before = kilobytes('VmRSS:')
+getattr(imaging, sys.argv[3])(data)
+print((kilobytes('VmHWM:') - before) // 1024)
+'''
+
+
+@pytest.mark.skipif(not os.access('/proc/self/clear_refs', os.W_OK), reason='Linux /proc only')
+@pytest.mark.parametrize('kind, depth, function, bound', [
+    # decoded sizes 64, 128 and 48 MB; OpenCV's imdecode alone peaks at twice that (it
+    # decodes into its own buffer, copied into a NumPy array)
+    ('png', 'uint8', 'prepare', 160), ('png', 'uint16', 'prepare', 290),
+    ('png', 'uint16', 'decode_image', 290), ('jpg', 'uint8', 'prepare', 120),
+])
+def test_decoding_a_4096x4096_image_peaks_near_what_opencv_needs(kind, depth, function, bound):
+    code = PEAK.replace('sys.argv[1], np.dtype(sys.argv[2])', f'{kind!r}, np.dtype({depth!r})')
+    peak = int(run_python(code.replace('sys.argv[3]', repr(function))))
+    assert peak < bound, f'{function} of a {depth} {kind}: +{peak} MB'
