@@ -4,6 +4,7 @@ documented, and the live net unchanged by every rejected request."""
 import base64
 import hashlib
 import json
+import struct
 
 import cv2
 import numpy as np
@@ -157,6 +158,96 @@ def test_damaged_images_are_an_image_error_or_an_image(case, data):
     rgba = decoded_or_image_error(bytes(encoded[:cut]))
     if rgba is not None:
         check_mnist(rgba)
+
+
+def jpeg_parts(jpeg):
+    """A JPEG from OpenCV cut into what precedes its frame header (after SOI), the frame
+    header (SOF), the tables between it and the first scan, and the scans to EOI."""
+    sof = next(jpeg.index(m) for m in (b'\xff\xc0', b'\xff\xc2') if m in jpeg)
+    end = sof + 2 + struct.unpack('>H', jpeg[sof + 2:sof + 4])[0]
+    sos = jpeg.index(b'\xff\xda')
+    return jpeg[2:sof], jpeg[sof:end], jpeg[end:sos], jpeg[sos:]
+
+
+def sof(code, width, height):
+    return (bytes([0xFF, code]) + struct.pack('>HBHHB', 11, 8, height, width, 1) +
+            b'\x01\x11\x00')
+
+
+FRAME_MARKERS = (b'\xff\xc0', b'\xff\xc1', b'\xff\xc2')
+
+
+def segment(code, payload, length):
+    return bytes([0xFF, code]) + struct.pack('>H', len(payload) + 2 if length is None
+                                             else length) + payload
+
+
+# What a hostile JPEG slips around its frame header: fill bytes, FF 00 (no marker), junk,
+# FF 00 and a "length" (skips the real frame header for a walk that reads one), fake frame
+# headers of small or huge sizes, any marker segment (with a true or false length), and
+# copies of a scan's header.
+SIZES = st.one_of(st.tuples(st.integers(1, 40), st.integers(1, 40)),
+                  st.sampled_from([(65535, 65535), (4097, 4096), (0, 16)]))
+
+
+def jpeg_junk(scan):
+    benign = st.one_of(  # what libjpeg skips or reads without complaint
+        st.integers(1, 5).map(lambda n: b'\xff' * n),
+        st.integers(1, 3).map(lambda n: b'\xff\x00' * n),
+        st.builds(segment, st.sampled_from([0xE0, 0xE1, 0xEE, 0xFE]), st.binary(max_size=12),
+                  st.none()))
+    hostile = st.one_of(
+        st.binary(min_size=1, max_size=8),
+        st.integers(0, 400).map(lambda n: b'\xff\x00' + struct.pack('>H', n)),
+        st.builds(lambda code, size: sof(code, *size), st.sampled_from([0xC0, 0xC1, 0xC2]), SIZES),
+        st.builds(segment, st.integers(1, 0xFE), st.binary(max_size=12),
+                  st.one_of(st.none(), st.integers(0, 20))),
+        st.just(scan[:scan.index(b'\xff', 2)]), st.just(scan))
+    return st.one_of(benign, benign, hostile)
+
+
+@st.composite
+def hostile_jpegs(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    shape = (draw(st.integers(1, 24)), draw(st.integers(1, 24)), draw(st.sampled_from([1, 3])))
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if draw(st.booleans()) else []
+    ok, jpeg = cv2.imencode('.jpg', rng.integers(0, 256, shape, dtype=np.uint8), params)
+    parts = jpeg_parts(jpeg.tobytes())
+    chunks = []
+    for part in parts:
+        chunks += draw(st.lists(jpeg_junk(parts[-1]), max_size=2)) + [part]
+    chunks += draw(st.lists(jpeg_junk(parts[-1]), max_size=2))
+    if draw(st.booleans()):  # a fake frame header after the end, where no decoder looks
+        chunks.append(sof(draw(st.sampled_from([0xC0, 0xC2])), *draw(SIZES)))
+    # FF 00 and a length that jumps exactly over the chunks up to the j-th (often a frame
+    # header), for a walk that takes FF 00 for a marker
+    for _ in range(draw(st.integers(0, 2))):
+        i = draw(st.integers(0, len(chunks) - 1))
+        frames = [k for k in range(i, len(chunks)) if chunks[k][:2] in FRAME_MARKERS]
+        j = draw(st.sampled_from(frames) if frames and draw(st.booleans()) else
+                 st.integers(i, len(chunks)))
+        chunks.insert(i, b'\xff\x00' + struct.pack('>H', 2 + len(b''.join(chunks[i:j]))))
+    return b'\xff\xd8' + b''.join(chunks)
+
+
+@FUZZ
+@given(hostile_jpegs())
+def test_hostile_jpegs_decode_at_the_checked_size_or_are_an_image_error(data):
+    try:
+        _, width, height = imaging.image_size(data)
+    except imaging.ImageError:
+        width = height = None
+    rgba = decoded_or_image_error(data)
+    if rgba is not None:
+        assert rgba.shape[:2] == (height, width)
+    if width is not None and width * height <= imaging.MAX_PIXELS:
+        # OpenCV itself, without imaging's walls, decodes the size the check saw (or fails)
+        try:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as e:
+            assert 'CV_IO_MAX_IMAGE' not in str(e), 'OpenCV read a larger frame header'
+        else:
+            assert pixels is None or pixels.shape[:2] == (height, width)
 
 
 # ---------------------------------------------------------------------------------------
