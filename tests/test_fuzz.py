@@ -24,6 +24,7 @@ import imaging
 import server
 from openapi import openapi_document
 from tests import test_server
+from tests.test_imaging_attacks import bmp_header, png_chunk, png_header
 from tests.test_server import Server, write_models
 
 data_file = test_server.data_file  # a fixture
@@ -248,6 +249,31 @@ def test_hostile_jpegs_decode_at_the_checked_size_or_are_an_image_error(data):
             assert 'CV_IO_MAX_IMAGE' not in str(e), 'OpenCV read a larger frame header'
         else:
             assert pixels is None or pixels.shape[:2] == (height, width)
+
+
+SIDES = st.one_of(st.integers(0, 70), st.sampled_from([4096, 65535, 65536, 2 ** 20 + 1,
+                                                       2_000_000, 2 ** 31 - 1, 2 ** 31]))
+
+
+@FUZZ
+@given(st.sampled_from(['PNG', 'BMP', 'BMP top-down', 'WebP']), SIDES, SIDES,
+       st.binary(max_size=64))
+def test_any_announced_size_is_an_image_error_or_that_image(kind, width, height, pixels):
+    # Headers announcing any size (zero, over OpenCV's caps, over 2**31) over a few bytes
+    # of pixels: never another exception (a cv2.error was a 500), never another size.
+    if kind == 'PNG':
+        data = png_header(width, height)[:33] + png_chunk(b'IDAT', pixels)
+    elif kind.startswith('BMP'):
+        data = bmp_header(width % 2 ** 31, -(height % 2 ** 31) if 'top' in kind else
+                          height % 2 ** 31) + pixels
+    else:  # lossless WebP: sides of 1 to 16384
+        bits = (width - 1) % 2 ** 14 | ((height - 1) % 2 ** 14) << 14
+        body = b'VP8L' + struct.pack('<I', 5 + len(pixels)) + b'\x2f' + struct.pack('<I', bits)
+        data = b'RIFF' + struct.pack('<I', 4 + len(body) + len(pixels)) + b'WEBP' + body + pixels
+    _, announced_width, announced_height = imaging.image_size(data)
+    rgba = decoded_or_image_error(data)
+    if rgba is not None:
+        assert rgba.shape[:2] == (announced_height, announced_width)
 
 
 # ---------------------------------------------------------------------------------------

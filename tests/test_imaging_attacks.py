@@ -98,10 +98,10 @@ def png_chunk(kind, body):
 
 
 def png_header(width, height, depth=8, colour=0):
-    """A PNG announcing width x height (valid CRCs) with only a row of pixels."""
+    """A PNG announcing width x height (valid CRCs) with almost no pixels."""
     ihdr = struct.pack('>IIBBBBB', width, height, depth, colour, 0, 0, 0)
     return (b'\x89PNG\r\n\x1a\n' + png_chunk(b'IHDR', ihdr) +
-            png_chunk(b'IDAT', zlib.compress(bytes(width + 1))) + png_chunk(b'IEND', b''))
+            png_chunk(b'IDAT', zlib.compress(bytes(2))) + png_chunk(b'IEND', b''))
 
 
 def bmp_header(width, height):
