@@ -151,6 +151,8 @@ def test_opencv_refuses_images_over_max_pixels_when_imaging_is_imported_first():
     # imaging must be imported before cv2, as server.py does; it logs a warning otherwise).
     late = run_python(OPENCV_DECODES.format(imports='import cv2, imaging'))
     assert late == 'decoded decoded'
+    # The server's process has the limit.
+    assert run_python(OPENCV_DECODES.format(imports='import server, cv2')) == 'decoded refused'
 
 
 def test_any_opencv_refusal_is_an_image_error():
@@ -237,3 +239,16 @@ def test_decoding_a_4096x4096_image_peaks_near_what_opencv_needs(kind, depth, fu
     code = PEAK.replace('sys.argv[1], np.dtype(sys.argv[2])', f'{kind!r}, np.dtype({depth!r})')
     peak = int(run_python(code.replace('sys.argv[3]', repr(function))))
     assert peak < bound, f'{function} of a {depth} {kind}: +{peak} MB'
+
+
+def test_a_phone_photo_with_exif_rotation_passes_the_size_match():
+    # The decoded size must equal the header's: OpenCV must not rotate by EXIF orientation
+    # (IMREAD_UNCHANGED does not), or every upright phone photo would be refused.
+    jpeg = encode(np.zeros((20, 40, 3), np.uint8))
+    tiff = (b'II*\x00' + struct.pack('<IH', 8, 1) + struct.pack('<HHIHH', 0x0112, 3, 1, 6, 0) +
+            struct.pack('<I', 0))  # one entry: orientation 6, "rotate 90 degrees"
+    exif = b'Exif\x00\x00' + tiff
+    photo = jpeg[:2] + b'\xff\xe1' + struct.pack('>H', len(exif) + 2) + exif + jpeg[2:]
+    assert cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR).shape == (40, 20, 3)
+    assert imaging.image_size(photo) == ('JPEG', 40, 20)
+    assert imaging.decode_image(photo).shape == (20, 40, 4)
