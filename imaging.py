@@ -23,7 +23,8 @@ OpenCV decodes it:
 Whatever the bytes, decoding raises ImageError (or a subclass) and nothing else.
 ``cheap_to_decode`` says which images cost so little that a server may decode them inline.
 Not bounded here: the bytes themselves (the server caps the body; PNG, WebP and BMP decode
-in time linear in bytes plus pixels; animated PNG and WebP decode only their first frame).
+in time linear in bytes plus pixels; animated PNG and WebP decode only their first frame),
+and the warnings libpng and libjpeg print on stderr (one per malformed PNG chunk).
 """
 import base64
 import binascii
@@ -195,7 +196,8 @@ def _webp_size(data):
 def decode_image(data):
     """RGBA uint8 pixels (H, W, 4) of base64 text (str) or encoded image bytes.
 
-    Raises ImageError (ImageTooLarge over MAX_PIXELS) with a message saying what is wrong.
+    Raises ImageError (ImageTooLarge over MAX_PIXELS or MAX_SIDE) with a message saying what
+    is wrong, and nothing else whatever the data.
     """
     pixels = _decode(data)
     height, width = pixels.shape[:2]
@@ -226,11 +228,13 @@ def _decode(data):
                             f'{MAX_SIDE} pixels.')
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as e:  # its own limits (a second wall), or a decoder's refusal
-        reason = str(e).strip().splitlines()[-1]
-        error = ImageTooLarge if 'CV_IO_MAX_IMAGE' in reason else ImageError
-        raise error(f'the {kind} image ({width}x{height}) was refused by the decoder: '
-                    f'{reason}') from None
+    except cv2.error as e:  # its own limits (the second wall), or a decoder's refusal
+        why = ' '.join(str(getattr(e, 'err', '')).replace('>', ' ').split()) or 'an error'
+        if 'CV_IO_MAX_IMAGE' in why:
+            raise ImageTooLarge(f'the {kind} image is larger than its header announced '
+                                f'({width}x{height}): the decoder refused it ({why}).') from None
+        raise ImageError(f'the {kind} image ({width}x{height}) could not be decoded ({why}).'
+                         ) from None
     if pixels is None:
         raise ImageError(f'the {kind} image ({width}x{height}) could not be decoded: '
                          'the file is truncated or corrupt.')
