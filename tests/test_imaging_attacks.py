@@ -252,3 +252,15 @@ def test_a_phone_photo_with_exif_rotation_passes_the_size_match():
     assert cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR).shape == (40, 20, 3)
     assert imaging.image_size(photo) == ('JPEG', 40, 20)
     assert imaging.decode_image(photo).shape == (20, 40, 4)
+
+
+@pytest.mark.parametrize('filler', [b'\xff', b'\xff\x00', b'\xff' * 999 + b'\x00', b'\x00',
+                                    b'\xff\xfe\x00\x02'])
+def test_a_jpeg_header_of_filler_is_refused_in_linear_time(filler):
+    # A megabyte of fill bytes, FF 00 pairs, junk or empty comments before any frame header:
+    # the walk (a regular expression for what libjpeg skips) must not backtrack.
+    data = b'\xff\xd8\xff\xfe\x00\x02' + filler * (2 ** 20 // len(filler))
+    start = time.process_time()
+    with pytest.raises(imaging.ImageError, match='broken JPEG'):
+        imaging.image_size(data)
+    assert time.process_time() - start < 1
