@@ -9,24 +9,59 @@ the same to any image, so an MNIST image comes out unchanged:
     x = to_mnist(rgba)                                       # (28, 28) float32 in [0, 1]
     x = prepare('data:image/png;base64,iVBOR...')            # both steps
 
-Only PNG, JPEG, WebP and BMP are accepted, and their size is read from the file header
-before any pixel is decoded, so a small file that expands to a huge image is refused cheaply.
+Only PNG, JPEG, WebP and BMP are accepted. A hostile file meets three walls before and after
+OpenCV decodes it:
+
+1. its size is read from the header the way the decoder reads it (for JPEG, markers are
+   walked as libjpeg walks them) and refused over MAX_PIXELS or MAX_SIDE before any pixel
+   is decoded; JPEGs with more than MAX_JPEG_SCANS scans are refused too (each scan is a
+   pass over the whole image);
+2. OpenCV's own pixel limit, OPENCV_IO_MAX_IMAGE_PIXELS, is set to MAX_PIXELS (OpenCV reads
+   it when cv2 is imported, so import imaging before cv2);
+3. the decoded image must have the size the header announced.
+
+Whatever the bytes, decoding raises ImageError (or a subclass) and nothing else.
+``cheap_to_decode`` says which images cost so little that a server may decode them inline.
+Not bounded here: the bytes themselves (the server caps the body; PNG, WebP and BMP decode
+in time linear in bytes plus pixels; animated PNG and WebP decode only their first frame),
+and the warnings libpng and libjpeg print on stderr (one per malformed PNG chunk).
 """
 import base64
 import binascii
+import logging
+import os
 import re
 import struct
-
-import cv2
-import numpy as np
+import sys
 
 MAX_PIXELS = 4096 * 4096  # width * height; a 16-megapixel photo still fits
+
+log = logging.getLogger(__name__)
+if 'cv2' in sys.modules:
+    log.warning('cv2 was imported before imaging: OpenCV keeps its own pixel limit, not '
+                'MAX_PIXELS (import imaging first)')
+os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(MAX_PIXELS))
+
+import cv2  # noqa: E402 (after its limit is set)
+import numpy as np  # noqa: E402
+
+MAX_SIDE = 65535  # the most a JPEG can announce; OpenCV refuses sides over 2**20
+MAX_JPEG_SCANS = 200  # real progressive JPEGs have about 10
+MAX_JPEG_SEGMENTS = 1000  # segments read while looking for a JPEG's size
+CHEAP_PIXELS = 160 * 160  # see cheap_to_decode
+CHEAP_KINDS = frozenset({'PNG', 'JPEG', 'WebP', 'BMP'})
 MNIST_SIZE = 28
 DIGIT_SIZE = 20  # longest side of the digit inside the 28x28 field
 INK_THRESHOLD = 0.1  # ink at or below this (0..1) is background noise (JPEG artefacts, paper)
-MAX_JPEG_SEGMENTS = 1000  # segments read while looking for a JPEG's size
+_BAND = 256  # rows converted at a time: (256, W) temporaries instead of (H, W) ones
 _DATA_URL = re.compile(r'data:[^,]*?;base64,', re.IGNORECASE)
-_JPEG_MARKER = re.compile(rb'\xff+([^\xff])')
+# libjpeg's next_marker: skip bytes up to an 0xFF, then any 0xFF fill bytes; FF 00 is no
+# marker (stuffed data) and is skipped too. Possessive, so a long run costs linear time.
+_JPEG_NEXT_MARKER = re.compile(rb'(?:[^\xff]|\xff+\x00)*+\xff+([^\x00\xff])')
+_JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA, 0xCB})  # SOFn libjpeg decodes
+# DHT, DAC, DNL, DQT, DRI, APPn, COM: segments with a length, read or skipped by libjpeg
+_JPEG_SEGMENTS = frozenset({0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)})
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length
 _INDEX = np.arange(DIGIT_SIZE, dtype=np.float32)  # row or column numbers in the digit
 _INDEX.flags.writeable = False
 
@@ -36,7 +71,7 @@ class ImageError(ValueError):
 
 
 class ImageTooLarge(ImageError):
-    """The image header announces more than MAX_PIXELS pixels."""
+    """The image announces more than MAX_PIXELS pixels or a side over MAX_SIDE."""
 
 
 class NoDigitError(ImageError):
@@ -74,12 +109,14 @@ def decode_base64(text):
 
 
 def image_size(data):
-    """(format, width, height) read from the header of PNG, JPEG, WebP or BMP bytes."""
+    """(format, width, height) read from the header of PNG, JPEG, WebP or BMP bytes, as the
+    decoder will read it. Raises ImageError for a header the decoder would refuse, and for
+    a JPEG with more than MAX_JPEG_SCANS scans."""
     if data.startswith(b'\x89PNG\r\n\x1a\n'):
         if len(data) < 24 or data[12:16] != b'IHDR':
             raise ImageError('broken PNG: no complete IHDR header with the image size.')
         return ('PNG',) + struct.unpack('>II', data[16:24])
-    if data.startswith(b'\xff\xd8'):
+    if data.startswith(b'\xff\xd8\xff'):  # SOI and a marker: what OpenCV takes for a JPEG
         return ('JPEG',) + _jpeg_size(data)
     if data.startswith(b'RIFF') and data[8:12] == b'WEBP':
         return ('WebP',) + _webp_size(data)
@@ -91,25 +128,55 @@ def image_size(data):
     raise ImageError(f'not a PNG, JPEG, WebP or BMP image (starts with {data[:8]!r}).')
 
 
+def cheap_to_decode(kind, width, height):
+    """Whether an image image_size accepted costs so little to decode that a server may do
+    it on its event loop: a known format of at most CHEAP_PIXELS pixels.
+
+    Decoding costs a pass over the pixels per JPEG scan, which image_size bounds by
+    MAX_JPEG_SCANS, one pass for PNG (interlaced or not), BMP and WebP (the first frame of
+    an animation only), plus time linear in the file's bytes, which the caller bounds."""
+    return kind in CHEAP_KINDS and width * height <= CHEAP_PIXELS
+
+
 def _jpeg_size(data):
-    # Walk the segments up to the first start-of-frame marker, which holds the size. Real
-    # files have a few segments before it; a file of nothing but fill bytes or empty
-    # segments would keep a Python loop busy for seconds, so both are bounded.
-    i = 2
+    # The frame header (SOF) libjpeg uses is the one it meets first, walking marker to marker
+    # from SOI to the first scan (SOS); walk the same way, so that no bytes placed before it
+    # (a fake SOF behind an FF 00 "length", fill bytes, junk) make the two disagree. Headers
+    # libjpeg would refuse are refused here with a clearer message.
+    scans = data.count(b'\xff\xda')  # SOS; entropy-coded data never holds FF DA (it is
+    if scans > MAX_JPEG_SCANS:       # stuffed as FF 00), so this counts at least the scans
+        raise ImageError(f'the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted '
+                         '(each scan costs a pass over the whole image).')
+    i, size = 2, None
     for _ in range(MAX_JPEG_SEGMENTS):
-        marker = _JPEG_MARKER.match(data, i)  # 0xFF, any 0xFF fill bytes, the marker code
+        marker = _JPEG_NEXT_MARKER.match(data, i)
         if marker is None:
-            break
+            raise ImageError(f'broken JPEG: no marker after byte {i} (no scan follows).')
         code, i = marker.group(1)[0], marker.end()
-        if code in (0x01, *range(0xD0, 0xD9)):  # markers without a length
+        if code == 0xDA:
+            if size is None:
+                raise ImageError('broken JPEG: a scan before its frame header.')
+            return size
+        if code == 0xD9:
+            raise ImageError('broken JPEG: the image ends before its first scan.')
+        if code in _JPEG_STANDALONE:
             continue
-        if i + 7 > len(data):
-            break
-        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+        if code not in _JPEG_FRAMES and code not in _JPEG_SEGMENTS:
+            raise ImageError(f'unsupported JPEG marker 0x{code:02X} at byte {i - 2}.')
+        length = struct.unpack('>H', data[i:i + 2])[0] if i + 2 <= len(data) else 0
+        if length < 2 or i + length > len(data):
+            raise ImageError(f'broken JPEG: segment length {length} of marker 0x{code:02X} at '
+                             f'byte {i - 2} is too short or runs past the end.')
+        if code in _JPEG_FRAMES:
+            if size is not None:
+                raise ImageError(f'broken JPEG: a second frame header at byte {i - 2}.')
+            if length < 8:
+                raise ImageError(f'broken JPEG: frame header of {length} bytes at byte {i - 2}.')
             height, width = struct.unpack('>HH', data[i + 3:i + 7])
-            return width, height
-        i += struct.unpack('>H', data[i:i + 2])[0]
-    raise ImageError('broken JPEG: no frame header with the image size.')
+            size = width, height
+        i += length
+    raise ImageError(f'broken JPEG: more than {MAX_JPEG_SEGMENTS} segments before the first '
+                     'scan.')
 
 
 def _webp_size(data):
@@ -129,17 +196,22 @@ def _webp_size(data):
 def decode_image(data):
     """RGBA uint8 pixels (H, W, 4) of base64 text (str) or encoded image bytes.
 
-    Raises ImageError (ImageTooLarge over MAX_PIXELS) with a message saying what is wrong.
+    Raises ImageError (ImageTooLarge over MAX_PIXELS or MAX_SIDE) with a message saying what
+    is wrong, and nothing else whatever the data.
     """
     pixels = _decode(data)
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGBA)
-    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGBA if pixels.shape[2] == 3 else
-                        cv2.COLOR_BGRA2RGBA)
+    height, width = pixels.shape[:2]
+    code = {1: cv2.COLOR_GRAY2RGBA, 3: cv2.COLOR_BGR2RGBA, 4: cv2.COLOR_BGRA2RGBA}[
+        _channels(pixels)]
+    rgba = np.empty((height, width, 4), np.uint8)
+    for top in range(0, height, _BAND):  # no full-size 8-bit copy of a 16-bit image
+        rgba[top:top + _BAND] = cv2.cvtColor(_8_bits(pixels[top:top + _BAND]), code)
+    return rgba
 
 
 def _decode(data):
-    """Pixels as OpenCV decodes them: uint8 grey (H, W), BGR (H, W, 3) or BGRA (H, W, 4)."""
+    """Pixels as OpenCV decodes them, uint8 or uint16 (16-bit PNG): grey (H, W) or (H, W, 1),
+    BGR (H, W, 3) or BGRA (H, W, 4), of the size the header announced."""
     if isinstance(data, str):
         data = decode_base64(data)
     elif not isinstance(data, (bytes, bytearray, memoryview)):
@@ -151,15 +223,59 @@ def _decode(data):
     if width * height > MAX_PIXELS:
         raise ImageTooLarge(f'the {kind} image is {width}x{height} = {width * height} pixels; '
                             f'at most {MAX_PIXELS} are accepted (e.g. 4096x4096).')
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if max(width, height) > MAX_SIDE:
+        raise ImageTooLarge(f'the {kind} image is {width}x{height}; a side may be at most '
+                            f'{MAX_SIDE} pixels.')
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # its own limits (the second wall), or a decoder's refusal
+        why = ' '.join(str(getattr(e, 'err', '')).replace('>', ' ').split()) or 'an error'
+        if 'CV_IO_MAX_IMAGE' in why:
+            raise ImageTooLarge(f'the {kind} image is larger than its header announced '
+                                f'({width}x{height}): the decoder refused it ({why}).') from None
+        raise ImageError(f'the {kind} image ({width}x{height}) could not be decoded ({why}).'
+                         ) from None
     if pixels is None:
         raise ImageError(f'the {kind} image ({width}x{height}) could not be decoded: '
                          'the file is truncated or corrupt.')
-    if pixels.dtype == np.uint16:  # 16-bit PNG
-        pixels = (pixels >> 8).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
+    if pixels.shape[:2] != (height, width):
+        raise ImageError(f'broken {kind}: the header announces {width}x{height} but the image '
+                         f'decodes to {pixels.shape[1]}x{pixels.shape[0]}.')
+    if pixels.dtype not in (np.uint8, np.uint16):
         raise ImageError(f'unsupported {kind} pixel type {pixels.dtype}: expected 8 or 16 bits.')
-    return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    if _channels(pixels) not in (1, 3, 4):
+        raise ImageError(f'unsupported {kind} image with {_channels(pixels)} channels.')
+    return pixels
+
+
+def _channels(pixels):
+    return 1 if pixels.ndim == 2 else pixels.shape[2]
+
+
+def _8_bits(pixels):
+    # the top 8 bits of 16-bit pixels (what a 16-bit PNG means in 8 bits), as (rows, W, 1..4)
+    return pixels if pixels.dtype == np.uint8 else (pixels >> 8).astype(np.uint8)
+
+
+def _grey_and_alpha(pixels):
+    """uint8 grey levels (H, W) and alpha (H, W) or None of decoded pixels, converted a band
+    of rows at a time (no full-size temporaries)."""
+    height, width = pixels.shape[:2]
+    channels = _channels(pixels)
+    if channels == 1 and pixels.dtype == np.uint8:
+        return pixels.reshape(height, width), None
+    grey = np.empty((height, width), np.uint8)
+    alpha = np.empty((height, width), np.uint8) if channels == 4 else None
+    for top in range(0, height, _BAND):
+        band, rows = _8_bits(pixels[top:top + _BAND]), slice(top, top + _BAND)
+        if channels == 1:
+            grey[rows] = band.reshape(-1, width)
+        else:
+            grey[rows] = cv2.cvtColor(band, cv2.COLOR_BGR2GRAY if channels == 3 else
+                                      cv2.COLOR_BGRA2GRAY)
+        if alpha is not None:
+            alpha[rows] = band[..., 3]
+    return grey, alpha
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +284,7 @@ def _decode(data):
 def ink(gray, alpha=None):
     """Ink strength (H, W) float32, 0 = background, 255 = the most a pixel can differ from it,
     and the strongest ink of each row (H,), whatever the colours, from grey levels and alpha
-    (uint8 (H, W); None when opaque).
+    (uint8 (H, W); None when opaque). Temporaries are a fraction of the float32 result.
 
     Transparency is composited away first. On a mostly transparent canvas the opaque pixels
     are the ink, so they go on a backdrop that contrasts with them (black or white ink both
@@ -176,18 +292,22 @@ def ink(gray, alpha=None):
     background is the median of the border, and ink is how far a pixel is from it.
     Raises NoDigitError when no pixel is more than INK_THRESHOLD from the background.
     """
-    gray = gray.astype(np.float32)
+    levels = gray
+    gray = gray.astype(np.float32)  # (H, W), made the ink strength in place
     if alpha is not None and alpha.min() < 255:
-        alpha = np.divide(alpha, 255, dtype=np.float32)
-        opaque = alpha > 0.5
-        level = float(np.median(gray[opaque])) if opaque.any() else 0.0
-        if opaque.mean() < 0.5:  # a transparent canvas: the opaque pixels are ink
+        opaque = (alpha > 127).view(np.uint8)  # alpha / 255 > 0.5
+        count = cv2.countNonZero(opaque)
+        # the median grey level of the opaque pixels, from their histogram (no copy of them)
+        level = _median_level(cv2.calcHist([levels], [0], opaque, [256], [0, 256])) \
+            if count else 0.0
+        if count < opaque.size / 2:  # a transparent canvas: the opaque pixels are ink
             backdrop = 255.0 if level < 127.5 else 0.0
         else:  # an opaque picture: transparency shows its paper
             backdrop = level
-        # gray * alpha + backdrop * (1 - alpha), in place: no 4096x4096 temporaries
+        # gray * alpha + backdrop * (1 - alpha), in place, alpha in float a band at a time
         gray -= backdrop
-        gray *= alpha
+        for top in range(0, len(gray), _BAND):
+            gray[top:top + _BAND] *= np.divide(alpha[top:top + _BAND], 255, dtype=np.float32)
         gray += backdrop
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     # |gray - background|, in place (cv2.absdiff would take a 4x1 image for a scalar)
@@ -197,6 +317,15 @@ def ink(gray, alpha=None):
         raise NoDigitError('no digit found: the image is blank (nothing differs from the '
                            f'background by more than {INK_THRESHOLD:.0%}).')
     return strength, rows
+
+
+def _median_level(histogram):
+    # np.median of uint8 levels from their counts (float32 counts are exact up to 2**24,
+    # which is MAX_PIXELS): the mean of the two middle values
+    below = np.cumsum(histogram.ravel().astype(np.int64))
+    n = int(below[-1])
+    return (int(np.searchsorted(below, (n - 1) // 2, side='right')) +
+            int(np.searchsorted(below, n // 2, side='right'))) / 2
 
 
 def _median(border):
@@ -223,12 +352,7 @@ def to_mnist(rgba):
 def prepare(data):
     """decode_image then to_mnist: (28, 28) float32 in [0, 1] from base64 text or bytes
     (without building the RGBA copy)."""
-    pixels = _decode(data)
-    if pixels.ndim == 2:
-        return _to_mnist(pixels, None)
-    if pixels.shape[2] == 3:
-        return _to_mnist(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), None)
-    return _to_mnist(cv2.cvtColor(pixels, cv2.COLOR_BGRA2GRAY), pixels[..., 3])
+    return _to_mnist(*_grey_and_alpha(_decode(data)))  # the decoded pixels freed on return
 
 
 def _to_mnist(gray, alpha):

@@ -7,6 +7,8 @@
     parsing.py    request bodies, messages     protocol.py  timeouts, connection and body caps
     errors.py     statuses, one JSON shape     openapi.py   the API's description
 """
+import imaging  # noqa: F401  first: it sets OpenCV's pixel limit, read when cv2 is imported
+
 from .app import create_app
 from .settings import Settings
 

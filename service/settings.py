@@ -70,7 +70,6 @@ class Settings:
     keep_alive_timeout: float = 30.0  # seconds an idle keep-alive connection stays open
     train_timeout: float = 3600.0  # seconds a /train request may wait for its job
     decoders: int = field(default_factory=usable_cpus)  # images decoded at once
-    inline_pixels: int = 160 * 160  # cheap images up to this size are prepared on the loop
     inline_text: int = 64 * 1024  # base64 characters decoded on the loop to read the size
     # Users' samples
     max_samples: int = 100_000  # stored samples (507 past it)

@@ -4,6 +4,7 @@ documented, and the live net unchanged by every rejected request."""
 import base64
 import hashlib
 import json
+import struct
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from service import Settings
 from service.openapi import openapi_document
 from service.store import weights_digest
 from tests.conftest import Server, write_models
+from tests.test_imaging_attacks import bmp_header, png_chunk, png_header
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -155,6 +157,121 @@ def test_damaged_images_are_an_image_error_or_an_image(case, data):
     rgba = decoded_or_image_error(bytes(encoded[:cut]))
     if rgba is not None:
         check_mnist(rgba)
+
+
+def jpeg_parts(jpeg):
+    """A JPEG from OpenCV cut into what precedes its frame header (after SOI), the frame
+    header (SOF), the tables between it and the first scan, and the scans to EOI."""
+    sof = next(jpeg.index(m) for m in (b'\xff\xc0', b'\xff\xc2') if m in jpeg)
+    end = sof + 2 + struct.unpack('>H', jpeg[sof + 2:sof + 4])[0]
+    sos = jpeg.index(b'\xff\xda')
+    return jpeg[2:sof], jpeg[sof:end], jpeg[end:sos], jpeg[sos:]
+
+
+def sof(code, width, height):
+    return (bytes([0xFF, code]) + struct.pack('>HBHHB', 11, 8, height, width, 1) +
+            b'\x01\x11\x00')
+
+
+def segment(code, payload, length):
+    return bytes([0xFF, code]) + struct.pack('>H', len(payload) + 2 if length is None
+                                             else length) + payload
+
+
+# What a hostile JPEG slips around its frame header: fill bytes, FF 00 (no marker), junk,
+# FF 00 and a "length" (skips the real frame header for a walk that reads one), fake frame
+# headers of small or huge sizes, any marker segment (with a true or false length), and
+# copies of a scan's header.
+SIZES = st.one_of(st.tuples(st.integers(1, 40), st.integers(1, 40)),
+                  st.sampled_from([(65535, 65535), (4097, 4096), (0, 16)]))
+
+
+def jpeg_junk(scan):
+    benign = st.one_of(  # what libjpeg skips or reads without complaint
+        st.integers(1, 5).map(lambda n: b'\xff' * n),
+        st.integers(1, 3).map(lambda n: b'\xff\x00' * n),
+        st.builds(segment, st.sampled_from([0xE0, 0xE1, 0xEE, 0xFE]), st.binary(max_size=12),
+                  st.none()))
+    hostile = st.one_of(
+        st.binary(min_size=1, max_size=8),
+        st.integers(0, 400).map(lambda n: b'\xff\x00' + struct.pack('>H', n)),
+        st.builds(lambda code, size: sof(code, *size), st.sampled_from([0xC0, 0xC1, 0xC2]), SIZES),
+        st.builds(segment, st.integers(1, 0xFE), st.binary(max_size=12),
+                  st.one_of(st.none(), st.integers(0, 20))),
+        st.just(scan[:scan.index(b'\xff', 2)]), st.just(scan))
+    return st.one_of(benign, benign, hostile)
+
+
+@st.composite
+def hostile_jpegs(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    shape = (draw(st.integers(1, 24)), draw(st.integers(1, 24)), draw(st.sampled_from([1, 3])))
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if draw(st.booleans()) else []
+    ok, jpeg = cv2.imencode('.jpg', rng.integers(0, 256, shape, dtype=np.uint8), params)
+    parts = jpeg_parts(jpeg.tobytes())
+    chunks = []
+    for part in parts:
+        chunks += draw(st.lists(jpeg_junk(parts[-1]), max_size=2)) + [part]
+    chunks += draw(st.lists(jpeg_junk(parts[-1]), max_size=2))
+    skips = [(i, draw(st.integers(i, len(chunks))))
+             for i in draw(st.lists(st.integers(0, len(chunks) - 1), max_size=2))]
+    if draw(st.booleans()):  # a frame header after the end, where no decoder looks...
+        chunks.append(sof(draw(st.sampled_from([0xC0, 0xC2])), *draw(SIZES)))
+        # ... and a jump to it from before the real one
+        skips.append((draw(st.integers(0, chunks.index(parts[1]))), len(chunks) - 1))
+    # FF 00 and a length that jumps exactly over chunks i to j - 1 (onto chunk j), for a walk
+    # that takes FF 00 for a marker
+    skips.sort(reverse=True)
+    while skips:
+        i, j = skips.pop(0)
+        chunks.insert(i, b'\xff\x00' + struct.pack('>H', 2 + len(b''.join(chunks[i:j]))))
+        skips = [(a, b + (b >= i)) for a, b in skips]  # each a <= i: only targets move
+    return b'\xff\xd8' + b''.join(chunks)
+
+
+@FUZZ
+@given(hostile_jpegs())
+def test_hostile_jpegs_decode_at_the_checked_size_or_are_an_image_error(data):
+    try:
+        _, width, height = imaging.image_size(data)
+    except imaging.ImageError:
+        width = height = None
+    rgba = decoded_or_image_error(data)
+    if rgba is not None:
+        assert rgba.shape[:2] == (height, width)
+    if width is not None and width * height <= imaging.MAX_PIXELS:
+        # OpenCV itself, without imaging's walls, decodes the size the check saw (or fails)
+        try:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as e:
+            assert 'CV_IO_MAX_IMAGE' not in str(e), 'OpenCV read a larger frame header'
+        else:
+            assert pixels is None or pixels.shape[:2] == (height, width)
+
+
+SIDES = st.one_of(st.integers(0, 9), st.sampled_from([4096, 65535, 65536, 2 ** 20 + 1,
+                                                       2_000_000, 2 ** 31 - 1, 2 ** 31]))
+
+
+@FUZZ
+@given(st.sampled_from(['PNG', 'BMP', 'BMP top-down', 'WebP']), SIDES, SIDES,
+       st.binary(max_size=64))
+def test_any_announced_size_is_an_image_error_or_that_image(kind, width, height, pixels):
+    # Headers announcing any size (zero, over OpenCV's caps, over 2**31) over a few bytes
+    # of pixels: never another exception (a cv2.error was a 500), never another size.
+    if kind == 'PNG':
+        data = png_header(width, height)[:33] + png_chunk(b'IDAT', pixels)
+    elif kind.startswith('BMP'):
+        data = bmp_header(width % 2 ** 31, -(height % 2 ** 31) if 'top' in kind else
+                          height % 2 ** 31) + pixels
+    else:  # lossless WebP: sides of 1 to 16384
+        bits = (width - 1) % 2 ** 14 | ((height - 1) % 2 ** 14) << 14
+        body = b'VP8L' + struct.pack('<I', 5 + len(pixels)) + b'\x2f' + struct.pack('<I', bits)
+        data = b'RIFF' + struct.pack('<I', 4 + len(body) + len(pixels)) + b'WEBP' + body + pixels
+    _, announced_width, announced_height = imaging.image_size(data)
+    rgba = decoded_or_image_error(data)
+    if rgba is not None:
+        assert rgba.shape[:2] == (announced_height, announced_width)
 
 
 # ---------------------------------------------------------------------------------------

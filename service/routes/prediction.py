@@ -11,7 +11,6 @@ from ..nets import is_int, sync_live
 from ..parsing import json_body, shown
 
 bp = Blueprint('prediction')
-INLINE_KINDS = ('PNG', 'BMP')
 EXAMPLE = '{"image": "data:image/png;base64,...", "pretrained": null}'
 
 
@@ -30,11 +29,10 @@ def pick_net(app, version):
 
 
 async def read_image(app, image):
-    """(the image's bytes, imaging.prepare of them) for base64 text. A small PNG or BMP
-    (what the page sends), whose decoding cost is bounded by its declared size, is prepared
-    on the event loop, where it costs less than a thread hop; every other image in the
-    decoding pool (a JPEG's cost also grows with its scans, a WebP's with its frames). Errors
-    are the statuses of /predict."""
+    """(the image's bytes, imaging.prepare of them) for base64 text. A small image (what
+    the page sends) whose decoding cost is bounded by its declared size (imaging.cheap_to_decode)
+    is prepared on the event loop, where it costs less than a thread hop; every other image in
+    the decoding pool. Errors are the statuses of /predict."""
     settings, loop = app.ctx.settings, asyncio.get_running_loop()
     try:
         if len(image) <= settings.inline_text:
@@ -42,7 +40,7 @@ async def read_image(app, image):
         else:
             data = await loop.run_in_executor(app.ctx.decoders, imaging.decode_base64, image)
         kind, width, height = imaging.image_size(data)
-        if kind in INLINE_KINDS and width * height <= settings.inline_pixels:
+        if imaging.cheap_to_decode(kind, width, height):
             return data, imaging.prepare(data)
         return data, await loop.run_in_executor(app.ctx.decoders, imaging.prepare, data)
     except imaging.NoDigitError as e:
