@@ -28,7 +28,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = 'GET', body } = {}) {
+async function api(path, { method = 'GET', body, withStatus = false } = {}) {
   let response;
   try {
     response = await fetch(path, {
@@ -43,7 +43,7 @@ async function api(path, { method = 'GET', body } = {}) {
   let data = text;
   try { data = JSON.parse(text); } catch { /* plain text, e.g. "OK" */ }
   if (!response.ok) throw new ApiError(response.status, explain(response, data));
-  return data;
+  return withStatus ? { status: response.status, data } : data;
 }
 
 function explain(response, data) {
@@ -325,11 +325,16 @@ function enableTeaching(on) {
 async function keep(label) {
   if (!shown) return;
   try {
-    const sample = await api('samples', { method: 'POST', body: { image: shown.image, label } });
-    say(`Kept drawing #${sample.id} as a ${label}`
-      + (sample.predicted === label ? ' (the net read it right).'
-        : ` (the net read a ${sample.predicted}).`)
-      + ' Train on MNIST + my drawings to learn from it.');
+    const { status, data: sample } = await api('samples', { method: 'POST',
+      body: { image: shown.image, label }, withStatus: true });
+    if (status === 200) {  // the same drawing was kept before
+      say(`This drawing is already kept, as a ${sample.label} (drawing #${sample.id}).`);
+    } else {
+      say(`Kept drawing #${sample.id} as a ${label}`
+        + (sample.predicted === label ? ' (the net read it right).'
+          : ` (the net read a ${sample.predicted}).`)
+        + ' Train on MNIST + my drawings to learn from it.');
+    }
     loadGallery();
   } catch (err) {
     fail(err.message);

@@ -92,7 +92,7 @@ def start_server(models, data):
     with open(log, 'wb') as out:
         process = subprocess.Popen(
             [sys.executable, 'server.py', '--port', str(port), '--models', str(models),
-             '--data', str(data)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+             '--state', str(Path(models).parent / f'state-{port}'), '--data', str(data)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}/'
     deadline = time.monotonic() + 60
     while True:
@@ -154,6 +154,7 @@ def page(browser, server):
 
 def draw(page, strokes):
     """Draw strokes (fractions of the canvas) with the real mouse."""
+    page.locator('#pad').scroll_into_view_if_needed()
     box = page.locator('#pad').bounding_box()
     for stroke in strokes:
         points = [(box['x'] + x * box['width'], box['y'] + y * box['height']) for x, y in stroke]
@@ -324,6 +325,47 @@ def test_reset_pretrain_and_model_choice_change_the_answer(page, manifest, best)
     if n_hidden > UNITS_SHOWN:  # a wide layer shows its first units until asked
         more.click()
         expect(units).to_have_count(n_hidden)
+
+
+def test_a_corrected_drawing_is_kept_shown_trained_on_and_deleted(page):
+    click_and_wait(page, '#reset', RESET)  # small and quick to train
+    gallery = page.locator('#gallery li')
+    for button in ('#right', '#digit-buttons button >> nth=7'):
+        expect(page.locator(button)).to_be_disabled()  # nothing drawn yet
+    draw(page, DIGITS[7])
+    answer(page)
+    page.get_by_role('button', name="It's a 7", exact=True).click()
+    expect(page.locator('#status')).to_contain_text('as a 7 (the net read ')
+    expect(gallery).to_have_count(1)
+    expect(page.locator('#samples-title')).to_have_text('Your drawings (1)')
+    item = gallery.first
+    expect(item).to_have_attribute('data-label', '7')
+    expect(item.locator('span')).to_contain_text('a 7 · reads ')
+    assert item.get_attribute('class') in ('right', 'wrong')
+    assert item.locator('img').evaluate('i => i.complete && i.naturalWidth') == 28
+    # The same drawing kept again is the same sample.
+    page.click('#right')
+    expect(page.locator('#status')).to_have_text('This drawing is already kept, as a 7 '
+                                                 '(drawing #1).')
+    expect(gallery).to_have_count(1)
+    page.keyboard.press('Escape')
+    draw(page, DIGITS[1])
+    expect(page.locator('#label')).not_to_have_text('?')
+    page.get_by_role('button', name="It's a 1", exact=True).click()
+    expect(gallery).to_have_count(2)
+    expect(gallery.first).to_have_attribute('data-label', '1')  # newest first
+
+    page.check('#with-samples')
+    page.fill('#epochs', '1')
+    page.click('#train')
+    expect(page.locator('#status')).to_contain_text('MNIST validation ', timeout=60_000)
+    expect(page.locator('#status')).to_contain_text('no held-out drawings yet')
+
+    for _ in range(2):
+        gallery.first.get_by_role('button', name=re.compile('Delete drawing')).click()
+        page.wait_for_timeout(100)
+    expect(gallery).to_have_count(0)
+    expect(page.locator('#samples-title')).to_have_text('Your drawings (0)')
 
 
 def test_bad_input_is_explained(page):
