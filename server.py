@@ -4,8 +4,12 @@
                      [--state data/state/] [--data data/mnist_preprocessed.npz]
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
+                     [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
+                     [--metrics-token T] [--graceful-timeout 15]
     environment: HOST, PORT, BTF_TOKEN (then required by every route that changes state, as
-    "Authorization: Bearer <token>" or ?token=<token>), BTF_CORS_ORIGINS
+    "Authorization: Bearer <token>" or ?token=<token>), BTF_CORS_ORIGINS, BTF_METRICS_TOKEN
+    (guards /metrics; else BTF_TOKEN does), PROMETHEUS_MULTIPROC_DIR (default: <state>/metrics,
+    emptied at start)
 
 The service itself is the ``service`` package (see its docstring and docs/architecture.md).
 """
@@ -14,13 +18,14 @@ import functools
 import logging
 import os
 import resource
+import shutil
 from pathlib import Path
 
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
 from threadpoolctl import threadpool_limits
 
-from service import Settings, create_app, logs
+from service import Settings, create_app, observability
 from service.app import die_with_parent
 from service.protocol import Protocol
 
@@ -32,7 +37,7 @@ def configured_app(settings):
     the token, and matrix products on one BLAS thread (a prediction's products are tiny;
     OpenBLAS's threads, one per core, waited for descheduled threads on a busy machine)."""
     die_with_parent()  # first: a worker whose main process is killed must not serve on
-    logs.configure(settings.token)
+    observability.configure_logging(settings)
     threadpool_limits(1, user_api='blas')
     return create_app(settings)
 
@@ -68,6 +73,18 @@ def parse(argv=None, environ=os.environ):
         help='open connections per worker (default: %(default)s)')
     add('--max-streams', type=int, default=DEFAULTS.max_streams,
         help='open /train/events streams per worker (default: %(default)s)')
+    add('--log-format', choices=('text', 'json'), default=DEFAULTS.log_format,
+        help='text lines, or one JSON object per line (default: %(default)s)')
+    add('--access-log', action='store_true',
+        help='one log line per request: route, status, duration')
+    add('--no-metrics', dest='metrics', action='store_false', help='no /metrics, no counting')
+    add('--no-request-ids', dest='request_ids', action='store_false',
+        help='no X-Request-ID in answers and log lines')
+    add('--metrics-token', default=environ.get('BTF_METRICS_TOKEN'),
+        help='token /metrics requires as "Authorization: Bearer" (default: '
+             '$BTF_METRICS_TOKEN, else the server\'s BTF_TOKEN when set, else none)')
+    add('--graceful-timeout', type=float, default=DEFAULTS.graceful_timeout,
+        help='seconds open requests get to finish at SIGTERM (default: %(default)s)')
     args = parser.parse_args(argv)
     token = environ.get('BTF_TOKEN')
     if token is not None and not token.strip():
@@ -83,6 +100,9 @@ def parse(argv=None, environ=os.environ):
             cors_origins='*' if origins in ([], ['*']) else tuple(origins),
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
+            log_format=args.log_format, access_log=args.access_log, metrics=args.metrics,
+            request_ids=args.request_ids, metrics_token=args.metrics_token or None,
+            graceful_timeout=args.graceful_timeout,
             token=token)  # from the environment only: a command line is visible to all
     except ValueError as e:
         parser.error(str(e))
@@ -90,8 +110,10 @@ def parse(argv=None, environ=os.environ):
 
 def main(argv=None):
     settings = parse(argv)
-    logs.configure(settings.token)
+    observability.configure_logging(settings)
     raise_file_limit(settings)
+    if settings.metrics:
+        metrics_folder(settings)
     factory = functools.partial(configured_app, settings)
     app = factory()
     run = dict(host=settings.host, port=settings.port, access_log=False, protocol=Protocol)
@@ -100,6 +122,19 @@ def main(argv=None):
     else:  # each worker process builds its own app with the same settings
         app.prepare(**run, workers=settings.workers)
         Sanic.serve(primary=app, app_loader=AppLoader(factory=factory))
+
+
+def metrics_folder(settings, environ=os.environ):
+    """PROMETHEUS_MULTIPROC_DIR for every worker, set before any metric exists: the one
+    given, else <state>/metrics; emptied of the last run's figures."""
+    folder = Path(environ.get('PROMETHEUS_MULTIPROC_DIR') or settings.state_dir / 'metrics')
+    if folder == settings.state_dir / 'metrics':
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob('*.db'):  # a folder given by the operator: only our files
+        old.unlink(missing_ok=True)
+    environ['PROMETHEUS_MULTIPROC_DIR'] = str(folder)
+    return folder
 
 
 def raise_file_limit(settings):

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sanic import Sanic
 from sanic_cors import CORS
 
+from . import observability
 from .errors import JSONErrorHandler
 from .guard import check_host
 from .nets import load_pretrained, restore_live
@@ -41,6 +42,7 @@ def create_app(settings=None, *, name='better_tensorflow', **overrides):
     CORS(app, origins='*' if anyone else list(settings.cors_origins), send_wildcard=anyone,
          always_send=anyone, automatic_options=False, max_age=600)
     app.blueprint(routes)
+    observability.install(app)  # first: a refused request has an id and is counted too
     app.on_request(check_host)
     app.before_server_start(setup)
     app.before_server_stop(teardown)

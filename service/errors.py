@@ -85,6 +85,7 @@ class JSONErrorHandler(ErrorHandler):
         if isinstance(exception, MethodNotAllowed) and request.method == 'OPTIONS':
             return empty()  # a CORS preflight: sanic-cors adds the Access-Control-* headers
         status = getattr(exception, 'status_code', 500)
+        request.ctx.error = type(exception).__name__  # the metrics' reason
         if status >= 500 and not getattr(exception, 'quiet', False):
             self.log(request, exception)
         config = request.app.config

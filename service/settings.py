@@ -79,6 +79,13 @@ class Settings:
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments
     train_niceness: int = 10  # the training process yields the CPU to requests
+    # Operations (docs/operations.md)
+    metrics: bool = True  # /metrics in Prometheus text format, request metrics kept
+    metrics_token: str | None = None  # guards /metrics (BTF_METRICS_TOKEN); else the token
+    request_ids: bool = True  # X-Request-ID accepted or made, echoed, on every log line
+    access_log: bool = False  # one log line per request (route, status, duration)
+    log_format: str = 'text'  # 'text' or 'json' (one JSON object per line)
+    graceful_timeout: float = 15.0  # seconds open requests get to finish at SIGTERM
 
     def __post_init__(self):
         for name in ('models_dir', 'state_dir', 'data_path', 'static_dir'):
@@ -90,7 +97,8 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
-        for name in ('request_timeout', 'write_timeout', 'keep_alive_timeout', 'train_timeout'):
+        for name in ('request_timeout', 'write_timeout', 'keep_alive_timeout', 'train_timeout',
+                     'graceful_timeout'):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f'{name} must be a positive number of seconds, got {value!r}.')
@@ -107,6 +115,11 @@ class Settings:
         if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
             raise ValueError('token must be a non-empty string or None; an empty BTF_TOKEN '
                              'would leave the state-changing routes open.')
+        if self.log_format not in ('text', 'json'):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
+        if self.metrics_token is not None and (not isinstance(self.metrics_token, str)
+                                               or not self.metrics_token.strip()):
+            raise ValueError('metrics_token must be a non-empty string or None.')
         if self.allowed_hosts is not None:
             object.__setattr__(self, 'allowed_hosts',
                                tuple(h.strip().lower() for h in self.allowed_hosts))
@@ -114,6 +127,11 @@ class Settings:
     @property
     def hosts(self):
         """The Host names this server answers to, None for any."""
+        if self.log_format not in ('text', 'json'):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
+        if self.metrics_token is not None and (not isinstance(self.metrics_token, str)
+                                               or not self.metrics_token.strip()):
+            raise ValueError('metrics_token must be a non-empty string or None.')
         if self.allowed_hosts is not None:
             return None if '*' in self.allowed_hosts else frozenset(self.allowed_hosts)
         return frozenset(LOOPBACK_NAMES) if is_loopback(self.host) else None

@@ -18,7 +18,7 @@ import numpy as np
 
 import better_tensorflow as btf
 
-from . import trainer
+from . import observability, trainer
 from .errors import BadRequest, Busy, Conflict, SanicException, Unavailable
 from .nets import make_live, sync_live
 from .samples import is_validation
@@ -162,6 +162,7 @@ def on_step(app, job, info):
                   'val_accuracy': round(info['val_accuracy'], 4),
                   'seconds': round(info['seconds'], 2)}
         job.history.append(record)
+        observability.training(app, 'epoch', info['seconds'])
         ctx.streams.send('epoch', {**record, 'epochs': job.epochs})
         publish(app, job)
     elif time.monotonic() - job.last_progress >= ctx.settings.progress_interval:
@@ -171,6 +172,7 @@ def on_step(app, job, info):
 
 
 def finish(app, job, done):
+    observability.training(app, 'failed' if 'error' in done else 'finished')
     job.running = False
     job.after = done.get('after')
     app.ctx.streams.send('done', done)
@@ -262,6 +264,7 @@ async def start_job(app, epochs, with_samples=False):
     batches = -(-count // ctx.live.batch_size)
     ctx.job = Job(epochs, batches, ctx.live.epochs, f'{ctx.worker}-{time.time_ns()}')
     publish(app, ctx.job)
+    observability.training(app, 'started')
     log.info('training %d epochs of %d batches%s', epochs, batches,
              f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
     # The job outlives this request: a client that hangs up does not stop it.

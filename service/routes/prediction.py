@@ -6,6 +6,7 @@ from sanic import Blueprint, json
 
 import imaging
 
+from .. import observability
 from ..errors import BadRequest, PayloadTooLargeImage, Unprocessable
 from ..nets import is_int, sync_live
 from ..parsing import json_body, shown
@@ -78,6 +79,7 @@ async def predict(request):
         raise BadRequest(f'return_input must be true or false, got {shown(return_input)}.')
     _, x = await read_image(request.app, image)
     label, outputs = net.predict(x.reshape(-1))
+    observability.predicted(request.app, model)
     answer = {'label': label, 'model': model,
               'predictions': [{'label': k, 'confidence': c}
                               for k, c in enumerate(outputs[:, 0])]}

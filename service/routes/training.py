@@ -1,6 +1,7 @@
 """/train (one job at a time, across workers), its status and its event stream."""
 from sanic import Blueprint, json
 
+from .. import observability
 from ..errors import BadRequest
 from ..guard import changes_state
 from ..parsing import json_body, parse_epochs, query_int, shown
@@ -37,6 +38,7 @@ async def train_status(request):
 async def train_events(request):
     streams = request.app.ctx.streams
     queue = streams.open()  # 503 past --max-streams
+    observability.stream(request.app, 1)
     try:
         response = await request.respond(
             content_type='text/event-stream',
@@ -46,4 +48,5 @@ async def train_events(request):
             await response.send(item)
     finally:
         streams.close(queue)
+        observability.stream(request.app, -1)
     await response.eof()

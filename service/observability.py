@@ -1,0 +1,220 @@
+"""What an operator sees: request ids on every log line, text or JSON logs, and Prometheus
+metrics that add up across the worker processes of ``--workers N``.
+
+- Request ids: a valid ``X-Request-ID`` (at most 128 of ``[A-Za-z0-9._-]``) is kept, any other
+  is replaced by a fresh uuid4; it is echoed in the answer and set in a context variable that
+  ``RequestIdFilter`` copies onto every log record written while the request is handled.
+- Metrics: ``prometheus_client``, imported when the first app is built, so that ``server.py``
+  can set ``PROMETHEUS_MULTIPROC_DIR`` first: then every worker writes its figures to that
+  folder and /metrics sums them. Without it (tests' in-process servers), each app keeps its
+  own registry. Nothing here is module state: the metrics live on ``app.ctx.metrics``.
+- Per request: one request middleware (the id, the start time) and one response middleware
+  (the header, a counter and a histogram whose label children are looked up once and kept).
+"""
+import contextvars
+import datetime
+import json
+import logging
+import os
+import re
+import time
+import uuid
+
+log = logging.getLogger(__name__)
+access = logging.getLogger('btf.access')
+REQUEST_ID = contextvars.ContextVar('request_id', default='-')
+VALID_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
+TEXT_FORMAT = '%(asctime)s %(process)d %(levelname)s [%(request_id)s] %(message)s'
+IMAGE_ROUTES = ('/predict', '/samples')  # where a refused request is a refused image
+LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+EPOCH_BUCKETS = (.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+# ---------------------------------------------------------------------------------------
+# Logs.
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request's id (or '-') on every record."""
+
+    def filter(self, record):
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, request_id, logger, message, and the access
+    lines' route, method, status and duration_ms."""
+
+    FIELDS = ('route', 'method', 'status', 'duration_ms')
+
+    def format(self, record):
+        line = {'time': datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+                .isoformat(timespec='milliseconds').replace('+00:00', 'Z'),
+                'level': record.levelname, 'request_id': getattr(record, 'request_id', '-'),
+                'process': record.process, 'logger': record.name,
+                'message': record.getMessage()}
+        for name in self.FIELDS:
+            if hasattr(record, name):
+                line[name] = getattr(record, name)
+        if record.exc_info:  # Redact normally merged it into the message already
+            line['message'] += '\n' + self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(settings):
+    """logs.configure (Redact first on every handler), then the request id filter and the
+    chosen format on the root handlers."""
+    from . import logs
+
+    logs.configure(settings.token)
+    formatter = JSONFormatter() if settings.log_format == 'json' else \
+        logging.Formatter(TEXT_FORMAT)
+    for logger in (logging.getLogger(), *(logging.getLogger(n) for n in (
+            'sanic.root', 'sanic.error', 'sanic.access', 'sanic.server'))):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+                handler.addFilter(RequestIdFilter())  # after Redact, which stays first
+            handler.setFormatter(formatter)
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics.
+
+class Metrics:
+    """The service's metrics, on one registry (this app's, or the multiprocess folder's)."""
+
+    def __init__(self):
+        import prometheus_client as prom
+        from prometheus_client import multiprocess
+
+        self.prom, self.folder = prom, os.environ.get('PROMETHEUS_MULTIPROC_DIR')
+        if self.folder:  # the folder's files are the registry; the metrics register nowhere
+            own, self.registry = None, prom.CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry)
+        else:
+            own = self.registry = prom.CollectorRegistry()
+        self.requests = prom.Counter('btf_requests', 'HTTP requests answered',
+                                     ('route', 'method', 'status'), registry=own)
+        self.latency = prom.Histogram('btf_request_duration_seconds',
+                                      'time from the request to its answer', ('route',),
+                                      buckets=LATENCY_BUCKETS, registry=own)
+        self.predictions = prom.Counter('btf_predictions', 'digits read, by model (live, vK)',
+                                        ('model',), registry=own)
+        self.refused = prom.Counter('btf_images_refused',
+                                    'requests to /predict and /samples refused',
+                                    ('status', 'reason'), registry=own)
+        self.jobs = prom.Counter('btf_training_jobs', 'training jobs by event',
+                                 ('event',), registry=own)
+        self.epochs = prom.Histogram('btf_training_epoch_seconds', 'duration of an epoch',
+                                     buckets=EPOCH_BUCKETS, registry=own)
+        self.streams = prom.Gauge('btf_event_streams', 'open /train/events streams',
+                                  multiprocess_mode='livesum', registry=own)
+        self.samples = prom.Counter('btf_samples_stored', 'samples stored by POST /samples',
+                                    registry=own)
+        for event in ('started', 'finished', 'failed'):
+            self.jobs.labels(event)  # present at 0 from the start
+        self.children = {}  # (route, method, status) -> (counter child, histogram child)
+
+    def observe(self, route, method, status, seconds):
+        key = (route, method, status)
+        pair = self.children.get(key)
+        if pair is None:
+            pair = self.children[key] = (self.requests.labels(route, method, str(status)),
+                                         self.latency.labels(route))
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def exposition(self):
+        return self.prom.generate_latest(self.registry)
+
+    def worker_ended(self):
+        """Drops this process's live gauges from the sums (its counters stay counted)."""
+        if self.folder:
+            from prometheus_client import multiprocess
+            multiprocess.mark_process_dead(os.getpid(), self.folder)
+
+
+def metrics(app):
+    """The app's Metrics, or None when they are off."""
+    return getattr(app.ctx, 'metrics', None)
+
+
+def predicted(app, model, count=1):
+    if (m := metrics(app)) is not None:
+        m.predictions.labels(model).inc(count)
+
+
+def training(app, event, seconds=None):
+    """A job 'started', 'finished' or 'failed', or an epoch of ``seconds``."""
+    if (m := metrics(app)) is None:
+        return
+    if event == 'epoch':
+        m.epochs.observe(seconds)
+    else:
+        m.jobs.labels(event).inc()
+
+
+def stream(app, change):
+    if (m := metrics(app)) is not None:
+        m.streams.inc(change)
+
+
+# ---------------------------------------------------------------------------------------
+# Per request.
+
+def route_of(request):
+    route = request.route
+    return '/' + route.path if route is not None else 'unmatched'
+
+
+def start(request):
+    """Request middleware: the request id and the start time."""
+    request.ctx.started = time.perf_counter()
+    if request.app.ctx.settings.request_ids:
+        given = request.headers.get('x-request-id')
+        rid = given if given is not None and VALID_ID.fullmatch(given) else str(uuid.uuid4())
+        request._id = rid  # request.id answers it
+        REQUEST_ID.set(rid)
+
+
+def finish(request, response):
+    """Response middleware: the id in the answer, the metrics, the access line."""
+    ctx, settings = request.app.ctx, request.app.ctx.settings
+    if settings.request_ids:
+        rid = request._id if isinstance(request._id, str) else None
+        if rid is None:  # no request middleware ran (an unmatched route)
+            rid = str(uuid.uuid4())
+            request._id = rid
+            REQUEST_ID.set(rid)
+        response.headers['X-Request-ID'] = rid
+    started = getattr(request.ctx, 'started', None)
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    status = response.status
+    m = getattr(ctx, 'metrics', None)
+    if m is not None or settings.access_log:
+        route = route_of(request)
+        if m is not None:
+            m.observe(route, request.method, status, seconds)
+            if route in IMAGE_ROUTES and request.method == 'POST':
+                if 400 <= status < 500:
+                    m.refused.labels(str(status),
+                                     getattr(request.ctx, 'error', 'Error')).inc()
+                elif status == 201 and route == '/samples':
+                    m.samples.inc()
+        if settings.access_log:
+            access.info('%s %s %d %.1f ms', request.method, request.path, status,
+                        seconds * 1000, extra={'route': route, 'method': request.method,
+                                               'status': status,
+                                               'duration_ms': round(seconds * 1000, 3)})
+
+
+def install(app):
+    """Request ids, metrics and access lines for ``app`` (before its other middleware)."""
+    settings = app.ctx.settings
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.graceful_timeout
+    if settings.metrics:
+        app.ctx.metrics = Metrics()
+        app.after_server_stop(lambda app: app.ctx.metrics.worker_ended())
+    if settings.metrics or settings.request_ids or settings.access_log:
+        app.on_request(start)
+        app.on_response(finish)

@@ -1,0 +1,234 @@
+"""/v2: the Open Inference Protocol (KServe v2, Triton's HTTP/REST), beside our own routes, so
+that any of its clients can ask our nets.
+
+Models (a contract): ``live``, the live net (no versions), and ``mnist``, versions ``1`` ...
+``K`` the shipped pretrained models (no version: the best). Each takes one input ``input``,
+FP32 ``[n, 784]`` pixels in [0, 1] (row-major; flat or nested ``data``, or the binary data
+extension), and gives one output ``confidences``, FP32 ``[n, 10]``: the net's output
+activations, as /predict's "confidence" (``Graph.predict_batch``). At most ``MAX_ROWS`` rows a
+request, within the body limit; large batches are read and computed off the event loop.
+Errors are the protocol's ``{"error": "..."}`` with 400 or 404 (503 when not ready).
+"""
+import asyncio
+
+import numpy as np
+import orjson
+from sanic import Blueprint, json, raw
+
+from .. import observability
+from ..errors import BadRequest, Missing, SanicException
+from ..nets import sync_live
+from ..parsing import shown
+from .health import failing, readiness
+
+bp = Blueprint('inference')
+INPUT, OUTPUT, DATATYPE = 'input', 'confidences', 'FP32'
+PIXELS, CLASSES = 784, 10
+MAX_ROWS = 10_000
+INLINE_BYTES = 64 * 1024  # bodies up to this size are read on the event loop
+BINARY_HEADER = 'Inference-Header-Content-Length'
+VERSION = '1.0.0'
+
+
+class NotReady(SanicException):
+    status_code = 503
+    quiet = True
+
+
+def models(app):
+    """{name: [versions]} served."""
+    return {'live': [], 'mnist': [str(v) for v in sorted(app.ctx.pretrained)]}
+
+
+def find(app, name, version):
+    """(label for the metrics, version answered, net) of a model and version; 404 otherwise."""
+    ctx = app.ctx
+    if name == 'live':
+        if version is not None:
+            raise Missing(f'the model live (the live net) has no versions; got {shown(version)}. '
+                          'Ask /v2/models/live.')
+        sync_live(app)
+        return 'live', '', ctx.live
+    if name == 'mnist':
+        if version is None:
+            if ctx.best is None:
+                raise Missing('the model mnist has no versions: no pretrained models are '
+                              'installed (`make models`).')
+            version = str(ctx.best)
+        if version.isdigit() and version.isascii() and int(version) in ctx.pretrained:
+            return f'v{int(version)}', version, ctx.pretrained[int(version)][1]
+        raise Missing(f'the model mnist has no version {shown(version)}; its versions are '
+                      f'{models(app)["mnist"]}.')
+    raise Missing(f'there is no model {shown(name)}; the models are "live" and "mnist" '
+                  '(versions at /v2/models/mnist).')
+
+
+def metadata(app, name, version=None):
+    _, answered, net = find(app, name, version)
+    return {'name': name, 'versions': [answered] if version is not None else models(app)[name],
+            'platform': 'better-tensorflow', 'sizes': list(net.sizes),
+            'inputs': [{'name': INPUT, 'datatype': DATATYPE, 'shape': [-1, PIXELS]}],
+            'outputs': [{'name': OUTPUT, 'datatype': DATATYPE, 'shape': [-1, CLASSES]}]}
+
+
+# ---------------------------------------------------------------------------------------
+# Inference: parse, check, compute (in a thread for large bodies).
+
+def parse(body, header_length):
+    """The request's JSON and the binary data after it (the binary data extension)."""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise BadRequest(f'{BINARY_HEADER} must be the length of the JSON at the start of '
+                             f'the body ({len(body)} bytes), got {shown(header_length)}.')
+        body, binary = body[:int(header_length)], body[int(header_length):]
+    else:
+        binary = b''
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f'the body is not JSON ({e}); expected {{"inputs": [{{"name": '
+                         f'"{INPUT}", "datatype": "{DATATYPE}", "shape": [n, {PIXELS}], '
+                         '"data": [...]}]}.') from None
+    if not isinstance(request, dict) or not isinstance(request.get('inputs'), list):
+        raise BadRequest('the body must be a JSON object with "inputs", a list of one '
+                         f'tensor named "{INPUT}".')
+    return request, binary
+
+
+def tensor(request, binary):
+    """The (n, 784) float32 input of a parsed request, checked."""
+    inputs = request['inputs']
+    if len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise BadRequest(f'inputs must hold exactly one tensor, "{INPUT}"; got {len(inputs)}.')
+    spec = inputs[0]
+    if spec.get('name') != INPUT:
+        raise BadRequest(f'the input must be named "{INPUT}", got {shown(spec.get("name"))}.')
+    if spec.get('datatype') != DATATYPE:
+        raise BadRequest(f'the input\'s datatype must be "{DATATYPE}", got '
+                         f'{shown(spec.get("datatype"))}.')
+    shape = spec.get('shape')
+    if (not isinstance(shape, list) or len(shape) != 2 or
+            not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            or shape[1] != PIXELS or not 1 <= shape[0] <= MAX_ROWS):
+        raise BadRequest(f'the input\'s shape must be [n, {PIXELS}] with n from 1 to '
+                         f'{MAX_ROWS}, got {shown(shape)}.')
+    n = shape[0]
+    parameters = spec.get('parameters') or {}
+    size = parameters.get('binary_data_size') if isinstance(parameters, dict) else None
+    if size is not None:
+        if size != n * PIXELS * 4 or len(binary) != size:
+            raise BadRequest(f'binary_data_size must be {n * PIXELS * 4} (n x {PIXELS} FP32) '
+                             f'and match the {len(binary)} bytes after the JSON, got '
+                             f'{shown(size)}.')
+        X = np.frombuffer(binary, '<f4').reshape(n, PIXELS)
+    else:
+        data = spec.get('data')
+        if not isinstance(data, list):
+            raise BadRequest(f'the input needs "data": {n} x {PIXELS} numbers, flat or as '
+                             'nested lists (row-major).')
+        try:
+            X = np.array(data, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise BadRequest('the input\'s data must hold only numbers, as one flat list or '
+                             f'as {n} lists of {PIXELS}.') from None
+        if X.shape not in ((n * PIXELS,), (n, PIXELS)):
+            raise BadRequest(f'the input\'s data must hold {n} x {PIXELS} = {n * PIXELS} '
+                             f'numbers (its shape), flat or nested; got shape {list(X.shape)}.')
+        X = X.reshape(n, PIXELS)
+    bad = ~(np.isfinite(X) & (X >= 0) & (X <= 1))
+    if bad.any():
+        rows, columns = np.nonzero(bad)
+        examples = ', '.join(f'[{r}, {c}] = {X[r, c]}' for r, c in
+                             zip(rows[:3].tolist(), columns[:3].tolist()))
+        raise BadRequest(f'pixels must be finite numbers in [0, 1]: {len(rows)} are not, '
+                         f'e.g. {examples}.')
+    return X
+
+
+def wanted_outputs(request):
+    """Whether the output is asked for as binary data (the extension), else JSON."""
+    binary = bool((request.get('parameters') or {}).get('binary_data_output', False)) \
+        if isinstance(request.get('parameters'), dict) else False
+    outputs = request.get('outputs')
+    if outputs is None:
+        return binary
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs) or \
+            [o.get('name') for o in outputs] != [OUTPUT]:
+        raise BadRequest(f'outputs may only ask for "{OUTPUT}", got {shown(outputs)}.')
+    parameters = outputs[0].get('parameters') or {}
+    return bool(parameters.get('binary_data', binary)) if isinstance(parameters, dict) else binary
+
+
+def infer(net, body, header_length, model):
+    """(the answer's JSON as bytes, its binary tail or None, rows) of one request to
+    ``model``, {"model_name": ..., "model_version": ...}."""
+    request, binary = parse(body, header_length)
+    X = tensor(request, binary)
+    as_binary = wanted_outputs(request)
+    outputs = net.predict_batch(X)[1].astype('<f4', copy=False)  # (n, 10)
+    output = {'name': OUTPUT, 'datatype': DATATYPE, 'shape': list(outputs.shape)}
+    answer = {**model, 'outputs': [output]}
+    if isinstance(request.get('id'), str):
+        answer['id'] = request['id']
+    tail = None
+    if as_binary:
+        tail = outputs.tobytes()
+        output['parameters'] = {'binary_data_size': len(tail)}
+    else:
+        output['data'] = outputs.ravel()
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), tail, len(X)
+
+
+# ---------------------------------------------------------------------------------------
+# Routes.
+
+@bp.get('/v2')
+async def server_metadata(request):
+    return json({'name': 'better-tensorflow', 'version': VERSION, 'extensions': ['binary_data'],
+                 'models': models(request.app)})
+
+
+@bp.get('/v2/health/live')
+async def server_live(request):
+    return json({'live': True})
+
+
+@bp.get('/v2/health/ready')
+async def server_ready(request):
+    bad = failing(readiness(request.app))
+    if bad:
+        raise NotReady('not ready: ' + '; '.join(f'{k}: {v}' for k, v in bad.items()),
+                       context={'ready': False})
+    return json({'ready': True})
+
+
+@bp.get('/v2/models/<name>', name='model_metadata')
+@bp.get('/v2/models/<name>/versions/<version>', name='model_version_metadata')
+async def model_metadata(request, name, version=None):
+    return json(metadata(request.app, name, version))
+
+
+@bp.get('/v2/models/<name>/ready', name='model_ready')
+@bp.get('/v2/models/<name>/versions/<version>/ready', name='model_version_ready')
+async def model_ready(request, name, version=None):
+    _, answered, net = find(request.app, name, version)
+    return json({'name': name, 'version': answered, 'ready': net is not None})
+
+
+@bp.post('/v2/models/<name>/infer', name='model_infer')
+@bp.post('/v2/models/<name>/versions/<version>/infer', name='model_version_infer')
+async def model_infer(request, name, version=None):
+    app = request.app
+    label, answered, net = find(app, name, version)
+    body, header = request.body, request.headers.get(BINARY_HEADER)
+    model = {'model_name': name, 'model_version': answered}
+    if len(body) <= INLINE_BYTES:
+        head, tail, rows = infer(net, body, header, model)
+    else:
+        head, tail, rows = await asyncio.get_running_loop().run_in_executor(
+            app.ctx.decoders, infer, net, body, header, model)
+    observability.predicted(app, label, rows)
+    if tail is None:
+        return raw(head, content_type='application/json')
+    return raw(head + tail, content_type='application/octet-stream',
+               headers={BINARY_HEADER: str(len(head))})
