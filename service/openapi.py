@@ -70,7 +70,7 @@ def openapi_document(settings, versions):
     sample_id = {'name': 'sample', 'in': 'path', 'required': True,
                  'schema': {'type': 'integer', 'minimum': 1}}
     busy_or_ok = {'200': _OK_TEXT, '409': _BUSY, **changing, **guarded.get('responses', {})}
-    return {
+    return _with_operations(settings, versions, {
         'openapi': '3.0.3',
         'info': {'title': 'better-tensorflow', 'version': '1.0.0',
                  'description': 'An MNIST digit classifier to ask, train and inspect. Every '
@@ -282,4 +282,108 @@ def openapi_document(settings, versions):
                     'units': {'type': 'array', 'items': {
                         'type': 'array', 'minItems': 784, 'maxItems': 784, 'items': _NUMBER}}}},
         }},
-    }
+    })
+
+
+# ---------------------------------------------------------------------------------------
+# Operations (routes/health.py) and the Open Inference Protocol (routes/inference.py).
+
+def _with_operations(settings, versions, document):
+    """``document`` with the health, metrics and /v2 routes and their schemas."""
+    ready_checks = {'type': 'object', 'additionalProperties': {'type': 'string'},
+                    'description': 'each check: "ok" or why not (pretrained, live, storage, '
+                                   'samples; stopping while the server shuts down)'}
+    metrics_guarded = settings.metrics_token is not None or settings.token is not None
+    metrics = {'summary': 'Prometheus metrics, summed over every worker (text format 0.0.4)',
+               'responses': {'200': {'description': 'the metrics', 'content': {
+                   'text/plain': {'schema': {'type': 'string'}}}},
+                   '404': _error('metrics are off (--no-metrics)')}}
+    if metrics_guarded:
+        metrics['security'] = [{'bearer': []}]
+        metrics['responses']['401'] = _error('no token, or a wrong one (BTF_METRICS_TOKEN, '
+                                             'else BTF_TOKEN)')
+    name = {'name': 'name', 'in': 'path', 'required': True,
+            'schema': {'type': 'string', 'enum': ['live', 'mnist']}}
+    version = {'name': 'version', 'in': 'path', 'required': True,
+               'schema': {'type': 'string',
+                          **({'enum': [str(v) for v in versions]} if versions else {})},
+               'description': 'a version of mnist (live has none)'}
+    unknown = _error('no such model or version')
+    not_ready = _error('not ready: the failing checks')
+    infer = {'summary': 'read n digits: FP32 [n, 784] pixels in [0, 1] in, FP32 [n, 10] out',
+             'requestBody': {'required': True, 'content': {
+                 'application/json': {'schema': _ref('InferenceRequest')},
+                 'application/octet-stream': {'schema': {
+                     'type': 'string', 'format': 'binary', 'description': 'the binary data '
+                     'extension: JSON of Inference-Header-Content-Length bytes, then the '
+                     'little-endian FP32 data'}}}},
+             'responses': {'200': _json(_ref('InferenceResponse')),
+                           '400': _error('bad JSON, input name, datatype, shape, outputs, or '
+                                         'values that are not finite in [0, 1]'),
+                           '404': unknown,
+                           '413': _error(f'body over {settings.max_body} bytes')}}
+    document['paths'].update({
+        '/health/live': {'get': {'summary': 'liveness: the process serves',
+                                 'responses': {'200': _json({'type': 'object'})}}},
+        '/health/ready': {'get': {
+            'summary': 'readiness: pretrained models and the live net loaded, state writable, '
+                       'sample store open',
+            'responses': {'200': _json({'type': 'object', 'properties': {
+                'status': {'type': 'string', 'enum': ['ready']}, 'checks': ready_checks}}),
+                '503': not_ready}}},
+        '/metrics': {'get': metrics},
+        '/v2': {'get': {'summary': 'Open Inference Protocol: server metadata',
+                        'responses': {'200': _json({'type': 'object', 'properties': {
+                            'name': {'type': 'string'}, 'version': {'type': 'string'},
+                            'extensions': {'type': 'array', 'items': {'type': 'string'}}}})}}},
+        '/v2/health/live': {'get': {'summary': 'Open Inference Protocol: liveness',
+                                    'responses': {'200': _json({'type': 'object'})}}},
+        '/v2/health/ready': {'get': {'summary': 'Open Inference Protocol: readiness',
+                                     'responses': {'200': _json({'type': 'object'}),
+                                                   '503': not_ready}}},
+        '/v2/models/{name}': {'get': {
+            'summary': 'model metadata (no version: mnist is the best one)',
+            'parameters': [name],
+            'responses': {'200': _json(_ref('ModelMetadata')), '404': unknown}}},
+        '/v2/models/{name}/versions/{version}': {'get': {
+            'summary': 'model metadata of a version', 'parameters': [name, version],
+            'responses': {'200': _json(_ref('ModelMetadata')), '404': unknown}}},
+        '/v2/models/{name}/ready': {'get': {
+            'summary': 'whether the model answers', 'parameters': [name],
+            'responses': {'200': _json({'type': 'object'}), '404': unknown}}},
+        '/v2/models/{name}/versions/{version}/ready': {'get': {
+            'summary': 'whether the model version answers', 'parameters': [name, version],
+            'responses': {'200': _json({'type': 'object'}), '404': unknown}}},
+        '/v2/models/{name}/infer': {'post': {**infer, 'parameters': [name]}},
+        '/v2/models/{name}/versions/{version}/infer': {'post': {
+            **infer, 'parameters': [name, version]}},
+    })
+    tensor = {'type': 'object', 'required': ['name', 'datatype', 'shape'], 'properties': {
+        'name': {'type': 'string'}, 'datatype': {'type': 'string', 'enum': ['FP32']},
+        'shape': {'type': 'array', 'items': _INT, 'minItems': 2, 'maxItems': 2},
+        'parameters': {'type': 'object'},
+        'data': {'type': 'array', 'description': 'row-major numbers, flat or nested',
+                 'items': {}}}}
+    document['components']['schemas'].update({
+        'InferenceRequest': {
+            'type': 'object', 'required': ['inputs'], 'properties': {
+                'id': {'type': 'string'}, 'parameters': {'type': 'object'},
+                'inputs': {'type': 'array', 'minItems': 1, 'maxItems': 1, 'items': {
+                    **tensor, 'required': ['name', 'datatype', 'shape'], 'example': {
+                        'name': 'input', 'datatype': 'FP32', 'shape': [1, 784],
+                        'data': [0.0] * 784}}},
+                'outputs': {'type': 'array', 'items': {'type': 'object', 'properties': {
+                    'name': {'type': 'string', 'enum': ['confidences']},
+                    'parameters': {'type': 'object'}}}}}},
+        'InferenceResponse': {
+            'type': 'object', 'properties': {
+                'model_name': {'type': 'string'}, 'model_version': {'type': 'string'},
+                'id': {'type': 'string'}, 'outputs': {'type': 'array', 'items': tensor}}},
+        'ModelMetadata': {
+            'type': 'object', 'properties': {
+                'name': {'type': 'string'}, 'platform': {'type': 'string'},
+                'versions': {'type': 'array', 'items': {'type': 'string'}},
+                'inputs': {'type': 'array', 'items': {'type': 'object'}},
+                'outputs': {'type': 'array', 'items': {'type': 'object'}}}},
+    })
+    return document
