@@ -1,0 +1,355 @@
+"""What an operator relies on (service/observability.py, service/routes/health.py, server.py,
+Dockerfile): readiness, metrics summed over workers, request ids on log lines, JSON logs,
+graceful shutdown on SIGTERM, and a container that runs what `make run` runs."""
+import http.client
+import json
+import re
+import shlex
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
+
+import server
+from tests.conftest import DIGIT, ROOT, Process, file_digest, tiny_data, wait_for
+
+UUID4 = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}')
+
+
+def samples(text, name):
+    """{frozenset of labels: value} of the samples called ``name`` in an exposition."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[frozenset(sample.labels.items())] = sample.value
+    return found
+
+
+def value(text, name, **labels):
+    return samples(text, name).get(frozenset(labels.items()), 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Liveness and readiness.
+
+def test_live_and_ready(serve):
+    with serve() as s:
+        assert s.get('/health/live').json == {'status': 'ok'}
+        ready = s.get('/health/ready')
+        assert ready.status == 200
+        assert ready.json == {'status': 'ready', 'checks': {
+            'pretrained': 'ok', 'live': 'ok', 'storage': 'ok', 'samples': 'ok'}}
+        assert s.get('/health').json == {'status': 'ok'}  # unchanged
+
+
+def test_not_ready_names_the_failing_check(serve, tmp_path):
+    # No pretrained models.
+    with serve(models_dir=tmp_path / 'none') as s:
+        answer = s.get('/health/ready')
+        assert answer.status == 503
+        assert answer.json['error'].startswith('not ready: pretrained: no pretrained models')
+        assert answer.json['checks']['live'] == 'ok'
+        assert s.get('/health/live').status == 200
+        assert s.get('/v2/health/ready').status == 503
+    # The sample store cannot be opened (its file is a folder).
+    state = tmp_path / 'state2'
+    (state / 'samples.sqlite3').mkdir(parents=True)
+    with serve(state_dir=state) as s:
+        answer = s.get('/health/ready')
+        assert answer.status == 503 and answer.json['error'].startswith('not ready: samples:')
+        assert answer.json['checks']['storage'] == 'ok'
+    # The state folder goes away while serving.
+    with serve() as s:
+        assert s.get('/health/ready').status == 200
+        for path in s.state.iterdir():
+            path.unlink() if path.is_file() else None
+        renamed = s.state.with_name('gone')
+        s.state.rename(renamed)
+        answer = s.get('/health/ready')
+        assert answer.status == 503
+        assert answer.json['checks']['storage'] == f'{s.state} is not a folder'
+        renamed.rename(s.state)
+
+
+# ---------------------------------------------------------------------------------------
+# Request ids.
+
+def test_request_ids_are_kept_when_valid_else_made(serve):
+    with serve() as s:
+        given = 'trace-1.A_b'
+        assert s.get('/health', headers={'X-Request-ID': given}).headers['X-Request-ID'] == given
+        longest = 'a' * 128
+        assert s.get('/health', headers={'X-Request-ID': longest}).headers[
+            'X-Request-ID'] == longest
+        for bad in ('a' * 129, 'has space', 'semi;colon', 'é', ''):
+            made = s.get('/health', headers={'X-Request-ID': bad}).headers['X-Request-ID']
+            assert UUID4.fullmatch(made), (bad, made)
+        made = {s.get('/health').headers['X-Request-ID'] for _ in range(3)}
+        assert len(made) == 3 and all(UUID4.fullmatch(m) for m in made)
+        # On errors too: an unknown route, a refused image, a bad Host.
+        for answer in (s.get('/nowhere', headers={'X-Request-ID': 'e1'}),
+                       s.post('/predict', {'image': 'nope'}, headers={'X-Request-ID': 'e1'}),
+                       s.get('/models', headers={'X-Request-ID': 'e1', 'Host': 'evil.example'})):
+            assert answer.status in (400, 403, 404) and answer.headers['X-Request-ID'] == 'e1'
+
+
+def test_request_ids_off(serve):
+    with serve(request_ids=False, metrics=False) as s:
+        assert 'X-Request-ID' not in s.get('/health', headers={'X-Request-ID': 'x'}).headers
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics.
+
+def test_metrics_count_requests_predictions_and_refused_images(serve):
+    with serve() as s:
+        for _ in range(3):
+            assert s.post('/predict', {'image': DIGIT}).status == 200
+        assert s.post('/predict', {'image': DIGIT, 'pretrained': 1}).status == 200
+        assert s.post('/predict', {'image': 'not base64!'}).status == 400
+        assert s.post('/predict', {'image': 'data:image/png;base64,' + 'A' * 8}).status == 400
+        blank = s.post('/samples', {'image': DIGIT, 'label': 4})
+        assert blank.status == 201
+        assert s.get('/nowhere').status == 404
+        answer = s.get('/metrics')
+        assert answer.status == 200
+        assert answer.headers['Content-Type'].startswith('text/plain; version=0.0.4')
+        text = answer.body.decode()
+    assert value(text, 'btf_requests_total', route='/predict', method='POST', status='200') == 4
+    assert value(text, 'btf_requests_total', route='/predict', method='POST', status='400') == 2
+    assert value(text, 'btf_requests_total', route='unmatched', method='GET', status='404') == 1
+    assert value(text, 'btf_request_duration_seconds_count', route='/predict') == 6
+    assert value(text, 'btf_predictions_total', model='live') == 3
+    assert value(text, 'btf_predictions_total', model='v1') == 1
+    assert value(text, 'btf_images_refused_total', status='400', reason='BadRequest') == 2
+    assert value(text, 'btf_samples_stored_total') == 1
+    assert value(text, 'btf_training_jobs_total', event='started') == 0
+    assert value(text, 'btf_event_streams') == 0
+
+
+def test_metrics_need_the_metrics_token_or_else_the_token(serve):
+    with serve(metrics_token='m-secret') as s:
+        assert s.get('/metrics').status == 401
+        assert s.get('/metrics', headers={'Authorization': 'Bearer wrong'}).status == 401
+        assert s.get('/metrics', headers={'Authorization': 'Bearer m-secret'}).status == 200
+    with serve(token='t-secret') as s:
+        refused = s.get('/metrics')
+        assert refused.status == 401 and "server's token" in refused.json['error']
+        assert s.get('/metrics', headers={'Authorization': 'Bearer t-secret'}).status == 200
+    with serve(metrics=False) as s:
+        assert s.get('/metrics').status == 404
+
+
+def test_training_and_streams_in_metrics(serve_data, data_file, tmp_path):
+    with serve_data(data_path=tiny_data(data_file, tmp_path)) as s:
+        conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=60)
+        conn.request('GET', '/train/events')
+        stream = conn.getresponse()
+        stream.readline()  # the first event: the stream is open
+        text = s.get('/metrics').body.decode()
+        assert value(text, 'btf_event_streams') == 1
+        assert s.post('/train', {'epochs': 2}).status == 200
+        assert s.post('/train', {'epochs': 0}).status == 400  # refused: no job
+        conn.close()
+        wait_for(lambda: not s.app.ctx.streams.queues, 'the stream to close')
+        text = s.get('/metrics').body.decode()
+    assert value(text, 'btf_event_streams') == 0
+    assert value(text, 'btf_training_jobs_total', event='started') == 1
+    assert value(text, 'btf_training_jobs_total', event='finished') == 1
+    assert value(text, 'btf_training_jobs_total', event='failed') == 0
+    assert value(text, 'btf_training_epoch_seconds_count') == 2
+
+
+def per_worker(folder, route):
+    """{pid: requests to ``route`` counted by that process}, read from its own metrics file."""
+    counts = {}
+    for path in Path(folder).glob('counter_*.db'):
+        pid = int(path.stem.split('_')[1])
+        for key, number, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            name, sample, labels, *_ = json.loads(key)
+            if sample == 'btf_requests_total' and labels.get('route') == route:
+                counts[pid] = counts.get(pid, 0) + number
+    return counts
+
+
+def test_two_workers_give_one_summed_view(tmp_path):
+    with Process(tmp_path, '--workers', '2', '--models', str(tmp_path / 'none')) as p:
+        folder = p.state / 'metrics'
+        sent = 0
+        # Fresh connections until both workers have answered /health/live.
+        while len(per_worker(folder, '/health/live')) < 2:
+            assert p.get('/health/live').status == 200
+            sent += 1
+            assert sent < 400, per_worker(folder, '/health/live')
+        counts = per_worker(folder, '/health/live')
+        assert sum(counts.values()) == sent and len(counts) == 2
+        # Whichever worker answers /metrics, each counter appears once, summed.
+        for _ in range(4):
+            text = p.get('/metrics').body.decode()
+            found = samples(text, 'btf_requests_total')
+            mine = [v for labels, v in found.items() if ('route', '/health/live') in labels]
+            assert mine == [sent]
+        # An event stream open on one worker: the live gauge sums to 1.
+        conn = http.client.HTTPConnection('127.0.0.1', p.port, timeout=30)
+        conn.request('GET', '/train/events')
+        conn.getresponse().readline()
+        assert value(p.get('/metrics').body.decode(), 'btf_event_streams') == 1
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Logs.
+
+def lines_of(output):
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def test_request_id_on_log_lines_in_text(tmp_path):
+    with Process(tmp_path, '--access-log') as p:
+        assert p.get('/reset', headers={'X-Request-ID': 'reset-77'}).status == 200
+        answer = p.get('/models')
+        made = answer.headers['X-Request-ID']
+    output = p.output()
+    reset = [line for line in lines_of(output) if '[reset-77]' in line]
+    assert any('live net reset' in line for line in reset), output[-3000:]
+    assert any('GET /reset 200' in line for line in reset), output[-3000:]
+    assert any(f'[{made}]' in line and 'GET /models 200' in line for line in lines_of(output))
+
+
+def test_json_logs_parse_line_by_line_and_never_hold_the_token(tmp_path):
+    token = 'json-log-secret-' + uuid.uuid4().hex
+    with Process(tmp_path, '--log-format', 'json', '--access-log',
+                 env={'BTF_TOKEN': token}) as p:
+        assert p.get(f'/reset?token={token}', headers={'X-Request-ID': 'j-1'}).status == 200
+        assert p.get('/reset', headers={'X-Request-ID': 'j-2'}).status == 401
+        assert p.post('/predict', {'image': DIGIT}, headers={'X-Request-ID': 'j-3'}).status == 200
+    output = p.output()
+    assert token not in output
+    records = [json.loads(line) for line in lines_of(output)]  # every line is one object
+    assert all({'time', 'level', 'request_id', 'message'} <= set(r) for r in records)
+    by_id = {}
+    for record in records:
+        by_id.setdefault(record['request_id'], []).append(record)
+    assert any('live net reset' in r['message'] for r in by_id['j-1'])
+    access = [r for r in by_id['j-3'] if 'duration_ms' in r]
+    assert len(access) == 1 and access[0]['route'] == '/predict' and access[0]['status'] == 200
+    assert access[0]['duration_ms'] > 0
+    assert [r['status'] for r in by_id['j-2'] if 'status' in r] == [401]
+    assert any(r['message'].startswith('Sanic') or 'Goin' in r['message']
+               for r in by_id.get('-', [])), 'start-up lines are JSON too'
+
+
+# ---------------------------------------------------------------------------------------
+# Graceful shutdown.
+
+def test_graceful_timeout_comes_from_the_settings(serve):
+    with serve(graceful_timeout=4.5) as s:
+        assert s.app.config.GRACEFUL_SHUTDOWN_TIMEOUT == 4.5
+
+
+def test_sigterm_ends_streams_stops_training_and_keeps_the_live_net(tmp_path, data_file):
+    with Process(tmp_path, '--data', str(data_file), '--graceful-timeout', '5') as p:
+        live = p.state / 'live.npz'
+        before = file_digest(live)
+        events, ended, trained = [], threading.Event(), {}
+
+        def listen():
+            conn = http.client.HTTPConnection('127.0.0.1', p.port, timeout=60)
+            conn.request('GET', '/train/events')
+            for line in conn.getresponse():
+                events.append(line)
+            ended.set()
+
+        def train():
+            try:
+                trained['answer'] = p.post('/train', {'epochs': 100}, timeout=60)
+            except (OSError, http.client.HTTPException) as e:
+                trained['error'] = e
+
+        threads = [threading.Thread(target=listen, daemon=True),
+                   threading.Thread(target=train, daemon=True)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: p.get('/train/status').json['history'], 'an epoch to end')
+        started = time.monotonic()
+        p.process.send_signal(signal.SIGTERM)
+        p.process.wait(15)
+        took = time.monotonic() - started
+        assert ended.wait(5), 'the event stream did not end'
+        for thread in threads:
+            thread.join(10)
+    assert took < 5 + 3, took
+    assert p.process.returncode == 0, p.output()[-3000:]
+    assert file_digest(live) == before  # the net of before the job, whole
+    assert not list(p.state.glob('.*.tmp'))
+    if 'answer' in trained:  # answered before the connection closed
+        assert trained['answer'].status == 503, trained['answer']
+        assert 'shutting down' in trained['answer'].json['error']
+    assert any(b'event: epoch' in line for line in events)
+
+
+# ---------------------------------------------------------------------------------------
+# The container runs what `make run` runs.
+
+def dockerfile():
+    """{instruction: [its arguments, ...]} of the Dockerfile, continuation lines joined."""
+    text = (ROOT / 'Dockerfile').read_text().replace('\\\n', ' ')
+    found = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith('#'):
+            word, _, rest = line.strip().partition(' ')
+            found.setdefault(word.upper(), []).append(rest.strip())
+    return found
+
+
+def make_run():
+    """The arguments of server.py in the Makefile's run target, its variables' defaults in."""
+    text = (ROOT / 'Makefile').read_text()
+    defaults = dict(re.findall(r'^(\w+) \?= (.*)$', text, re.M))
+    recipe = re.search(r'^run:.*\n((?:\t.*\n)+)', text, re.M).group(1)
+    line = next(line for line in recipe.splitlines() if 'server.py' in line)
+    line = re.sub(r'\$\((\w+)\)', lambda m: defaults.get(m.group(1), m.group(0)), line)
+    words = shlex.split(line)
+    return words[words.index('server.py') + 1:]
+
+
+def test_the_image_runs_what_make_run_runs():
+    docker = dockerfile()
+    entry = json.loads(docker['ENTRYPOINT'][-1])
+    command = json.loads(docker['CMD'][-1])
+    assert entry == ['python', 'server.py']
+    made = make_run()
+    assert made[:2] == ['--host', '127.0.0.1'] and '--port' in made
+    # The flags `make run` gives are all given, the port the same; the host is every
+    # interface of the container.
+    assert {w for w in made if w.startswith('--')} <= {w for w in command if w.startswith('--')}
+    image = server.parse(command, environ={})
+    local = server.parse(made, environ={})
+    assert image.port == local.port == 8000
+    assert image.host == '0.0.0.0' and image.hosts is None  # --allowed-hosts '*'
+    assert str(image.state_dir) == '/data/state' and docker['VOLUME'] == ['/data/state']
+    assert docker['EXPOSE'] == [str(image.port)]
+    assert f'http://127.0.0.1:{image.port}/health/ready' in docker['HEALTHCHECK'][0]
+    user = docker['USER'][-1]
+    assert user not in ('root', '0') and f'useradd --create-home --uid 10001 {user}' in \
+        ' '.join(docker['RUN'])
+    assert docker['FROM'][0].startswith('python:3.11-slim')
+    assert 'pip install .' in docker['RUN']
+
+
+@pytest.mark.parametrize('name', ['Dockerfile', 'compose.yaml'])
+def test_container_files_parse(name):
+    if name == 'compose.yaml':
+        import yaml
+        compose = yaml.safe_load((ROOT / name).read_text())
+        serve = compose['services']['server']
+        assert serve['build'] == '.' and 'state:/data/state' in serve['volumes']
+        assert serve['ports'] == ['127.0.0.1:8000:8000']
+    else:
+        assert dockerfile()['WORKDIR'] == ['/app']
