@@ -92,7 +92,18 @@ def parse(body, header_length):
     if not isinstance(request, dict) or not isinstance(request.get('inputs'), list):
         raise BadRequest('the body must be a JSON object with "inputs", a list of one '
                          f'tensor named "{INPUT}".')
+    if not isinstance(request.get('id', ''), str):
+        raise BadRequest(f'id must be a string, got {shown(request["id"])}.')
+    parameters(request, 'the request')
     return request, binary
+
+
+def parameters(item, where):
+    """The "parameters" object of a request, input or output ({} when absent)."""
+    found = item.get('parameters', {})
+    if not isinstance(found, dict):
+        raise BadRequest(f'parameters of {where} must be an object, got {shown(found)}.')
+    return found
 
 
 def tensor(request, binary):
@@ -113,8 +124,7 @@ def tensor(request, binary):
         raise BadRequest(f'the input\'s shape must be [n, {PIXELS}] with n from 1 to '
                          f'{MAX_ROWS}, got {shown(shape)}.')
     n = shape[0]
-    parameters = spec.get('parameters') or {}
-    size = parameters.get('binary_data_size') if isinstance(parameters, dict) else None
+    size = parameters(spec, 'the input').get('binary_data_size')
     if size is not None:
         if size != n * PIXELS * 4 or len(binary) != size:
             raise BadRequest(f'binary_data_size must be {n * PIXELS * 4} (n x {PIXELS} FP32) '
@@ -147,16 +157,14 @@ def tensor(request, binary):
 
 def wanted_outputs(request):
     """Whether the output is asked for as binary data (the extension), else JSON."""
-    binary = bool((request.get('parameters') or {}).get('binary_data_output', False)) \
-        if isinstance(request.get('parameters'), dict) else False
-    outputs = request.get('outputs')
-    if outputs is None:
+    binary = bool(parameters(request, 'the request').get('binary_data_output', False))
+    if 'outputs' not in request:  # all of them
         return binary
+    outputs = request['outputs']
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs) or \
             [o.get('name') for o in outputs] != [OUTPUT]:
         raise BadRequest(f'outputs may only ask for "{OUTPUT}", got {shown(outputs)}.')
-    parameters = outputs[0].get('parameters') or {}
-    return bool(parameters.get('binary_data', binary)) if isinstance(parameters, dict) else binary
+    return bool(parameters(outputs[0], 'the output').get('binary_data', binary))
 
 
 def infer(net, body, header_length, model):
