@@ -14,6 +14,8 @@ soak zero errors and resident memory growing by at most 10%.
     python -m bench.serve                       # about 3 minutes
     python -m bench.serve --quick               # a smoke run in about 30 s
     python -m bench.serve --workers 2 --concurrency 1 8 32
+    python -m bench.serve --observability       # /predict with metrics and request ids
+                                                # on, then off, interleaved (5% at most)
 
 Data: data/mnist_preprocessed.npz when it exists, else built from the raw files that
 preprocess.find_mnist finds ($MNIST_DIR, then data/raw/) into the temporary directory.
@@ -52,6 +54,9 @@ TRAIN_EPOCHS = 100            # of the training that runs meanwhile (stopped at 
 MIN_PREDICT_RATIO = 0.40      # /predict throughput over /health throughput
 MAX_P99_TRAINING_MS = 50.0    # /predict p99 latency while a training runs
 MAX_RSS_GROWTH = 0.10         # resident memory growth over the soak
+MAX_OBSERVABILITY_COST = 0.05  # /predict throughput lost, p99 gained, with metrics and ids on
+ROUNDS = 3                    # interleaved on/off rounds of --observability
+OFF = ('--no-metrics', '--no-request-ids')
 
 
 def canvases(X, count, size=CANVAS):
@@ -225,13 +230,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(folder, data, workers):
+def start_server(folder, data, workers, *extra):
     """server.py on the shipped models, its state in ``folder`` (the live net starts as the
-    best model)."""
+    best model), with ``extra`` arguments."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--state',
-         str(folder / 'state'), '--data', str(data), '--workers', str(workers)],
+         str(folder / 'state'), '--data', str(data), '--workers', str(workers), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while True:
@@ -309,6 +314,38 @@ async def run(args, bodies, server, client):
     return failures
 
 
+async def observability(args, bodies, on, off, client):
+    """/predict on two servers, metrics and request ids on and off, in interleaved rounds
+    (the machine's other load hits both alike); the median round of each."""
+    print('| /predict | connections | requests/s | p50 ms | p99 ms | errors | server CPU ms '
+          'per request |')
+    print('|---|---|---|---|---|---|---|')
+    failures = []
+    for server in (on, off):  # warm-up
+        await load(server, client, '/predict', bodies, max(args.concurrency), 2)
+    for c in args.concurrency:
+        runs = {'on': [], 'off': []}
+        for _ in range(ROUNDS):
+            for name, server in (('on', on), ('off', off)):
+                runs[name].append(await load(server, client, '/predict', bodies, c,
+                                             args.seconds))
+        median = {name: {key: float(np.median([r[key] for r in rs]))
+                         for key in ('rps', 'p50', 'p99', 'cpu_ms', 'errors')}
+                  for name, rs in runs.items()}
+        for name in ('on', 'off'):
+            m = median[name]
+            print(f"| metrics and ids {name} | {c} | {m['rps']:,.0f} | {m['p50']:.2f} | "
+                  f"{m['p99']:.2f} | {m['errors']:.0f} | {m['cpu_ms']:.3f} |", flush=True)
+        lost = 1 - median['on']['rps'] / median['off']['rps']
+        slower = median['on']['p99'] / median['off']['p99'] - 1
+        print(f'| cost at {c} | | {lost:+.1%} throughput | | {slower:+.1%} p99 | | |',
+              flush=True)
+        if lost > MAX_OBSERVABILITY_COST or slower > MAX_OBSERVABILITY_COST:
+            failures.append(f'observability at {c} connections: {lost:.1%} throughput lost, '
+                            f'p99 {slower:+.1%} (at most {MAX_OBSERVABILITY_COST:.0%})')
+    return failures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--concurrency', type=int, nargs='+', default=CONCURRENCY)
@@ -319,6 +356,8 @@ def main(argv=None):
                         help='side of the /predict images in pixels (default: %(default)s)')
     parser.add_argument('--data', type=Path, default=preprocess.DEFAULT_OUTPUT)
     parser.add_argument('--quick', action='store_true', help='2 s per measurement, 5 s soak')
+    parser.add_argument('--observability', action='store_true',
+                        help='only compare /predict with metrics and request ids on and off')
     parser.add_argument('--client', choices=('auto', 'wrk', 'asyncio'), default='auto',
                         help='load generator (default: wrk when installed, else asyncio)')
     args = parser.parse_args(argv)
@@ -338,6 +377,8 @@ def main(argv=None):
         X_test, _ = preprocess.load_dataset(data)['test']
         bodies = canvases(X_test, IMAGES, args.canvas)
         client = wrk_client(folder, bodies) if args.client == 'wrk' else asyncio_client
+        if args.observability:
+            return compare_observability(args, folder, data, bodies, client)
         process, port = start_server(folder, data, args.workers)
         size = np.mean([len(b) for b in bodies]) / 1024
         print(f'server.py --workers {args.workers} on 127.0.0.1:{port}, {os.cpu_count()} '
@@ -346,6 +387,26 @@ def main(argv=None):
         try:
             failures = asyncio.run(run(args, bodies, (port, process.pid), client))
         finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+    print('\n' + ('\n'.join(f'MISSED: {f}' for f in failures) if failures else
+                  'all targets met'))
+    return 1 if failures else 0
+
+
+def compare_observability(args, folder, data, bodies, client):
+    (folder / 'on').mkdir()
+    (folder / 'off').mkdir()
+    on, on_port = start_server(folder / 'on', data, args.workers)
+    off, off_port = start_server(folder / 'off', data, args.workers, *OFF)
+    print(f'server.py --workers {args.workers}, metrics and request ids on (the default) and '
+          f'off ({" ".join(OFF)}), {os.cpu_count()} cores, load from {args.client} (one '
+          f'thread), {ROUNDS} interleaved rounds of {args.seconds:g} s, medians\n')
+    try:
+        failures = asyncio.run(observability(args, bodies, (on_port, on.pid),
+                                             (off_port, off.pid), client))
+    finally:
+        for process in (on, off):
             process.send_signal(signal.SIGINT)
             process.wait(60)
     print('\n' + ('\n'.join(f'MISSED: {f}' for f in failures) if failures else

@@ -121,10 +121,12 @@ def test_metrics_count_requests_predictions_and_refused_images(serve):
         assert answer.status == 200
         assert answer.headers['Content-Type'].startswith('text/plain; version=0.0.4')
         text = answer.body.decode()
-    assert value(text, 'btf_requests_total', route='/predict', method='POST', status='200') == 4
-    assert value(text, 'btf_requests_total', route='/predict', method='POST', status='400') == 2
-    assert value(text, 'btf_requests_total', route='unmatched', method='GET', status='404') == 1
-    assert value(text, 'btf_request_duration_seconds_count', route='/predict') == 6
+    count = 'btf_request_duration_seconds_count'  # requests by route, method and status
+    assert value(text, count, route='/predict', method='POST', status='200') == 4
+    assert value(text, count, route='/predict', method='POST', status='400') == 2
+    assert value(text, count, route='unmatched', method='GET', status='404') == 1
+    assert value(text, 'btf_request_duration_seconds_bucket', route='/predict', method='POST',
+                 status='200', le='10.0') == 4
     assert value(text, 'btf_predictions_total', model='live') == 3
     assert value(text, 'btf_predictions_total', model='v1') == 1
     assert value(text, 'btf_images_refused_total', status='400', reason='BadRequest') == 2
@@ -169,12 +171,14 @@ def test_training_and_streams_in_metrics(serve_data, data_file, tmp_path):
 def per_worker(folder, route):
     """{pid: requests to ``route`` counted by that process}, read from its own metrics file."""
     counts = {}
-    for path in Path(folder).glob('counter_*.db'):
+    for path in Path(folder).glob('histogram_*.db'):
         pid = int(path.stem.split('_')[1])
         for key, number, *_ in MmapedDict.read_all_values_from_file(str(path)):
-            name, sample, labels, *_ = json.loads(key)
-            if sample == 'btf_requests_total' and labels.get('route') == route:
+            _, sample, labels, *_ = json.loads(key)
+            # Each bucket in the file holds its own observations (not cumulative).
+            if sample == 'btf_request_duration_seconds_bucket' and labels.get('route') == route:
                 counts[pid] = counts.get(pid, 0) + number
+    counts = {pid: n for pid, n in counts.items() if n}
     return counts
 
 
@@ -192,7 +196,7 @@ def test_two_workers_give_one_summed_view(tmp_path):
         # Whichever worker answers /metrics, each counter appears once, summed.
         for _ in range(4):
             text = p.get('/metrics').body.decode()
-            found = samples(text, 'btf_requests_total')
+            found = samples(text, 'btf_request_duration_seconds_count')
             mine = [v for labels, v in found.items() if ('route', '/health/live') in labels]
             assert mine == [sent]
         # An event stream open on one worker: the live gauge sums to 1.
