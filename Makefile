@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint data mnist models bench bench-serve install install-dev install-bench browser wrk clean
+.PHONY: run test lint data mnist models bench bench-serve bench-inference docker install install-dev install-bench browser wrk clean
 
 # The project installs itself (pyproject.toml), its pins read from the requirements files.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -69,6 +69,14 @@ wrk:
 # Load test of the HTTP API on loopback (see README, "Robustness, security and scaling out").
 bench-serve: install-dev wrk
 	$(PY) -m bench.serve
+
+# Rows/s through the Open Inference Protocol (/v2/.../infer) at batches 1, 100, 1000 vs /predict.
+bench-inference: install-dev
+	$(PY) -m bench.inference
+
+# The container image (needs a container engine; docs/operations.md, "Containers").
+docker:
+	docker build -t better-tensorflow .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache screenshots *.egg-info

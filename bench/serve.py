@@ -55,7 +55,7 @@ MIN_PREDICT_RATIO = 0.40      # /predict throughput over /health throughput
 MAX_P99_TRAINING_MS = 50.0    # /predict p99 latency while a training runs
 MAX_RSS_GROWTH = 0.10         # resident memory growth over the soak
 MAX_OBSERVABILITY_COST = 0.05  # /predict throughput lost, p99 gained, with metrics and ids on
-ROUNDS = 3                    # interleaved on/off rounds of --observability
+ROUNDS = 6                    # interleaved on/off rounds of --observability
 OFF = ('--no-metrics', '--no-request-ids')
 
 
@@ -316,7 +316,8 @@ async def run(args, bodies, server, client):
 
 async def observability(args, bodies, on, off, client):
     """/predict on two servers, metrics and request ids on and off, in interleaved rounds
-    (the machine's other load hits both alike); the median round of each."""
+    (the machine's other load hits both alike), each first every other round; the median
+    round of each."""
     print('| /predict | connections | requests/s | p50 ms | p99 ms | errors | server CPU ms '
           'per request |')
     print('|---|---|---|---|---|---|---|')
@@ -325,8 +326,11 @@ async def observability(args, bodies, on, off, client):
         await load(server, client, '/predict', bodies, max(args.concurrency), 2)
     for c in args.concurrency:
         runs = {'on': [], 'off': []}
-        for _ in range(ROUNDS):
-            for name, server in (('on', on), ('off', off)):
+        for k in range(args.rounds):
+            # Each goes first every other round: whichever runs first measured slower in an
+            # A/A run (the same server twice).
+            pair = (('on', on), ('off', off)) if k % 2 == 0 else (('off', off), ('on', on))
+            for name, server in pair:
                 runs[name].append(await load(server, client, '/predict', bodies, c,
                                              args.seconds))
         median = {name: {key: float(np.median([r[key] for r in rs]))
@@ -358,6 +362,8 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='2 s per measurement, 5 s soak')
     parser.add_argument('--observability', action='store_true',
                         help='only compare /predict with metrics and request ids on and off')
+    parser.add_argument('--rounds', type=int, default=ROUNDS,
+                        help='interleaved on/off rounds of --observability (default: %(default)s)')
     parser.add_argument('--client', choices=('auto', 'wrk', 'asyncio'), default='auto',
                         help='load generator (default: wrk when installed, else asyncio)')
     args = parser.parse_args(argv)
@@ -401,7 +407,7 @@ def compare_observability(args, folder, data, bodies, client):
     off, off_port = start_server(folder / 'off', data, args.workers, *OFF)
     print(f'server.py --workers {args.workers}, metrics and request ids on (the default) and '
           f'off ({" ".join(OFF)}), {os.cpu_count()} cores, load from {args.client} (one '
-          f'thread), {ROUNDS} interleaved rounds of {args.seconds:g} s, medians\n')
+          f'thread), {args.rounds} interleaved rounds of {args.seconds:g} s, medians\n')
     try:
         failures = asyncio.run(observability(args, bodies, (on_port, on.pid),
                                              (off_port, off.pid), client))
