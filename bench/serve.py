@@ -16,6 +16,7 @@ soak zero errors and resident memory growing by at most 10%.
     python -m bench.serve --workers 2 --concurrency 1 8 32
     python -m bench.serve --observability       # /predict with metrics and request ids
                                                 # on, then off, interleaved (5% at most)
+    python -m bench.serve --observability --aa  # the same with both off: the noise floor
 
 Data: data/mnist_preprocessed.npz when it exists, else built from the raw files that
 preprocess.find_mnist finds ($MNIST_DIR, then data/raw/) into the temporary directory.
@@ -338,7 +339,9 @@ async def observability(args, bodies, on, off, client):
                   for name, rs in runs.items()}
         for name in ('on', 'off'):
             m = median[name]
-            print(f"| metrics and ids {name} | {c} | {m['rps']:,.0f} | {m['p50']:.2f} | "
+            label = {'on': 'A: off', 'off': 'B: off'}[name] if args.aa else \
+                f'metrics and ids {name}'
+            print(f"| {label} | {c} | {m['rps']:,.0f} | {m['p50']:.2f} | "
                   f"{m['p99']:.2f} | {m['errors']:.0f} | {m['cpu_ms']:.3f} |", flush=True)
         lost = 1 - median['on']['rps'] / median['off']['rps']
         slower = median['on']['p99'] / median['off']['p99'] - 1
@@ -362,6 +365,8 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='2 s per measurement, 5 s soak')
     parser.add_argument('--observability', action='store_true',
                         help='only compare /predict with metrics and request ids on and off')
+    parser.add_argument('--aa', action='store_true',
+                        help='with --observability: both servers off, to see the noise floor')
     parser.add_argument('--rounds', type=int, default=ROUNDS,
                         help='interleaved on/off rounds of --observability (default: %(default)s)')
     parser.add_argument('--client', choices=('auto', 'wrk', 'asyncio'), default='auto',
@@ -403,11 +408,13 @@ def main(argv=None):
 def compare_observability(args, folder, data, bodies, client):
     (folder / 'on').mkdir()
     (folder / 'off').mkdir()
-    on, on_port = start_server(folder / 'on', data, args.workers)
+    on, on_port = start_server(folder / 'on', data, args.workers, *(OFF if args.aa else ()))
     off, off_port = start_server(folder / 'off', data, args.workers, *OFF)
-    print(f'server.py --workers {args.workers}, metrics and request ids on (the default) and '
-          f'off ({" ".join(OFF)}), {os.cpu_count()} cores, load from {args.client} (one '
-          f'thread), {args.rounds} interleaved rounds of {args.seconds:g} s, medians\n')
+    what = ('an A/A run: both servers off, "on" is a second "off"' if args.aa else
+            'metrics and request ids on (the default) and off')
+    print(f'server.py --workers {args.workers}, {what} ({" ".join(OFF)}), {os.cpu_count()} '
+          f'cores, load from {args.client} (one thread), {args.rounds} interleaved rounds of '
+          f'{args.seconds:g} s, medians\n')
     try:
         failures = asyncio.run(observability(args, bodies, (on_port, on.pid),
                                              (off_port, off.pid), client))

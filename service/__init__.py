@@ -6,6 +6,8 @@
     guard.py      host, token, cross-site      trainer.py   the training process
     parsing.py    request bodies, messages     protocol.py  timeouts, connection and body caps
     errors.py     statuses, one JSON shape     openapi.py   the API's description
+    observability.py  request ids, text/JSON logs, Prometheus metrics (routes/health.py,
+                  routes/inference.py: readiness, /metrics, the Open Inference Protocol)
 """
 import imaging  # noqa: F401  first: it sets OpenCV's pixel limit, read when cv2 is imported
 
