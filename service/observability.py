@@ -166,8 +166,8 @@ def stream(app, change):
 # Per request.
 
 def new_id():
-    """A random uuid4, as text (uuid.uuid4() reads the kernel's entropy each time: four
-    times slower, for an id that needs no secrecy)."""
+    """A random uuid4, as text (uuid.uuid4() reads the kernel's entropy each time, for an
+    id that needs no secrecy)."""
     n = random.getrandbits(128) & ~(0xF000 << 64 | 0xC000 << 48) | (0x4000 << 64 | 0x8000 << 48)
     h = f'{n:032x}'
     return f'{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}'
