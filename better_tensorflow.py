@@ -270,18 +270,19 @@ class Adam:
 
     def update(self, params, grads):
         self.t += 1
-        step = self.learning_rate / (1 - self.beta1 ** self.t)
         root = math.sqrt(1 - self.beta2 ** self.t)
+        # rate / (1 - b1^t) * m / (sqrt(v) / root + eps), with root multiplied through
+        step = self.learning_rate * root / (1 - self.beta1 ** self.t)
         for p, g, m, v in zip(params, grads, self.m, self.v):
+            m -= g  # m = b1 (m - g) + g = b1 m + (1 - b1) g, in place
             m *= self.beta1
-            m += (1 - self.beta1) * g
+            m += g
+            g *= g  # likewise v = b2 (v - g^2) + g^2
+            v -= g
             v *= self.beta2
-            g *= g
-            g *= 1 - self.beta2
             v += g
             denominator = np.sqrt(v, out=g)  # g is no longer needed
-            denominator /= root
-            denominator += self.epsilon
+            denominator += self.epsilon * root
             np.divide(m, denominator, out=denominator)
             denominator *= step
             p -= denominator
