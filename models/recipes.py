@@ -39,6 +39,8 @@ CANDIDATES = {
     'relu-nesterov-elastic': (0.05, dict(activation='relu', momentum=0.9, nesterov=True),
                               'elastic'),
     'sigmoid-momentum-elastic': (0.1, dict(momentum=0.9), 'elastic'),
+    'relu-nesterov-mild-elastic': (0.05, dict(activation='relu', momentum=0.9, nesterov=True),
+                                   'mild-elastic'),
 }
 
 
