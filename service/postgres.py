@@ -100,10 +100,10 @@ class PostgresStore(Store):
     def __init__(self, url):
         self.url = url
         self.healthy = False
-        self.live_notified = 0  # bumped by every NOTIFY btf_live (and every reconnection)
+        self.live_seen = 0  # the newest live net's version known here (NOTIFY btf_live)
         self.status_seen = 0
         self.status = None  # the last status row read
-        self._loaded = None  # (live_notified when read, net, meta)
+        self._loaded = None  # (version, net, meta) of the last net read or saved here
         self._session = None
         self._session_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix='pg-status')  # ordered writes
@@ -126,6 +126,8 @@ class PostgresStore(Store):
     def close(self):
         self._stop.set()
         self._writer.shutdown()
+        if self._listener.is_alive():
+            self._listener.join(5)
         with self._session_lock:
             if self._session is not None:
                 self._session.close()
@@ -142,20 +144,27 @@ class PostgresStore(Store):
                         migrate(self.url)
                         log.info('the database at %s is reachable again', where(self.url))
                     self.healthy, delay = True, 0.2
-                    self._read_status(conn)
-                    self.live_notified += 1  # anything missed while away: look again
+                    self._read_status(conn)  # anything missed while away
+                    row = conn.execute('SELECT version FROM btf_live').fetchone()
+                    self._saw_live(row[0] if row else 0)
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        status = False  # no queries while the generator runs: read after it
+                        for note in conn.notifies(timeout=0.25, stop_after=1):
                             if note.channel == 'btf_live':
-                                self.live_notified += 1
+                                self._saw_live(int(note.payload))
                             else:
-                                self._read_status(conn)
+                                status = True
+                        if status:
+                            self._read_status(conn)
             except (psycopg.Error, StoreError) as e:
                 if self.healthy:
                     log.error('%s; reconnecting', unreachable(self.url, e))
                 self.healthy = False
                 self._stop.wait(delay)
                 delay = min(2 * delay, 2.0)
+
+    def _saw_live(self, version):
+        self.live_seen = max(self.live_seen, version)
 
     def _read_status(self, conn):
         row = conn.execute('SELECT version, state FROM btf_status').fetchone()
@@ -171,7 +180,8 @@ class PostgresStore(Store):
             try:
                 if self._session is None or self._session.closed:
                     self._session = psycopg.connect(self.url, **CONNECT)
-                return self._session.execute(query, args).fetchall()
+                cursor = self._session.execute(query, args)
+                return cursor.fetchall() if cursor.description else []
             except psycopg.Error as e:
                 if self._session is not None:
                     self._session.close()
@@ -181,11 +191,10 @@ class PostgresStore(Store):
     # -- the live net
 
     def load_live(self, repair=False):
-        seen = self.live_notified
-        if self._loaded is not None and self._loaded[0] == seen:
+        if self._loaded is not None and self._loaded[0] == self.live_seen:
             return self._loaded[1], dict(self._loaded[2])
         try:
-            rows = self._command('SELECT net, meta FROM btf_live')
+            rows = self._command('SELECT net, meta, version FROM btf_live')
         except StoreError as e:
             log.error('cannot read the live net: %s', e)
             return None
@@ -198,7 +207,8 @@ class PostgresStore(Store):
             if repair:
                 self._command('DELETE FROM btf_live')
             return None
-        self._loaded = seen, net, rows[0][1]
+        self._saw_live(rows[0][2])
+        self._loaded = rows[0][2], net, rows[0][1]
         return net, dict(rows[0][1])
 
     def save_live(self, net, meta):
@@ -213,13 +223,15 @@ class PostgresStore(Store):
                     'net = EXCLUDED.net, meta = EXCLUDED.meta, saved = now() '
                     'RETURNING version', (data, Jsonb(meta))).fetchone()
                 conn.execute("SELECT pg_notify('btf_live', %s)", (str(version),))
+            self._saw_live(version)
+            self._loaded = version, net, meta
         except psycopg.errors.DiskFull as e:
             raise StoreFull(28, f'the database at {where(self.url)} is out of space') from e
         except psycopg.Error as e:
             raise unreachable(self.url, e) from e
 
     def live_version(self):
-        return self.live_notified
+        return self.live_seen
 
     # -- the one-job lock: a session of its own, so that its death releases it
 
