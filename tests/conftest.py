@@ -458,10 +458,6 @@ class Postgres:
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             self.user = 'postgres'
             pw = pwd.getpwnam(self.user)
-            for path in (self.folder, *self.folder.parents):
-                if path == Path('/') or path.stat().st_mode & 0o001:
-                    break
-                path.chmod(path.stat().st_mode | 0o711)  # let it reach its folder
             shutil.chown(self.folder, pw.pw_uid, pw.pw_gid)
         self._run('initdb', '-D', str(self.data), '-A', 'trust', '-U', 'btf', '-E', 'UTF8',
                   '--no-sync')
@@ -488,17 +484,22 @@ class Postgres:
 
 
 @pytest.fixture(scope='session')
-def postgres(tmp_path_factory):
+def postgres():
     """A PostgreSQL server for the session; skipped (one line) when PostgreSQL is not
-    installed, except in CI (CI=true), where .ci/run installs it."""
+    installed, except in CI (CI=true), where .ci/run installs it. Its folder is outside
+    pytest's (which is kept private to root: the server runs as another user)."""
+    import shutil
+    import tempfile
     if postgres_bin() is None:
         message = 'PostgreSQL is not installed (Debian: apt-get install postgresql)'
         if os.environ.get('CI'):
             pytest.fail(message)
         pytest.skip(message)
-    server = Postgres(tmp_path_factory.mktemp('postgres'))
+    folder = Path(tempfile.mkdtemp(prefix='btf-postgres-'))
+    server = Postgres(folder)
     yield server
     server.stop('immediate')
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
