@@ -5,6 +5,7 @@
                      [--data data/mnist_preprocessed.npz]
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
+                     [--max-samples 100000] [--sample-share 0.1]
     environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_TOKEN (then required by every
     route that changes state, as "Authorization: Bearer <token>" or ?token=<token>)
 
@@ -72,6 +73,11 @@ def parse(argv=None, environ=os.environ):
         help='open connections per worker (default: %(default)s)')
     add('--max-streams', type=int, default=DEFAULTS.max_streams,
         help='open /train/events streams per worker (default: %(default)s)')
+    add('--max-samples', type=int, default=DEFAULTS.max_samples,
+        help='users\' drawings kept at most (default: %(default)s)')
+    add('--sample-share', type=float, default=DEFAULTS.sample_share,
+        help='share of every epoch of a training with samples drawn from them '
+             '(default: %(default)s)')
     args = parser.parse_args(argv)
     token = environ.get('BTF_TOKEN')
     if token is not None and not token.strip():
@@ -88,6 +94,7 @@ def parse(argv=None, environ=os.environ):
             cors_origins='*' if origins in ([], ['*']) else tuple(origins),
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
+            max_samples=args.max_samples, sample_share=args.sample_share,
             token=token)  # from the environment only: a command line is visible to all
     except ValueError as e:
         parser.error(str(e))

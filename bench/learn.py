@@ -62,6 +62,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--k', type=int, nargs='+', default=list(KS))
     parser.add_argument('--epochs', type=int, default=EPOCHS)
+    parser.add_argument('--sample-share', default='0.1',
+                        help="the server's --sample-share (default: %(default)s)")
     args = parser.parse_args(argv)
     source = preprocess.find_mnist()
     if source is None:
@@ -72,7 +74,7 @@ def main(argv=None):
         tmp = Path(tmp)
         data = tmp / 'mnist.npz'
         preprocess.build(source, data)
-        with Process(tmp, '--data', str(data)) as server:
+        with Process(tmp, '--data', str(data), '--sample-share', args.sample_share) as server:
             server.get('/pretrain')
             best = btf.Graph.from_file(server.state / 'live.npz')
             (digit, style), scores = worst_style(best)
