@@ -66,6 +66,7 @@ class Settings:
     max_json_values: int = 2000  # brackets and commas in a body: bounds the parse's cost
     max_connections: int = 1000  # open connections per worker
     max_streams: int = 100  # open /train/events streams per worker
+    max_large_answers: int = 4  # megabyte answers (/model/hidden) written at once per worker
     request_timeout: float = 30.0  # seconds for a request's head, and again for its body
     write_timeout: float = 30.0  # seconds an answer may wait for a client that reads nothing
     keep_alive_timeout: float = 30.0  # seconds an idle keep-alive connection stays open
@@ -87,7 +88,7 @@ class Settings:
         object.__setattr__(self, 'default_sizes', tuple(self.default_sizes))
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
-                     'max_samples', 'max_sample_bytes'):
+                     'max_samples', 'max_sample_bytes', 'max_large_answers'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
