@@ -92,14 +92,14 @@ def shape_of(x):
 def unsure(x, confidence):
     """Why the answer (its top ``confidence``) for input x should not be trusted, or None."""
     ink, ratio = shape_of(x)
-    if not INK_RANGE[0] <= ink <= INK_RANGE[1]:
-        much = 'more' if ink > INK_RANGE[1] else 'less'
-        return (f'the drawing has {much} ink than almost every MNIST digit: it may not be '
-                'one digit')
     if not SPREAD_RATIO_RANGE[0] <= ratio <= SPREAD_RATIO_RANGE[1]:
         return ('the drawing is much wider than MNIST digits: two digits, or not a digit?'
                 if ratio > SPREAD_RATIO_RANGE[1] else
                 'the drawing is thinner than almost every MNIST digit')
+    if not INK_RANGE[0] <= ink <= INK_RANGE[1]:
+        much = 'more' if ink > INK_RANGE[1] else 'less'
+        return (f'the drawing has {much} ink than almost every MNIST digit: it may not be '
+                'one digit')
     if confidence < SURE:
         return f'the net gives its answer less than {SURE:.0%} confidence'
     return None

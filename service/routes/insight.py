@@ -74,7 +74,8 @@ def chosen(request):
 def digit(query, name):
     value = query_int(query.get(name))
     if not is_int(value) or not 0 <= value <= 9:
-        raise BadRequest(f'{name} must be a digit from 0 to 9, got {shown(value)}.')
+        got = 'nothing' if value is None else shown(value)
+        raise BadRequest(f'{name} must be a digit from 0 to 9, got {got}.')
     return value
 
 
