@@ -127,11 +127,11 @@ def held_out(path):
         official = index >= total - MNIST_TEST_IMAGES
         X, y = X[official], y[official]
         split = meta.get('split', 'random')
-        source = (f"the {len(y)} images of the training file's test split ({split} split) "
+        source = (f"the {len(y):,} images of the training file's test split ({split} split) "
                   f"that come from MNIST's official {MNIST_TEST_IMAGES:,}-image test set: "
                   'no net here trained on them')
     else:
-        source = (f"the {len(y)} images of the training file's test split (the file does "
+        source = (f"the {len(y):,} images of the training file's test split (the file does "
                   'not record which MNIST images they are)')
     if not len(y):
         raise ValueError("its test split holds none of MNIST's official test images")

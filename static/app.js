@@ -719,20 +719,26 @@ function showCompare(rows) {
     tr.classList.toggle('chosen', row.model === chosen);
     tr.classList.toggle('unsure', !!row.unsure);
     const best = models?.pretrained.find((m) => `v${m.version}` === row.model);
-    let name = modelName(row.model);
-    if (best?.test_accuracy != null) name += ` (${percent(best.test_accuracy)} test)`;
-    let note = row.unsure ? `Not sure: ${row.unsure}.` : '';
+    const name = document.createElement('th');
+    name.scope = 'row';
+    name.textContent = modelName(row.model);
+    if (best?.test_accuracy != null) {
+      name.append(document.createElement('br'), Object.assign(document.createElement('small'),
+        { textContent: `${percent(best.test_accuracy)} test` }));
+    }
     if (row.model === 'live' && job?.running) {
-      note = `${note} Training: the last complete net answers until it ends.`.trim();
+      name.append(document.createElement('br'), Object.assign(document.createElement('small'),
+        { textContent: 'training: the last complete net answers' }));
     }
-    for (const [text, kind] of [[name, 'name'], [row.label, 'reads'],
-      [confidence(row.confidence), 'pct'], [note, 'note']]) {
-      const cell = document.createElement(kind === 'name' ? 'th' : 'td');
-      if (kind === 'name') cell.scope = 'row';
-      cell.className = kind;
-      cell.textContent = text;
-      tr.append(cell);
+    const reads = Object.assign(document.createElement('td'),
+      { className: 'reads', textContent: row.label });
+    const sure = Object.assign(document.createElement('td'),
+      { className: 'pct', textContent: confidence(row.confidence) });
+    if (row.unsure) {
+      sure.append(' ', Object.assign(document.createElement('span'),
+        { className: 'tag', textContent: 'not sure', title: row.unsure }));
     }
+    tr.append(name, reads, sure);
     return tr;
   }));
   const labels = new Set(rows.map((r) => r.label));
@@ -836,7 +842,7 @@ async function loadConfusion() {
 function showMatrix({ matrix, per_class: perClass }) {
   const table = $('#matrix');
   const head = document.createElement('tr');
-  head.innerHTML = '<th scope="col"><abbr title="true digit, read as">true\\read</abbr></th>';
+  head.innerHTML = '<td><span class="visually-hidden">true digit, read as</span></td>';
   for (let d = 0; d < 10; d += 1) head.append(headCell(d, 'col'));
   const accuracy = document.createElement('th');
   accuracy.scope = 'col';

@@ -59,7 +59,7 @@ def test_confusion_of_a_shipped_model_on_the_official_test_images(serve_data, mo
     matrix, labels, _ = reference_matrix(nets[1], X, y)
     assert got['model'] == 'v1'
     assert got['images']['count'] == len(y) == np.sum(got['matrix'])
-    assert f"the {len(y)} images of the training file's test split (random split) that come " \
+    assert f"the {len(y):,} images of the training file's test split (random split) that come " \
            "from MNIST's official 10,000-image test set" in got['images']['source']
     assert got['images']['file'] == data_file.name
     assert got['matrix'] == matrix.tolist()
