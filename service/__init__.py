@@ -6,6 +6,7 @@
     guard.py      host, token, cross-site      trainer.py   the training process
     parsing.py    request bodies, messages     protocol.py  timeouts, connection and body caps
     errors.py     statuses, one JSON shape     openapi.py   the API's description
+    samples.py    users' drawings (SQLite)     postgres.py  the same state in PostgreSQL
 """
 import imaging  # noqa: F401  first: it sets OpenCV's pixel limit, read when cv2 is imported
 

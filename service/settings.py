@@ -42,6 +42,7 @@ class Settings:
     # Where things are
     models_dir: Path = ROOT / 'models'          # shipped pretrained models, read only
     state_dir: Path = ROOT / 'data' / 'state'   # the live net, its lock and training status
+    database: str | None = None  # postgresql://...: the state in PostgreSQL instead
     data_path: Path = preprocess.DEFAULT_OUTPUT  # the training file /train reads
     static_dir: Path = ROOT / 'static'
     # Listening
@@ -107,6 +108,10 @@ class Settings:
         if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
             raise ValueError('token must be a non-empty string or None; an empty BTF_TOKEN '
                              'would leave the state-changing routes open.')
+        if self.database is not None and not str(self.database).startswith(
+                ('postgresql://', 'postgres://')):
+            raise ValueError('database must be a postgresql:// URL, got '
+                             f'{str(self.database).split("@")[-1][:60]!r}.')
         if self.allowed_hosts is not None:
             object.__setattr__(self, 'allowed_hosts',
                                tuple(h.strip().lower() for h in self.allowed_hosts))
@@ -114,6 +119,10 @@ class Settings:
     @property
     def hosts(self):
         """The Host names this server answers to, None for any."""
+        if self.database is not None and not str(self.database).startswith(
+                ('postgresql://', 'postgres://')):
+            raise ValueError('database must be a postgresql:// URL, got '
+                             f'{str(self.database).split("@")[-1][:60]!r}.')
         if self.allowed_hosts is not None:
             return None if '*' in self.allowed_hosts else frozenset(self.allowed_hosts)
         return frozenset(LOOPBACK_NAMES) if is_loopback(self.host) else None
