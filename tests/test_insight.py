@@ -236,6 +236,18 @@ def test_predict_returns_the_hidden_activations_bounded(serve, deep_models):
         assert 'return_activations must be true or false, got "yes"' in bad.json['error']
 
 
+@pytest.mark.parametrize('activation', sorted(insight.HIDDEN))
+def test_activations_match_the_library_for_each_hidden_activation(activation):
+    net = btf.Graph((784, 24, 12, 10), 0.1, 32, activation=activation, seed=3)
+    x = np.random.default_rng(0).random(784).astype(np.float32)
+    ours = insight.hidden_layers(net, x)
+    reference = net._forward(x.reshape(1, -1))[1:-1]  # the library's own forward pass
+    assert insight.hidden_activation(net) == activation
+    assert len(ours) == 2
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b[0], rtol=1e-5, atol=1e-6)
+
+
 def test_an_unknown_hidden_activation_is_named(models):
     _, nets = models
     with pytest.raises(ValueError, match="'swish' is not one of"):
