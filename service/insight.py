@@ -93,7 +93,8 @@ def unsure(x, confidence):
     """Why the answer (its top ``confidence``) for input x should not be trusted, or None."""
     ink, ratio = shape_of(x)
     if not SPREAD_RATIO_RANGE[0] <= ratio <= SPREAD_RATIO_RANGE[1]:
-        return ('the drawing is much wider than MNIST digits: two digits, or not a digit?'
+        return ('the drawing is much wider than MNIST digits (two digits side by side, or '
+                'not a digit)'
                 if ratio > SPREAD_RATIO_RANGE[1] else
                 'the drawing is thinner than almost every MNIST digit')
     if not INK_RANGE[0] <= ink <= INK_RANGE[1]:
