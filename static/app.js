@@ -461,6 +461,8 @@ async function loadHidden() {
   units = hidden.units;
   unitsOf = hidden.model;
   showUnits(UNITS_SHOWN);
+  // An answer that came before these weights gets their images now.
+  if (activationsShown?.model === unitsOf) showActivations(activationsShown);
 }
 
 function showUnits(count) {
@@ -752,7 +754,10 @@ function showCompare(rows) {
 // weights (which of its strokes the drawing matched); a narrow layer also shows every unit.
 const UNITS_TOP_SHOWN = 16;
 
+let activationsShown = null;  // the /predict answer whose activations are on screen
+
 function showActivations(answer) {
+  activationsShown = answer?.activations ? answer : null;
   const box = $('#layers');
   const layers = answer?.activations;
   if (!layers) {
