@@ -92,6 +92,7 @@ async def setup(app):
     ctx.streams = Streams(settings.max_streams)
     ctx.hidden_cache, ctx.hidden_tasks = {}, {}
     ctx.large_answers = asyncio.Semaphore(settings.max_large_answers)
+    ctx.held_out, ctx.confusion, ctx.insight_tasks = None, {}, {}  # routes/insight.py
     ctx.save_lock = asyncio.Lock()
     ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
     # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child

@@ -1,12 +1,14 @@
 """The routes, one blueprint per concern; a route's code is found by its URL's first
 segment: pages (/, /static, /health, /openapi.json), prediction (/predict), models (/models,
-/model, /reset, /pretrain), training (/train) and samples (/samples)."""
+/model, /reset, /pretrain), training (/train), samples (/samples) and insight
+(/confusion, /compare: what the page teaches with)."""
 from sanic import Blueprint
 
+from .insight import bp as insight
 from .models import bp as models
 from .pages import bp as pages
 from .prediction import bp as prediction
 from .samples import bp as samples
 from .training import bp as training
 
-routes = Blueprint.group(pages, prediction, models, training, samples)
+routes = Blueprint.group(pages, prediction, models, training, samples, insight)

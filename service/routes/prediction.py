@@ -6,6 +6,7 @@ from sanic import Blueprint, json
 
 import imaging
 
+from .. import insight
 from ..errors import BadRequest, PayloadTooLargeImage, Unprocessable
 from ..nets import is_int, sync_live
 from ..parsing import json_body, shown
@@ -68,19 +69,24 @@ def dump_numpy(data):
 
 @bp.post('/predict')
 async def predict(request):
-    body = json_body(request, ('image', 'pretrained', 'return_input'), EXAMPLE)
+    body = json_body(request, ('image', 'pretrained', 'return_input', 'return_activations'),
+                     EXAMPLE)
     if body is None:
         raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
     image = image_field(body)
     model, net = pick_net(request.app, body.get('pretrained'))
-    return_input = body.get('return_input', False)
-    if not isinstance(return_input, bool):
-        raise BadRequest(f'return_input must be true or false, got {shown(return_input)}.')
+    flags = {name: body.get(name, False) for name in ('return_input', 'return_activations')}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise BadRequest(f'{name} must be true or false, got {shown(value)}.')
     _, x = await read_image(request.app, image)
     label, outputs = net.predict(x.reshape(-1))
     answer = {'label': label, 'model': model,
               'predictions': [{'label': k, 'confidence': c}
-                              for k, c in enumerate(outputs[:, 0])]}
-    if return_input:
+                              for k, c in enumerate(outputs[:, 0])],
+              'unsure': insight.unsure(x, float(outputs[label, 0]))}
+    if flags['return_input']:
         answer['input'] = x
+    if flags['return_activations']:
+        answer['activations'] = insight.activations(net, x)
     return json(answer, dumps=dump_numpy)
