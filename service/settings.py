@@ -75,7 +75,7 @@ class Settings:
     inline_text: int = 64 * 1024  # base64 characters decoded on the loop to read the size
     # Users' samples
     max_samples: int = 100_000  # stored samples (507 past it)
-    max_sample_bytes: int = 256 * 1024  # an image kept as a sample, as submitted
+    max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
     sample_share: float = 0.1  # of every epoch of a training with samples: drawn from them
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events

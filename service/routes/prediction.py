@@ -29,17 +29,21 @@ def pick_net(app, version):
                      f'got {shown(version)}.')
 
 
-async def read_image(app, image):
+async def read_image(app, image, max_bytes=None, why=''):
     """(the image's bytes, imaging.prepare of them) for base64 text. A small image (what
     the page sends) whose decoding cost is bounded by its declared size (imaging.cheap_to_decode)
     is prepared on the event loop, where it costs less than a thread hop; every other image in
-    the decoding pool. Errors are the statuses of /predict."""
+    the decoding pool. Errors are the statuses of /predict; over ``max_bytes`` (checked before
+    any pixel is decoded) 413, saying ``why``."""
     settings, loop = app.ctx.settings, asyncio.get_running_loop()
     try:
         if len(image) <= settings.inline_text:
             data = imaging.decode_base64(image)
         else:
             data = await loop.run_in_executor(app.ctx.decoders, imaging.decode_base64, image)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise PayloadTooLargeImage(f'the image is {len(data)} bytes; {why}, at most '
+                                       f'{max_bytes} bytes.')
         kind, width, height = imaging.image_size(data)
         if imaging.cheap_to_decode(kind, width, height):
             return data, imaging.prepare(data)

@@ -14,7 +14,6 @@ from ..errors import (
     BadRequest,
     InsufficientStorage,
     Missing,
-    PayloadTooLargeImage,
     Unavailable,
 )
 from ..guard import holds_user_data
@@ -66,11 +65,9 @@ async def add_sample(request):
                          f'{shown(label)}.')
     image = image_field(body)
     model, net = pick_net(app, body.get('pretrained'))
-    original, x = await read_image(app, image)
-    if len(original) > settings.max_sample_bytes:
-        raise PayloadTooLargeImage(
-            f'the image is {len(original)} bytes; a sample keeps the drawing as submitted, '
-            f'at most {settings.max_sample_bytes} bytes (the page sends a few KB).')
+    original, x = await read_image(
+        app, image, settings.max_sample_bytes,
+        'a sample keeps the drawing as submitted (the page sends a few KB)')
     pixels = np.rint(x.reshape(-1) * 255).astype(np.uint8)
     predicted, _ = net.predict(x.reshape(-1))
     sample, created = await in_store(app, 'add', original, pixels, label, predicted, model)
