@@ -395,10 +395,9 @@ class StopTraining(Exception):
     """Raised by a ``run`` callback to stop training early (returning True does the same)."""
 
 
-# A batch's matrix products (128 x 784 x 30) are too small to share between cores: on a
-# 2-core machine two BLAS threads made an epoch at best 1.2x faster when the machine was quiet,
-# and many times slower when other processes kept a core busy (every product waits for the
-# descheduled thread). So batches train on one BLAS thread. The limit is process-wide:
+# A batch's matrix products (128 x 784 x 30) are too small to share between cores: two BLAS
+# threads gained little on a quiet machine and lost much on a busy one, where every product
+# waits for a descheduled thread (docs/performance.md). So batches train on one BLAS thread. The limit is process-wide:
 # concurrent trainings share it and the last one to finish restores the previous setting.
 _blas_lock = threading.Lock()
 _blas_trainings = 0

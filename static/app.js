@@ -9,10 +9,8 @@ const $ = (selector) => document.querySelector(selector);
 const pad = $('#pad');
 const ink = pad.getContext('2d');
 const BRUSH = pad.width / 12;  // about an MNIST pen stroke, relative to the digit box
-// /predict gets the drawing shrunk to a sixth (56x56 for the 336 pad): a 36th of the pixels
-// to decode on the server (a prediction took 0.48 ms of server CPU instead of 0.63 ms at
-// 112), still nearly 3x the 20 px of an MNIST digit; the handwriting check reads the same at
-// 56, 112 and 280 px.
+// /predict gets the drawing shrunk to a sixth (56x56 for the 336 pad): far fewer pixels to
+// decode on the server, still nearly 3x the 20 px of an MNIST digit (docs/performance.md).
 const sent = document.createElement('canvas');
 sent.width = sent.height = Math.round(pad.width / 6);
 const shrink = sent.getContext('2d');
