@@ -1,10 +1,11 @@
 """better_tensorflow: a small fully connected neural network in pure numpy.
 
-A ``Graph`` is a stack of fully connected layers: sigmoid hidden layers and a sigmoid or
-softmax output, trained by mini-batch gradient descent on a mean-squared-error or
-cross-entropy cost. Rows are samples and every step is vectorised: one matrix product per
-layer per batch. Models are saved as one self-describing NPZ that loads with
-``allow_pickle=False``.
+A ``Graph`` is a stack of fully connected layers: sigmoid, tanh or ReLU hidden layers (any
+number of them) and a sigmoid or softmax output, trained on mini-batches by plain or momentum
+SGD or by Adam, on a mean-squared-error or cross-entropy cost, with optional L2 weight decay,
+a learning-rate schedule and early stopping. Rows are samples and every step is vectorised:
+one matrix product per layer per batch. Models are saved as one self-describing NPZ (options,
+weights and the optimiser's state) that loads with ``allow_pickle=False``.
 
     import better_tensorflow as btf
     net = btf.Graph((784, 30, 10), 0.5, 128)
@@ -12,16 +13,25 @@ layer per batch. Models are saved as one self-describing NPZ that loads with
     net.run(epochs=20)
     label, activations = net.predict(x)            # int, (10, 1) array
 
-Left out on purpose: convolutions, momentum and other optimisers, regularisation, GPUs.
+The module reads top to bottom: activations, costs, schedules, optimisers, the options
+object, then ``Graph`` (forward, backward, training, inference, save and load).
+
+Left out on purpose: convolutions, dropout, batch normalisation, GPUs.
 """
 import copy
+import dataclasses
+import io
+import json
 import logging
+import math
 import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -30,11 +40,16 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / 'models'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: no options object, no optimiser state (still loads)
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f'{name} must be one of {sorted(choices)}, got {value!r}.')
 
 
 # ---------------------------------------------------------------------------------------
-# Activations and costs: small pure functions in tables.
+# Activations: small pure functions in tables.
 
 def sigmoid(z, out=None):
     """Logistic function 1 / (1 + e^-z), in place when ``out`` is ``z``."""
@@ -45,6 +60,14 @@ def sigmoid(z, out=None):
     return np.reciprocal(out, out=out)
 
 
+def tanh(z, out=None):
+    return np.tanh(z, out=out)
+
+
+def relu(z, out=None):
+    return np.maximum(z, 0, out=out)
+
+
 def softmax(z, out=None):
     """Row-wise softmax, shifted by the row maximum so exp never overflows."""
     out = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
@@ -53,12 +76,33 @@ def softmax(z, out=None):
     return out
 
 
-ACTIVATIONS = {'sigmoid': sigmoid, 'softmax': softmax}
+ACTIVATIONS = {'sigmoid': sigmoid, 'tanh': tanh, 'relu': relu, 'softmax': softmax}
+HIDDEN_ACTIVATIONS = ('sigmoid', 'tanh', 'relu')
+OUTPUTS = ('sigmoid', 'softmax')
 
 # Derivatives written from the activation's output a, so the activation is not recomputed.
-DERIVATIVES = {'sigmoid': lambda a: a * (1 - a)}
+DERIVATIVES = {
+    'sigmoid': lambda a: a * (1 - a),
+    'tanh': lambda a: 1 - a * a,
+    'relu': lambda a: a > 0,  # a bool mask: multiplying by it keeps the delta's dtype
+}
+
+# Variance gain of the 'scaled' initialisation, N(0, gain / fan_in), per hidden activation:
+# LeCun's 1 keeps sigmoid and tanh units out of saturation, He's 2 makes up for ReLU
+# zeroing half of its inputs. The output layer always gets 1.
+INIT_GAINS = {'sigmoid': 1.0, 'tanh': 1.0, 'relu': 2.0}
+INITS = ('scaled', 'normal')
+
+
+# ---------------------------------------------------------------------------------------
+# Costs: one entry per (cost, output) pair, holding the cost and its output delta.
 
 _EPS = 1e-12  # keeps log() finite when an output saturates at exactly 0 or 1
+
+
+class Cost(NamedTuple):
+    fn: Callable     # (a, y) -> mean cost over the samples (rows)
+    delta: Callable  # (a, y) -> dC/dz at the output, per sample (n, sizes[-1])
 
 
 def mse(a, y):
@@ -66,14 +110,12 @@ def mse(a, y):
     return 0.5 * float(np.sum(np.square(a - y))) / len(a)
 
 
-def cross_entropy(a, y, output='sigmoid'):
-    """Mean over samples of the cross-entropy matching the output layer."""
-    if output == 'softmax':
-        return -float(np.sum(y * np.log(a + _EPS))) / len(a)
+def categorical_cross_entropy(a, y):
+    return -float(np.sum(y * np.log(a + _EPS))) / len(a)
+
+
+def binary_cross_entropy(a, y):
     return -float(np.sum(y * np.log(a + _EPS) + (1 - y) * np.log(1 - a + _EPS))) / len(a)
-
-
-COSTS = {'mse': mse, 'cross_entropy': cross_entropy}
 
 
 def _mse_sigmoid_delta(a, y):
@@ -92,21 +134,257 @@ def _cross_entropy_delta(a, y):
     return a - y
 
 
-# dC/dz at the output layer, per sample, for each (cost, output) pair.
-OUTPUT_DELTAS = {
-    ('mse', 'sigmoid'): _mse_sigmoid_delta,
-    ('mse', 'softmax'): _mse_softmax_delta,
-    ('cross_entropy', 'sigmoid'): _cross_entropy_delta,
-    ('cross_entropy', 'softmax'): _cross_entropy_delta,
+COSTS = {
+    ('mse', 'sigmoid'): Cost(mse, _mse_sigmoid_delta),
+    ('mse', 'softmax'): Cost(mse, _mse_softmax_delta),
+    ('cross_entropy', 'sigmoid'): Cost(binary_cross_entropy, _cross_entropy_delta),
+    ('cross_entropy', 'softmax'): Cost(categorical_cross_entropy, _cross_entropy_delta),
+}
+COST_NAMES = ('cross_entropy', 'mse')
+
+
+# ---------------------------------------------------------------------------------------
+# Learning-rate schedules: the rate of an epoch (0-based) from the base rate.
+
+def _constant(rate, epoch):
+    return rate
+
+
+def _step(rate, epoch, every, factor):
+    return rate * factor ** (epoch // every)
+
+
+def _exponential(rate, epoch, gamma):
+    return rate * gamma ** epoch
+
+
+def _cosine(rate, epoch, epochs, floor):
+    return floor + (rate - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+
+# name: (function, default parameters, check of the parameters)
+SCHEDULES = {
+    'constant': (_constant, (), lambda: True),
+    'step': (_step, (10, 0.5), lambda every, factor: _is_count(every) and 0 < factor <= 1),
+    'exponential': (_exponential, (0.95,), lambda gamma: 0 < gamma <= 1),
+    'cosine': (_cosine, (50, 0.0), lambda epochs, floor: _is_count(epochs) and floor >= 0),
 }
 
-INITS = ('scaled', 'normal')
+
+def _is_count(value):
+    return float(value).is_integer() and value >= 1
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _normalise_schedule(schedule):
+    """A callable, or the tuple (name, *parameters); a bare name takes the defaults."""
+    if callable(schedule):
+        return schedule
+    spec = (schedule,) if isinstance(schedule, str) else schedule
+    if isinstance(spec, (tuple, list)) and spec and isinstance(spec[0], str) \
+            and spec[0] in SCHEDULES:
+        _, defaults, valid = SCHEDULES[spec[0]]
+        params = tuple(spec[1:]) or defaults
+        if len(params) == len(defaults) and all(_is_number(p) for p in params) \
+                and valid(*params):
+            return (spec[0], *(float(p) for p in params))
+    raise ValueError(
+        f'schedule must be one of {sorted(SCHEDULES)}, a tuple (name, *parameters): '
+        "('step', every, factor) with every >= 1 epochs and 0 < factor <= 1, "
+        "('exponential', gamma) with 0 < gamma <= 1, ('cosine', epochs, floor) with epochs "
+        f'>= 1 and floor >= 0; or a callable epoch -> rate; got {schedule!r}.')
+
+
+def scheduled_rate(schedule, rate, epoch):
+    """The learning rate of ``epoch`` (0-based) under ``schedule``, from the base ``rate``."""
+    if callable(schedule):
+        got = schedule(epoch)
+        if not (_is_number(got) and got > 0):
+            raise ValueError(f'the schedule callable returned {got!r} for epoch {epoch}; '
+                             'expected a positive number.')
+        return float(got)
+    name, *params = schedule
+    if name in ('step', 'cosine'):
+        params[0] = int(params[0])
+    return SCHEDULES[name][0](rate, epoch, *params)
+
+
+# ---------------------------------------------------------------------------------------
+# Optimisers: small objects with one update(params, grads), as scikit-learn's
+# _stochastic_optimizers.py. ``grads`` are mean gradients over the batch; update may
+# overwrite them. The learning rate of the epoch is set by the Graph through the schedule.
+
+class SGD:
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    Plain: p -= rate * g. Momentum (scikit-learn's form): v = momentum * v - rate * g, then
+    p += v, or with Nesterov p += momentum * v - rate * g.
+    """
+
+    def __init__(self, params, momentum=0.0, nesterov=False):
+        self.momentum, self.nesterov = momentum, nesterov
+        self.learning_rate = None
+        self.velocities = [np.zeros_like(p) for p in params] if momentum else []
+
+    def update(self, params, grads):
+        rate = self.learning_rate
+        if not self.momentum:
+            for p, g in zip(params, grads):
+                g *= rate
+                p -= g
+            return
+        for p, g, v in zip(params, grads, self.velocities):
+            v *= self.momentum
+            g *= rate
+            v -= g
+            if self.nesterov:
+                p += self.momentum * v
+                p -= g
+            else:
+                p += v
+
+    def state(self):
+        """The arrays that make training resume exactly, by name."""
+        return {f'velocity{i}': v for i, v in enumerate(self.velocities)}
+
+    def set_state(self, arrays):
+        self.velocities = [_like(arrays, f'velocity{i}', v) for i, v in
+                           enumerate(self.velocities)]
+
+
+class Adam:
+    """Adam (Kingma and Ba, 2015), as PyTorch's ``torch.optim.Adam``:
+    m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+    p -= rate * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+
+    def __init__(self, params, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.learning_rate = None
+        self.t = 0
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+
+    def update(self, params, grads):
+        self.t += 1
+        root = math.sqrt(1 - self.beta2 ** self.t)
+        # rate / (1 - b1^t) * m / (sqrt(v) / root + eps), with root multiplied through
+        step = self.learning_rate * root / (1 - self.beta1 ** self.t)
+        for p, g, m, v in zip(params, grads, self.m, self.v):
+            m -= g  # m = b1 (m - g) + g = b1 m + (1 - b1) g, in place
+            m *= self.beta1
+            m += g
+            g *= g  # likewise v = b2 (v - g^2) + g^2
+            v -= g
+            v *= self.beta2
+            v += g
+            denominator = np.sqrt(v, out=g)  # g is no longer needed
+            denominator += self.epsilon * root
+            np.divide(m, denominator, out=denominator)
+            denominator *= step
+            p -= denominator
+
+    def state(self):
+        arrays = {'t': np.int64(self.t)}
+        arrays |= {f'm{i}': m for i, m in enumerate(self.m)}
+        arrays |= {f'v{i}': v for i, v in enumerate(self.v)}
+        return arrays
+
+    def set_state(self, arrays):
+        self.t = int(arrays['t'])
+        self.m = [_like(arrays, f'm{i}', m) for i, m in enumerate(self.m)]
+        self.v = [_like(arrays, f'v{i}', v) for i, v in enumerate(self.v)]
+
+
+def _like(arrays, name, reference):
+    """arrays[name] checked to have reference's shape, as reference's dtype."""
+    a = arrays[name]
+    if a.shape != reference.shape or not np.all(np.isfinite(a)):
+        raise ValueError(f'optimiser state {name} has shape {a.shape} or non-finite values, '
+                         f'expected finite values of shape {reference.shape}')
+    return a.astype(reference.dtype)
+
+
+OPTIMIZERS = {'sgd': SGD, 'adam': Adam}
+
+
+# ---------------------------------------------------------------------------------------
+# The options: one object that __init__ validates and save, load, repr and copy iterate.
+
 DTYPES = ('float32', 'float64')
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f'{name} must be one of {sorted(choices)}, got {value!r}.')
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Every keyword option of a Graph (besides sizes, learning_rate and batch_size).
+
+    activation: hidden layers, 'sigmoid' (default), 'tanh' or 'relu'.
+    output: 'softmax' (default) or 'sigmoid' (the original). cost: 'cross_entropy' (default)
+    or 'mse' (the original). init: 'scaled' (N(0, gain / fan_in), gain 2 for ReLU layers,
+    else 1; default) or 'normal' (N(0, 1), the original).
+    optimizer: 'sgd' (default) or 'adam'. momentum: 0 <= momentum < 1, SGD only.
+    nesterov: Nesterov momentum (needs momentum > 0). weight_decay: L2 coefficient >= 0,
+    added as weight_decay * W to each batch's mean weight gradient (Nielsen's lmbda / n).
+    schedule: 'constant', 'step', 'exponential', 'cosine' or a tuple with parameters
+    (see SCHEDULES), or a callable epoch -> learning rate.
+    dtype: 'float32' (default) or 'float64'. seed: int >= 0 or None.
+    """
+    activation: str = 'sigmoid'
+    output: str = 'softmax'
+    cost: str = 'cross_entropy'
+    init: str = 'scaled'
+    optimizer: str = 'sgd'
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: object = 'constant'
+    dtype: str = 'float32'
+    seed: int | None = None
+
+    def __post_init__(self):
+        _check_choice('activation', self.activation, HIDDEN_ACTIVATIONS)
+        _check_choice('output', self.output, OUTPUTS)
+        _check_choice('cost', self.cost, COST_NAMES)
+        _check_choice('init', self.init, INITS)
+        _check_choice('optimizer', self.optimizer, OPTIMIZERS)
+        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f'momentum must be a number in [0, 1), got {self.momentum!r}.')
+        if self.momentum and self.optimizer != 'sgd':
+            raise ValueError(f"momentum applies to optimizer='sgd' (Adam has its own), got "
+                             f'momentum={self.momentum!r} with optimizer={self.optimizer!r}.')
+        if not isinstance(self.nesterov, (bool, np.bool_)):
+            raise ValueError(f'nesterov must be True or False, got {self.nesterov!r}.')
+        if self.nesterov and not self.momentum:
+            raise ValueError(f'nesterov=True needs momentum > 0, got momentum={self.momentum!r}.')
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f'weight_decay must be a number >= 0, got {self.weight_decay!r}.')
+        try:
+            dtype = np.dtype(self.dtype).name
+        except TypeError:
+            dtype = repr(self.dtype)
+        _check_choice('dtype', dtype, DTYPES)
+        if self.seed is not None and (not isinstance(self.seed, (int, np.integer))
+                                      or isinstance(self.seed, bool) or self.seed < 0):
+            raise ValueError(f'seed must be a non-negative int or None, got {self.seed!r}.')
+        normal = dict(momentum=float(self.momentum), nesterov=bool(self.nesterov),
+                      weight_decay=float(self.weight_decay), dtype=dtype,
+                      schedule=_normalise_schedule(self.schedule),
+                      seed=None if self.seed is None else int(self.seed))
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+
+    def as_dict(self):
+        """JSON-ready: the schedule as a list, a callable schedule by its name."""
+        d = dataclasses.asdict(self)
+        d['schedule'] = (getattr(self.schedule, '__name__', repr(self.schedule))
+                         if callable(self.schedule) else list(self.schedule))
+        return d
+
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Options))
 
 
 class TrainingDiverged(FloatingPointError):
@@ -117,12 +395,10 @@ class StopTraining(Exception):
     """Raised by a ``run`` callback to stop training early (returning True does the same)."""
 
 
-# A batch's matrix products (128 x 784 x 30) are too small to share between cores: on a
-# 2-core machine two BLAS threads made an epoch at best 1.2x faster when the machine was quiet,
-# and up to 25x slower when other processes kept a core busy (every product waits for the
-# descheduled thread; still 18x with the row blocks below on OpenBLAS's AVX2 kernels). So
-# batches train on one BLAS thread. The limit is process-wide: concurrent trainings share it
-# and the last one to finish restores the previous setting.
+# A batch's matrix products (128 x 784 x 30) are too small to share between cores: two BLAS
+# threads gained little on a quiet machine and lost much on a busy one, where every product
+# waits for a descheduled thread (docs/performance.md). So batches train on one BLAS thread. The limit is process-wide:
+# concurrent trainings share it and the last one to finish restores the previous setting.
 _blas_lock = threading.Lock()
 _blas_trainings = 0
 _blas_limits = None
@@ -145,11 +421,10 @@ def _one_blas_thread():
 
 
 # OpenBLAS multiplies matrices of at most 100^3 multiply-adds with a kernel that skips
-# packing them into blocks first. A batch's (128, 784) @ (784, 30) is three times that; cut
-# into four row blocks it ran 1.4x (weight gradient) to 2x (forward) faster on one core.
-# A wide layer is another matter: a row of (n, 784) @ (784, 800) alone is 0.6 * 100^3, and
-# blocks of a row or two are matrix-vector products that each read all of the 2.5 MB of
-# weights: 2.2x slower than one plain product (batches of 32 and 128, one core).
+# packing them into blocks first; a batch's (128, 784) @ (784, 30) is three times that and
+# runs faster cut into row blocks. A wide layer is another matter: a row of
+# (n, 784) @ (784, 800) alone is 0.6 * 100^3, and blocks of a row or two are matrix-vector
+# products that each read all of the weights, so those stay one plain product.
 _SMALL_PRODUCT = 100 ** 3
 _MIN_BLOCK_ROWS = 8
 
@@ -245,18 +520,20 @@ def _labels(y, n, n_out):
 # The network.
 
 class Graph:
-    """A fully connected network: sigmoid hidden layers, sigmoid or softmax output.
+    """A fully connected network: sigmoid, tanh or ReLU hidden layers, sigmoid or softmax
+    output.
 
-    ``Graph(sizes, learning_rate, batch_size)``, e.g. ``Graph((784, 30, 10), 0.5, 128)``.
-    Keyword options: ``init`` ('scaled' N(0, 1/fan_in) or the original 'normal' N(0, 1)),
-    ``cost`` ('cross_entropy' or the original 'mse'), ``output`` ('softmax' or the
-    original 'sigmoid'), ``dtype`` ('float32' or 'float64'), ``seed`` (int or None).
-    Weights are W[l] (sizes[l], sizes[l+1]) so that a batch X (n, sizes[0]) goes
+    ``Graph(sizes, learning_rate, batch_size, **options)``, e.g.
+    ``Graph((784, 30, 10), 0.5, 128)`` or
+    ``Graph((784, 800, 10), 0.1, 64, activation='relu', momentum=0.9, schedule='cosine')``.
+    The keyword options are the fields of ``Options`` (activation, output, cost, init,
+    optimizer, momentum, nesterov, weight_decay, schedule, dtype, seed); an unknown name
+    raises TypeError, a bad value ValueError. ``learning_rate`` is the base rate of the
+    schedule. Weights are W[l] (sizes[l], sizes[l+1]) so that a batch X (n, sizes[0]) goes
     forward as X @ W[0] + b[0].
     """
 
-    def __init__(self, sizes, learning_rate=0.5, batch_size=128, *, init='scaled',
-                 cost='cross_entropy', output='softmax', dtype='float32', seed=None):
+    def __init__(self, sizes, learning_rate=0.5, batch_size=128, **options):
         try:
             valid = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                         for s in sizes)
@@ -265,88 +542,137 @@ class Graph:
         if not valid or len(sizes) < 2 or min(sizes) < 1:
             raise ValueError('sizes must list at least 2 layers of positive ints, '
                              f'got {sizes!r}.')
-        sizes = tuple(int(s) for s in sizes)
-        if not (isinstance(learning_rate, (int, float, np.number)) and 0 < learning_rate < 1e6
-                and np.isfinite(learning_rate)) or isinstance(learning_rate, bool):
-            raise ValueError(f'learning_rate must be a positive number, got {learning_rate!r}.')
+        _check_learning_rate(learning_rate)
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
                 or batch_size < 1:
             raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
-        _check_choice('init', init, INITS)
-        _check_choice('cost', cost, COSTS)
-        _check_choice('output', output, ACTIVATIONS)
-        try:
-            dtype_name = np.dtype(dtype).name
-        except TypeError:
-            dtype_name = repr(dtype)
-        _check_choice('dtype', dtype_name, DTYPES)
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f'seed must be a non-negative int or None, got {seed!r}.')
-        self.sizes = sizes
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            raise TypeError(f'unknown option {", ".join(map(repr, unknown))}: the options are '
+                            f'{", ".join(OPTION_NAMES)}.')
+        self.sizes = tuple(int(s) for s in sizes)
         self.learning_rate = float(learning_rate)
         self.batch_size = int(batch_size)
-        self.init, self.cost, self.output = init, cost, output
-        self.dtype = np.dtype(dtype_name)
-        self.seed = seed
+        self.config = Options(**options)
         self.epochs = 0
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(self.config.seed)
         self.weights, self.biases = self._initial_parameters()
+        self.optimizer = self._new_optimizer()
         self.train_data = self.val_data = None
+
+    def __getattr__(self, name):
+        # net.activation, net.cost, ...: the options read as attributes of the net
+        config = self.__dict__.get('config')
+        if config is not None and name in OPTION_NAMES:
+            return getattr(config, name)
+        raise AttributeError(f'{type(self).__name__!r} object has no attribute {name!r}')
+
+    @property
+    def dtype(self):
+        return np.dtype(self.config.dtype)
+
+    @property
+    def options(self):
+        """The options as a JSON-ready dict (what the manifest and the server show)."""
+        return self.config.as_dict()
 
     def _initial_parameters(self):
         weights, biases = [], []
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            scale = 1 / np.sqrt(n_in) if self.init == 'scaled' else 1.0
+        last = len(self.sizes) - 2
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            gain = 1.0 if l == last else INIT_GAINS[self.config.activation]
+            scale = math.sqrt(gain / n_in) if self.config.init == 'scaled' else 1.0
             weights.append((self.rng.standard_normal((n_in, n_out)) * scale).astype(self.dtype))
-            biases.append(self.rng.standard_normal(n_out).astype(self.dtype))
+            # The original's N(0, 1) biases suit sigmoid units; tanh and ReLU start at 0.
+            if self.config.activation == 'sigmoid' or self.config.init == 'normal':
+                biases.append(self.rng.standard_normal(n_out).astype(self.dtype))
+            else:
+                biases.append(np.zeros(n_out, self.dtype))
         return weights, biases
 
+    def _new_optimizer(self):
+        params = self.weights + self.biases
+        if self.config.optimizer == 'adam':
+            return Adam(params)
+        return SGD(params, self.config.momentum, self.config.nesterov)
+
     def __repr__(self):
-        return (f'Graph({self.sizes}, {self.learning_rate}, {self.batch_size}, '
-                f'init={self.init!r}, cost={self.cost!r}, output={self.output!r}, '
-                f'dtype={self.dtype.name!r}, seed={self.seed}) trained {self.epochs} epochs')
+        options = ', '.join(f'{k}={v!r}' for k, v in self.options.items())
+        return (f'Graph({self.sizes}, {self.learning_rate}, {self.batch_size}, {options}) '
+                f'trained {self.epochs} epochs')
+
+    def summary(self):
+        """A table of the layers, their shapes and parameter counts, and the options (as
+        Keras's ``model.summary()``); returned as a string."""
+        rows = [('layer', 'output shape', 'activation', 'params'),
+                ('input', f'(None, {self.sizes[0]})', '', '0')]
+        last = len(self.weights) - 1
+        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+            rows.append((f'dense_{l} ({W.shape[0]} x {W.shape[1]})', f'(None, {W.shape[1]})',
+                         self.config.output if l == last else self.config.activation,
+                         f'{W.size + b.size:,}'))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        line = '-' * (sum(widths) + 6)
+        text = [f'Graph {"-".join(map(str, self.sizes))}', line]
+        for k, r in enumerate(rows):
+            text.append('  '.join(c.ljust(w) if i < 3 else c.rjust(w)
+                                  for i, (c, w) in enumerate(zip(r, widths))))
+            if k == 0:
+                text.append(line)
+        total = sum(W.size + b.size for W, b in zip(self.weights, self.biases))
+        text += [line, f'Total params: {total:,} ({self.dtype.name}, '
+                       f'{total * self.dtype.itemsize / 1024:,.1f} KiB)',
+                 f'learning_rate={self.learning_rate}, batch_size={self.batch_size}, '
+                 f'epochs trained={self.epochs}',
+                 'Options: ' + ', '.join(f'{k}={v!r}' for k, v in self.options.items())]
+        return '\n'.join(text)
 
     def copy(self):
         """A deep copy: training the copy never changes this net."""
         return copy.deepcopy(self)
 
-    @property
-    def options(self):
-        """Everything besides the parameters needed to rebuild this net."""
-        return dict(init=self.init, cost=self.cost, output=self.output,
-                    dtype=self.dtype.name, seed=self.seed)
-
-    # -- forward, backward, update ---------------------------------------------------
+    # -- forward, backward ----------------------------------------------------------
 
     def _forward(self, X):
         """Activations of every layer for a batch X (n, sizes[0]): [X, a1, ..., aL]."""
         activations = [X]
         last = len(self.weights) - 1
+        hidden = ACTIVATIONS[self.config.activation]
         for l, (W, b) in enumerate(zip(self.weights, self.biases)):
             z = _matmul(activations[-1], W)  # (n, sizes[l+1])
             z += b
-            activations.append(ACTIVATIONS[self.output if l == last else 'sigmoid'](z, out=z))
+            f = ACTIVATIONS[self.config.output] if l == last else hidden
+            activations.append(f(z, out=z))
         return activations
 
-    def _backprop(self, activations, Y):
-        """Gradients of the summed (not mean) cost over the batch: ([dW], [db])."""
-        delta = OUTPUT_DELTAS[self.cost, self.output](activations[-1], Y)  # (n, sizes[-1])
+    def _backprop(self, activations, Y, delta):
+        """Mean gradients over the batch, weight decay included: ([dW], [db]).
+
+        ``delta`` (n, sizes[-1]) is dC/dz at the output per sample."""
+        delta *= 1 / len(Y)  # every gradient below is then the batch's mean
+        derivative = DERIVATIVES[self.config.activation]
         grad_w, grad_b = [None] * len(self.weights), [None] * len(self.weights)
         for l in range(len(self.weights) - 1, -1, -1):
             grad_w[l] = _matmul(activations[l].T, delta)  # (sizes[l], sizes[l+1])
             grad_b[l] = delta.sum(axis=0)
             if l:  # the input layer needs no delta
-                a = activations[l]
-                delta = (delta @ self.weights[l].T) * DERIVATIVES['sigmoid'](a)
+                delta = delta @ self.weights[l].T
+                delta *= derivative(activations[l])
+        if self.config.weight_decay:
+            for g, W in zip(grad_w, self.weights):
+                g += self.config.weight_decay * W
         return grad_w, grad_b
 
-    def _update(self, grad_w, grad_b, n):
-        """One gradient-descent step by learning_rate * the mean gradient over n samples."""
-        step = self.dtype.type(self.learning_rate / n)
-        for W, b, gW, gb in zip(self.weights, self.biases, grad_w, grad_b):
-            gW *= step
-            W -= gW
-            b -= step * gb
+    def gradients(self, X, Y):
+        """(mean cost, [dW], [db]) for a batch X (n, sizes[0]) and one-hot Y (n, sizes[-1]);
+        the cost includes the weight decay term 0.5 * weight_decay * sum(W^2)."""
+        cost = COSTS[self.config.cost, self.config.output]
+        activations = self._forward(np.asarray(X, self.dtype))
+        loss = cost.fn(activations[-1], Y)
+        if self.config.weight_decay:
+            loss += 0.5 * self.config.weight_decay * sum(float(np.sum(W * W))
+                                                         for W in self.weights)
+        return (loss, *self._backprop(activations, Y, cost.delta(activations[-1], Y)))
 
     # -- training --------------------------------------------------------------------
 
@@ -357,33 +683,54 @@ class Graph:
         val = None if val_data is None else as_arrays(val_data, n_in, n_out, self.dtype.type)
         self.train_data, self.val_data = train, val
 
-    def run(self, epochs=1, callback=None, progress=True):
+    def run(self, epochs=1, callback=None, progress=True, patience=None):
         """Train for ``epochs`` epochs on the fed data; return the history (a dict per epoch).
 
         ``callback(info)`` is called after every batch (``info['event'] == 'batch'``) and
-        every epoch (``'epoch'``, with the epoch's loss and validation accuracy); returning
-        True or raising ``StopTraining`` stops training after that batch, keeping the
-        weights learnt so far. A NaN or infinite loss raises ``TrainingDiverged`` and restores
-        the weights of the last good epoch.
+        every epoch (``'epoch'``, with the epoch's loss, learning rate and validation
+        accuracy); returning True or raising ``StopTraining`` stops training after that
+        batch, keeping the weights learnt so far. ``patience=N`` stops early when the
+        validation accuracy has not improved for N epochs, and in any case ends with the
+        weights (and optimiser state) of the epoch of best validation accuracy. A NaN or
+        infinite loss raises ``TrainingDiverged`` and restores the weights of the last good
+        epoch.
         """
         if self.train_data is None:
             raise RuntimeError('no training data: call feed(train_data, val_data) first.')
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f'epochs must be a positive int, got {epochs!r}.')
+        if patience is not None:
+            if not isinstance(patience, (int, np.integer)) or isinstance(patience, bool) \
+                    or patience < 1:
+                raise ValueError(f'patience must be a positive int or None, got {patience!r}.')
+            if self.val_data is None:
+                raise ValueError(f'patience={patience} needs validation data: '
+                                 'feed(train_data, val_data).')
         with np.errstate(over='ignore', invalid='ignore'):  # divergence is checked below
-            return self._epochs(epochs, callback, progress)
+            return self._epochs(epochs, callback, progress, patience)
 
-    def _epochs(self, epochs, callback, progress):
+    def _state(self):
+        return ([W.copy() for W in self.weights], [b.copy() for b in self.biases],
+                copy.deepcopy(self.optimizer), self.epochs)
+
+    def _restore(self, state):
+        weights, biases, optimizer, self.epochs = state
+        self.weights, self.biases = list(weights), list(biases)
+        self.optimizer = copy.deepcopy(optimizer)
+
+    def _epochs(self, epochs, callback, progress, patience):
         X, labels = self.train_data
         n, bs = len(X), self.batch_size
         batches = -(-n // bs)
         eye = np.eye(self.sizes[-1], dtype=self.dtype)
         batch_X = np.empty((min(bs, n), X.shape[1]), X.dtype)  # every batch is gathered here
-        cost = COSTS[self.cost]
-        cost_args = (self.output,) if self.cost == 'cross_entropy' else ()
+        cost = COSTS[self.config.cost, self.config.output]
         history = []
+        best, best_state, waited = None, None, 0
         for _ in range(epochs):
-            good = ([W.copy() for W in self.weights], [b.copy() for b in self.biases])
+            good = self._state()
+            rate = scheduled_rate(self.config.schedule, self.learning_rate, self.epochs)
+            self.optimizer.learning_rate = rate
             started, total_loss = time.perf_counter(), 0.0
             order = self.rng.permutation(n)  # shuffle indices, not data
             stop = False
@@ -396,10 +743,12 @@ class Graph:
                     Xb = np.take(X, idx, axis=0, out=batch_X[:len(idx)], mode='clip')
                     Yb = eye[labels[idx]]
                     activations = self._forward(Xb)
-                    loss = cost(activations[-1], Yb, *cost_args)
+                    loss = cost.fn(activations[-1], Yb)
                     if not np.isfinite(loss):
                         self._diverged(good, f'loss became {loss} in batch {k + 1}')
-                    self._update(*self._backprop(activations, Yb), len(idx))
+                    grad_w, grad_b = self._backprop(activations, Yb,
+                                                    cost.delta(activations[-1], Yb))
+                    self.optimizer.update(self.weights + self.biases, grad_w + grad_b)
                     total_loss += loss * len(idx)
                     bar.update()
                     if callback is not None:
@@ -413,22 +762,35 @@ class Graph:
             if not all(np.isfinite(p).all() for p in self.weights + self.biases):
                 self._diverged(good, 'weights became infinite or NaN')
             self.epochs += 1
-            record = {'epoch': self.epochs, 'loss': total_loss / n,
+            record = {'epoch': self.epochs, 'loss': total_loss / n, 'learning_rate': rate,
                       'val_accuracy': None if self.val_data is None else
                       self.evaluate(*self.val_data),
                       'seconds': time.perf_counter() - started}
             history.append(record)
-            log.info('epoch %d: %.2f s, loss %.4f, validation accuracy %s', self.epochs,
-                     record['seconds'], record['loss'],
+            log.info('epoch %d: %.2f s, learning rate %.4g, loss %.4f, validation accuracy %s',
+                     self.epochs, record['seconds'], rate, record['loss'],
                      'n/a' if record['val_accuracy'] is None else
                      f"{100 * record['val_accuracy']:.2f}%")
             if callback is not None and self._call(callback, event='epoch', batches=batches,
                                                    batch=batches, **record):
                 break
+            if patience is not None:
+                if best is None or record['val_accuracy'] > best:
+                    best, best_state, waited = record['val_accuracy'], self._state(), 0
+                else:
+                    waited += 1
+                    if waited >= patience:
+                        log.info('early stop: no better validation accuracy for %d epochs',
+                                 patience)
+                        break
+        if best_state is not None and best_state[3] != self.epochs:
+            log.info('restoring epoch %d (validation accuracy %.2f%%)', best_state[3],
+                     100 * best)
+            self._restore(best_state)
         return history
 
     def _diverged(self, good, what):
-        self.weights, self.biases = good
+        self._restore(good)
         raise TrainingDiverged(f'{what} in epoch {self.epochs + 1}; restored the weights of '
                                f'epoch {self.epochs}. Try a learning_rate smaller than '
                                f'{self.learning_rate}.')
@@ -476,39 +838,56 @@ class Graph:
     # -- save and load ---------------------------------------------------------------
 
     def save(self, path):
-        """Write the net to one NPZ atomically; a bare file name goes under models/."""
-        path = _resolve(path)
+        """Write the net, its options and its optimiser's state to one NPZ.
+
+        ``path``: a file name (atomic write; a bare name goes under models/) or a binary
+        file object (e.g. ``io.BytesIO``). Returns the path written (or the file object).
+        """
+        if callable(self.config.schedule):
+            raise ValueError(f'schedule {self.config.schedule!r} is a callable, which a model '
+                             'file cannot hold: use a named schedule to save this net.')
         arrays = {'format_version': np.int64(FORMAT_VERSION),
                   'sizes': np.array(self.sizes, dtype=np.int64),
                   'learning_rate': np.float64(self.learning_rate),
                   'batch_size': np.int64(self.batch_size),
                   'epochs': np.int64(self.epochs),
-                  'init': np.str_(self.init), 'cost': np.str_(self.cost),
-                  'output': np.str_(self.output), 'dtype': np.str_(self.dtype.name),
-                  'seed': np.int64(-1 if self.seed is None else self.seed)}
+                  'options': np.str_(json.dumps(self.options)),
+                  'rng': np.str_(json.dumps(self.rng.bit_generator.state))}
         for l, (W, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f'W{l}'], arrays[f'b{l}'] = W, b
+        for name, a in self.optimizer.state().items():
+            arrays[f'optimizer_{name}'] = a
+        if hasattr(path, 'write'):
+            np.savez(path, **arrays)
+            return path
+        path = _resolve(path)
         with atomic_write(path) as f:
             np.savez(f, **arrays)
         return path
 
     @classmethod
     def from_file(cls, path):
-        """Build a net, architecture and options included, from a file written by save()."""
-        path = _resolve(path)
+        """Build a net, architecture, options and optimiser state included, from a path or
+        a binary file object written by save() (files of format 1 load too)."""
+        if hasattr(path, 'read'):
+            source, name = path, getattr(path, 'name', 'the file object')
+        else:
+            source = name = _resolve(path)
         try:
-            with np.load(path, allow_pickle=False) as f:
+            with np.load(source, allow_pickle=False) as f:
                 data = {k: f[k] for k in f.files}
         except FileNotFoundError:
             raise
         except Exception as e:  # zip, pickle and format errors all mean "not our file"
-            raise ValueError(f'{path} is not a readable model file: {e}') from None
+            raise ValueError(f'{name} is not a readable model file: {e}') from None
         try:
             sizes = tuple(int(s) for s in data['sizes'])
-            net = cls(sizes, float(data['learning_rate']), int(data['batch_size']),
-                      init=str(data['init']), cost=str(data['cost']),
-                      output=str(data['output']), dtype=str(data['dtype']),
-                      seed=None if int(data['seed']) < 0 else int(data['seed']))
+            if 'options' in data:
+                options = json.loads(str(data['options']))
+            else:  # format 1
+                options = {k: str(data[k]) for k in ('init', 'cost', 'output', 'dtype')}
+                options['seed'] = None if int(data['seed']) < 0 else int(data['seed'])
+            net = cls(sizes, float(data['learning_rate']), int(data['batch_size']), **options)
             net.epochs = int(data['epochs'])
             for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
                 W, b = data[f'W{l}'], data[f'b{l}']
@@ -518,25 +897,37 @@ class Graph:
                 if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))):
                     raise ValueError(f'layer {l} holds NaN or infinite weights')
                 net.weights[l], net.biases[l] = W.astype(net.dtype), b.astype(net.dtype)
+            net.optimizer = net._new_optimizer()
+            state = {k[len('optimizer_'):]: v for k, v in data.items()
+                     if k.startswith('optimizer_')}
+            if state:
+                net.optimizer.set_state(state)
+            if 'rng' in data:
+                net.rng.bit_generator.state = json.loads(str(data['rng']))
         except KeyError as e:
-            raise ValueError(f'{path} is not a model file: missing {e}') from None
+            raise ValueError(f'{name} is not a model file: missing {e}') from None
         except (ValueError, TypeError) as e:
-            raise ValueError(f'{path} is not a valid model file: {e}') from None
+            raise ValueError(f'{name} is not a valid model file: {e}') from None
         return net
 
     def load(self, path):
-        """Replace this net by the one in ``path``; the file must have this net's sizes.
-
-        On any error (missing, corrupt or mismatched file) the net is left unchanged.
-        """
+        """Replace this net by the one in ``path`` (a path or a binary file object); the
+        file must have this net's sizes. On any error (missing, corrupt or mismatched file)
+        the net is left unchanged."""
         other = Graph.from_file(path)
         if other.sizes != self.sizes:
-            raise ValueError(f'{_resolve(path)} holds a {other.sizes} net, '
-                             f'this net is {self.sizes}.')
+            where = path if hasattr(path, 'read') else _resolve(path)
+            raise ValueError(f'{where} holds a {other.sizes} net, this net is {self.sizes}.')
         data = (self.train_data, self.val_data)
         self.__dict__.update(other.__dict__)
         self.train_data, self.val_data = data
         return self
+
+
+def _check_learning_rate(learning_rate):
+    if not (isinstance(learning_rate, (int, float, np.number)) and 0 < learning_rate < 1e6
+            and np.isfinite(learning_rate)) or isinstance(learning_rate, bool):
+        raise ValueError(f'learning_rate must be a positive number, got {learning_rate!r}.')
 
 
 @contextmanager
@@ -563,6 +954,8 @@ def atomic_write(path, durable=True):
 
 def _resolve(path):
     """A bare file name means models/<name>; '.npz' is added when missing."""
+    if isinstance(path, io.IOBase):
+        return path
     bare = os.sep not in str(path) and '/' not in str(path)
     path = Path(path)
     if path.suffix != '.npz':

@@ -5,7 +5,8 @@ Reads the four canonical IDX ``.gz`` files or the classic ``mnist.pkl.gz`` from 
 0..9, the published checksums of the IDX files), splits the 70,000 images and writes one NPZ
 that loads with ``allow_pickle=False``. Pixels stay uint8 on disk; ``load_dataset`` scales them.
 
-    python preprocess.py                    # -> data/mnist_preprocessed.npz (70/20/10, seed 0)
+    python preprocess.py                    # -> data/mnist_preprocessed.npz (70/20/10, seed 0;
+                                            #    train only official-train, test only official-test)
     python preprocess.py --download         # first fetch the IDX files into data/raw/
     python preprocess.py --split official   # 50,000 / 10,000 of the training set, official test
     python preprocess.py --pickle           # also data/mnist_preprocessed.pkl, the original layout
@@ -52,7 +53,8 @@ SEED = 0
 RATIOS = (0.7, 0.2, 0.1)      # train / validation / test share of all images (the original's)
 OFFICIAL_VAL = 10_000         # --split official: the last 10,000 training images validate
 SPLITS = ('train', 'val', 'test')
-FORMAT_VERSION = 1            # of the output; a different version is rebuilt
+FORMAT_VERSION = 2            # of the output; a different version is rebuilt
+                              # (2: the random split keeps the official sets apart)
 DOWNLOAD_TIMEOUT = 60         # seconds without data before a download gives up
 
 # The canonical files: bytes, md5 (as published, e.g. in torchvision) and sha256.
@@ -282,7 +284,11 @@ def _fetch(url, name):
 def split_indices(n, n_train, split='random', seed=SEED):
     """Indices into the canonical order (training images, then test images) per split.
 
-    ``'random'``: a seeded permutation of all ``n`` images cut 70/20/10.
+    ``'random'``: a seeded 70/20/10 of all ``n`` images that keeps the official sets apart:
+    the training part (70% of n) is drawn from the ``n_train`` official training images only
+    and the test part (10% of n) from the official test images only; validation holds the
+    rest of both (for MNIST: 49,000 training, 11,000 + 3,000 validation, 7,000 test). So a
+    net trained on the training part has seen no validation image and no official test image.
     ``'official'``: the first training images, the last 10,000 training images, the test set.
     """
     if split == 'official':
@@ -293,10 +299,16 @@ def split_indices(n, n_train, split='random', seed=SEED):
         return dict(zip(SPLITS, (np.arange(cut), np.arange(cut, n_train), np.arange(n_train, n))))
     if split != 'random':
         raise ValueError(f"split must be 'random' or 'official', got {split!r}.")
-    order = np.random.default_rng(seed).permutation(n)
-    a = round(RATIOS[0] * n)
-    b = a + round(RATIOS[1] * n)
-    return dict(zip(SPLITS, (order[:a], order[a:b], order[b:])))
+    n_fit, n_test = round(RATIOS[0] * n), round(RATIOS[2] * n)
+    if n_fit > n_train or n_test > n - n_train:
+        raise DataError(f'the random split draws {n_fit} training images from the {n_train} '
+                        f'official training images and {n_test} test images from the '
+                        f'{n - n_train} official test images: there are too few.')
+    rng = np.random.default_rng(seed)
+    official_train, official_test = rng.permutation(n_train), n_train + rng.permutation(n - n_train)
+    val = np.concatenate([official_train[n_fit:], official_test[n_test:]])
+    return dict(zip(SPLITS, (official_train[:n_fit], rng.permutation(val),
+                             official_test[:n_test])))
 
 
 def pickle_path(output):
@@ -435,7 +447,9 @@ def main(argv=None):
     parser.add_argument('--output', type=Path, default=DEFAULT_OUTPUT,
                         help='the NPZ to write (default: data/mnist_preprocessed.npz)')
     parser.add_argument('--split', choices=('random', 'official'), default='random',
-                        help='random: seeded 70/20/10 of all 70,000 images (default); official: '
+                        help='random: seeded 70/20/10 of all 70,000 images, its 49,000 training '
+                             'images from the official training set and its 7,000 test images from '
+                             'the official test set (default); official: '
                              '50,000/10,000 of the training set and the official 10,000 test')
     parser.add_argument('--seed', type=int, default=SEED, help='seed of the random split')
     parser.add_argument('--pickle', action='store_true',

@@ -1,15 +1,17 @@
 """better-tensorflow's HTTP server: arguments and environment -> settings -> app -> run.
 
     python server.py [--host 127.0.0.1] [--port 8000] [--workers 1] [--models models/]
-                     [--state data/state/] [--data data/mnist_preprocessed.npz]
+                     [--state data/state/ | --database postgresql://...]
+                     [--data data/mnist_preprocessed.npz]
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
+                     [--max-samples 100000] [--sample-share 0.1]
                      [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
                      [--metrics-token T] [--graceful-timeout 15]
-    environment: HOST, PORT, BTF_TOKEN (then required by every route that changes state, as
-    "Authorization: Bearer <token>" or ?token=<token>), BTF_CORS_ORIGINS, BTF_METRICS_TOKEN
-    (guards /metrics; else BTF_TOKEN does), PROMETHEUS_MULTIPROC_DIR (default: <state>/metrics,
-    emptied at start)
+    environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_TOKEN (then required by every
+    route that changes state, as "Authorization: Bearer <token>" or ?token=<token>),
+    BTF_METRICS_TOKEN (guards /metrics; else BTF_TOKEN does), PROMETHEUS_MULTIPROC_DIR
+    (default: <state>/metrics, emptied at start)
 
 The service itself is the ``service`` package (see its docstring and docs/architecture.md).
 """
@@ -56,6 +58,9 @@ def parse(argv=None, environ=os.environ):
         help='shipped pretrained models, read only (default: %(default)s)')
     add('--state', type=Path, default=DEFAULTS.state_dir,
         help='runtime state: the live net, its lock and training status (default: %(default)s)')
+    add('--database', default=environ.get('DATABASE_URL') or None,
+        help='postgresql://user:password@host/db: keep the state there, for several machines '
+             '(default: $DATABASE_URL, else the state folder)')
     add('--data', type=Path, default=DEFAULTS.data_path,
         help='preprocessed data set for /train (default: %(default)s)')
     add('--max-epochs', type=int, default=DEFAULTS.max_epochs,
@@ -73,6 +78,11 @@ def parse(argv=None, environ=os.environ):
         help='open connections per worker (default: %(default)s)')
     add('--max-streams', type=int, default=DEFAULTS.max_streams,
         help='open /train/events streams per worker (default: %(default)s)')
+    add('--max-samples', type=int, default=DEFAULTS.max_samples,
+        help='users\' drawings kept at most (default: %(default)s)')
+    add('--sample-share', type=float, default=DEFAULTS.sample_share,
+        help='share of every epoch of a training with samples drawn from them '
+             '(default: %(default)s)')
     add('--log-format', choices=('text', 'json'), default=DEFAULTS.log_format,
         help='text lines, or one JSON object per line (default: %(default)s)')
     add('--access-log', action='store_true',
@@ -96,10 +106,12 @@ def parse(argv=None, environ=os.environ):
     try:
         return Settings(
             host=args.host, port=args.port, workers=args.workers, models_dir=args.models,
-            state_dir=args.state, data_path=args.data, max_epochs=args.max_epochs,
+            state_dir=args.state, database=args.database, data_path=args.data,
+            max_epochs=args.max_epochs,
             cors_origins='*' if origins in ([], ['*']) else tuple(origins),
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
+            max_samples=args.max_samples, sample_share=args.sample_share,
             log_format=args.log_format, access_log=args.access_log, metrics=args.metrics,
             request_ids=args.request_ids, metrics_token=args.metrics_token or None,
             graceful_timeout=args.graceful_timeout,

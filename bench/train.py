@@ -7,9 +7,15 @@ Repetitions are interleaved (A, B, C, A, B, C, ...) so that the noise of a share
 every contender alike; the table gives medians and ratios. It also measures the machine's
 matrix-multiply peak and the floating-point lower bound for one epoch, and checks the targets.
 
+A second table, in the same run, times the optimisers: plain SGD, SGD with momentum 0.9 and
+Adam, on 784-30-10 and 784-800-10, for this library, PyTorch (torch.optim.SGD / Adam) and
+scikit-learn (solver 'sgd' with momentum 0.9, solver 'adam'), and the library as it was before
+the optimisers (git revision BASELINE, plain SGD only): an A/B of the plain-SGD epoch.
+
     python bench/train.py                     # or `make bench`
     python bench/train.py --quick             # a smoke run: 2 repetitions, smaller samples
     python bench/train.py --epochs-reps 15 --batch 64
+    python bench/train.py --optimizers-only   # only the optimiser table
 
 Data: data/mnist_preprocessed.npz when it exists (train then validation split), else the raw
 files in $MNIST_DIR or ../shared/data/mnist/: the first 50,000 samples train, the next 10,000
@@ -17,11 +23,14 @@ measure the accuracy reached after the timed epochs (a check that every contende
 """
 import argparse
 import datetime
+import importlib.util
 import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +59,12 @@ QUICK = {'reps': 2, 'reference_samples': 1_000, 'peak_size': 1024}
 SEED = 0
 MNIST_DIR = Path(os.environ.get('MNIST_DIR') or ROOT.parent / 'shared' / 'data' / 'mnist')
 TARGETS = {'reference': 20, 'pytorch': 1.5, 'sklearn': 1.5, 'lower_bound': 7}
+# The optimiser table: per optimiser the same learning rate for every contender.
+OPTIMIZERS = {'sgd': 0.5, 'momentum': 0.05, 'adam': 0.001}
+OPTIMIZER_SIZES = ((784, 30, 10), (784, 800, 10))
+OPTIMIZER_SAMPLES = {30: 50_000, 800: 20_000}  # samples per timed epoch, by hidden width
+OPTIMIZER_REPS = 5
+BASELINE = 'aab594b'          # the library before the optimisers (git revision), for the A/B
 CORES = os.cpu_count()
 
 
@@ -199,14 +214,151 @@ def pytorch(X, y, Xh, yh, batch, threads):
 
 
 # ---------------------------------------------------------------------------------------
+# The optimiser table: one contender per (library, optimiser), same sizes and data.
+
+def baseline_library(revision):
+    """The library module as it was at git ``revision``, or None (no git, unknown revision)."""
+    try:
+        source = subprocess.run(['git', 'show', f'{revision}:better_tensorflow.py'], cwd=ROOT,
+                                capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / f'better_tensorflow_{revision}.py'
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ours(data, sizes, batch, optimizer, module=btf, label='better_tensorflow'):
+    X, y, Xh, yh = data
+    options = {'sgd': {}, 'momentum': dict(momentum=0.9), 'adam': dict(optimizer='adam')}
+    net = module.Graph(sizes, OPTIMIZERS[optimizer], batch, seed=SEED, **options[optimizer])
+    net.feed((X, y))
+    return Contender('library', label, 'float32', lambda: net.run(1, progress=False),
+                     lambda: net.evaluate(Xh, yh))
+
+
+def torch_optimizer(data, sizes, batch, optimizer, threads):
+    try:
+        import torch
+    except ImportError:
+        return None
+    X, y, Xh, yh = data
+    torch.manual_seed(SEED)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.Sigmoid()]
+    model = torch.nn.Sequential(*layers[:-1])
+    rate = OPTIMIZERS[optimizer]
+    opt = (torch.optim.Adam(model.parameters(), lr=rate) if optimizer == 'adam' else
+           torch.optim.SGD(model.parameters(), lr=rate,
+                           momentum=0.9 if optimizer == 'momentum' else 0.0))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def epoch():
+        torch.set_num_threads(threads)
+        order = torch.randperm(len(Xt))
+        for k in range(0, len(Xt), batch):
+            idx = order[k:k + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            loss.item()  # as the library, which tracks the epoch's loss
+
+    def accuracy():
+        with torch.no_grad():
+            return float((model(torch.from_numpy(Xh)).argmax(1).numpy() == yh).mean())
+
+    return Contender('pytorch', f'PyTorch, {threads} thread{"s" if threads > 1 else ""}',
+                     'float32', epoch, accuracy)
+
+
+def sklearn_optimizer(data, sizes, batch, optimizer, blas_threads):
+    try:
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        return None
+    X, y, Xh, yh = data
+    solver = dict(solver='adam') if optimizer == 'adam' else dict(
+        solver='sgd', momentum=0.9 if optimizer == 'momentum' else 0.0,
+        nesterovs_momentum=False)
+    clf = MLPClassifier(hidden_layer_sizes=sizes[1:-1], activation='logistic', batch_size=batch,
+                        learning_rate_init=OPTIMIZERS[optimizer], alpha=0.0,
+                        random_state=SEED, **solver)
+    clf.partial_fit(X[:batch], y[:batch], classes=np.arange(sizes[-1]))
+
+    def epoch():
+        with threadpool_limits(blas_threads, user_api='blas'):
+            clf.partial_fit(X, y)
+
+    return Contender('sklearn', f'scikit-learn, BLAS {blas_threads} thread'
+                     f'{"s" if blas_threads > 1 else ""}', 'float32', epoch,
+                     lambda: clf.score(Xh, yh))
+
+
+def optimizer_table(X, y, batch, reps, baseline):
+    """Time every optimiser row: ours, the baseline (plain SGD), PyTorch, scikit-learn."""
+    before = baseline_library(baseline)
+    threads = sorted({CORES, 1}, reverse=True)
+    rows = []
+    for sizes in OPTIMIZER_SIZES:
+        n = OPTIMIZER_SAMPLES[sizes[1]] if sizes[1] in OPTIMIZER_SAMPLES else N_TRAIN
+        data = (X[:n], y[:n], X[N_TRAIN:], y[N_TRAIN:])
+        for optimizer in OPTIMIZERS:
+            contenders = [ours(data, sizes, batch, optimizer)]
+            if optimizer == 'sgd' and before is not None:
+                contenders.append(ours(data, sizes, batch, optimizer, before,
+                                       f'better_tensorflow before ({baseline})'))
+            contenders += [torch_optimizer(data, sizes, batch, optimizer, t) for t in threads]
+            contenders += [sklearn_optimizer(data, sizes, batch, optimizer, t) for t in threads]
+            rows.append((sizes, n, optimizer, [c for c in contenders if c is not None]))
+    every = [c for *_, contenders in rows for c in contenders]
+    print(f'timing the optimisers: {len(every)} contenders, {reps} interleaved rounds: ', end='')
+    measure(every, reps, peak_size=None)
+    print(f'\nOne epoch per optimiser, batch {batch}, learning rates '
+          + ', '.join(f'{k} {v}' for k, v in OPTIMIZERS.items())
+          + f' (the same for every contender); median of {reps} interleaved repetitions; '
+          f'accuracy on {N_HELD_OUT:,} held-out samples after the {reps + 1} epochs.\n')
+    print('| net | samples | optimiser | contender | epoch (s), median | min | CPU s, median '
+          '| vs ours | accuracy |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    verdicts = []
+    for sizes, n, optimizer, contenders in rows:
+        mine = np.median(contenders[0].times)
+        for c in contenders:
+            median = np.median(c.times)
+            print(f'| {"-".join(map(str, sizes))} | {n:,} | {optimizer} | {c.name} | '
+                  f'{median:.3f} | {min(c.times):.3f} | {np.median(c.cpu_times):.3f} | '
+                  f'{median / mine:.2f}x | {100 * c.accuracy():.1f}% |')
+        theirs = [np.median(c.times) for c in contenders if c.key in ('pytorch', 'sklearn')]
+        if theirs:
+            verdicts.append((sizes, optimizer, min(theirs) / mine))
+        if optimizer == 'sgd' and len(contenders) > 1 and 'before' in contenders[1].name:
+            verdicts.append((sizes, 'sgd, before / now', np.median(contenders[1].times) / mine))
+    print('\n| net | target | ratio | |')
+    print('|---|---|---|---|')
+    for sizes, what, ratio in verdicts:
+        target = 1.0 if 'before' in what else TARGETS['pytorch']
+        goal = ('plain SGD no slower than before' if 'before' in what else
+                f'{what}: >= {target}x faster than the faster of PyTorch and scikit-learn')
+        print(f'| {"-".join(map(str, sizes))} | {goal} | {ratio:.2f}x | '
+              f'{"met" if ratio >= target else "MISSED"} |')
+
+
+# ---------------------------------------------------------------------------------------
 # Measuring and reporting.
 
 def measure(contenders, reps, peak_size):
     """Interleaved timings; returns the best matmul GFLOP/s seen, {(dtype, threads): value}."""
     rng = np.random.default_rng(SEED)
     matrices = {dt: [rng.random((peak_size, peak_size)).astype(dt) for _ in range(3)]
-                for dt in ('float32', 'float64')}
-    peak = {(dt, threads): 0.0 for dt in matrices for threads in (CORES, 1)}
+                for dt in ('float32', 'float64')} if peak_size else {}
+    peak = {(dt, threads): 0.0 for dt in matrices for threads in (CORES, 1)} \
+        if peak_size else {}
     for c in contenders:  # warm-up, untimed: first-touch page faults, lazy initialisation
         c.epoch()
     for _ in range(reps):
@@ -310,6 +462,16 @@ def main(argv=None):
                         help=f'a smoke run: {QUICK["reps"]} repetitions, '
                              f'{QUICK["reference_samples"]:,} reference samples, '
                              f'{QUICK["peak_size"]} matmul')
+    parser.add_argument('--optimizers-only', action='store_true',
+                        help='only the optimiser table')
+    parser.add_argument('--no-optimizers', action='store_true',
+                        help='skip the optimiser table')
+    parser.add_argument('--optimizer-reps', type=int, default=OPTIMIZER_REPS,
+                        help='timed epochs per contender in the optimiser table '
+                             '(default: %(default)s)')
+    parser.add_argument('--baseline', default=BASELINE,
+                        help='git revision of the library to A/B plain SGD against '
+                             '(default: %(default)s)')
     args = parser.parse_args(argv)
     reps = QUICK['reps'] if args.quick else args.epochs_reps
     if reps < 1 or args.batch < 1:
@@ -320,6 +482,11 @@ def main(argv=None):
     X, y, source = load_mnist()
     header = environment(source, argv)
     print('\n'.join(header))
+    if not args.no_optimizers:
+        optimizer_table(X, y, args.batch, QUICK['reps'] if args.quick else args.optimizer_reps,
+                        args.baseline)
+        if args.optimizers_only:
+            return
     X, y, Xh, yh = X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:], y[N_TRAIN:]
     threads = sorted({CORES, 1}, reverse=True)  # theirs as configured, and on one core as ours
     contenders = [library(X, y, Xh, yh, 'float32', args.batch),

@@ -1,16 +1,24 @@
 """Rebuild every pretrained model, seeded, from raw MNIST: ``make models``.
 
-    python models/build.py    # -> models/model-v1.npz ... model-v6.npz, models.json, *.png
+    python models/build.py    # -> models/model-v1.npz ... model-v7.npz, models.json, *.png
 
-Trains on the 60,000 official training images, then scores every model on the 10,000 official
-test images and on the handwriting check (``handwriting.py``: digits drawn as pen strokes on a
-canvas, sent through the server's own image pipeline), and prints a summary.
+Every model trains on the same 49,000 images: the training part of preprocess.py's split
+(seed 0), drawn from the 60,000 official training images only. None of them ever sees the
+validation part (the other 11,000 official training images and 3,000 official test images:
+what ``/train`` validates on) or any official test image. Every model is then scored on the
+10,000 official test images, on the split's 14,000 validation and 7,000 test images, and on the
+handwriting check (``handwriting.py``: digits drawn as pen strokes on a canvas, sent through
+the server's own image pipeline), and the summary is printed.
 
 - v1 ... v5, the ladder: one seeded 784-30-10 net (sigmoid hidden layer, softmax output,
-  cross-entropy), saved after a few mini-batches, after its first epoch, and when fully trained.
-- v6, the best model and the default of ``/pretrain``: 784-800-10, trained on freshly
-  distorted digits every epoch (``augment.py``: shifts, rotations, scaling, shear, stroke
-  thickness) with a step schedule of the learning rate, so that it also reads canvas drawings.
+  cross-entropy, plain SGD), saved after a few mini-batches, after its first epoch, and when
+  fully trained.
+- v6: 784-800-10, sigmoid, plain SGD with a step schedule, on freshly distorted digits every
+  epoch (``augment.py``: shifts, rotations, scaling, shear, stroke thickness).
+- v7, the best model and the default of ``/pretrain``: 784-800-10, ReLU, SGD with Nesterov
+  momentum and a cosine schedule, on digits distorted every epoch by the affine maps and by
+  elastic distortions (Simard et al. 2003); its recipe was chosen on validation images
+  (``models/recipes.py``, docs/models.md), never on test images.
 
 Raw MNIST is looked for in $MNIST_DIR, data/raw/ and ../shared/data/mnist/. Weights may differ
 in the last bits between BLAS builds, so a rebuild elsewhere may score a few images differently.
@@ -21,6 +29,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -41,21 +50,27 @@ PLOT = 'ladder.png'
 PREVIEW = 'handwriting.png'  # the first drawings of every digit and what the server makes of them
 PREVIEW_PER_DIGIT = 4
 SEED = 0
-BEST = 6
+BEST = 7
 
-# The ladder: one net, trained by this schedule of (epochs, learning rate) ...
-LADDER_SIZES = (784, 30, 10)
-LADDER_BATCH_SIZE = 128
-LADDER_SCHEDULE = ((20, 1.0), (10, 0.3))
-# ... and saved as (version, after this many mini-batches); v5 is the end of the schedule.
-LADDER_STOPS = ((1, 10), (2, 25), (3, 60), (4, 469))  # 469 batches of 128 = one epoch
+# The ladder: one net trained by these epochs, and saved as (version, after this many
+# mini-batches); v5 is the end. 383 batches of 128 = one epoch of 49,000 images.
+LADDER = dict(sizes=(784, 30, 10), learning_rate=1.0, batch_size=128, epochs=30,
+              options=dict(schedule=('step', 20, 0.3)), augmentation='none')
+LADDER_STOPS = ((1, 10), (2, 25), (3, 60), (4, 383))
 
-# The best model: a fresh augmentation of the training set every epoch.
-BEST_SIZES = (784, 800, 10)
-BEST_BATCH_SIZE = 32
-BEST_SCHEDULE = ((10, 0.8), (10, 0.3), (6, 0.1), (4, 0.03))
-
-COMMON = f'sigmoid hidden layer, softmax output, cross-entropy, scaled init, seed {SEED}'
+# The larger models: a fresh distortion of the training part every epoch.
+RECIPES = {
+    6: dict(sizes=(784, 800, 10), learning_rate=0.8, batch_size=32, epochs=30,
+            options=dict(schedule=('step', 8, 0.35)), augmentation='affine'),
+    # The cosine ends at 1% of the rate, not 0: /train fine-tunes a copy of the best model,
+    # and a rate of 0 would leave it unchanged.
+    7: dict(sizes=(784, 800, 10), learning_rate=0.05, batch_size=64, epochs=120,
+            options=dict(activation='relu', momentum=0.9, nesterov=True,
+                         schedule=('cosine', 120, 0.0005)), augmentation='mild-elastic'),
+}
+AUGMENTATIONS = {'none': None, 'affine': {},
+                 'elastic': {'elastic': (augment.ELASTIC_ALPHA, augment.ELASTIC_SIGMA)},
+                 'mild-elastic': {'elastic': (augment.ELASTIC_ALPHA / 2, augment.ELASTIC_SIGMA)}}
 
 
 def mnist_dirs():
@@ -78,87 +93,146 @@ def load_mnist(folders):
                      ': set MNIST_DIR, or run `python preprocess.py --download`.')
 
 
-def _schedule_text(schedule):
-    return ', then '.join(f'{epochs} epochs at learning rate {lr}' for epochs, lr in schedule)
+def split(train, test, seed=SEED):
+    """preprocess.py's split of the official sets: {'train', 'val', 'val_train', 'test'}
+    as (X uint8, y) pairs. 'val_train' is the part of 'val' from the official training set
+    (11,000 images), on which recipes are chosen without looking at any test image."""
+    X, y = np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
+    index = preprocess.split_indices(len(X), len(train[0]), 'random', seed)
+    parts = {name: (X[i], y[i]) for name, i in index.items()}
+    keep = index['val'] < len(train[0])
+    parts['val_train'] = (X[index['val'][keep]], y[index['val'][keep]])
+    return parts
 
 
-def _epochs(schedule):
-    return sum(epochs for epochs, _ in schedule)
+def augmented_epochs(X, augmentation, epochs, seed=SEED):
+    """The training images of each epoch, distorted freshly (each epoch from its own seeded
+    generator), prepared one epoch ahead in a thread while the current epoch trains."""
+    if AUGMENTATIONS[augmentation] is None:
+        for _ in range(epochs):
+            yield X
+        return
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(epochs)]
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(augment.augment, X, rngs[0], **AUGMENTATIONS[augmentation])
+        for k in range(epochs):
+            images = ahead.result()
+            if k + 1 < epochs:
+                ahead = pool.submit(augment.augment, X, rngs[k + 1],
+                                    **AUGMENTATIONS[augmentation])
+            yield images
 
 
-def _tick(bar, info):
-    """Advance the bar by one mini-batch (never stops training: returns None)."""
-    if info['event'] == 'batch':
-        bar.update()
+def train(recipe, data, bar=None, callback=None, val=None):
+    """A net trained by ``recipe`` on ``data`` (X uint8, y); ``bar`` counts mini-batches.
+    Returns the net and its history."""
+    X, y = data
+    net = btf.Graph(recipe['sizes'], recipe['learning_rate'], recipe['batch_size'], seed=SEED,
+                    **recipe['options'])
+    history = []
+
+    def tick(info):
+        if bar is not None and info['event'] == 'batch':
+            bar.update()
+        return callback(info) if callback is not None else None
+
+    for images in augmented_epochs(X, recipe['augmentation'], recipe['epochs']):
+        net.feed((images, y), val)
+        history += net.run(1, callback=tick, progress=False)
+    net.train_data = net.val_data = None
+    return net, history
 
 
-def train_ladder(train, out):
+def batches(recipe, n):
+    return recipe['epochs'] * -(-n // recipe['batch_size'])
+
+
+def recipe_text(recipe):
+    """The recipe in words, for the manifest."""
+    o = btf.Options(**recipe['options'])
+    optimizer = {'sgd': 'plain SGD', 'adam': 'Adam'}[o.optimizer]
+    if o.momentum:
+        optimizer = f'SGD with {"Nesterov " if o.nesterov else ""}momentum {o.momentum}'
+    name, *params = o.schedule
+    schedule = {'constant': 'constant learning rate',
+                'step': 'learning rate x{1} every {0:g} epochs',
+                'exponential': 'learning rate x{0} per epoch',
+                'cosine': 'cosine schedule to {1:g} over {0:g} epochs'}[name].format(*params)
+    data = {'none': 'the 49,000 training images as they are',
+            'affine': 'a fresh random distortion of the 49,000 training images every epoch '
+                      f'({augment_text()}; augment.py)',
+            }
+    if 'elastic' in recipe['augmentation']:
+        alpha, sigma = AUGMENTATIONS[recipe['augmentation']]['elastic']
+        data = ('a fresh random distortion of the 49,000 training images every epoch '
+                f'({augment_text()}, and elastic distortions with alpha {alpha:g}, sigma '
+                f'{sigma:g}; augment.py)')
+    else:
+        data = data[recipe['augmentation']]
+    return (f'{"-".join(map(str, recipe["sizes"]))}, {o.activation} hidden layer, {o.output} '
+            f'output, {o.cost.replace("_", "-")}, {o.init} init, seed {SEED}, batch size '
+            f'{recipe["batch_size"]}, {optimizer}, learning rate {recipe["learning_rate"]}, '
+            f'{schedule}, {recipe["epochs"]} epochs on {data}.')
+
+
+def augment_text():
+    return (f'shift up to {augment.MAX_SHIFT} px, rotation up to {augment.MAX_ROTATION} '
+            f'degrees, scale {augment.SCALE[0]}-{augment.SCALE[1]} per axis, shear up to '
+            f'{augment.MAX_SHEAR}, strokes thinner/unchanged/thicker with probabilities '
+            f'{"/".join(map(str, augment.THICKNESS))}')
+
+
+def train_ladder(data, out, bar):
     """v1..v5: one seeded 784-30-10 net, saved at LADDER_STOPS and at the end."""
-    batches_per_epoch = -(-len(train[0]) // LADDER_BATCH_SIZE)
-    stops = dict((batches, version) for version, batches in LADDER_STOPS)
-    net = btf.Graph(LADDER_SIZES, LADDER_SCHEDULE[0][1], LADDER_BATCH_SIZE, seed=SEED)
-    net.feed(train)
+    per_epoch = -(-len(data[0]) // LADDER['batch_size'])
+    stops = {batches: version for version, batches in LADDER_STOPS}
+    net = btf.Graph(LADDER['sizes'], LADDER['learning_rate'], LADDER['batch_size'], seed=SEED,
+                    **LADDER['options'])
+    net.feed(data)
     built = []
-    bar = tqdm(total=_epochs(LADDER_SCHEDULE) * batches_per_epoch, unit='batch',
-               desc='v1-v5 784-30-10')
 
     def snapshot(info):
-        _tick(bar, info)
-        if info['event'] == 'batch' and info['batch'] == batches_per_epoch:
-            return  # the 'epoch' event that follows saves it, with the epoch counted
-        seen = (info['epoch'] - 1) * batches_per_epoch + info['batch']
+        if info['event'] == 'batch':
+            bar.update()
+            if info['batch'] == per_epoch:
+                return  # the 'epoch' event that follows saves it, with the epoch counted
+        seen = (info['epoch'] - 1) * per_epoch + info['batch']
         if seen in stops:
             built.append((stops[seen], net.save(out / f'model-v{stops[seen]}.npz'), dict(
-                batches=seen,
-                recipe=f'784-30-10, {COMMON}, batch size {LADDER_BATCH_SIZE}, learning rate '
-                       f'{net.learning_rate}, the 60,000 training images: stopped after {seen} '
-                       f'mini-batches ({seen / batches_per_epoch:.2g} epoch).')))
+                batches=seen, recipe=f'{recipe_text(LADDER)[:-1]}: stopped after {seen} '
+                                     f'mini-batches ({seen / per_epoch:.2g} epoch).')))
 
-    for epochs, learning_rate in LADDER_SCHEDULE:
-        net.learning_rate = learning_rate
-        net.run(epochs, callback=snapshot, progress=False)
-    bar.close()
-    built.append((5, net.save(out / 'model-v5.npz'), dict(
-        batches=net.epochs * batches_per_epoch,
-        recipe=f'784-30-10, {COMMON}, batch size {LADDER_BATCH_SIZE}, all 60,000 training '
-               f'images: {_schedule_text(LADDER_SCHEDULE)}.')))
+    net.run(LADDER['epochs'], callback=snapshot, progress=False)
+    net.train_data = None
+    built.append((5, net.save(out / 'model-v5.npz'), dict(batches=net.epochs * per_epoch,
+                                                          recipe=recipe_text(LADDER))))
+    for _, _, extra in built:
+        extra['recipe_spec'] = LADDER
     return built
 
 
-def train_best(train, out):
-    """v6: 784-800-10 on a fresh seeded augmentation of the training set every epoch."""
-    X, y = train
-    rng = np.random.default_rng(SEED)
-    net = btf.Graph(BEST_SIZES, BEST_SCHEDULE[0][1], BEST_BATCH_SIZE, seed=SEED)
-    batches_per_epoch = -(-len(X) // BEST_BATCH_SIZE)
-    bar = tqdm(total=_epochs(BEST_SCHEDULE) * batches_per_epoch, unit='batch',
-               desc=f'v{BEST} 784-800-10')
-    for epochs, learning_rate in BEST_SCHEDULE:
-        net.learning_rate = learning_rate
-        for _ in range(epochs):
-            net.feed((augment.augment(X, rng), y))
-            net.run(1, callback=lambda info: _tick(bar, info), progress=False)
-    bar.close()
-    ranges = (f'shift up to {augment.MAX_SHIFT} px, rotation up to {augment.MAX_ROTATION} '
-              f'degrees, scale {augment.SCALE[0]}-{augment.SCALE[1]} per axis, shear up to '
-              f'{augment.MAX_SHEAR}, strokes thinner/unchanged/thicker with probabilities '
-              f'{"/".join(map(str, augment.THICKNESS))}')
-    return [(BEST, net.save(out / f'model-v{BEST}.npz'), dict(
-        batches=net.epochs * batches_per_epoch,
-        recipe=f'784-800-10, {COMMON}, batch size {BEST_BATCH_SIZE}, every epoch on a fresh '
-               f'random distortion of all 60,000 training images ({ranges}; augment.py, '
-               f'seed {SEED}): {_schedule_text(BEST_SCHEDULE)}.'))]
+def train_recipe(version, data, out, bar):
+    net, _ = train(RECIPES[version], data, bar)
+    return [(version, net.save(out / f'model-v{version}.npz'), dict(
+        batches=batches(RECIPES[version], len(data[0])), recipe=recipe_text(RECIPES[version]),
+        recipe_spec=RECIPES[version]))]
 
 
-def describe(version, path, extra, test, hand):
-    """The manifest entry of one saved model, scored on the test set and the handwriting."""
+def describe(version, path, extra, scores):
+    """The manifest entry of one saved model, scored on every evaluation set."""
     net = btf.Graph.from_file(path)
-    return {'version': version, 'file': path.name, 'sizes': list(net.sizes),
-            'options': net.options, 'learning_rate': net.learning_rate,
-            'batch_size': net.batch_size, 'epochs': net.epochs, 'batches': extra['batches'],
-            'recipe': extra['recipe'], 'test_accuracy': net.evaluate(*test),
-            'handwriting_accuracy': net.evaluate(*hand),
-            'sha256': hashlib.sha256(path.read_bytes()).hexdigest()}
+    spec = extra['recipe_spec']
+    entry = {'version': version, 'file': path.name, 'sizes': list(net.sizes),
+             'options': net.options, 'learning_rate': net.learning_rate,
+             'batch_size': net.batch_size, 'epochs': net.epochs, 'batches': extra['batches'],
+             'optimizer': net.config.optimizer, 'momentum': net.config.momentum,
+             'nesterov': net.config.nesterov, 'schedule': net.options['schedule'],
+             'augmentation': spec['augmentation'], 'recipe': extra['recipe'],
+             'trained_on': 'split train (49,000 official training images)'}
+    for key, (X, y) in scores.items():
+        entry[key] = net.evaluate(X, y)
+    entry['sha256'] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return entry
 
 
 def plot(models, path, width=520, height=280):
@@ -204,28 +278,46 @@ def main(argv=None):
                         help='where to write the models (default: %(default)s)')
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    (train, test), folder = load_mnist([args.mnist_dir] if args.mnist_dir else mnist_dirs())
-    print(f'MNIST from {folder}: {len(train[0]):,} training and {len(test[0]):,} test images')
+    (train_set, test), folder = load_mnist([args.mnist_dir] if args.mnist_dir else mnist_dirs())
+    parts = split(train_set, test)
+    n = len(parts['train'][0])
+    print(f'MNIST from {folder}: training on the split\'s {n:,} training images (official '
+          f'training set only); scoring on the {len(test[0]):,} official test images')
     args.out.mkdir(parents=True, exist_ok=True)
-    built = train_ladder(train, args.out) + train_best(train, args.out)
+    total = batches(LADDER, n) + sum(batches(r, n) for r in RECIPES.values())
+    with tqdm(total=total, unit='batch', desc='make models') as bar:
+        built = train_ladder(parts['train'], args.out, bar)
+        for version in RECIPES:
+            bar.set_description(f'v{version} {"-".join(map(str, RECIPES[version]["sizes"]))}')
+            built += train_recipe(version, parts['train'], args.out, bar)
     drawn = handwriting.samples()
     hand = handwriting.prepare(drawn), np.array([label for label, _, _ in drawn])
     shown = [k for k, (_, _, p) in enumerate(drawn) if p['index'] < PREVIEW_PER_DIGIT]
     cv2.imwrite(str(args.out / PREVIEW), handwriting.preview([drawn[k] for k in shown],
                                                              hand[0][shown], size=48))
-    models = [describe(*b, test, hand) for b in sorted(built, key=lambda b: b[0])]
+    scores = {'test_accuracy': test, 'validation_accuracy': parts['val'],
+              'split_test_accuracy': parts['test'], 'handwriting_accuracy': hand}
+    models = [describe(*b, scores) for b in sorted(built, key=lambda b: b[0])]
     manifest = {'best': BEST,
-                'test_set': 'official MNIST test set, 10,000 images',
+                'test_set': 'official MNIST test set, 10,000 images (test_accuracy)',
+                'split': 'preprocess.py --split random, seed 0: train 49,000 images, all from '
+                         'the official training set (every model trains on these alone); '
+                         'validation 14,000 = the other 11,000 official training images + '
+                         '3,000 official test images (validation_accuracy; what /train '
+                         'validates on); test 7,000 = the other official test images '
+                         '(split_test_accuracy)',
                 'handwriting_set': f'handwriting.py: {len(hand[1])} canvas drawings '
                                    f'({handwriting.PER_DIGIT} per digit, seed '
                                    f'{handwriting.SEED}) through imaging.prepare',
                 'models': models}
     (args.out / MANIFEST).write_text(json.dumps(manifest, indent=2) + '\n')
     plot(models, args.out / PLOT)
-    print(f'\n{"model":6} {"sizes":12} {"batches":>8} {"MNIST test":>10} {"handwriting":>11}')
+    print(f'\n{"model":6} {"sizes":12} {"batches":>8} {"MNIST test":>10} {"validation":>10} '
+          f'{"handwriting":>11}')
     for m in models:
         print(f'v{m["version"]:<5} {"-".join(map(str, m["sizes"])):12} {m["batches"]:8} '
-              f'{100 * m["test_accuracy"]:9.2f}% {100 * m["handwriting_accuracy"]:10.2f}%')
+              f'{100 * m["test_accuracy"]:9.2f}% {100 * m["validation_accuracy"]:9.2f}% '
+              f'{100 * m["handwriting_accuracy"]:10.2f}%')
     print(f'wrote {len(models)} models, {MANIFEST}, {PLOT} and {PREVIEW} to {args.out} in '
           f'{time.perf_counter() - started:.0f} s')
 

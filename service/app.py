@@ -63,28 +63,38 @@ def die_with_parent():
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def open_samples(settings):
-    """The sample store, None (logged) when it cannot be opened: the rest still serves."""
+def open_stores(settings):
+    """(the live-net store, the sample store): PostgreSQL with --database, else the state
+    folder and SQLite in it. A sample store that cannot be opened is None (logged): the rest
+    still serves."""
+    if settings.database:
+        from .postgres import PostgresSampleStore, PostgresStore  # psycopg only when used
+        store = PostgresStore(settings.database)
+        store.prepare()
+        return store, PostgresSampleStore(settings.database, settings.max_samples)
+    store = FolderStore(settings.state_dir)
+    store.prepare(legacy=settings.models_dir)
     try:
-        return SQLiteSampleStore(settings.state_dir / 'samples.sqlite3', settings.max_samples)
+        samples = SQLiteSampleStore(settings.state_dir / 'samples.sqlite3', settings.max_samples)
     except StoreError as e:
         log.error('%s: /samples will answer 503', e)
-        return None
+        samples = None
+    return store, samples
 
 
 async def setup(app):
     ctx, settings = app.ctx, app.ctx.settings
     ctx.worker = f'{os.getpid()}-{id(app):x}'
     ctx.budget = Budget(settings.max_buffered)
-    ctx.store = FolderStore(settings.state_dir)
-    ctx.store.prepare(legacy=settings.models_dir)
     ctx.db = ThreadPoolExecutor(1, thread_name_prefix='samples')  # the sample store's calls
-    ctx.samples = await asyncio.get_running_loop().run_in_executor(
-        ctx.db, open_samples, settings)
+    loop = asyncio.get_running_loop()
+    ctx.store, ctx.samples = await loop.run_in_executor(ctx.db, open_stores, settings)
     ctx.pretrained, ctx.best = load_pretrained(settings)
     ctx.job, ctx.job_task = Job(), None
     ctx.streams = Streams(settings.max_streams)
     ctx.hidden_cache, ctx.hidden_tasks = {}, {}
+    ctx.large_answers = asyncio.Semaphore(settings.max_large_answers)
+    ctx.held_out, ctx.confusion, ctx.insight_tasks = None, {}, {}  # routes/insight.py
     ctx.save_lock = asyncio.Lock()
     ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
     # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child
@@ -129,3 +139,4 @@ async def teardown(app):
     if ctx.samples is not None:
         ctx.db.submit(ctx.samples.close).result()
     ctx.db.shutdown()
+    ctx.store.close()

@@ -1,13 +1,19 @@
 """Logging for the service: one format, and secrets never written.
 
 Any log line, ours or a library's, passes through ``Redact`` on the root handlers: the token's
-value, "?token=..." / "&token=..." in a URL and "Bearer ..." become "<redacted>".
+value, "?token=..." / "&token=..." in a URL, "Bearer ..." and a database URL's password become
+"<redacted>".
 """
 import logging
 import re
 
 FORMAT = '%(asctime)s %(process)d %(levelname)s %(message)s'
-_SECRETS = re.compile(r'((?:[?&;]|\b)token=)[^&\s\'"]*|(Bearer\s+)[^\s\'",]+', re.IGNORECASE)
+_SECRETS = re.compile(r'((?:[?&;]|\b)(?:token|password)=)[^&\s\'"]*|(Bearer\s+)[^\s\'",]+'
+                      r'|(://[^:/@\s]+:)[^@\s]+(?=@)', re.IGNORECASE)
+
+
+def _keep(match):
+    return next(group for group in match.groups() if group is not None)
 
 
 class Redact(logging.Filter):
@@ -19,13 +25,13 @@ class Redact(logging.Filter):
 
     def filter(self, record):
         message = record.getMessage()
-        clean = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + '<redacted>', message)
+        clean = _SECRETS.sub(lambda m: _keep(m) + '<redacted>', message)
         if self.token:
             clean = clean.replace(self.token, '<redacted>')
         if record.exc_info and record.exc_info[1] is not None:
             # A traceback's last line repeats the exception's message: format it here, clean.
             text = logging.Formatter().formatException(record.exc_info)
-            text = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + '<redacted>', text)
+            text = _SECRETS.sub(lambda m: _keep(m) + '<redacted>', text)
             if self.token:
                 text = text.replace(self.token, '<redacted>')
             clean, record.exc_info, record.exc_text = f'{clean}\n{text}', None, None

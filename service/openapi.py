@@ -1,6 +1,7 @@
 """The OpenAPI 3 document of the service, written by hand (tests/test_server.py keeps it true:
 its paths and methods must be exactly the app's routes). Every figure in it (the default net,
 the epoch limit, the score's sample count, the body limit) comes from the server's settings."""
+from .insight import FULL_LAYER, MAX_EXAMPLES, TOP_UNITS
 
 
 def _json(schema, description='OK'):
@@ -33,6 +34,78 @@ _SECURITY_SCHEMES = {
 # A 12x12 PNG of a vertical stroke (a "1"), so that the example request is a real one.
 _EXAMPLE_PNG = ('data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAwAAAAMCAAAAABzHgM7AAAAHElEQVQI'
                 '12NgAIP/YJIRxgYxmBiQAL04DMjOAQAqGAMSsSjLHgAAAABJRU5ErkJggg==')
+
+
+
+def _insight_paths(pretrained):
+    """/confusion, /confusion/examples and /compare (service/routes/insight.py)."""
+    model = {'name': 'pretrained', 'in': 'query', 'required': False, 'schema': pretrained}
+    no_data = _error('no training data (`make data`): its test split is what the matrix is '
+                     'measured on')
+    digit = {'type': 'integer', 'minimum': 0, 'maximum': 9}
+    images = {'type': 'object', 'description': 'exactly which images: how many, from where',
+              'properties': {'count': _INT, 'source': {'type': 'string'},
+                             'file': {'type': 'string'}}}
+    return {
+        '/confusion': {'get': {
+            'summary': "the net's 10x10 confusion matrix on the held-out MNIST test images "
+                       '(computed once per net)',
+            'parameters': [model],
+            'responses': {'200': _json({'type': 'object', 'properties': {
+                'model': {'type': 'string'}, 'images': images, 'accuracy': _NUMBER,
+                'matrix': {'type': 'array', 'description': 'row: true digit, column: digit '
+                           'read; counts', 'items': {'type': 'array', 'items': _INT}},
+                'per_class': {'type': 'array', 'items': {'type': 'number',
+                                                         'nullable': True}}}}),
+                '400': _error('pretrained not listed'), '503': no_data}}},
+        '/confusion/examples': {'get': {
+            'summary': "one cell's images as 28x28 PNG data URLs, the most confidently read "
+                       'first, with the confidence of the digit read',
+            'parameters': [model,
+                           {'name': 'true', 'in': 'query', 'required': True, 'schema': digit},
+                           {'name': 'read', 'in': 'query', 'required': True, 'schema': digit},
+                           {'name': 'limit', 'in': 'query', 'required': False, 'schema': {
+                               'type': 'integer', 'minimum': 1, 'maximum': MAX_EXAMPLES,
+                               'default': 24}}],
+            'responses': {'200': _json({'type': 'object', 'properties': {
+                'model': {'type': 'string'}, 'true': _INT, 'read': _INT,
+                'count': {'type': 'integer', 'description': 'images in the cell'},
+                'images': images,
+                'examples': {'type': 'array', 'maxItems': MAX_EXAMPLES, 'items': {
+                    'type': 'object', 'properties': {
+                        'index': {'type': 'integer', 'description': 'row in the test split'},
+                        'confidence': _NUMBER,
+                        'image': {'type': 'string', 'format': 'uri'}}}}}}),
+                '400': _error('pretrained, true, read or limit is bad'), '503': no_data}}},
+        '/compare': {'post': {
+            'summary': 'the drawing (decoded once) read by the live net and every shipped model',
+            'requestBody': {'required': True, 'content': {'application/json': {'schema': {
+                'type': 'object', 'required': ['image'], 'additionalProperties': False,
+                'properties': {'image': {'type': 'string', 'example': _EXAMPLE_PNG}}}}}},
+            'responses': {'200': _json({'type': 'object', 'properties': {
+                'agree': {'type': 'boolean', 'description': 'every net read the same digit'},
+                'models': {'type': 'array', 'items': {'type': 'object', 'properties': {
+                    'model': {'type': 'string'}, 'label': _INT, 'confidence': _NUMBER,
+                    'unsure': _UNSURE}}}}}),
+                '400': _error('bad body or image'),
+                '413': _error('body over the size limit, or image over 4096x4096 pixels'),
+                '415': _error('a body that is not application/json'),
+                '422': _error('no digit found (blank image)')}}},
+    }
+
+
+_UNSURE = {'type': 'string', 'nullable': True,
+           'description': 'why the answer should not be trusted (docs/api.md, "Not sure"), '
+                          'or null'}
+_ACTIVATIONS = {
+    'type': 'array', 'description': 'with return_activations: per hidden layer its size, its '
+    f'{TOP_UNITS} most active units and, for a layer of at most {FULL_LAYER} units, every '
+    'value',
+    'items': {'type': 'object', 'properties': {
+        'layer': _INT, 'size': _INT, 'activation': {'type': 'string'},
+        'top': {'type': 'array', 'maxItems': TOP_UNITS, 'items': {
+            'type': 'object', 'properties': {'unit': _INT, 'value': _NUMBER}}},
+        'values': {'type': 'array', 'maxItems': FULL_LAYER, 'items': _NUMBER}}}}
 
 
 def openapi_document(settings, versions):
@@ -203,6 +276,7 @@ def openapi_document(settings, versions):
                                 'schema': pretrained}],
                 'responses': {'200': _json(_ref('Hidden')),
                               '400': _error('pretrained not listed')}}},
+            **_insight_paths(pretrained),
         },
         'components': {'securitySchemes': _SECURITY_SCHEMES, 'schemas': {
             'Error': {'type': 'object', 'required': ['error'],
@@ -216,7 +290,8 @@ def openapi_document(settings, versions):
                               'example': _EXAMPLE_PNG},
                     'pretrained': {**pretrained, 'nullable': True,
                                    'enum': [None, *pretrained['enum']]},
-                    'return_input': {'type': 'boolean', 'default': False}}},
+                    'return_input': {'type': 'boolean', 'default': False},
+                    'return_activations': {'type': 'boolean', 'default': False}}},
             'Prediction': {
                 'type': 'object', 'required': ['label', 'predictions', 'model'],
                 'properties': {
@@ -228,7 +303,8 @@ def openapi_document(settings, versions):
                     'model': {'type': 'string', 'example': 'live'},
                     'input': {'type': 'array', 'description': 'with return_input: 28 rows of '
                               '28 floats in [0, 1], what the net saw',
-                              'items': {'type': 'array', 'items': _NUMBER}}}},
+                              'items': {'type': 'array', 'items': _NUMBER}},
+                    'unsure': _UNSURE, 'activations': _ACTIVATIONS}},
             'TrainResult': {
                 'type': 'object',
                 'properties': {

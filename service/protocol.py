@@ -97,10 +97,11 @@ class Request(sanic.Request):
             raise RequestTimeout() from None
 
 
-async def send_chunked(request, body, content_type):
+async def send_chunked(request, body, content_type, headers=None):
     """Answer ``body`` (bytes) in CHUNK-sized writes, each waiting for the client to read."""
     response = await request.respond(content_type=content_type,
-                                     headers={'Content-Length': str(len(body))})
+                                     headers={**(headers or {}),
+                                              'Content-Length': str(len(body))})
     view = memoryview(body)
     for start in range(0, len(body), CHUNK):
         await response.send(view[start:start + CHUNK])  # a view: no copy

@@ -42,6 +42,7 @@ class Settings:
     # Where things are
     models_dir: Path = ROOT / 'models'          # shipped pretrained models, read only
     state_dir: Path = ROOT / 'data' / 'state'   # the live net, its lock and training status
+    database: str | None = None  # postgresql://...: the state in PostgreSQL instead
     data_path: Path = preprocess.DEFAULT_OUTPUT  # the training file /train reads
     static_dir: Path = ROOT / 'static'
     # Listening
@@ -65,6 +66,7 @@ class Settings:
     max_json_values: int = 2000  # brackets and commas in a body: bounds the parse's cost
     max_connections: int = 1000  # open connections per worker
     max_streams: int = 100  # open /train/events streams per worker
+    max_large_answers: int = 4  # megabyte answers (/model/hidden) written at once per worker
     request_timeout: float = 30.0  # seconds for a request's head, and again for its body
     write_timeout: float = 30.0  # seconds an answer may wait for a client that reads nothing
     keep_alive_timeout: float = 30.0  # seconds an idle keep-alive connection stays open
@@ -73,7 +75,7 @@ class Settings:
     inline_text: int = 64 * 1024  # base64 characters decoded on the loop to read the size
     # Users' samples
     max_samples: int = 100_000  # stored samples (507 past it)
-    max_sample_bytes: int = 256 * 1024  # an image kept as a sample, as submitted
+    max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
     sample_share: float = 0.1  # of every epoch of a training with samples: drawn from them
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
@@ -93,7 +95,7 @@ class Settings:
         object.__setattr__(self, 'default_sizes', tuple(self.default_sizes))
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
-                     'max_samples', 'max_sample_bytes'):
+                     'max_samples', 'max_sample_bytes', 'max_large_answers'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
@@ -120,6 +122,10 @@ class Settings:
         if self.metrics_token is not None and (not isinstance(self.metrics_token, str)
                                                or not self.metrics_token.strip()):
             raise ValueError('metrics_token must be a non-empty string or None.')
+        if self.database is not None and not str(self.database).startswith(
+                ('postgresql://', 'postgres://')):
+            raise ValueError('database must be a postgresql:// URL, got '
+                             f'{str(self.database).split("@")[-1][:60]!r}.')
         if self.allowed_hosts is not None:
             object.__setattr__(self, 'allowed_hosts',
                                tuple(h.strip().lower() for h in self.allowed_hosts))
@@ -127,11 +133,10 @@ class Settings:
     @property
     def hosts(self):
         """The Host names this server answers to, None for any."""
-        if self.log_format not in ('text', 'json'):
-            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}.")
-        if self.metrics_token is not None and (not isinstance(self.metrics_token, str)
-                                               or not self.metrics_token.strip()):
-            raise ValueError('metrics_token must be a non-empty string or None.')
+        if self.database is not None and not str(self.database).startswith(
+                ('postgresql://', 'postgres://')):
+            raise ValueError('database must be a postgresql:// URL, got '
+                             f'{str(self.database).split("@")[-1][:60]!r}.')
         if self.allowed_hosts is not None:
             return None if '*' in self.allowed_hosts else frozenset(self.allowed_hosts)
         return frozenset(LOOPBACK_NAMES) if is_loopback(self.host) else None

@@ -91,6 +91,9 @@ class Store:
     def repair(self):
         """Remove what an interrupted save left (the caller holds the lock)."""
 
+    def close(self):
+        """Let go of connections and threads (at shutdown)."""
+
 
 class FolderStore(Store):
     """State in a folder: live.npz and live.json (written atomically), train.lock (flock'ed,

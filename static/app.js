@@ -9,10 +9,8 @@ const $ = (selector) => document.querySelector(selector);
 const pad = $('#pad');
 const ink = pad.getContext('2d');
 const BRUSH = pad.width / 12;  // about an MNIST pen stroke, relative to the digit box
-// /predict gets the drawing shrunk to a sixth (56x56 for the 336 pad): a 36th of the pixels
-// to decode on the server (a prediction took 0.48 ms of server CPU instead of 0.63 ms at
-// 112), still nearly 3x the 20 px of an MNIST digit; the handwriting check reads the same at
-// 56, 112 and 280 px.
+// /predict gets the drawing shrunk to a sixth (56x56 for the 336 pad): far fewer pixels to
+// decode on the server, still nearly 3x the 20 px of an MNIST digit (docs/performance.md).
 const sent = document.createElement('canvas');
 sent.width = sent.height = Math.round(pad.width / 6);
 const shrink = sent.getContext('2d');
@@ -231,13 +229,22 @@ async function predict() {
   const asked = generation;
   shrink.drawImage(pad, 0, 0, sent.width, sent.height);
   const body = { image: sent.toDataURL('image/png'), pretrained: chosenModel(),
-    return_input: true };
+    return_input: true, return_activations: isOpen('inside') };
+  // Every net on the same drawing, asked at the same time (one decoding on the server).
+  const compared = isOpen('compare')
+    ? api('compare', { method: 'POST', body: { image: body.image } }) : null;
+  compared?.catch(() => {});  // its error is the same as /predict's, shown once
   try {
     const answer = await api('predict', { method: 'POST', body });
     if (asked === generation) {
       showPrediction(answer);
+      showActivations(answer);
       shown = { image: body.image, label: answer.label };
       enableTeaching(true);
+    }
+    if (compared) {
+      const { models: rows } = await compared;
+      if (asked === generation) showCompare(rows);
     }
     hideError('predict');
   } catch (err) {
@@ -259,11 +266,16 @@ for (let digit = 0; digit < 10; digit += 1) {
   bars.append(row);
 }
 
-function showPrediction({ label, predictions, model, input }) {
+function showPrediction({ label, predictions, model, input, unsure }) {
   const confidences = new Array(10).fill(0);
   for (const p of predictions) confidences[p.label] = p.confidence;
   $('#label').textContent = label;
-  $('#confidence').textContent = `${confidence(confidences[label])} sure it is a ${label}`;
+  // Not sure: say why in words; the digit stays, greyed, as a guess.
+  $('#label').classList.toggle('unsure', !!unsure);
+  $('#confidence').classList.toggle('unsure', !!unsure);
+  $('#confidence').textContent = unsure
+    ? `Not sure: ${unsure}. Best guess ${label} (${confidence(confidences[label])}).`
+    : `${confidence(confidences[label])} sure it is a ${label}`;
   $('#answered-by').textContent = `Answered by ${model === 'live' ? 'the live network'
     : `pretrained model ${model}`}.`;
   [...bars.children].forEach((row, digit) => {
@@ -279,6 +291,10 @@ function showNoPrediction(text) {
   shown = null;
   enableTeaching(false);
   $('#label').textContent = '?';
+  $('#label').classList.remove('unsure');
+  $('#confidence').classList.remove('unsure');
+  showCompare(null);
+  showActivations(null);
   $('#confidence').textContent = text;
   $('#answered-by').textContent = '';
   for (const row of bars.children) {
@@ -431,6 +447,7 @@ function showModelInfo() {
 
 const UNITS_SHOWN = 120;  // a wide layer (e.g. 800 units) shows this many until asked
 let units = [];
+let unitsOf = null;  // the model whose units these are ("live", "v6", ...)
 
 async function loadHidden() {
   const pretrained = chosenModel();
@@ -440,7 +457,10 @@ async function loadHidden() {
   $('#hidden-title').textContent = `What the hidden layer of ${who} has learned `
     + `(${hidden.units.length} units, ${describe(hidden.sizes)})`;
   units = hidden.units;
+  unitsOf = hidden.model;
   showUnits(UNITS_SHOWN);
+  // An answer that came before these weights gets their images now.
+  if (activationsShown?.model === unitsOf) showActivations(activationsShown);
 }
 
 function showUnits(count) {
@@ -484,6 +504,7 @@ function refresh() {
       await loadModels();
       await loadHidden();
       await loadGallery();
+      if (chosenModel() === null) loadConfusion();
       hideError('load');
     } catch (err) {
       fail(err.message, 'load');
@@ -495,6 +516,9 @@ $('#model-choice').addEventListener('change', () => {
   showModelInfo();
   loadHidden().catch((err) => fail(err.message, 'load'));
   loadGallery().catch((err) => fail(err.message, 'load'));
+  selectedCell = null;
+  loadConfusion();
+  saveState();
   wantPrediction();
 });
 
@@ -545,6 +569,7 @@ async function replaceLiveNet(path, done) {
     showProgress();
     drawChart();
     $('#model-choice').value = '';
+    saveState();
     say(done);
     refresh();
   } catch (err) {
@@ -666,8 +691,322 @@ function drawChart() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Teaching panels: every net on the drawing, what fires inside, where the net goes wrong.
+
+const panels = [...document.querySelectorAll('details[data-panel]')];
+const isOpen = (name) => panels.some((p) => p.dataset.panel === name && p.open);
+const modelName = (model) => (model === 'live' ? 'Live net' : model);
+
+panels.forEach((panel) => panel.addEventListener('toggle', () => {
+  saveState();
+  if (!panel.open) return;
+  if (panel.dataset.panel === 'confusion') loadConfusion();
+  else wantPrediction();  // the drawing's rows or activations were not asked for while shut
+}));
+
+// Every net on this drawing (POST /compare): a row per net, the chosen one highlighted.
+function showCompare(rows) {
+  const body = $('#compare-table tbody');
+  if (!rows) {
+    body.replaceChildren();
+    $('#compare-info').textContent = 'Draw a digit to compare the networks.';
+    return;
+  }
+  const chosen = chosenModel() === null ? 'live' : `v${chosenModel()}`;
+  body.replaceChildren(...rows.map((row) => {
+    const tr = document.createElement('tr');
+    tr.dataset.model = row.model;
+    tr.classList.toggle('chosen', row.model === chosen);
+    tr.classList.toggle('unsure', !!row.unsure);
+    const best = models?.pretrained.find((m) => `v${m.version}` === row.model);
+    const name = document.createElement('th');
+    name.scope = 'row';
+    name.textContent = modelName(row.model);
+    if (best?.test_accuracy != null) {
+      name.append(document.createElement('br'), Object.assign(document.createElement('small'),
+        { textContent: `${percent(best.test_accuracy)} test` }));
+    }
+    if (row.model === 'live' && job?.running) {
+      name.append(document.createElement('br'), Object.assign(document.createElement('small'),
+        { textContent: 'training: the last complete net answers' }));
+    }
+    const reads = Object.assign(document.createElement('td'),
+      { className: 'reads', textContent: row.label });
+    const sure = Object.assign(document.createElement('td'),
+      { className: 'pct', textContent: confidence(row.confidence) });
+    if (row.unsure) {
+      sure.append(' ', Object.assign(document.createElement('span'),
+        { className: 'tag', textContent: 'not sure', title: row.unsure }));
+    }
+    tr.append(name, reads, sure);
+    return tr;
+  }));
+  const labels = new Set(rows.map((r) => r.label));
+  $('#compare-info').textContent = labels.size === 1
+    ? `All ${rows.length} networks read a ${rows[0].label}.`
+    : `The networks disagree: they read ${[...labels].sort().join(', ')}.`;
+}
+
+// What fires inside (/predict's "activations"): per hidden layer its most active units. For
+// the first layer each unit shows its weights (what it looks for) and the drawing times its
+// weights (which of its strokes the drawing matched); a narrow layer also shows every unit.
+const UNITS_TOP_SHOWN = 16;
+
+let activationsShown = null;  // the /predict answer whose activations are on screen
+
+function showActivations(answer) {
+  activationsShown = answer?.activations ? answer : null;
+  const box = $('#layers');
+  const layers = answer?.activations;
+  if (!layers) {
+    box.replaceChildren();
+    $('#inside-info').textContent = 'Draw a digit to see which hidden units it excites.';
+    return;
+  }
+  const input = answer.input ? answer.input.flat() : null;
+  const weightsShown = unitsOf === answer.model;
+  $('#inside-info').textContent = `${modelName(answer.model)}: each hidden unit's output, 0 `
+    + '(silent) to 1 (firing).' + (weightsShown ? ' Left: what a unit looks for (red excites, '
+    + 'blue inhibits); right: your drawing times those weights, the strokes it matched.' : '');
+  box.replaceChildren(...layers.flatMap((layer) => {
+    const title = document.createElement('h3');
+    title.textContent = `Hidden layer ${layer.layer}: ${layer.size} units, the `
+      + `${Math.min(UNITS_TOP_SHOWN, layer.top.length)} most active`;
+    const parts = [title];
+    if (layer.values) {
+      const strip = document.createElement('div');
+      strip.className = 'strip';
+      strip.setAttribute('role', 'img');
+      strip.setAttribute('aria-label', `all ${layer.size} units of layer ${layer.layer}, `
+        + `${layer.values.filter((v) => v > 0.5).length} above one half`);
+      strip.append(...layer.values.map((v, i) => {
+        const cell = document.createElement('span');
+        cell.title = `unit ${i}: ${v.toFixed(2)}`;
+        cell.style.background = `rgba(34, 87, 199, ${v})`;
+        return cell;
+      }));
+      parts.push(strip);
+    }
+    const list = document.createElement('ol');
+    list.className = 'units-top';
+    list.setAttribute('aria-label', `most active units of hidden layer ${layer.layer}`);
+    list.append(...layer.top.slice(0, UNITS_TOP_SHOWN).map(({ unit, value }) => {
+      const item = document.createElement('li');
+      item.dataset.unit = unit;
+      if (layer.layer === 1 && weightsShown && units[unit]) {
+        const weights = units[unit];
+        item.append(unitImage(weights, unit));
+        if (input) item.append(unitImage(weights.map((w, i) => w * input[i]), unit));
+      }
+      const what = document.createElement('span');
+      what.className = 'what';
+      what.innerHTML = '<span></span><b></b>';
+      what.firstChild.textContent = `unit ${unit}`;
+      what.lastChild.textContent = value.toFixed(2);
+      const level = document.createElement('span');
+      level.className = 'level';
+      level.innerHTML = '<span></span>';
+      level.firstChild.style.width = percent(value, 0);
+      item.append(what, level);
+      return item;
+    }));
+    parts.push(list);
+    return parts;
+  }));
+}
+
+// Where the net goes wrong (GET /confusion): the chosen net's 10x10 confusion matrix on the
+// held-out test images, per-class accuracy; a cell shows its digits (/confusion/examples).
+let confusionOf = null;  // the model whose matrix is shown
+let selectedCell = null;  // [true, read]
+const CELL_EXAMPLES = 48;
+
+async function loadConfusion() {
+  if (!isOpen('confusion')) return;
+  const pretrained = chosenModel();
+  const query = pretrained === null ? '' : `?pretrained=${pretrained}`;
+  const info = $('#confusion-info');
+  try {
+    const data = await api(`confusion${query}`);
+    if (chosenModel() !== pretrained) return;  // the choice changed meanwhile
+    confusionOf = data.model;
+    info.textContent = `${modelName(data.model)} read ${percent(data.accuracy)} of `
+      + `${data.images.count.toLocaleString('en')} test images right: ${data.images.source}.`;
+    showMatrix(data);
+    if (selectedCell) showCell(...selectedCell);
+    else $('#cell').hidden = true;
+  } catch (err) {
+    $('#matrix').hidden = true;
+    $('#cell').hidden = true;
+    info.textContent = err.message;
+  }
+}
+
+function showMatrix({ matrix, per_class: perClass }) {
+  const table = $('#matrix');
+  const head = document.createElement('tr');
+  head.innerHTML = '<td><span class="visually-hidden">true digit, read as</span></td>';
+  for (let d = 0; d < 10; d += 1) head.append(headCell(d, 'col'));
+  const accuracy = document.createElement('th');
+  accuracy.scope = 'col';
+  accuracy.textContent = 'right';
+  head.append(accuracy);
+  table.tHead.replaceChildren(head);
+  table.tBodies[0].replaceChildren(...matrix.map((row, t) => {
+    const tr = document.createElement('tr');
+    tr.append(headCell(t, 'row'));
+    const total = row.reduce((a, b) => a + b, 0) || 1;
+    row.forEach((count, r) => {
+      const td = document.createElement('td');
+      td.classList.toggle('zero', count === 0);
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.textContent = count;
+      button.dataset.true = t;
+      button.dataset.read = r;
+      button.tabIndex = t === 0 && r === 0 ? 0 : -1;  // one tab stop; arrows move inside
+      button.setAttribute('aria-pressed', 'false');
+      button.setAttribute('aria-label', t === r ? `${count} ${t}s read right`
+        : `${count} ${t}s read as ${r}`);
+      // Green for right answers, red for mistakes, stronger for a larger share of the row.
+      const share = count / total;
+      button.style.setProperty('--cell', t === r ? `rgba(46, 125, 50, ${0.15 + 0.6 * share})`
+        : `rgba(179, 38, 30, ${count ? Math.min(0.8, 0.08 + 4 * share) : 0})`);
+      button.addEventListener('click', () => showCell(t, r));
+      td.append(button);
+      tr.append(td);
+    });
+    const right = document.createElement('td');
+    right.className = 'accuracy';
+    right.textContent = perClass[t] == null ? '–' : percent(perClass[t], 0);
+    tr.append(right);
+    return tr;
+  }));
+  table.hidden = false;
+}
+
+function headCell(digit, scope) {
+  const th = document.createElement('th');
+  th.scope = scope;
+  th.textContent = digit;
+  return th;
+}
+
+// Arrow keys move between the matrix's cells (a grid is one tab stop).
+$('#matrix').addEventListener('keydown', (event) => {
+  const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+  const button = event.target.closest('button');
+  if (!button || !moves[event.key]) return;
+  event.preventDefault();
+  const [dt, dr] = moves[event.key];
+  const t = Math.min(9, Math.max(0, Number(button.dataset.true) + dt));
+  const r = Math.min(9, Math.max(0, Number(button.dataset.read) + dr));
+  focusCell(t, r);
+});
+
+function cellButton(t, r) {
+  return $(`#matrix button[data-true="${t}"][data-read="${r}"]`);
+}
+
+function focusCell(t, r) {
+  for (const b of document.querySelectorAll('#matrix button')) b.tabIndex = -1;
+  const target = cellButton(t, r);
+  target.tabIndex = 0;
+  target.focus();
+}
+
+async function showCell(t, r) {
+  selectedCell = [t, r];
+  saveState();
+  for (const b of document.querySelectorAll('#matrix button')) {
+    b.setAttribute('aria-pressed', String(b === cellButton(t, r)));
+  }
+  const pretrained = chosenModel();
+  const query = `true=${t}&read=${r}&limit=${CELL_EXAMPLES}`
+    + (pretrained === null ? '' : `&pretrained=${pretrained}`);
+  const box = $('#cell');
+  try {
+    const data = await api(`confusion/examples?${query}`);
+    if (!selectedCell || selectedCell[0] !== t || selectedCell[1] !== r) return;
+    const what = t === r ? `${t}s read right` : `${t}s read as ${r}`;
+    $('#cell-title').textContent = data.count === 0 ? `No ${what}.`
+      : `${data.count} ${what}` + (data.count > data.examples.length
+        ? `: the ${data.examples.length} read most confidently` : '')
+      + ` (${modelName(data.model)}'s confidence under each)`;
+    $('#cell-examples').replaceChildren(...data.examples.map((example) => {
+      const item = document.createElement('li');
+      const image = document.createElement('img');
+      image.src = example.image;
+      image.alt = `a ${t} read as ${r}, ${confidence(example.confidence)} confident`;
+      const caption = document.createElement('span');
+      caption.textContent = confidence(example.confidence);
+      item.append(image, caption);
+      return item;
+    }));
+    box.hidden = false;
+  } catch (err) {
+    fail(err.message, 'load');
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shareable: the chosen net, the open panels and the chosen cell live in the address
+// (#model=v6&open=compare,confusion&cell=4-9), so that a link shows the same view.
+
+let restored = false;  // nothing is written to the address before it has been read
+
+function saveState() {
+  if (!restored) return;
+  const state = new URLSearchParams();
+  const pretrained = chosenModel();
+  state.set('model', pretrained === null ? 'live' : `v${pretrained}`);
+  state.set('open', panels.filter((p) => p.open).map((p) => p.dataset.panel).join(','));
+  if (selectedCell) state.set('cell', selectedCell.join('-'));
+  window.history.replaceState(null, '', `#${state}`);  // `history` is the learning curve's
+}
+
+function restoreState() {
+  const state = new URLSearchParams(location.hash.slice(1));
+  const model = state.get('model');
+  const picker = $('#model-choice');
+  if (model === 'live') picker.value = '';
+  else if (model && [...picker.options].some((o) => `v${o.value}` === model)) {
+    picker.value = model.slice(1);
+  }
+  if (state.has('open')) {
+    const open = state.get('open').split(',');
+    for (const panel of panels) panel.open = open.includes(panel.dataset.panel);
+  }
+  const cell = /^([0-9])-([0-9])$/.exec(state.get('cell') || '');
+  selectedCell = cell ? [Number(cell[1]), Number(cell[2])] : null;
+  restored = true;
+  showModelInfo();
+}
+
+async function start() {
+  try {
+    await loadModels();
+    restoreState();
+    await loadHidden();
+    await loadGallery();
+    hideError('load');
+  } catch (err) {
+    fail(err.message, 'load');
+  }
+  await loadConfusion();
+  saveState();
+}
+
+window.addEventListener('hashchange', () => {
+  restoreState();
+  loadHidden().catch((err) => fail(err.message, 'load'));
+  loadConfusion();
+  wantPrediction();
+});
+
+// ---------------------------------------------------------------------------------------
 
 redraw();
 showNoPrediction('Draw a digit to see what the network thinks.');
 drawChart();
-refresh();
+start();

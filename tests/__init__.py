@@ -1,0 +1,2 @@
+"""The tests. imaging first: it sets OpenCV's pixel limit, read when cv2 is imported."""
+import imaging  # noqa: F401

@@ -428,3 +428,85 @@ def status_of(answer):
 
 def body_of(answer):
     return json.loads(answer.split(b'\r\n\r\n', 1)[1])
+
+
+# ---------------------------------------------------------------------------------------
+# A real PostgreSQL server (Debian's postgresql), started for the tests on a free port in a
+# temporary folder, as an unprivileged user when the tests run as root.
+
+def postgres_bin():
+    """The folder holding initdb and pg_ctl, None when PostgreSQL is not installed."""
+    import glob
+    import shutil
+    found = shutil.which('initdb')
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'))
+    return Path(versions[-1]).parent if versions else None
+
+
+class Postgres:
+    """initdb + pg_ctl start on 127.0.0.1:<free port>; ``url``; ``restart()``; ``stop()``."""
+
+    def __init__(self, folder):
+        import pwd
+        import shutil
+        self.bin, self.folder, self.port = postgres_bin(), Path(folder), free_port()
+        self.data, self.log = self.folder / 'data', self.folder / 'postgres.log'
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.user = None
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            self.user = 'postgres'
+            pw = pwd.getpwnam(self.user)
+            shutil.chown(self.folder, pw.pw_uid, pw.pw_gid)
+        self._run('initdb', '-D', str(self.data), '-A', 'trust', '-U', 'btf', '-E', 'UTF8',
+                  '--no-sync')
+        self.start()
+        self.url = f'postgresql://btf@127.0.0.1:{self.port}/postgres'
+
+    def _run(self, *args, check=True):
+        command = [str(self.bin / args[0]), *args[1:]]
+        if self.user:
+            command = ['runuser', '-u', self.user, '--', *command]
+        return subprocess.run(command, check=check, capture_output=True, text=True, timeout=120)
+
+    def start(self):
+        self._run('pg_ctl', '-D', str(self.data), '-l', str(self.log), '-w', '-t', '60',
+                  '-o', f'-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 '
+                        '-c fsync=off -c max_connections=100', 'start')
+
+    def stop(self, mode='fast'):
+        self._run('pg_ctl', '-D', str(self.data), '-m', mode, '-w', 'stop', check=False)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope='session')
+def postgres():
+    """A PostgreSQL server for the session; skipped (one line) when PostgreSQL is not
+    installed, except in CI (CI=true), where .ci/run installs it. Its folder is outside
+    pytest's (which is kept private to root: the server runs as another user)."""
+    import shutil
+    import tempfile
+    if postgres_bin() is None:
+        message = 'PostgreSQL is not installed (Debian: apt-get install postgresql)'
+        if os.environ.get('CI'):
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = Path(tempfile.mkdtemp(prefix='btf-postgres-'))
+    server = Postgres(folder)
+    yield server
+    server.stop('immediate')
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def database(postgres):
+    """A fresh, empty database on the session's server: its URL."""
+    import psycopg
+    name = f'test_{next(_names)}'
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE {name}')
+    return postgres.url.rsplit('/', 1)[0] + f'/{name}'

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from augment import affine_matrices, augment, change_thickness
+from augment import affine_matrices, augment, change_thickness, displacement_fields, elastic
 
 NO_AFFINE = dict(max_shift=0, max_rotation=0, scale=(1, 1), max_shear=0)
 
@@ -89,3 +89,42 @@ def test_bad_input_is_named():
         augment(np.zeros((5, 10)), np.random.default_rng(0))
     with pytest.raises(ValueError, match='summing to 1'):
         augment(np.zeros((1, 784)), np.random.default_rng(0), thickness=(0.5, 0.5, 0.5))
+
+
+def test_elastic_fields_are_smooth_and_scale_with_alpha():
+    fields = displacement_fields(400, np.random.default_rng(8), alpha=10, sigma=4)
+    assert fields.shape == (400, 2, 28, 28) and fields.dtype == np.float32
+    # neighbouring pixels move together (a smooth field), distant ones independently
+    near = np.corrcoef(fields[:, 0, 14, 14], fields[:, 0, 14, 15])[0, 1]
+    far = np.corrcoef(fields[:, 0, 14, 2], fields[:, 0, 14, 26])[0, 1]
+    assert near > 0.9 and abs(far) < 0.2
+    again = displacement_fields(400, np.random.default_rng(8), alpha=20, sigma=4)
+    np.testing.assert_allclose(again, 2 * fields, rtol=1e-5, atol=1e-6)
+    assert 0.2 < fields.std() < 1  # alpha 10 moves pixels by a fraction of a pixel
+
+
+def test_elastic_distortion_moves_strokes_but_keeps_the_ink(digits):
+    out = elastic(digits, np.random.default_rng(9))
+    assert out.shape == digits.shape and out.dtype == np.uint8
+    assert np.mean(np.any(out != digits, axis=(1, 2))) > 0.99
+    ink_ratio = out.sum(axis=(1, 2), dtype=np.int64) / digits.sum(axis=(1, 2), dtype=np.int64)
+    assert 0.8 < np.median(ink_ratio) < 1.2
+    moved = np.linalg.norm(centre_of_mass(out) - centre_of_mass(digits), axis=1)
+    assert np.median(moved) < 1.5  # a local wobble, not a shift of the whole digit
+    np.testing.assert_array_equal(out, elastic(digits, np.random.default_rng(9)))
+
+
+def test_a_zero_field_is_the_affine_map_alone(digits):
+    # one resampling for both: with alpha 0 it must give warpAffine's result (to one grey
+    # level: remap rounds the source coordinates its own way)
+    with_field = augment(digits, np.random.default_rng(10), elastic=(0, 4)).astype(int)
+    affine_only = augment(digits, np.random.default_rng(10))
+    assert np.abs(with_field - affine_only).max() <= 1
+    assert np.mean(with_field != affine_only) < 1e-4
+    distorted = augment(digits, np.random.default_rng(10), elastic=True)
+    assert np.mean(distorted != affine_only) > 0.05
+
+
+def test_bad_elastic_parameters_are_named(digits):
+    with pytest.raises(ValueError, match='-1'):
+        augment(digits[:2], np.random.default_rng(0), elastic=(-1, 4))

@@ -1,5 +1,7 @@
 """Tests of the numpy network: maths against references, formats, files, real MNIST."""
+import io
 import itertools
+import json
 import zipfile
 
 import numpy as np
@@ -7,23 +9,21 @@ import pytest
 
 import better_tensorflow as btf
 
-PAIRS = list(itertools.product(btf.COSTS, ('sigmoid', 'softmax')))
+# every hidden activation x cost x output, at two and three hidden layers
+GRADIENT_CASES = list(itertools.product(btf.HIDDEN_ACTIVATIONS, btf.COST_NAMES, btf.OUTPUTS,
+                                        ((5, 4, 3, 3), (5, 4, 3, 4, 3))))
 
 
-def batch_cost(net, X, Y):
-    """The summed cost over a batch, in float64, straight from the forward pass."""
-    a = net._forward(X)[-1]
-    args = (net.output,) if net.cost == 'cross_entropy' else ()
-    return btf.COSTS[net.cost](a, Y, *args) * len(X)
-
-
-@pytest.mark.parametrize('cost,output', PAIRS)
-def test_backprop_matches_central_finite_differences(cost, output):
+@pytest.mark.parametrize('activation,cost,output,sizes', GRADIENT_CASES)
+def test_backprop_matches_central_finite_differences(activation, cost, output, sizes):
     rng = np.random.default_rng(1)
-    net = btf.Graph((5, 4, 3, 3), 0.1, 4, cost=cost, output=output, dtype='float64', seed=3)
+    net = btf.Graph(sizes, 0.1, 4, activation=activation, cost=cost, output=output,
+                    weight_decay=0.01, dtype='float64', seed=3)
+    for b in net.biases:  # ReLU biases start at 0: make a few units inactive too
+        b += rng.normal(0, 0.3, b.shape)
     X = rng.random((4, 5))
     Y = np.eye(3)[[0, 2, 1, 2]]
-    grad_w, grad_b = net._backprop(net._forward(X), Y)
+    _, grad_w, grad_b = net.gradients(X, Y)
     h = 1e-6
     for params, grads in ((net.weights, grad_w), (net.biases, grad_b)):
         for p, g in zip(params, grads):
@@ -31,9 +31,9 @@ def test_backprop_matches_central_finite_differences(cost, output):
             for i in np.ndindex(p.shape):
                 old = p[i]
                 p[i] = old + h
-                up = batch_cost(net, X, Y)
+                up = net.gradients(X, Y)[0]
                 p[i] = old - h
-                down = batch_cost(net, X, Y)
+                down = net.gradients(X, Y)[0]
                 p[i] = old
                 numeric[i] = (up - down) / (2 * h)
             np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-8)
@@ -125,8 +125,9 @@ def test_save_then_load_gives_identical_predictions(tmp_path, mnist):
     path = net.save(tmp_path / 'm.npz')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.npz']  # no temporary left over
     with np.load(path, allow_pickle=False) as f:
-        assert {'sizes', 'W0', 'b0', 'W1', 'b1', 'epochs', 'cost', 'output'} <= set(f.files)
+        assert {'sizes', 'W0', 'b0', 'W1', 'b1', 'epochs', 'options', 'rng'} <= set(f.files)
         assert all(f[k].dtype != object for k in f.files)
+        assert json.loads(str(f['options']))['cost'] == 'mse'
     again = btf.Graph.from_file(path)
     assert (again.sizes, again.epochs, again.options) == (net.sizes, 1, net.options)
     np.testing.assert_array_equal(again.predict_batch(Xt[:300])[1], net.predict_batch(Xt[:300])[1])
@@ -182,6 +183,15 @@ def test_bad_model_file_is_rejected_and_the_net_unchanged(tmp_path, damage):
     (dict(sizes=(784, 2.5, 10)), '2.5'), (dict(learning_rate=-1), '-1'),
     (dict(batch_size=0), '0'), (dict(init='zeros'), "'zeros'"), (dict(cost='hinge'), "'hinge'"),
     (dict(output='relu'), "'relu'"), (dict(dtype='float16'), "'float16'"),
+    (dict(activation='gelu'), "'gelu'"), (dict(optimizer='rmsprop'), "'rmsprop'"),
+    (dict(momentum=1.5), '1.5'), (dict(momentum=-0.1), '-0.1'),
+    (dict(momentum=0.9, optimizer='adam'), '0.9'), (dict(nesterov=True), 'nesterov'),
+    (dict(nesterov='yes'), "'yes'"), (dict(weight_decay=-0.01), '-0.01'),
+    (dict(weight_decay=float('nan')), 'nan'), (dict(schedule='warmup'), "'warmup'"),
+    (dict(schedule=('step', 0, 0.5)), "('step', 0, 0.5)"),
+    (dict(schedule=('exponential', 1.5)), "('exponential', 1.5)"),
+    (dict(schedule=('cosine',  2.5, 0)), "('cosine', 2.5, 0)"),
+    (dict(seed=-3), '-3'),
 ])
 def test_invalid_options_name_the_value(kwargs, bad):
     args = dict(sizes=(784, 30, 10), learning_rate=0.5, batch_size=128) | kwargs
@@ -257,3 +267,250 @@ def test_the_original_recipe_reaches_92_percent_on_mnist(mnist):
     net.feed((X[:50000], y[:50000]))
     net.run(20, progress=False)
     assert net.evaluate(Xt, yt) >= 0.92
+
+
+# ---------------------------------------------------------------------------------------
+# Optimisers, options, schedules, early stopping, resuming.
+
+def two_steps(optimizer, grads, rate=0.1):
+    p = np.array([1.0, -2.0])
+    optimizer.learning_rate = rate
+    trail = []
+    for g in grads:
+        optimizer.update([p], [np.array(g)])
+        trail.append(p.copy())
+    return trail
+
+
+def test_one_momentum_step_worked_by_hand():
+    # p = [1, -2], rate 0.1, momentum 0.9; gradients g1 = [0.5, 1], then g2 = [0.5, -1].
+    # v1 = 0.9 * 0 - 0.1 * g1 = [-0.05, -0.1];        p = [0.95, -2.1]
+    # v2 = 0.9 * v1 - 0.1 * g2 = [-0.095, 0.01];      p = [0.855, -2.09]
+    # Nesterov: p += 0.9 * v - 0.1 * g:  [-0.095, -0.19] -> [0.905, -2.19]
+    #           then [-0.1355, 0.109] -> [0.7695, -2.081]
+    grads = ([0.5, 1.0], [0.5, -1.0])
+    p = [np.zeros(2)]
+    np.testing.assert_allclose(two_steps(btf.SGD(p, momentum=0.9), grads),
+                               [[0.95, -2.1], [0.855, -2.09]], rtol=1e-12)
+    np.testing.assert_allclose(two_steps(btf.SGD(p, momentum=0.9, nesterov=True), grads),
+                               [[0.905, -2.19], [0.7695, -2.081]], rtol=1e-12)
+    np.testing.assert_allclose(two_steps(btf.SGD(p), grads),  # plain: p -= 0.1 g
+                               [[0.95, -2.1], [0.9, -2.0]], rtol=1e-12)
+
+
+def test_one_adam_step_worked_by_hand():
+    # p = [1, -2], rate 0.1, betas 0.9 and 0.999, eps 1e-8; g1 = [0.5, -1], g2 = [0.5, 0.5].
+    # t=1: m = 0.1 g1 = [0.05, -0.1], v = 0.001 g1^2 = [0.00025, 0.001];
+    #      m^ = m / 0.1 = [0.5, -1], v^ = v / 0.001 = [0.25, 1]: p -= 0.1 * [1, -1] (+-eps)
+    #      p = [0.9, -1.9]
+    # t=2: m = [0.095, -0.04], v = [0.00049975, 0.001249]; m^ = m / 0.19 = [0.5, -0.210526],
+    #      v^ = v / 0.001999 = [0.25, 0.624812], sqrt = [0.5, 0.790451]
+    #      p -= 0.1 * [1, -0.266336] -> [0.8, -1.873366]
+    trail = two_steps(btf.Adam([np.zeros(2)]), ([0.5, -1.0], [0.5, 0.5]))
+    np.testing.assert_allclose(trail, [[0.9, -1.9], [0.8, -1.873366]], atol=1e-6)
+
+
+@pytest.mark.parametrize('name,kwargs', [
+    ('sgd', dict(momentum=0.9)), ('sgd', dict(momentum=0.9, nesterov=True)), ('adam', {})])
+def test_optimisers_match_pytorch(name, kwargs):
+    torch = pytest.importorskip('torch')
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(6)]
+    ours = start.copy()
+    optimizer = btf.OPTIMIZERS[name]([ours], **kwargs)
+    optimizer.learning_rate = 0.05
+    theirs = torch.tensor(start, requires_grad=True)
+    reference = (torch.optim.Adam if name == 'adam' else torch.optim.SGD)([theirs], lr=0.05,
+                                                                          **kwargs)
+    for g in grads:
+        optimizer.update([ours], [g.copy()])
+        theirs.grad = torch.tensor(g)
+        reference.step()
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(ours, start)
+
+
+def test_weight_decay_shrinks_the_weights_and_not_the_biases():
+    # With zero inputs only the decay moves the weights, by rate * weight_decay * W.
+    net = btf.Graph((3, 2), 0.5, 2, weight_decay=0.1, dtype='float64', seed=0,
+                    output='sigmoid', cost='mse')
+    W, b = net.weights[0].copy(), net.biases[0].copy()
+    X = np.zeros((2, 3))  # zero inputs: the cost's weight gradient is 0, its bias gradient not
+    plain = btf.Graph((3, 2), 0.5, 2, dtype='float64', seed=0, output='sigmoid', cost='mse')
+    for n in (net, plain):
+        n.feed((X, np.array([0, 1])))
+        n.run(1, progress=False)
+    np.testing.assert_allclose(net.weights[0], plain.weights[0] - 0.5 * 0.1 * W, atol=1e-12)
+    np.testing.assert_allclose(net.biases[0], plain.biases[0], atol=1e-12)
+    assert not np.allclose(plain.biases[0], b)
+
+
+@pytest.mark.parametrize('schedule,epochs,rates', [
+    ('constant', (0, 7, 100), (0.4, 0.4, 0.4)),
+    (('step', 10, 0.5), (0, 9, 10, 25), (0.4, 0.4, 0.2, 0.1)),
+    (('exponential', 0.5), (0, 1, 3), (0.4, 0.2, 0.05)),
+    (('cosine', 10, 0.0), (0, 5, 10, 12), (0.4, 0.2, 0.0, 0.0)),
+    (('cosine', 4, 0.1), (0, 2, 4), (0.4, 0.25, 0.1)),
+    (lambda epoch: 1 / (epoch + 1), (0, 1, 4), (1.0, 0.5, 0.2)),
+])
+def test_schedules_give_the_rate_of_each_epoch(schedule, epochs, rates):
+    normal = btf.Options(schedule=schedule).schedule
+    got = [btf.scheduled_rate(normal, 0.4, e) for e in epochs]
+    np.testing.assert_allclose(got, rates, atol=1e-12)
+
+
+def test_a_bare_schedule_name_takes_its_defaults_and_a_bad_callable_is_named():
+    assert btf.Options(schedule='step').schedule == ('step', 10.0, 0.5)
+    with pytest.raises(ValueError, match='-1'):
+        btf.scheduled_rate(lambda epoch: -1, 0.1, 3)
+
+
+@pytest.fixture(scope='module')
+def small(mnist):
+    """2,000 training and 1,000 validation images of the official training set."""
+    (X, y), _ = mnist
+    return (X[:2000], y[:2000]), (X[2000:3000], y[2000:3000])
+
+
+def test_schedule_sets_each_epochs_rate_on_real_mnist(small):
+    train, val = small
+    net = btf.Graph((784, 30, 10), 0.8, 64, schedule=('step', 2, 0.5), seed=0)
+    net.feed(train, val)
+    history = net.run(5, progress=False)
+    assert [h['learning_rate'] for h in history] == [0.8, 0.8, 0.4, 0.4, 0.2]
+    assert history[-1]['val_accuracy'] > 0.8
+    # the schedule counts the net's epochs, so a later run continues it
+    assert net.run(1, progress=False)[0]['learning_rate'] == 0.2
+    assert net.run(1, progress=False)[0]['learning_rate'] == 0.1
+
+
+def test_early_stopping_restores_the_best_epoch(small):
+    (X, y), val = small
+    # 300 images and a large rate: validation accuracy peaks early, then wanders
+    net = btf.Graph((784, 100, 10), 2.0, 10, momentum=0.9, seed=0)
+    net.feed((X[:300], y[:300]), val)
+    history = net.run(40, progress=False, patience=3)
+    accuracies = [h['val_accuracy'] for h in history]
+    best = int(np.argmax(accuracies))  # the first of the best
+    assert len(history) == best + 4 < 40  # stopped 3 epochs after the best one
+    assert net.epochs == best + 1
+    assert net.evaluate(*val) == accuracies[best]
+    assert accuracies[-1] < accuracies[best]
+
+
+def test_patience_needs_validation_data_and_a_positive_count(small):
+    train, val = small
+    net = btf.Graph((784, 10, 10), 0.5, 100)
+    net.feed(train)
+    with pytest.raises(ValueError, match='validation'):
+        net.run(2, patience=2, progress=False)
+    net.feed(train, val)
+    with pytest.raises(ValueError, match='0'):
+        net.run(2, patience=0, progress=False)
+
+
+def test_unknown_option_names_raise_and_list_the_valid_ones():
+    with pytest.raises(TypeError, match="'lmbda'.*weight_decay"):
+        btf.Graph((4, 2), lmbda=0.1)
+
+
+@pytest.mark.parametrize('options', [
+    dict(momentum=0.9, weight_decay=1e-4, schedule=('step', 1, 0.7)),
+    dict(momentum=0.9, nesterov=True, activation='tanh'),
+    dict(optimizer='adam', activation='relu', schedule=('cosine', 4, 0.0)),
+])
+def test_training_resumes_exactly_after_save_and_load(small, options):
+    train, val = small
+    rate = 0.001 if options.get('optimizer') == 'adam' else 0.1
+    straight = btf.Graph((784, 20, 10), rate, 50, seed=3, **options)
+    straight.feed(train, val)
+    straight.run(4, progress=False)
+    first = btf.Graph((784, 20, 10), rate, 50, seed=3, **options)
+    first.feed(train, val)
+    first.run(2, progress=False)
+    buffer = io.BytesIO()
+    first.save(buffer)
+    buffer.seek(0)
+    resumed = btf.Graph.from_file(buffer)
+    resumed.feed(train, val)
+    resumed.run(2, progress=False)
+    assert resumed.epochs == 4 and resumed.options == straight.options
+    for a, b in zip(straight.weights + straight.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+    for name, a in straight.optimizer.state().items():
+        np.testing.assert_array_equal(a, resumed.optimizer.state()[name])
+    # and a net that forgets the optimiser's state does not resume exactly
+    fresh = resumed.copy()
+    buffer.seek(0)
+    fresh.load(buffer)
+    fresh.optimizer = fresh._new_optimizer()
+    fresh.run(2, progress=False)
+    assert not np.array_equal(fresh.weights[0], straight.weights[0])
+
+
+def test_a_file_of_the_first_format_still_loads(tmp_path):
+    net = btf.Graph((6, 4, 3), 0.3, 16, cost='mse', output='sigmoid', seed=5)
+    arrays = {'format_version': np.int64(1), 'sizes': np.array(net.sizes),
+              'learning_rate': np.float64(0.3), 'batch_size': np.int64(16),
+              'epochs': np.int64(7), 'init': np.str_('scaled'), 'cost': np.str_('mse'),
+              'output': np.str_('sigmoid'), 'dtype': np.str_('float32'), 'seed': np.int64(5)}
+    for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+        arrays[f'W{l}'], arrays[f'b{l}'] = W, b
+    np.savez(tmp_path / 'old.npz', **arrays)
+    old = btf.Graph.from_file(tmp_path / 'old.npz')
+    assert (old.epochs, old.cost, old.output, old.seed, old.optimizer.momentum) == \
+        (7, 'mse', 'sigmoid', 5, 0.0)
+    X = np.random.default_rng(0).random((5, 6))
+    np.testing.assert_array_equal(old.predict_batch(X)[1], net.predict_batch(X)[1])
+
+
+def test_a_callable_schedule_cannot_be_saved(tmp_path):
+    net = btf.Graph((4, 2), schedule=lambda epoch: 0.1)
+    with pytest.raises(ValueError, match='callable'):
+        net.save(tmp_path / 'x.npz')
+    assert not list(tmp_path.iterdir())
+
+
+def test_initialisation_matches_the_activation():
+    std = {a: btf.Graph((784, 400, 10), activation=a, seed=0).weights[0].std()
+           for a in btf.HIDDEN_ACTIVATIONS}
+    assert std['relu'] == pytest.approx(np.sqrt(2 / 784), rel=0.02)
+    assert std['tanh'] == pytest.approx(np.sqrt(1 / 784), rel=0.02)
+    assert std['sigmoid'] == pytest.approx(np.sqrt(1 / 784), rel=0.02)
+    relu = btf.Graph((784, 400, 10), activation='relu', seed=0)
+    assert not np.any(relu.biases[0]) and np.any(btf.Graph((784, 400, 10)).biases[0])
+
+
+@pytest.mark.parametrize('sizes,rate,options', [
+    ((784, 64, 32, 10), 0.002, dict(activation='relu', optimizer='adam')),
+    ((784, 64, 32, 16, 10), 0.05, dict(activation='tanh', momentum=0.9)),
+    ((784, 64, 32, 16, 10), 0.3, dict(activation='sigmoid', momentum=0.9, nesterov=True)),
+])
+def test_deeper_nets_learn_real_mnist(small, sizes, rate, options):
+    train, val = small
+    net = btf.Graph(sizes, rate, 32, seed=0, **options)
+    net.feed(train, val)
+    history = net.run(8, progress=False)
+    assert len(net.weights) == len(sizes) - 1
+    assert history[-1]['val_accuracy'] > 0.82, history
+
+
+def test_summary_lists_layers_shapes_parameters_and_options():
+    net = btf.Graph((784, 30, 10), 0.5, 128, activation='relu', momentum=0.9)
+    text = net.summary()
+    assert '(None, 30)' in text and '(None, 10)' in text
+    assert '23,550' in text and '310' in text and 'Total params: 23,860' in text
+    assert "activation='relu'" in text and 'momentum=0.9' in text and 'softmax' in text
+    assert "momentum=0.9" in repr(net) and "schedule=['constant']" in repr(net)
+
+
+def test_copy_has_its_own_optimiser_state(small):
+    train, _ = small
+    net = btf.Graph((784, 10, 10), 0.1, 100, momentum=0.9, seed=0)
+    net.feed(train)
+    net.run(1, progress=False)
+    twin = net.copy()
+    twin.run(1, progress=False)
+    assert not np.array_equal(twin.optimizer.velocities[0], net.optimizer.velocities[0])
+    assert net.epochs == 1 and twin.epochs == 2

@@ -20,6 +20,7 @@ BEST = BY_VERSION[MANIFEST['best']]
 # About one drawing in ten misread: above v4 (one epoch, 87.5%), below v6 (96.25%), with room
 # for small changes in imaging.py (see the README, "The handwriting check").
 HANDWRITING_FLOOR = 0.90
+BEST_FLOOR = 0.99  # the measured figure is in the manifest and docs/models.md
 
 
 def load_build():
@@ -30,8 +31,8 @@ def load_build():
 
 
 def test_manifest_lists_the_ladder_and_the_best_model():
-    assert [m['version'] for m in ENTRIES] == [1, 2, 3, 4, 5, 6]
-    assert MANIFEST['best'] == 6
+    assert [m['version'] for m in ENTRIES] == [1, 2, 3, 4, 5, 6, 7]
+    assert MANIFEST['best'] == 7
     for m in ENTRIES:
         assert m['file'] == f'model-v{m["version"]}.npz'
         assert m['recipe'] and m['epochs'] >= 0 and m['batches'] > 0
@@ -48,6 +49,8 @@ def test_file_matches_its_manifest_entry(entry):
     net = btf.Graph.from_file(path)
     assert list(net.sizes) == entry['sizes']
     assert net.options == entry['options']
+    assert (entry['optimizer'], entry['schedule']) == (net.config.optimizer,
+                                                       list(net.config.schedule))
     assert (net.learning_rate, net.batch_size, net.epochs) == \
         (entry['learning_rate'], entry['batch_size'], entry['epochs'])
 
@@ -71,9 +74,9 @@ def test_ladder_climbs_from_under_half_to_at_least_96_percent(test_scores):
     assert ladder[-1] >= 0.96
 
 
-def test_best_model_reaches_98_percent(test_scores):
-    assert test_scores[BEST['version']] >= 0.98
-    assert test_scores[BEST['version']] > max(test_scores[m['version']] for m in LADDER)
+def test_best_model_reaches_99_percent(test_scores):
+    assert test_scores[BEST['version']] >= BEST_FLOOR
+    assert test_scores[BEST['version']] > max(test_scores[v] for v in test_scores if v != 7)
 
 
 def test_best_model_reads_the_handwriting_check():
@@ -83,6 +86,25 @@ def test_best_model_reads_the_handwriting_check():
     # 1 point (4 drawings): a change in imaging.py may round a few pixels differently
     assert accuracy == pytest.approx(BEST['handwriting_accuracy'], abs=0.01)
     assert accuracy >= HANDWRITING_FLOOR
+    assert accuracy >= BY_VERSION[6]['handwriting_accuracy']  # at least as well as v6
+
+
+def test_every_model_trained_on_the_split_training_part_only(mnist_dir, mnist):
+    build = load_build()
+    (X, y), (Xt, yt) = mnist
+    parts = build.split((X, y.astype(np.int64)), (Xt, yt.astype(np.int64)))
+    assert [len(parts[k][1]) for k in ('train', 'val', 'test', 'val_train')] == \
+        [49000, 14000, 7000, 11000]
+    # rows of the training part are official training images, and none is a test image
+    train_rows = {row.tobytes() for row in X}
+    test_rows = {row.tobytes() for row in Xt}
+    assert all(row.tobytes() in train_rows for row in parts['train'][0][::50])
+    assert sum(row.tobytes() in test_rows for row in parts['train'][0]) <= \
+        len(train_rows & test_rows)  # MNIST holds a few images in both sets, as bytes
+    assert all(row.tobytes() in test_rows for row in parts['test'][0][::50])
+    for m in ENTRIES:
+        assert m['trained_on'].startswith('split train (49,000')
+        assert 0 < m['validation_accuracy'] <= 1 and 0 < m['split_test_accuracy'] <= 1
 
 
 def test_build_reads_the_official_split(mnist_dir, mnist, tmp_path):

@@ -92,7 +92,8 @@ def start_server(models, data):
     with open(log, 'wb') as out:
         process = subprocess.Popen(
             [sys.executable, 'server.py', '--port', str(port), '--models', str(models),
-             '--state', str(Path(models).parent / f'state-{port}'), '--data', str(data)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+             '--state', str(Path(models).parent / f'state-{port}'), '--data', str(data)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}/'
     deadline = time.monotonic() + 60
     while True:

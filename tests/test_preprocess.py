@@ -118,7 +118,12 @@ def test_random_split_is_70_20_10_disjoint_and_traceable(real, mnist):
     assert [len(index[name]) for name in preprocess.SPLITS] == [49000, 14000, 7000]
     everything = np.concatenate(list(index.values()))
     assert np.array_equal(np.sort(everything), np.arange(70000))  # disjoint and complete
-    assert 5000 < np.count_nonzero(index['train'] >= 60000) < 9000  # mixes official test images
+    # Lineage: training images only from the official training set, test images only from
+    # the official test set, validation the rest of both.
+    assert index['train'].max() < 60000 and index['test'].min() >= 60000
+    assert np.count_nonzero(index['val'] >= 60000) == 3000
+    assert len(np.unique(index['train'])) == 49000
+    assert np.bincount(y[index['train']], minlength=10).min() > 4000  # a random draw: all digits
     for name in preprocess.SPLITS:
         np.testing.assert_array_equal(stored[f'X_{name}'], canonical_X[index[name]])
         np.testing.assert_array_equal(stored[f'y_{name}'], canonical_y[index[name]])
@@ -171,6 +176,23 @@ def test_small_classic_pickle_gives_the_same_output_as_idx(small, tmp_path):
     idx, pkl = arrays_of(tmp_path / 'idx.npz'), arrays_of(tmp_path / 'pkl.npz')
     for key in idx.keys() - {'meta'}:
         np.testing.assert_array_equal(idx[key], pkl[key], err_msg=key)
+
+
+@pytest.mark.parametrize('n,n_train', [(70000, 60000), (50, 40)])
+def test_random_split_keeps_the_official_sets_apart(n, n_train):
+    index = preprocess.split_indices(n, n_train, 'random', seed=4)
+    assert [len(index[s]) for s in preprocess.SPLITS] == \
+        [round(0.7 * n), n - round(0.7 * n) - round(0.1 * n), round(0.1 * n)]
+    assert index['train'].max() < n_train <= index['test'].min()
+    assert sorted(np.concatenate(list(index.values()))) == list(range(n))
+    # validation mixes both sources, not in source order
+    assert index['val'].max() >= n_train > index['val'].min()
+    assert not np.all(np.diff(index['val']) > 0)
+
+
+def test_random_split_refuses_too_few_official_test_images():
+    with pytest.raises(DataError, match='7000 test images from the 5000'):
+        preprocess.split_indices(70000, 65000, 'random')
 
 
 def test_random_split_is_deterministic_per_seed():

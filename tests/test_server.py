@@ -510,3 +510,19 @@ def test_command_line_and_environment(tmp_path):
     assert process.returncode == 0, output
     assert (tmp_path / 'state' / 'live.npz').exists()
     assert 'no pretrained models' in output
+
+
+def test_an_old_live_net_in_models_moves_to_the_state_folder(serve, models, tmp_path, caplog):
+    folder, nets = models
+    old = btf.Graph((784, 30, 10), 0.5, 128, seed=42)
+    old.save(folder / 'live.npz')
+    with serve() as s:
+        assert s.get('/models').json['live']['epochs'] == 0
+        np.testing.assert_allclose(confidences(s.post('/predict', {'image': DIGIT}).json),
+                                   predict_locally(old), rtol=1e-5)
+    assert not (folder / 'live.npz').exists()
+    assert (tmp_path / 'state' / 'live.npz').exists()
+    assert f'moved {folder / "live.npz"} to the state folder' in caplog.text
+    with serve() as s:  # once: the next start finds it in the state folder
+        np.testing.assert_allclose(confidences(s.post('/predict', {'image': DIGIT}).json),
+                                   predict_locally(old), rtol=1e-5)

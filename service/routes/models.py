@@ -1,12 +1,13 @@
 """The nets: what is live and shipped (/models), the first layer's weights (/model/hidden),
 and the two changes that replace the live net (/reset, /pretrain)."""
 import asyncio
+import gzip
 import logging
 
 import numpy as np
 from sanic import Blueprint, json, text
 
-from ..errors import Unavailable
+from ..errors import Busy, Unavailable
 from ..guard import changes_state
 from ..nets import MANIFEST, describe, fresh_net, sync_live
 from ..parsing import query_int
@@ -33,14 +34,17 @@ async def models(request):
 
 
 def hidden_json(model, net):
+    """The answer of /model/hidden for a net: (JSON bytes, the same gzipped)."""
     units = np.round(np.ascontiguousarray(net.weights[0].T, np.float64), 4)  # (hidden, 784)
-    return dump_numpy({'model': model, 'sizes': list(net.sizes), 'units': units})
+    body = dump_numpy({'model': model, 'sizes': list(net.sizes), 'units': units})
+    return body, gzip.compress(body, 6)
 
 
 @bp.get('/model/hidden')
 async def hidden(request):
-    """Built once per net, off the event loop (a 784-800-10 net's answer is megabytes), and
-    written in chunks that wait for the client to read."""
+    """Built once per net, off the event loop (a 784-800-10 net's answer is megabytes; gzipped
+    for every client that accepts it, as browsers do), and written in chunks that wait for the
+    client to read."""
     ctx = request.app.ctx
     version = request.get_args(keep_blank_values=True).get('pretrained')
     model, net = pick_net(request.app, query_int(version))
@@ -52,11 +56,27 @@ async def hidden(request):
                 ctx.decoders, hidden_json, model, net)
             ctx.hidden_tasks[model, id(net)] = task
         try:
-            body = await asyncio.shield(task)
+            bodies = await asyncio.shield(task)
         finally:
             ctx.hidden_tasks.pop((model, id(net)), None)
-        ctx.hidden_cache[model] = cached = net, body
-    await send_chunked(request, cached[1], 'application/json')
+        ctx.hidden_cache[model] = cached = (net, *bodies)
+    _, body, zipped = cached
+    if 'gzip' in request.headers.get('accept-encoding', '').lower():
+        body, headers = zipped, {'Content-Encoding': 'gzip', 'Vary': 'Accept-Encoding'}
+    else:
+        headers = {'Vary': 'Accept-Encoding'}
+    # A few large answers at a time: the others wait their turn, so that many readers of
+    # megabytes cannot keep the event loop from everyone else's requests.
+    try:
+        async with asyncio.timeout(ctx.settings.write_timeout):
+            await ctx.large_answers.acquire()
+    except TimeoutError:
+        raise Busy('too many clients are downloading weights right now; try again in a '
+                   'few seconds.', retry_after=5) from None
+    try:
+        await send_chunked(request, body, 'application/json', headers)
+    finally:
+        ctx.large_answers.release()
 
 
 @bp.route('/reset', methods=['GET', 'POST'])

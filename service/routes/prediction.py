@@ -6,7 +6,7 @@ from sanic import Blueprint, json
 
 import imaging
 
-from .. import observability
+from .. import insight, observability
 from ..errors import BadRequest, PayloadTooLargeImage, Unprocessable
 from ..nets import is_int, sync_live
 from ..parsing import json_body, shown
@@ -29,17 +29,21 @@ def pick_net(app, version):
                      f'got {shown(version)}.')
 
 
-async def read_image(app, image):
+async def read_image(app, image, max_bytes=None, why=''):
     """(the image's bytes, imaging.prepare of them) for base64 text. A small image (what
     the page sends) whose decoding cost is bounded by its declared size (imaging.cheap_to_decode)
     is prepared on the event loop, where it costs less than a thread hop; every other image in
-    the decoding pool. Errors are the statuses of /predict."""
+    the decoding pool. Errors are the statuses of /predict; over ``max_bytes`` (checked before
+    any pixel is decoded) 413, saying ``why``."""
     settings, loop = app.ctx.settings, asyncio.get_running_loop()
     try:
         if len(image) <= settings.inline_text:
             data = imaging.decode_base64(image)
         else:
             data = await loop.run_in_executor(app.ctx.decoders, imaging.decode_base64, image)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise PayloadTooLargeImage(f'the image is {len(data)} bytes; {why}, at most '
+                                       f'{max_bytes} bytes.')
         kind, width, height = imaging.image_size(data)
         if imaging.cheap_to_decode(kind, width, height):
             return data, imaging.prepare(data)
@@ -69,20 +73,25 @@ def dump_numpy(data):
 
 @bp.post('/predict')
 async def predict(request):
-    body = json_body(request, ('image', 'pretrained', 'return_input'), EXAMPLE)
+    body = json_body(request, ('image', 'pretrained', 'return_input', 'return_activations'),
+                     EXAMPLE)
     if body is None:
         raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
     image = image_field(body)
     model, net = pick_net(request.app, body.get('pretrained'))
-    return_input = body.get('return_input', False)
-    if not isinstance(return_input, bool):
-        raise BadRequest(f'return_input must be true or false, got {shown(return_input)}.')
+    flags = {name: body.get(name, False) for name in ('return_input', 'return_activations')}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise BadRequest(f'{name} must be true or false, got {shown(value)}.')
     _, x = await read_image(request.app, image)
     label, outputs = net.predict(x.reshape(-1))
     observability.predicted(request.app, model)
     answer = {'label': label, 'model': model,
               'predictions': [{'label': k, 'confidence': c}
-                              for k, c in enumerate(outputs[:, 0])]}
-    if return_input:
+                              for k, c in enumerate(outputs[:, 0])],
+              'unsure': insight.unsure(x, float(outputs[label, 0]))}
+    if flags['return_input']:
         answer['input'] = x
+    if flags['return_activations']:
+        answer['activations'] = insight.activations(net, x)
     return json(answer, dumps=dump_numpy)

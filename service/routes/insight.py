@@ -1,0 +1,123 @@
+"""What the page teaches with: where a net goes wrong (/confusion, /confusion/examples) and
+how every net reads one drawing (/compare). The hidden activations of one drawing come with
+/predict ("return_activations"). The sums are in service/insight.py."""
+import asyncio
+import logging
+
+from sanic import Blueprint, json
+
+from .. import insight
+from ..errors import BadRequest, Unavailable
+from ..nets import is_int
+from ..parsing import json_body, query_int, shown
+from ..training import training_samples
+from .prediction import dump_numpy, image_field, pick_net, read_image
+
+log = logging.getLogger(__name__)
+bp = Blueprint('insight')
+EXAMPLE = '{"image": "data:image/png;base64,..."}'
+DEFAULT_EXAMPLES = 24
+
+
+async def shared(app, key, work, *args):
+    """``work(*args)`` in the decoding pool, run once however many requests ask for ``key``
+    at the same time."""
+    ctx = app.ctx
+    task = ctx.insight_tasks.get(key)
+    if task is None:
+        task = asyncio.get_running_loop().run_in_executor(ctx.decoders, work, *args)
+        ctx.insight_tasks[key] = task
+        task.add_done_callback(lambda _: ctx.insight_tasks.pop(key, None))
+    return await asyncio.shield(task)
+
+
+async def held_out(app):
+    """The held-out images (insight.held_out), read once per version of the training file;
+    503 with how to build it when it is missing or unreadable."""
+    ctx, settings = app.ctx, app.ctx.settings
+    path = settings.data_path
+    if not path.is_file():
+        training_samples(settings)  # 503 with the `make data` instructions, as /train
+    try:
+        stat = path.stat()
+        version = (str(path), stat.st_mtime_ns, stat.st_size)
+        if ctx.held_out is None or ctx.held_out[0] != version:
+            ctx.held_out = version, await shared(app, ('held-out', version), insight.held_out,
+                                                 path)
+    except insight.READ_ERRORS as e:
+        raise Unavailable(f'the training data {path} has no usable test split ({e}); '
+                          'rebuild it with `make data` (`python preprocess.py --force`).') \
+            from None
+    return ctx.held_out
+
+
+async def confusion_of(app, model, net):
+    """(held-out version, (X, y, description), the net's confusion result), computed once
+    per net and training file: a new live net is a new object, so it is computed anew."""
+    ctx = app.ctx
+    version, data = await held_out(app)
+    cached = ctx.confusion.get(model)
+    if cached is None or cached[0] is not net or cached[1] != version:
+        result = await shared(app, ('confusion', model, id(net), version), insight.confusion,
+                              net, *data[:2])
+        ctx.confusion[model] = cached = net, version, result
+        log.info('confusion matrix of %s: accuracy %.4f on %d images', model,
+                 result['accuracy'], data[2]['count'])
+    return data, cached[2]
+
+
+def chosen(request):
+    query = request.get_args(keep_blank_values=True)
+    return query, pick_net(request.app, query_int(query.get('pretrained')))
+
+
+def digit(query, name):
+    value = query_int(query.get(name))
+    if not is_int(value) or not 0 <= value <= 9:
+        got = 'nothing' if value is None else shown(value)
+        raise BadRequest(f'{name} must be a digit from 0 to 9, got {got}.')
+    return value
+
+
+@bp.get('/confusion')
+async def confusion(request):
+    _, (model, net) = chosen(request)
+    (_, _, images), result = await confusion_of(request.app, model, net)
+    return json({'model': model, 'images': images, 'accuracy': result['accuracy'],
+                 'matrix': result['matrix'], 'per_class': result['per_class']})
+
+
+@bp.get('/confusion/examples')
+async def confusion_examples(request):
+    query, (model, net) = chosen(request)
+    true, read = digit(query, 'true'), digit(query, 'read')
+    limit = query_int(query.get('limit', DEFAULT_EXAMPLES))
+    if not is_int(limit) or not 1 <= limit <= insight.MAX_EXAMPLES:
+        raise BadRequest(f'limit must be an integer from 1 to {insight.MAX_EXAMPLES}, got '
+                         f'{shown(limit)}.')
+    (X, y, images), result = await confusion_of(request.app, model, net)
+    count, found = await asyncio.get_running_loop().run_in_executor(
+        request.app.ctx.decoders, insight.examples, result, X, y, true, read, limit)
+    return json({'model': model, 'true': true, 'read': read, 'count': count,
+                 'images': images, 'examples': found})
+
+
+@bp.post('/compare')
+async def compare(request):
+    """The drawing, decoded once, read by every shipped model and the live net."""
+    app = request.app
+    body = json_body(request, ('image',), EXAMPLE)
+    if body is None:
+        raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
+    image = image_field(body)
+    nets = [pick_net(app, None)] + [pick_net(app, v) for v in sorted(app.ctx.pretrained)]
+    _, x = await read_image(app, image)
+    x = x.reshape(-1)
+    rows = []
+    for model, net in nets:
+        label, outputs = net.predict(x)
+        confidence = float(outputs[label, 0])
+        rows.append({'model': model, 'label': label, 'confidence': confidence,
+                     'unsure': insight.unsure(x, confidence)})
+    labels = {row['label'] for row in rows}
+    return json({'models': rows, 'agree': len(labels) == 1}, dumps=dump_numpy)

@@ -1,0 +1,151 @@
+"""Several machines as one service on PostgreSQL: server processes with their own state
+folders and one real database (started by the ``postgres`` fixture), as separate machines
+would be."""
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import better_tensorflow as btf
+from tests.conftest import (
+    DIGIT,
+    Process,
+    confidences,
+    predict_locally,
+    read_events,
+    tiny_data,
+    wait_for,
+)
+
+
+def machines(tmp_path, models, database, data, n=2):
+    """n servers, each with a state folder of its own, on one database."""
+    folder, _ = models
+    servers = []
+    for k in range(n):
+        home = tmp_path / f'machine-{k}'
+        home.mkdir()
+        servers.append(Process(home, '--models', str(folder), '--data', str(data),
+                               '--database', database))
+    return servers
+
+
+def live_from_db(database):
+    import io
+
+    import psycopg
+    with psycopg.connect(database) as conn:
+        (data,) = conn.execute('SELECT net FROM btf_live').fetchone()
+    return btf.Graph.from_file(io.BytesIO(bytes(data)))
+
+
+def test_machines_share_one_state(tmp_path, models, database, data_file):
+    _, nets = models
+    a, b, c = machines(tmp_path, models, database, tiny_data(data_file, tmp_path), n=3)
+    try:
+        # A change on one is what every other answers with next, at once.
+        for change, path in ((a, '/reset'), (b, '/pretrain'), (c, '/train?epochs=2'),
+                             (a, '/reset')):
+            assert change.get(path).status == 200, path
+            live = live_from_db(database)
+            for other in (a, b, c):
+                answer = other.post('/predict', {'image': DIGIT}).json
+                np.testing.assert_allclose(confidences(answer), predict_locally(live),
+                                           rtol=1e-5)
+                assert other.get('/models').json['live']['epochs'] == live.epochs
+        # A sample stored on one is listed by the others.
+        made = a.post('/samples', {'image': DIGIT, 'label': 4}).json['id']
+        assert [s['id'] for s in c.get('/samples').json['samples']] == [made]
+        assert b.call('DELETE', f'/samples/{made}').status == 204
+        assert a.get('/samples').json['total'] == 0
+        # No state in the folders: it is in the database.
+        for k in range(3):
+            assert not (tmp_path / f'machine-{k}' / 'state' / 'live.npz').exists()
+    finally:
+        for s in (a, b, c):
+            s.stop()
+
+
+def test_one_training_at_a_time_streamed_everywhere(tmp_path, models, database, data_file):
+    a, b = machines(tmp_path, models, database, data_file)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            events = pool.submit(read_events, b.port)
+            time.sleep(0.5)
+            training = pool.submit(a.post, '/train', {'epochs': 10})
+            wait_for(lambda: b.get('/train/status').json['epoch'] >= 2, "a's job, seen from b")
+            for s, path in ((b, '/train'), (b, '/reset'), (a, '/pretrain')):
+                busy = s.get(path)
+                assert busy.status == 409, (path, busy)
+                assert busy.json['status']['running'] is True
+            result = training.result(timeout=120).json
+            streamed, _ = events.result(timeout=60)
+        names = [name for name, _ in streamed]
+        assert names[0] == 'status' and names[-1] == 'done' and 'progress' in names
+        assert [d['epoch'] for n, d in streamed if n == 'epoch'] == list(range(1, 11))
+        assert streamed[-1][1] == result and result['epochs'] == 10
+        assert b.get('/train/status').json['running'] is False
+        assert b.get('/models').json['live']['epochs'] == 10
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_killed_training_server_frees_the_others(tmp_path, models, database, data_file):
+    a, b = machines(tmp_path, models, database, data_file)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            events = pool.submit(read_events, b.port)
+            time.sleep(0.5)
+            pool.submit(a.get, '/train?epochs=100')
+            wait_for(lambda: b.get('/train/status').json['epoch'] >= 2, "a's job, seen from b")
+            a.kill()
+            streamed, _ = events.result(timeout=30)
+        assert streamed[-1][0] == 'done'
+        assert 'server process running it ended' in streamed[-1][1]['error']
+        wait_for(lambda: b.get('/train/status').json['running'] is False, 'the job to end')
+        trained = b.get('/train?epochs=1')
+        assert trained.status == 200 and trained.json['epochs'] == 1
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_database_restart_costs_no_prediction(tmp_path, models, database, data_file,
+                                                postgres):
+    (a,) = machines(tmp_path, models, database, data_file, n=1)
+    statuses, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            statuses.append(a.post('/predict', {'image': DIGIT}, timeout=10).status)
+
+    try:
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        postgres.stop()
+        time.sleep(0.5)
+        down = [a.get('/reset'), a.post('/samples', {'image': DIGIT, 'label': 4}),
+                a.get('/train')]
+        time.sleep(0.5)
+        postgres.start()
+        wait_for(lambda: a.get('/reset').status == 200, 'the server to reconnect', timeout=30)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert len(statuses) > 100 and set(statuses) == {200}, set(statuses)
+        for answer in down:
+            assert answer.status == 503, answer
+            assert 'database' in answer.json['error'] and 'unreachable' in answer.json['error']
+        assert a.post('/samples', {'image': DIGIT, 'label': 4}).status == 201
+    finally:
+        stop.set()
+        a.stop()
+    log = a.output()
+    assert 'unreachable' in log and 'reachable again' in log
+    assert json.dumps(database.split('@')[0]) not in log  # no credentials in the log
