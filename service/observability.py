@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 access = logging.getLogger('btf.access')
 REQUEST_ID = contextvars.ContextVar('request_id', default='-')
 VALID_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
-TEXT_FORMAT = '%(asctime)s %(process)d %(levelname)s [%(request_id)s] %(message)s'
+# The id ends the line: lines keep the start they always had (scripts read "<pid> INFO ...").
+TEXT_FORMAT = '%(asctime)s %(process)d %(levelname)s %(message)s%(request_suffix)s'
 IMAGE_ROUTES = ('/predict', '/samples')  # where a refused request is a refused image
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 EPOCH_BUCKETS = (.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -34,10 +35,12 @@ EPOCH_BUCKETS = (.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 # Logs.
 
 class RequestIdFilter(logging.Filter):
-    """Puts the current request's id (or '-') on every record."""
+    """Puts the current request's id (or '-') on every record, and " [<id>]" to end a text
+    line with (nothing outside a request)."""
 
     def filter(self, record):
-        record.request_id = REQUEST_ID.get()
+        record.request_id = rid = REQUEST_ID.get()
+        record.request_suffix = f' [{rid}]' if rid != '-' else ''
         return True
 
 

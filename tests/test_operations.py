@@ -220,10 +220,13 @@ def test_request_id_on_log_lines_in_text(tmp_path):
         answer = p.get('/models')
         made = answer.headers['X-Request-ID']
     output = p.output()
-    reset = [line for line in lines_of(output) if '[reset-77]' in line]
-    assert any('live net reset' in line for line in reset), output[-3000:]
-    assert any('GET /reset 200' in line for line in reset), output[-3000:]
-    assert any(f'[{made}]' in line and 'GET /models 200' in line for line in lines_of(output))
+    reset = [line for line in lines_of(output) if line.endswith(' [reset-77]')]
+    assert any(' INFO live net reset' in line for line in reset), output[-3000:]
+    assert any(' INFO GET /reset 200 ' in line for line in reset), output[-3000:]
+    assert any(line.endswith(f'[{made}]') and 'GET /models 200' in line
+               for line in lines_of(output))
+    assert any(line.endswith(' INFO Worker ready') or 'Goin' in line
+               for line in lines_of(output))  # outside a request: no id
 
 
 def test_json_logs_parse_line_by_line_and_never_hold_the_token(tmp_path):
