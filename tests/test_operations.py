@@ -77,6 +77,22 @@ def test_not_ready_names_the_failing_check(serve, tmp_path):
         renamed.rename(s.state)
 
 
+def test_readiness_follows_the_database(tmp_path, models, database, postgres):
+    folder, _ = models
+    with Process(tmp_path, '--models', str(folder), '--database', database) as p:
+        assert p.get('/health/ready').status == 200
+        postgres.stop()
+        try:
+            wait_for(lambda: p.get('/health/ready').status == 503, 'not ready', timeout=30)
+            answer = p.get('/health/ready').json
+            assert 'unreachable' in answer['checks']['storage'], answer
+            assert answer['error'].startswith('not ready: storage: the database at ')
+            assert p.get('/health/live').status == 200
+        finally:
+            postgres.start()
+        wait_for(lambda: p.get('/health/ready').status == 200, 'ready again', timeout=30)
+
+
 # ---------------------------------------------------------------------------------------
 # Request ids.
 
