@@ -19,6 +19,7 @@ import os
 import random
 import re
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 access = logging.getLogger('btf.access')
@@ -128,7 +129,23 @@ class Metrics:
         child.observe(seconds)
 
     def exposition(self):
+        if self.folder:
+            self.bury()
         return self.prom.generate_latest(self.registry)
+
+    def bury(self):
+        """Marks dead the processes whose live gauges are still in the folder: a worker killed
+        (SIGKILL, out of memory) could not do it itself."""
+        from prometheus_client import multiprocess
+
+        for path in Path(self.folder).glob('gauge_live*_*.db'):
+            pid = int(path.stem.rsplit('_', 1)[1])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(pid, self.folder)
+            except PermissionError:  # alive, another user's
+                pass
 
     def worker_ended(self):
         """Drops this process's live gauges from the sums (its counters stay counted)."""

@@ -6,13 +6,14 @@ import json
 import re
 import shlex
 import signal
+import subprocess
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 import server
@@ -221,6 +222,21 @@ def test_two_workers_give_one_summed_view(tmp_path):
         conn.getresponse().readline()
         assert value(p.get('/metrics').body.decode(), 'btf_event_streams') == 1
         conn.close()
+
+
+def test_a_killed_workers_live_gauge_leaves_the_sum(tmp_path):
+    """A worker killed without a word leaves its gauge file behind: /metrics marks it dead."""
+    with Process(tmp_path) as p:
+        folder = p.state / 'metrics'
+        dead = subprocess.Popen(['true'])
+        dead.wait()  # a pid that no longer runs
+        ghost = MmapedDict(str(folder / f'gauge_livesum_{dead.pid}.db'))
+        ghost.write_value(mmap_key('btf_event_streams', 'btf_event_streams', [], [],
+                                   'open /train/events streams'), 5.0, 0.0)
+        ghost.close()
+        assert value(p.get('/metrics').body.decode(), 'btf_event_streams') == 0
+        assert not (folder / f'gauge_livesum_{dead.pid}.db').exists()
+        assert list(folder.glob(f'gauge_livesum_{p.process.pid}.db'))  # the live one stays
 
 
 # ---------------------------------------------------------------------------------------
