@@ -21,6 +21,7 @@ import logging
 import os
 import resource
 import shutil
+import tempfile
 from pathlib import Path
 
 from sanic import Sanic
@@ -140,11 +141,15 @@ def metrics_folder(settings, environ=os.environ):
     """PROMETHEUS_MULTIPROC_DIR for every worker, set before any metric exists: the one
     given, else <state>/metrics; emptied of the last run's figures."""
     folder = Path(environ.get('PROMETHEUS_MULTIPROC_DIR') or settings.state_dir / 'metrics')
-    if folder == settings.state_dir / 'metrics':
-        shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob('*.db'):  # a folder given by the operator: only our files
-        old.unlink(missing_ok=True)
+    try:
+        if folder == settings.state_dir / 'metrics':
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob('*.db'):  # a folder given by the operator: only our files
+            old.unlink(missing_ok=True)
+    except OSError as e:  # the state folder is not writable: the server serves all the same
+        folder = Path(tempfile.mkdtemp(prefix='btf-metrics-'))
+        logging.getLogger('server').warning('metrics in %s: %s', folder, e)
     environ['PROMETHEUS_MULTIPROC_DIR'] = str(folder)
     return folder
 

@@ -375,7 +375,7 @@ def _with_operations(settings, versions, document):
                    'text/plain': {'schema': {'type': 'string'}}}},
                    '404': _error('metrics are off (--no-metrics)')}}
     if metrics_guarded:
-        metrics['security'] = [{'bearer': []}]
+        metrics['security'] = [{'bearer': []}, {'token': []}]
         metrics['responses']['401'] = _error('no token, or a wrong one (BTF_METRICS_TOKEN, '
                                              'else BTF_TOKEN)')
     name = {'name': 'name', 'in': 'path', 'required': True,

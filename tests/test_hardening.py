@@ -134,7 +134,7 @@ def test_token_guards_the_routes_that_change_the_live_net(serve_data, models):
     changing = {(p, m) for p in ('/train', '/reset', '/pretrain') for m in ('get', 'post')}
     assert guarded == changing | {
         ('/samples', 'get'), ('/samples', 'post'), ('/samples/export', 'get'),
-        ('/samples/{sample}/image', 'get'), ('/samples/{sample}', 'delete')}
+        ('/samples/{sample}/image', 'get'), ('/samples/{sample}', 'delete'), ('/metrics', 'get')}
     for path, method in guarded:
         operation = document['paths'][path][method]
         assert operation['security'] == [{'bearer': []}, {'token': []}]
