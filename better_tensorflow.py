@@ -397,8 +397,9 @@ class StopTraining(Exception):
 
 # A batch's matrix products (128 x 784 x 30) are too small to share between cores: two BLAS
 # threads gained little on a quiet machine and lost much on a busy one, where every product
-# waits for a descheduled thread (docs/performance.md). So batches train on one BLAS thread. The limit is process-wide:
-# concurrent trainings share it and the last one to finish restores the previous setting.
+# waits for a descheduled thread (docs/performance.md). So batches train on one BLAS thread.
+# The limit is process-wide: concurrent trainings share it and the last one to finish restores
+# the previous setting.
 _blas_lock = threading.Lock()
 _blas_trainings = 0
 _blas_limits = None

@@ -133,10 +133,6 @@ class Settings:
     @property
     def hosts(self):
         """The Host names this server answers to, None for any."""
-        if self.database is not None and not str(self.database).startswith(
-                ('postgresql://', 'postgres://')):
-            raise ValueError('database must be a postgresql:// URL, got '
-                             f'{str(self.database).split("@")[-1][:60]!r}.')
         if self.allowed_hosts is not None:
             return None if '*' in self.allowed_hosts else frozenset(self.allowed_hosts)
         return frozenset(LOOPBACK_NAMES) if is_loopback(self.host) else None
