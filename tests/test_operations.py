@@ -389,5 +389,10 @@ def test_container_files_parse(name):
         serve = compose['services']['server']
         assert serve['build'] == '.' and 'state:/data/state' in serve['volumes']
         assert serve['ports'] == ['127.0.0.1:8000:8000']
+        # the state in the compose file's PostgreSQL, as --database would put it
+        database = compose['services']['postgres']
+        assert serve['environment']['DATABASE_URL'].startswith('postgresql://')
+        assert serve['environment']['DATABASE_URL'].split('@')[1].startswith('postgres:')
+        assert database['image'].startswith('postgres:') and 'postgres' in serve['depends_on']
     else:
         assert dockerfile()['WORKDIR'] == ['/app']
