@@ -121,3 +121,15 @@ def test_build_reads_the_official_split(mnist_dir, mnist, tmp_path):
 def test_build_names_the_folders_it_searched(tmp_path):
     with pytest.raises(SystemExit, match=str(tmp_path)):
         load_build().load_mnist([tmp_path])
+
+
+def test_each_epochs_distortions_are_seeded_and_fresh(mnist):
+    build = load_build()
+    (X, _), _ = mnist
+    X = X[:200]
+    first = list(build.augmented_epochs(X, 'mild-elastic', 3))
+    again = list(build.augmented_epochs(X, 'mild-elastic', 3))
+    for a, b in zip(first, again):  # prepared in a thread, still the same images
+        np.testing.assert_array_equal(a, b)
+    assert np.mean(first[0] != first[1]) > 0.05 and np.mean(first[0] != X) > 0.05
+    assert all(images is X for images in build.augmented_epochs(X, 'none', 2))
