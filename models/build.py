@@ -1,6 +1,7 @@
 """Rebuild every pretrained model, seeded, from raw MNIST: ``make models``.
 
-    python models/build.py    # -> models/model-v1.npz ... model-v7.npz, models.json, *.png
+    python models/build.py            # -> models/model-v1.npz ... model-v7.npz, models.json, *.png
+    python models/build.py --only 1   # only the ladder (v1-v5, one run); the rest is kept
 
 Every model trains on the same 49,000 images: the training part of preprocess.py's split
 (seed 0), drawn from the 60,000 official training images only. None of them ever sees the
@@ -56,7 +57,7 @@ BEST = 7
 # mini-batches); v5 is the end. 383 batches of 128 = one epoch of 49,000 images.
 LADDER = dict(sizes=(784, 30, 10), learning_rate=1.0, batch_size=128, epochs=30,
               options=dict(schedule=('step', 20, 0.3)), augmentation='none')
-LADDER_STOPS = ((1, 10), (2, 25), (3, 60), (4, 383))
+LADDER_STOPS = ((1, 8), (2, 25), (3, 60), (4, 383))
 
 # The larger models: a fresh distortion of the training part every epoch.
 RECIPES = {
@@ -276,18 +277,30 @@ def main(argv=None):
                              'data/raw, ../shared/data/mnist that has them)')
     parser.add_argument('--out', type=Path, default=OUT_DIR,
                         help='where to write the models (default: %(default)s)')
+    parser.add_argument('--only', type=int, nargs='+', metavar='VERSION',
+                        choices=[*range(1, 6), *RECIPES],
+                        help='rebuild only these models (any of 1-5 rebuilds the ladder, one '
+                             'run); the others keep their files and manifest entries')
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    versions = set(args.only or [*range(1, 6), *RECIPES])
+    kept = {}
+    if args.only:
+        kept = {m['version']: m for m in json.loads((args.out / MANIFEST).read_text())['models']
+                if m['version'] not in versions and not (m['version'] <= 5 and versions & {
+                    *range(1, 6)})}
     (train_set, test), folder = load_mnist([args.mnist_dir] if args.mnist_dir else mnist_dirs())
     parts = split(train_set, test)
     n = len(parts['train'][0])
     print(f'MNIST from {folder}: training on the split\'s {n:,} training images (official '
           f'training set only); scoring on the {len(test[0]):,} official test images')
     args.out.mkdir(parents=True, exist_ok=True)
-    total = batches(LADDER, n) + sum(batches(r, n) for r in RECIPES.values())
+    ladder = bool(versions & {*range(1, 6)})
+    recipes = [v for v in RECIPES if v in versions]
+    total = ladder * batches(LADDER, n) + sum(batches(RECIPES[v], n) for v in recipes)
     with tqdm(total=total, unit='batch', desc='make models') as bar:
-        built = train_ladder(parts['train'], args.out, bar)
-        for version in RECIPES:
+        built = train_ladder(parts['train'], args.out, bar) if ladder else []
+        for version in recipes:
             bar.set_description(f'v{version} {"-".join(map(str, RECIPES[version]["sizes"]))}')
             built += train_recipe(version, parts['train'], args.out, bar)
     drawn = handwriting.samples()
@@ -297,7 +310,8 @@ def main(argv=None):
                                                              hand[0][shown], size=48))
     scores = {'test_accuracy': test, 'validation_accuracy': parts['val'],
               'split_test_accuracy': parts['test'], 'handwriting_accuracy': hand}
-    models = [describe(*b, scores) for b in sorted(built, key=lambda b: b[0])]
+    models = sorted([describe(*b, scores) for b in built] + list(kept.values()),
+                    key=lambda m: m['version'])
     manifest = {'best': BEST,
                 'test_set': 'official MNIST test set, 10,000 images (test_accuracy)',
                 'split': 'preprocess.py --split random, seed 0: train 49,000 images, all from '

@@ -17,10 +17,10 @@ ENTRIES = MANIFEST['models']
 BY_VERSION = {m['version']: m for m in ENTRIES}
 LADDER = [BY_VERSION[v] for v in range(1, 6)]
 BEST = BY_VERSION[MANIFEST['best']]
-# About one drawing in ten misread: above v4 (one epoch, 87.5%), below v6 (96.25%), with room
+# About one drawing in ten misread: above v4 (one epoch, 85.75%), below v7 (96.5%), with room
 # for small changes in imaging.py (see the README, "The handwriting check").
 HANDWRITING_FLOOR = 0.90
-BEST_FLOOR = 0.99  # the measured figure is in the manifest and docs/models.md
+BEST_FLOOR = 0.992  # the target; v7 measures 99.49% (manifest, docs/models.md)
 
 
 def load_build():
@@ -74,7 +74,7 @@ def test_ladder_climbs_from_under_half_to_at_least_96_percent(test_scores):
     assert ladder[-1] >= 0.96
 
 
-def test_best_model_reaches_99_percent(test_scores):
+def test_best_model_reaches_99_2_percent(test_scores):
     assert test_scores[BEST['version']] >= BEST_FLOOR
     assert test_scores[BEST['version']] > max(test_scores[v] for v in test_scores if v != 7)
 
@@ -121,3 +121,15 @@ def test_build_reads_the_official_split(mnist_dir, mnist, tmp_path):
 def test_build_names_the_folders_it_searched(tmp_path):
     with pytest.raises(SystemExit, match=str(tmp_path)):
         load_build().load_mnist([tmp_path])
+
+
+def test_each_epochs_distortions_are_seeded_and_fresh(mnist):
+    build = load_build()
+    (X, _), _ = mnist
+    X = X[:200]
+    first = list(build.augmented_epochs(X, 'mild-elastic', 3))
+    again = list(build.augmented_epochs(X, 'mild-elastic', 3))
+    for a, b in zip(first, again):  # prepared in a thread, still the same images
+        np.testing.assert_array_equal(a, b)
+    assert np.mean(first[0] != first[1]) > 0.05 and np.mean(first[0] != X) > 0.05
+    assert all(images is X for images in build.augmented_epochs(X, 'none', 2))
