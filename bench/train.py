@@ -12,14 +12,14 @@ Adam, on 784-30-10 and 784-800-10, for this library, PyTorch (torch.optim.SGD / 
 scikit-learn (solver 'sgd' with momentum 0.9, solver 'adam'), and the library as it was before
 the optimisers (git revision BASELINE, plain SGD only): an A/B of the plain-SGD epoch.
 
-    python bench/train.py                     # or `make bench`
-    python bench/train.py --quick             # a smoke run: 2 repetitions, smaller samples
-    python bench/train.py --epochs-reps 15 --batch 64
-    python bench/train.py --optimizers-only   # only the optimiser table
+    python -m bench.train                     # or `make bench`
+    python -m bench.train --quick             # a smoke run: 2 repetitions, smaller samples
+    python -m bench.train --epochs-reps 15 --batch 64
+    python -m bench.train --optimizers-only   # only the optimiser table
 
 Data: data/mnist_preprocessed.npz when it exists (train then validation split), else the raw
-files in $MNIST_DIR or ../shared/data/mnist/: the first 50,000 samples train, the next 10,000
-measure the accuracy reached after the timed epochs (a check that every contender learns).
+files preprocess.find_mnist finds ($MNIST_DIR, then data/raw/): the first 50,000 samples
+train, the next 10,000 measure the accuracy reached after the timed epochs (a check that every contender learns).
 """
 import argparse
 import datetime
@@ -37,12 +37,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the project's modules, also when run as `python bench/train.py`
+import better_tensorflow as btf
+import preprocess
+from bench.reference import Network
 
-import better_tensorflow as btf  # noqa: E402
-import preprocess  # noqa: E402
-from bench.reference import Network  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # Defaults (flags override them).
 SIZES = (784, 30, 10)
@@ -57,7 +56,6 @@ PAUSE = 0.3                   # seconds of rest before each timing: idle BLAS/Op
                               # spin for a while after a product and would slow the next one
 QUICK = {'reps': 2, 'reference_samples': 1_000, 'peak_size': 1024}
 SEED = 0
-MNIST_DIR = Path(os.environ.get('MNIST_DIR') or ROOT.parent / 'shared' / 'data' / 'mnist')
 TARGETS = {'reference': 20, 'pytorch': 1.5, 'sklearn': 1.5, 'lower_bound': 7}
 # The optimiser table: per optimiser the same learning rate for every contender.
 OPTIMIZERS = {'sgd': 0.5, 'momentum': 0.05, 'adam': 0.001}
@@ -76,12 +74,14 @@ def load_mnist():
         y = np.concatenate([data['train'][1], data['val'][1]])
         source = preprocess.DEFAULT_OUTPUT
     else:
+        source = preprocess.find_mnist()
+        if source is None:
+            raise SystemExit('bench/train.py: no raw MNIST: set MNIST_DIR or run `make data`.')
         try:
-            X, y, _ = preprocess.read_raw(MNIST_DIR)
+            X, y, _ = preprocess.read_raw(source)
         except preprocess.DataError as e:
-            raise SystemExit(f'bench/train.py: {e} Or set MNIST_DIR.') from None
+            raise SystemExit(f'bench/train.py: {e}') from None
         X, y = np.divide(X, np.float32(255), dtype=np.float32), y.astype(np.int64)
-        source = MNIST_DIR
     n = N_TRAIN + N_HELD_OUT
     if len(X) < n:
         raise SystemExit(f'{source} holds {len(X)} samples, the benchmark needs {n}.')

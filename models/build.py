@@ -21,14 +21,13 @@ the server's own image pipeline), and the summary is printed.
   elastic distortions (Simard et al. 2003); its recipe was chosen on validation images
   (``models/recipes.py``, docs/models.md), never on test images.
 
-Raw MNIST is looked for in $MNIST_DIR, data/raw/ and ../shared/data/mnist/. Weights may differ
-in the last bits between BLAS builds, so a rebuild elsewhere may score a few images differently.
+Raw MNIST is looked for where preprocess.find_mnist looks ($MNIST_DIR, then data/raw/).
+Weights may differ in the last bits between BLAS builds, so a rebuild elsewhere may score a
+few images differently.
 """
 import argparse
 import hashlib
 import json
-import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,13 +36,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import augment
+import better_tensorflow as btf
+import handwriting
+import preprocess
 
-import augment  # noqa: E402
-import better_tensorflow as btf  # noqa: E402
-import handwriting  # noqa: E402
-import preprocess  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT_DIR = ROOT / 'models'
 MANIFEST = 'models.json'
@@ -72,12 +70,6 @@ RECIPES = {
 AUGMENTATIONS = {'none': None, 'affine': {},
                  'elastic': {'elastic': (augment.ELASTIC_ALPHA, augment.ELASTIC_SIGMA)},
                  'mild-elastic': {'elastic': (augment.ELASTIC_ALPHA / 2, augment.ELASTIC_SIGMA)}}
-
-
-def mnist_dirs():
-    """Where raw MNIST may be, in order: $MNIST_DIR, data/raw, ../shared/data/mnist."""
-    env = [Path(os.environ['MNIST_DIR'])] if os.environ.get('MNIST_DIR') else []
-    return env + [preprocess.RAW_DIR, ROOT.parent / 'shared' / 'data' / 'mnist']
 
 
 def load_mnist(folders):
@@ -273,8 +265,8 @@ def plot(models, path, width=520, height=280):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--mnist-dir', type=Path,
-                        help='folder with the raw MNIST files (default: the first of $MNIST_DIR, '
-                             'data/raw, ../shared/data/mnist that has them)')
+                        help='folder with the raw MNIST files (default: the first of $MNIST_DIR '
+                             'and data/raw/ that has them)')
     parser.add_argument('--out', type=Path, default=OUT_DIR,
                         help='where to write the models (default: %(default)s)')
     parser.add_argument('--only', type=int, nargs='+', metavar='VERSION',
@@ -289,7 +281,8 @@ def main(argv=None):
         kept = {m['version']: m for m in json.loads((args.out / MANIFEST).read_text())['models']
                 if m['version'] not in versions and not (m['version'] <= 5 and versions & {
                     *range(1, 6)})}
-    (train_set, test), folder = load_mnist([args.mnist_dir] if args.mnist_dir else mnist_dirs())
+    folders = [args.mnist_dir] if args.mnist_dir else preprocess.mnist_dirs()
+    (train_set, test), folder = load_mnist(folders)
     parts = split(train_set, test)
     n = len(parts['train'][0])
     print(f'MNIST from {folder}: training on the split\'s {n:,} training images (official '

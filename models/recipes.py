@@ -11,16 +11,13 @@ cosine schedule over them; the chosen recipe is then trained longer by build.py.
     python models/recipes.py --epochs 5 --only relu-nesterov-elastic
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import build  # noqa: E402
+import preprocess
+from models import build
 
 EPOCHS = 20
 SIZES = (784, 800, 10)
@@ -56,7 +53,7 @@ def main(argv=None):
     parser.add_argument('--epochs', type=int, default=EPOCHS)
     parser.add_argument('--only', nargs='*', choices=sorted(CANDIDATES), default=None)
     args = parser.parse_args(argv)
-    (train_set, test), folder = build.load_mnist(build.mnist_dirs())
+    (train_set, test), folder = build.load_mnist(preprocess.mnist_dirs())
     parts = build.split(train_set, test)
     X, y = parts['val_train']
     val = (X, y)
