@@ -19,7 +19,8 @@ the optimisers (git revision BASELINE, plain SGD only): an A/B of the plain-SGD 
 
 Data: data/mnist_preprocessed.npz when it exists (train then validation split), else the raw
 files preprocess.find_mnist finds ($MNIST_DIR, then data/raw/): the first 50,000 samples
-train, the next 10,000 measure the accuracy reached after the timed epochs (a check that every contender learns).
+train, the next 10,000 measure the accuracy reached after the timed epochs (a check that
+every contender learns).
 """
 import argparse
 import datetime
