@@ -5,7 +5,7 @@
                      [--data data/mnist_preprocessed.npz]
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
-                     [--max-samples 100000] [--sample-share 0.1]
+                     [--max-samples 100000] [--sample-share 0.03]
                      [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
                      [--metrics-token T] [--graceful-timeout 15]
     environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_TOKEN (then required by every

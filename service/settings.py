@@ -76,7 +76,7 @@ class Settings:
     # Users' samples
     max_samples: int = 100_000  # stored samples (507 past it)
     max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
-    sample_share: float = 0.1  # of every epoch of a training with samples: drawn from them
+    sample_share: float = 0.03  # of every epoch of a training with samples: drawn from them
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments

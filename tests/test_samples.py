@@ -210,7 +210,7 @@ def test_training_with_samples_reports_before_and_after(serve, tmp_path, data_fi
         assert result['after']['mnist'] > result['before']['mnist']  # the untrained v2 learns
         status = s.get('/train/status').json
         assert (status['before'], status['after']) == (result['before'], result['after'])
-        # 600 MNIST rows + 67 samples (10% of the epoch) per epoch, in batches of 128
-        assert status['batches'] == 6
+        # 600 MNIST rows + 19 samples (3% of the epoch) per epoch, in batches of 128
+        assert status['batches'] == 5
         plain = s.post('/train', {'epochs': 1}).json
         assert plain['samples'] is False and plain['before']['samples'] is None
