@@ -10,9 +10,16 @@
     observability.py  request ids, text/JSON logs, Prometheus metrics (routes/health.py,
                   routes/inference.py: readiness, /metrics, the Open Inference Protocol)
 """
-import imaging  # noqa: F401  first: it sets OpenCV's pixel limit, read when cv2 is imported
-
-from .app import create_app
-from .settings import Settings
-
 __all__ = ['Settings', 'create_app']
+
+
+def __getattr__(name):
+    # The app is imported when asked for, not with the package: the training process imports
+    # service.trainer, and must not load Sanic or OpenCV for it.
+    if name == 'create_app':
+        from .app import create_app
+        return create_app
+    if name == 'Settings':
+        from .settings import Settings
+        return Settings
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from sanic import Sanic
 from sanic_cors import CORS
 
+import imaging  # noqa: F401  before cv2 anywhere: it sets OpenCV's pixel limit
+
 from . import observability
 from .errors import JSONErrorHandler
 from .guard import check_host

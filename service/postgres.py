@@ -37,6 +37,9 @@ JOB_LOCK = 0x627466_01  # advisory lock keys ('btf' 1, 2, 3)
 MIGRATION_LOCK = 0x627466_02
 SAMPLES_LOCK = 0x627466_03
 CONNECT = {'connect_timeout': 3, 'autocommit': True}
+LOCKED = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s "
+          'AND granted')
+LOCK_KEY = (JOB_LOCK >> 32, JOB_LOCK & 0xFFFFFFFF)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS btf_schema (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS btf_live (
@@ -103,6 +106,7 @@ class PostgresStore(Store):
         self.live_seen = 0  # the newest live net's version known here (NOTIFY btf_live)
         self.status_seen = 0
         self.status = None  # the last status row read
+        self._job_locked = False  # whether some server holds the job lock (pg_locks)
         self._loaded = None  # (version, net, meta) of the last net read or saved here
         self._session = None
         self._session_lock = threading.Lock()
@@ -156,6 +160,7 @@ class PostgresStore(Store):
                                 status = True
                         if status:
                             self._read_status(conn)
+                        self._job_locked = bool(conn.execute(LOCKED, LOCK_KEY).fetchone())
             except (psycopg.Error, StoreError) as e:
                 if self.healthy:
                     log.error('%s; reconnecting', unreachable(self.url, e))
@@ -246,19 +251,17 @@ class PostgresStore(Store):
         if not held:
             conn.close()
             return None
+        self._job_locked = True  # known here at once; the listener keeps it true for all
         return conn
 
     def release_lock(self, handle):
         handle.close()  # ends the session, and the lock with it
+        self._job_locked = False
 
     def locked(self):
-        try:
-            rows = self._command("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
-                                 'classid = %s AND objid = %s AND granted',
-                                 (JOB_LOCK >> 32, JOB_LOCK & 0xFFFFFFFF))
-        except StoreError:
-            return True  # unknown: do not declare a job dead
-        return bool(rows)
+        # Read by the listener a few times a second: never a query on the event loop. While
+        # the database is unreachable nobody can tell: a job is not declared dead.
+        return self._job_locked or not self.healthy
 
     # -- the training status
 

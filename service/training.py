@@ -122,11 +122,11 @@ def current_status(app):
     return status
 
 
-def acquire(app, action):
-    """The store's job lock, or 409 with the running job's status (503 when the store cannot
-    be reached)."""
+async def acquire(app, action):
+    """The store's job lock (taken in a thread: a database store waits for the network), or
+    409 with the running job's status (503 when the store cannot be reached)."""
     try:
-        lock = app.ctx.store.try_lock()
+        lock = await asyncio.get_running_loop().run_in_executor(None, app.ctx.store.try_lock)
     except StoreError as e:
         raise Unavailable(f'cannot {action}: {e.strerror}; the live net is unchanged.') from None
     if lock is None:
@@ -141,7 +141,7 @@ async def replace_live(app, action, make_net):
     """Make ``make_net()`` the live net once it is saved, under the job lock (409 while a job
     runs or another change is being made)."""
     store = app.ctx.store
-    lock = acquire(app, action)
+    lock = await acquire(app, action)
     try:
         await make_live(app, make_net(), {'validation_accuracy': None})
     finally:
@@ -251,7 +251,7 @@ async def start_job(app, epochs, with_samples=False):
     """Take the lock, start a job on a copy of the newest live net (on MNIST, and with
     ``with_samples`` on the stored samples too); its answer."""
     ctx = app.ctx
-    lock = acquire(app, 'start another training')
+    lock = await acquire(app, 'start another training')
     try:
         count = training_samples(ctx.settings)
         samples = await stored_samples(app) if with_samples else None

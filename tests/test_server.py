@@ -526,3 +526,14 @@ def test_an_old_live_net_in_models_moves_to_the_state_folder(serve, models, tmp_
     with serve() as s:  # once: the next start finds it in the state folder
         np.testing.assert_allclose(confidences(s.post('/predict', {'image': DIGIT}).json),
                                    predict_locally(old), rtol=1e-5)
+
+
+def test_the_training_process_loads_neither_sanic_nor_opencv():
+    """The spawned training process imports its target, service.trainer: the library and
+    the data loader only."""
+    code = ('import sys, service.trainer; '
+            "print(sorted(m for m in ('sanic', 'cv2', 'orjson', 'service.app') "
+            'if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    assert out == '[]'

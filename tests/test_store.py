@@ -91,7 +91,7 @@ def test_one_lock_across_processes_released_when_its_holder_dies(store):
     holder = context.Process(target=_hold, args=(reopen(store), ready, release))
     holder.start()
     assert ready.wait(60)
-    assert store.locked() and store.try_lock() is None
+    assert settled(store, store.locked) and store.try_lock() is None
     holder.kill()  # dies holding it
     holder.join(30)
     assert settled(store, lambda: not store.locked())
