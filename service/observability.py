@@ -11,6 +11,8 @@ metrics that add up across the worker processes of ``--workers N``.
 - Per request: one request middleware (the id, the start time) and one response middleware
   (the header, a counter and a histogram whose label children are looked up once and kept).
 """
+import asyncio
+import bisect
 import contextvars
 import datetime
 import json
@@ -19,6 +21,7 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ VALID_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
 TEXT_FORMAT = '%(asctime)s %(process)d %(levelname)s %(message)s%(request_suffix)s'
 IMAGE_ROUTES = ('/predict', '/samples')  # where a refused request is a refused image
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+FLUSH = 0.2  # seconds between writes of the counted requests to the metrics
 EPOCH_BUCKETS = (.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -120,15 +124,38 @@ class Metrics:
             self.jobs.labels(event)  # present at 0 from the start
         self.children = {}  # (route, method, status) -> its histogram child
         self.models = {}  # model -> its predictions counter child
+        # A request only counts in memory; flush() writes the sums every FLUSH seconds (and
+        # before /metrics answers): a write to the multiprocess files costs each request more
+        # than the rest of the observability together.
+        self.tally = Counter()  # ((route, method, status), bucket index) -> requests
+        self.seconds = Counter()  # (route, method, status) -> their summed latency
+        self.predicted = Counter()  # model -> digits read
 
     def observe(self, route, method, status, seconds):
         key = (route, method, status)
-        child = self.children.get(key)
-        if child is None:
-            child = self.children[key] = self.latency.labels(route, method, str(status))
-        child.observe(seconds)
+        self.tally[key, bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds[key] += seconds
+
+    def flush(self):
+        tally, seconds, predicted = self.tally, self.seconds, self.predicted
+        self.tally, self.seconds, self.predicted = Counter(), Counter(), Counter()
+        for (key, bucket), count in tally.items():
+            child = self.children.get(key)
+            if child is None:
+                child = self.children[key] = self.latency.labels(key[0], key[1], str(key[2]))
+            # Histogram.observe, n at a time: the observation's bucket and the sum (the
+            # library's own two values; prometheus-client is pinned).
+            child._buckets[bucket].inc(count)
+        for key, total in seconds.items():
+            self.children[key]._sum.inc(total)
+        for model, count in predicted.items():
+            child = self.models.get(model)
+            if child is None:
+                child = self.models[model] = self.predictions.labels(model)
+            child.inc(count)
 
     def exposition(self):
+        self.flush()
         if self.folder:
             self.bury()
         return self.prom.generate_latest(self.registry)
@@ -149,6 +176,7 @@ class Metrics:
 
     def worker_ended(self):
         """Drops this process's live gauges from the sums (its counters stay counted)."""
+        self.flush()
         if self.folder:
             from prometheus_client import multiprocess
             multiprocess.mark_process_dead(os.getpid(), self.folder)
@@ -161,10 +189,14 @@ def metrics(app):
 
 def predicted(app, model, count=1):
     if (m := metrics(app)) is not None:
-        child = m.models.get(model)
-        if child is None:
-            child = m.models[model] = m.predictions.labels(model)
-        child.inc(count)
+        m.predicted[model] += count
+
+
+async def flushing(app):
+    """Write the counted requests and predictions to the metrics every FLUSH seconds."""
+    while True:
+        await asyncio.sleep(FLUSH)
+        app.ctx.metrics.flush()
 
 
 def training(app, event, seconds=None):
@@ -240,12 +272,13 @@ def finish(request, response):
 
 
 def install(app):
-    """Request ids, metrics and access lines for ``app`` (before its other middleware)."""
+    """Request ids, metrics and access lines for ``app``: whether the request middleware must
+    call ``start`` first (``finish`` is called by protocol.Request.respond: Sanic's response
+    middleware would cost every request two signal dispatches)."""
     settings = app.ctx.settings
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.graceful_timeout
     if settings.metrics:
         app.ctx.metrics = Metrics()
         app.after_server_stop(lambda app: app.ctx.metrics.worker_ended())
-    if settings.metrics or settings.request_ids or settings.access_log:
-        app.on_request(start)
-        app.on_response(finish)
+    app.ctx.tracking = settings.metrics or settings.request_ids or settings.access_log
+    return app.ctx.tracking

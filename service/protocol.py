@@ -20,6 +20,7 @@ from sanic.exceptions import RequestTimeout
 from sanic.http import Stage
 from sanic.server.protocols.http_protocol import HttpProtocol
 
+from . import observability
 from .errors import Busy
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,15 @@ class Budget:
 class Request(sanic.Request):
     """A request whose body must arrive within request_timeout of its head, and fit in the
     worker's body budget."""
+
+    async def respond(self, response=None, *, status=200, headers=None, content_type=None):
+        """Sanic's respond, then the request id in the answer and the metrics
+        (observability.finish): every answer, errors included, passes here."""
+        response = await super().respond(response, status=status, headers=headers,
+                                         content_type=content_type)
+        if getattr(self.app.ctx, 'tracking', False):
+            observability.finish(self, response)
+        return response
 
     async def receive_body(self):
         settings = self.app.ctx.settings

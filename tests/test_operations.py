@@ -203,13 +203,16 @@ def test_two_workers_give_one_summed_view(tmp_path):
     with Process(tmp_path, '--workers', '2', '--models', str(tmp_path / 'none')) as p:
         folder = p.state / 'metrics'
         sent = 0
-        # Fresh connections until both workers have answered /health/live.
+        # Fresh connections until both workers have answered /health/live (each writes what
+        # it counted to its file a few times a second).
         while len(per_worker(folder, '/health/live')) < 2:
             assert p.get('/health/live').status == 200
             sent += 1
             assert sent < 400, per_worker(folder, '/health/live')
-        counts = per_worker(folder, '/health/live')
-        assert sum(counts.values()) == sent and len(counts) == 2
+            time.sleep(0.05)
+        wait_for(lambda: sum(per_worker(folder, '/health/live').values()) == sent,
+                 'every request counted', timeout=10)
+        assert len(per_worker(folder, '/health/live')) == 2
         # Whichever worker answers /metrics, each counter appears once, summed.
         for _ in range(4):
             text = p.get('/metrics').body.decode()
