@@ -122,13 +122,22 @@ def current_status(app):
     return status
 
 
-async def acquire(app, action):
+async def acquire(app, action, patience=2.0):
     """The store's job lock (taken in a thread: a database store waits for the network), or
-    409 with the running job's status (503 when the store cannot be reached)."""
-    try:
-        lock = await asyncio.get_running_loop().run_in_executor(None, app.ctx.store.try_lock)
-    except StoreError as e:
-        raise Unavailable(f'cannot {action}: {e.strerror}; the live net is unchanged.') from None
+    409 with the running job's status (503 when the store cannot be reached). A short hold
+    (a reset, a pretrain, a worker repairing the state as it starts) is waited for, up to
+    ``patience`` seconds; a running training is not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            lock = await loop.run_in_executor(None, app.ctx.store.try_lock)
+        except StoreError as e:
+            raise Unavailable(f'cannot {action}: {e.strerror}; the live net is unchanged.') \
+                from None
+        if lock is not None or current_status(app)['running'] or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
     if lock is None:
         status = current_status(app)
         busy = ('training runs; wait for it to finish (see /train/status)' if status['running']
