@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import preprocess
-from bench.serve import canvases, start_server
+from bench.serve import canvases, start_server, training_file
 
 # Defaults (flags override them).
 BATCHES = (1, 100, 1000)
@@ -119,13 +119,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = args.data
-        if not data.exists():
-            data = folder / 'mnist.npz'
-            source = preprocess.find_mnist()
-            if source is None:
-                raise SystemExit('no raw MNIST: set MNIST_DIR or run `make data`')
-            preprocess.build(source, data)
+        data = training_file(args.data, folder)
         X_test, _ = preprocess.load_dataset(data)['test']
         process, port = start_server(folder, data, 1)
         print(f'server.py on 127.0.0.1:{port}, {os.cpu_count()} cores, one asyncio client, '

@@ -225,6 +225,18 @@ def cpu_seconds(pid):
     return total / os.sysconf('SC_CLK_TCK')
 
 
+def training_file(path, folder):
+    """``path`` when it exists, else a training file built into ``folder`` from the raw
+    MNIST that preprocess.find_mnist finds."""
+    if path.exists():
+        return path
+    source = preprocess.find_mnist()
+    if source is None:
+        raise SystemExit('no raw MNIST: set MNIST_DIR or run `make data`')
+    preprocess.build(source, folder / 'mnist.npz')
+    return folder / 'mnist.npz'
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -378,13 +390,7 @@ def main(argv=None):
         args.seconds, args.soak = 2.0, 5.0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = args.data
-        if not data.exists():
-            data = folder / 'mnist.npz'
-            source = preprocess.find_mnist()
-            if source is None:
-                raise SystemExit('no raw MNIST: set MNIST_DIR or run `make data`')
-            preprocess.build(source, data)
+        data = training_file(args.data, folder)
         X_test, _ = preprocess.load_dataset(data)['test']
         bodies = canvases(X_test, IMAGES, args.canvas)
         client = wrk_client(folder, bodies) if args.client == 'wrk' else asyncio_client

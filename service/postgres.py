@@ -19,7 +19,6 @@ import hashlib
 import io
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -384,9 +383,3 @@ class PostgresSampleStore(SampleStore):
 def _iso(moment):
     return moment.astimezone(datetime.UTC).isoformat(timespec='seconds')
 
-
-def wait_until_healthy(store, timeout):
-    deadline = time.monotonic() + timeout
-    while not store.healthy and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return store.healthy
