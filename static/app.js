@@ -448,17 +448,24 @@ function showModelInfo() {
 const UNITS_SHOWN = 120;  // a wide layer (e.g. 800 units) shows this many until asked
 let units = [];
 let unitsOf = null;  // the model whose units these are ("live", "v6", ...)
+let unitsShape = '';  // and its shape: a new shape is a new net
+let allUnits = false;  // asked to see every unit of that net (kept while its weights reload)
+let hiddenAsked = 0;  // the latest call wins: an older answer arriving late is dropped
 
 async function loadHidden() {
   const pretrained = chosenModel();
+  const asked = ++hiddenAsked;
   const hidden = await api(pretrained === null ? 'model/hidden'
     : `model/hidden?pretrained=${pretrained}`);
+  if (asked !== hiddenAsked) return;
   const who = hidden.model === 'live' ? 'the live network' : `pretrained model ${hidden.model}`;
   $('#hidden-title').textContent = `What the hidden layer of ${who} has learned `
     + `(${hidden.units.length} units, ${describe(hidden.sizes)})`;
+  if (hidden.model !== unitsOf || describe(hidden.sizes) !== unitsShape) allUnits = false;
   units = hidden.units;
   unitsOf = hidden.model;
-  showUnits(UNITS_SHOWN);
+  unitsShape = describe(hidden.sizes);
+  showUnits(allUnits ? units.length : UNITS_SHOWN);
   // An answer that came before these weights gets their images now.
   if (activationsShown?.model === unitsOf) showActivations(activationsShown);
 }
@@ -470,7 +477,10 @@ function showUnits(count) {
   more.textContent = `Show all ${units.length} units (${units.length - count} more)`;
 }
 
-$('#all-units').addEventListener('click', () => showUnits(units.length));
+$('#all-units').addEventListener('click', () => {
+  allUnits = true;
+  showUnits(units.length);
+});
 
 // Diverging colours: red for positive weights, white for zero, blue for negative.
 const POSITIVE = [178, 24, 43];

@@ -328,6 +328,28 @@ def test_reset_pretrain_and_model_choice_change_the_answer(page, manifest, best)
         expect(units).to_have_count(n_hidden)
 
 
+def test_all_units_stay_shown_while_the_same_net_reloads(page, best):
+    """Asked for every unit of a wide layer, the page keeps them when that net's weights
+    load again (a refresh that raced the click used to fold them back to the first 120)."""
+    n_hidden = best['sizes'][1]
+    if n_hidden <= UNITS_SHOWN:
+        pytest.skip(f'the best model has {n_hidden} hidden units: all are shown at once')
+    units, more = page.locator('#units canvas'), page.locator('#all-units')
+    click_and_wait(page, '#pretrain', PRETRAINED)
+    expect(units).to_have_count(UNITS_SHOWN)
+    more.click()
+    expect(units).to_have_count(n_hidden)
+    expect(more).to_be_hidden()
+    page.eval_on_selector_all('#units canvas', 'cs => cs.forEach((c) => { c.dataset.old = 1; })')
+    page.evaluate('document.querySelector("#status").textContent = ""')
+    click_and_wait(page, '#pretrain', PRETRAINED)  # the same net, its weights loaded again
+    expect(page.locator('#units canvas[data-old]')).to_have_count(0)  # drawn anew
+    expect(units).to_have_count(n_hidden)
+    expect(more).to_be_hidden()
+    click_and_wait(page, '#reset', RESET)  # a new net: back to its first units
+    expect(units).to_have_count(min(DEFAULTS.default_sizes[1], UNITS_SHOWN))
+
+
 def test_a_corrected_drawing_is_kept_shown_trained_on_and_deleted(page):
     click_and_wait(page, '#reset', RESET)  # small and quick to train
     gallery = page.locator('#gallery li')
