@@ -17,6 +17,8 @@ soak zero errors and resident memory growing by at most 10%.
     python -m bench.serve --observability       # /predict with metrics and request ids
                                                 # on, then off, interleaved (5% at most)
     python -m bench.serve --observability --aa  # the same with both off: the noise floor
+    python -m bench.serve --observability --instructions  # the same cost counted in CPU
+                                                # instructions under valgrind: no noise
 
 Data: data/mnist_preprocessed.npz when it exists, else built from the raw files that
 preprocess.find_mnist finds ($MNIST_DIR, then data/raw/) into the temporary directory.
@@ -56,7 +58,9 @@ MIN_PREDICT_RATIO = 0.40      # /predict throughput over /health throughput
 MAX_P99_TRAINING_MS = 50.0    # /predict p99 latency while a training runs
 MAX_RSS_GROWTH = 0.10         # resident memory growth over the soak
 MAX_OBSERVABILITY_COST = 0.05  # /predict throughput lost, p99 gained, with metrics and ids on
-ROUNDS = 6                    # interleaved on/off rounds of --observability
+ROUNDS = 4                    # interleaved on/off rounds of --observability
+PROCESSES = 3                 # server processes on each side of --observability
+COUNTED = 400                 # /predict requests counted by --instructions
 OFF = ('--no-metrics', '--no-request-ids')
 
 
@@ -327,23 +331,26 @@ async def run(args, bodies, server, client):
     return failures
 
 
-async def observability(args, bodies, on, off, client):
-    """/predict on two servers, metrics and request ids on and off, in interleaved rounds
-    (the machine's other load hits both alike), each first every other round; the median
-    round of each."""
+async def observability(args, bodies, servers, client):
+    """/predict on servers with metrics and request ids on and off (``servers``: name ->
+    [(port, pid), ...], several processes of each), in interleaved rounds (the machine's
+    other load hits both alike), the order reversed every other round; the median round of
+    each side over all its processes."""
     print('| /predict | connections | requests/s | p50 ms | p99 ms | errors | server CPU ms '
           'per request |')
     print('|---|---|---|---|---|---|---|')
     failures = []
-    for server in (on, off):  # warm-up
+    everyone = [(name, server) for name, group in servers.items() for server in group]
+    # Alternate on, off, on, off, ...: each side's processes spread over the round.
+    everyone = [x for pair in zip(everyone[:len(everyone) // 2], everyone[len(everyone) // 2:])
+                for x in pair]
+    for _, server in everyone:  # warm-up
         await load(server, client, '/predict', bodies, max(args.concurrency), 2)
     for c in args.concurrency:
-        runs = {'on': [], 'off': []}
+        runs = {name: [] for name in servers}
         for k in range(args.rounds):
-            # Each goes first every other round: whichever runs first measured slower in an
-            # A/A run (the same server twice).
-            pair = (('on', on), ('off', off)) if k % 2 == 0 else (('off', off), ('on', on))
-            for name, server in pair:
+            # Whichever runs first measured slower in an A/A run (the same server twice).
+            for name, server in (everyone if k % 2 == 0 else everyone[::-1]):
                 runs[name].append(await load(server, client, '/predict', bodies, c,
                                              args.seconds))
         median = {name: {key: float(np.median([r[key] for r in rs]))
@@ -357,12 +364,87 @@ async def observability(args, bodies, on, off, client):
                   f"{m['p99']:.2f} | {m['errors']:.0f} | {m['cpu_ms']:.3f} |", flush=True)
         lost = 1 - median['on']['rps'] / median['off']['rps']
         slower = median['on']['p99'] / median['off']['p99'] - 1
-        print(f'| cost at {c} | | {lost:+.1%} throughput | | {slower:+.1%} p99 | | |',
-              flush=True)
+        cpu = median['on']['cpu_ms'] / median['off']['cpu_ms'] - 1
+        print(f'| cost at {c} | | {lost:+.1%} throughput | | {slower:+.1%} p99 | | '
+              f'{cpu:+.1%} CPU |', flush=True)
         if lost > MAX_OBSERVABILITY_COST or slower > MAX_OBSERVABILITY_COST:
             failures.append(f'observability at {c} connections: {lost:.1%} throughput lost, '
                             f'p99 {slower:+.1%} (at most {MAX_OBSERVABILITY_COST:.0%})')
     return failures
+
+
+def count_instructions(folder, data, bodies, extra, requests):
+    """CPU instructions per /predict of a server.py with ``extra`` arguments, counted by
+    valgrind's callgrind over ``requests`` requests sent one at a time after a warm-up
+    (instrumentation is switched on for them alone). Deterministic to about 0.2%, where
+    timings on a shared machine move by a few percent from one process to the next."""
+    folder.mkdir()
+    port, out = free_port(), folder / 'callgrind.out'
+    process = subprocess.Popen(
+        ['valgrind', '--tool=callgrind', '--instr-atstart=no', f'--callgrind-out-file={out}',
+         sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--state',
+         str(folder / 'state'), '--data', str(data), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONMALLOC='malloc'))  # valgrind sees every allocation
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit('the server did not start under valgrind') from None
+            time.sleep(0.5)
+
+    async def send(n):
+        connection = Connection(port)
+        for k in range(n):
+            if await connection.request('POST', '/predict', bodies[k % len(bodies)]) != 200:
+                raise SystemExit('/predict failed under valgrind')
+        connection.close()
+
+    def control(*what):
+        subprocess.run(['callgrind_control', *what, str(process.pid)], check=True,
+                       capture_output=True)
+
+    try:
+        asyncio.run(send(50))
+        control('-i', 'on')
+        asyncio.run(send(requests))
+        control('-i', 'off')
+        control('-d')
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(300)
+    totals = [int(t) for f in folder.glob('callgrind.out*')
+              for t in re.findall(rb'^totals: (\d+)', f.read_bytes(), re.M)]
+    return max(totals) / requests
+
+
+def compare_instructions(args, folder, data, bodies):
+    if not shutil.which('valgrind'):
+        raise SystemExit("--instructions needs valgrind (Debian's `valgrind` package)")
+    sides = {'on': OFF if args.aa else (), 'off': OFF}
+    print(f'server.py, metrics and request ids on and off ({" ".join(OFF)}), CPU instructions '
+          f'per /predict counted by callgrind over {args.requests} requests, '
+          f'{args.processes} processes of each\n')
+    print('| /predict | instructions per request (each process) | median |')
+    print('|---|---|---|')
+    median = {}
+    for name, extra in sides.items():
+        counts = [count_instructions(folder / f'{name}-{k}', data, bodies, extra, args.requests)
+                  for k in range(args.processes)]
+        median[name] = float(np.median(counts))
+        print(f'| metrics and ids {name} | {", ".join(f"{c:,.0f}" for c in counts)} | '
+              f'{median[name]:,.0f} |', flush=True)
+    cost = median['on'] / median['off'] - 1
+    print(f'\ncost: {cost:+.1%} of the instructions of a /predict')
+    if cost > MAX_OBSERVABILITY_COST:
+        print(f'MISSED: observability costs {cost:.1%} of the instructions (at most '
+              f'{MAX_OBSERVABILITY_COST:.0%})')
+        return 1
+    print('all targets met')
+    return 0
 
 
 def main(argv=None):
@@ -381,6 +463,14 @@ def main(argv=None):
                         help='with --observability: both servers off, to see the noise floor')
     parser.add_argument('--rounds', type=int, default=ROUNDS,
                         help='interleaved on/off rounds of --observability (default: %(default)s)')
+    parser.add_argument('--processes', type=int, default=PROCESSES,
+                        help='server processes on each side of --observability '
+                        '(default: %(default)s)')
+    parser.add_argument('--instructions', action='store_true',
+                        help='with --observability: count CPU instructions under valgrind '
+                        'instead of timing')
+    parser.add_argument('--requests', type=int, default=COUNTED,
+                        help='/predict requests counted by --instructions (default: %(default)s)')
     parser.add_argument('--client', choices=('auto', 'wrk', 'asyncio'), default='auto',
                         help='load generator (default: wrk when installed, else asyncio)')
     args = parser.parse_args(argv)
@@ -394,6 +484,8 @@ def main(argv=None):
         X_test, _ = preprocess.load_dataset(data)['test']
         bodies = canvases(X_test, IMAGES, args.canvas)
         client = wrk_client(folder, bodies) if args.client == 'wrk' else asyncio_client
+        if args.observability and args.instructions:
+            return compare_instructions(args, folder, data, bodies)
         if args.observability:
             return compare_observability(args, folder, data, bodies, client)
         process, port = start_server(folder, data, args.workers)
@@ -412,20 +504,28 @@ def main(argv=None):
 
 
 def compare_observability(args, folder, data, bodies, client):
-    (folder / 'on').mkdir()
-    (folder / 'off').mkdir()
-    on, on_port = start_server(folder / 'on', data, args.workers, *(OFF if args.aa else ()))
-    off, off_port = start_server(folder / 'off', data, args.workers, *OFF)
-    what = ('an A/A run: both servers off, "on" is a second "off"' if args.aa else
+    """``args.processes`` servers with metrics and ids on and as many off: two processes of
+    the same code differ by a percent or two (memory layout, hash seeds), as much as the
+    cost measured, so each side is several processes."""
+    servers, started = {'on': [], 'off': []}, []
+    for name in servers:
+        for k in range(args.processes):
+            where = folder / f'{name}-{k}'
+            where.mkdir()
+            extra = OFF if name == 'off' or args.aa else ()
+            process, port = start_server(where, data, args.workers, *extra)
+            started.append(process)
+            servers[name].append((port, process.pid))
+    what = ('an A/A run: both sides off, "on" is a second "off"' if args.aa else
             'metrics and request ids on (the default) and off')
-    print(f'server.py --workers {args.workers}, {what} ({" ".join(OFF)}), {os.cpu_count()} '
-          f'cores, load from {args.client} (one thread), {args.rounds} interleaved rounds of '
-          f'{args.seconds:g} s, medians\n')
+    print(f'server.py --workers {args.workers}, {what} ({" ".join(OFF)}), '
+          f'{args.processes} processes of each, {os.cpu_count()} cores, load from '
+          f'{args.client} (one thread), {args.rounds} interleaved rounds of {args.seconds:g} s '
+          'on each process, medians\n')
     try:
-        failures = asyncio.run(observability(args, bodies, (on_port, on.pid),
-                                             (off_port, off.pid), client))
+        failures = asyncio.run(observability(args, bodies, servers, client))
     finally:
-        for process in (on, off):
+        for process in started:
             process.send_signal(signal.SIGINT)
             process.wait(60)
     print('\n' + ('\n'.join(f'MISSED: {f}' for f in failures) if failures else

@@ -17,7 +17,7 @@ from . import observability
 from .errors import JSONErrorHandler
 from .guard import check_host
 from .nets import load_pretrained, restore_live
-from .protocol import Budget, Request
+from .protocol import Budget, Request, install_header_cleaner
 from .routes import routes
 from .samples import SQLiteSampleStore
 from .settings import Settings
@@ -31,6 +31,7 @@ PR_SET_PDEATHSIG = 1
 def create_app(settings=None, *, name='better_tensorflow', **overrides):
     """The Sanic app for ``settings`` (a Settings; keyword arguments override its fields)."""
     settings = (settings or Settings()).but(**overrides) if overrides else (settings or Settings())
+    install_header_cleaner()
     app = Sanic(name, error_handler=JSONErrorHandler(), request_class=Request,
                 configure_logging=False)
     app.config.update(REQUEST_MAX_SIZE=settings.max_body, REQUEST_TIMEOUT=settings.request_timeout,
@@ -46,11 +47,11 @@ def create_app(settings=None, *, name='better_tensorflow', **overrides):
     app.blueprint(routes)
     # One request middleware (each costs Sanic two signal dispatches per request): the id and
     # start time first, so that a refused request has an id and is counted too.
-    track = observability.install(app)
+    tracker = observability.install(app)
 
     def front_door(request):
-        if track:
-            observability.start(request)
+        if tracker is not None:
+            tracker.start(request)
         check_host(request)
 
     app.on_request(front_door)

@@ -116,6 +116,18 @@ def test_request_ids_are_kept_when_valid_else_made(serve):
             assert answer.status in (400, 403, 404) and answer.headers['X-Request-ID'] == 'e1'
 
 
+def test_answer_headers_are_still_cleaned_of_cr_lf_and_nul(serve):
+    """protocol.clean_header_value replaces Sanic's header cleaning (its cost was most of the
+    request id's): the same result, so no header can carry a second header or answer."""
+    from sanic.response import HTTPResponse
+    with serve() as s:  # an app is built: its answers clean headers our way
+        dirty = HTTPResponse(b'', headers={'x-a': 'one\r\nSet-Cookie: x=1\x00', 'x-b': 'plain',
+                                           'x\r\n-c': 'v'})
+        assert list(dirty.processed_headers)[:3] == [
+            (b'x-a', b'oneSet-Cookie: x=1'), (b'x-b', b'plain'), (b'x-c', b'v')]
+        assert s.get('/health').status == 200
+
+
 def test_request_ids_off(serve):
     with serve(request_ids=False, metrics=False) as s:
         assert 'X-Request-ID' not in s.get('/health', headers={'X-Request-ID': 'x'}).headers
