@@ -10,12 +10,15 @@ that loads with ``allow_pickle=False``. Pixels stay uint8 on disk; ``load_datase
     python preprocess.py --download         # first fetch the IDX files into data/raw/
     python preprocess.py --split official   # 50,000 / 10,000 of the training set, official test
     python preprocess.py --pickle           # also data/mnist_preprocessed.pkl, the original layout
+    python preprocess.py --merge-samples samples.npz   # users' drawings (GET /samples/export)
+                                            #    into the training split
 
     from preprocess import load_dataset
     data = load_dataset()                   # {'train': (X, y), 'val': (X, y), 'test': (X, y)}
     net.feed(data['train'], data['val'])
 
-Re-running is a no-op while the output matches the sources and options (``--force`` rebuilds).
+Re-running is a no-op while the output matches the sources and options (``--force`` rebuilds,
+from MNIST alone: merged samples go).
 Any problem ends with one message naming the file and what is wrong; outputs are written
 atomically, so a failed run never leaves a partial file.
 """
@@ -56,6 +59,10 @@ SPLITS = ('train', 'val', 'test')
 FORMAT_VERSION = 2            # of the output; a different version is rebuilt
                               # (2: the random split keeps the official sets apart)
 DOWNLOAD_TIMEOUT = 60         # seconds without data before a download gives up
+# Users' drawings (the server's sample store): every fifth by id is never trained on, so that
+# what a net reads of them is measured on drawings it has not seen (service/samples.py, and
+# --merge-samples here).
+SAMPLE_VALIDATION_EVERY = 5
 
 # The canonical files: bytes, md5 (as published, e.g. in torchvision) and sha256.
 IDX_FILES = {
@@ -75,6 +82,11 @@ PICKLE_FILE = 'mnist.pkl.gz'  # (train 50,000, val 10,000, test 10,000), pixels 
 
 class DataError(ValueError):
     """Raw data, download or output that cannot be used; the message names the file."""
+
+
+def is_sample_validation(ids):
+    """Which of the samples ``ids`` are held out from training (id % 5 == 0)."""
+    return np.asarray(ids) % SAMPLE_VALIDATION_EVERY == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,7 +381,7 @@ def build(source=RAW_DIR, output=DEFAULT_OUTPUT, *, split='random', seed=SEED,
                                   and pkl.stat().st_mtime_ns >= output.stat().st_mtime_ns)
     recorded = _recorded(output)
     if not force and pkl_fresh and recorded is not None \
-            and {k: v for k, v in recorded.items() if k != 'counts'} == meta:
+            and {k: v for k, v in recorded.items() if k not in ('counts', 'samples')} == meta:
         return {'written': [], 'counts': recorded['counts'], 'format': fmt,
                 'seconds': time.perf_counter() - started}
 
@@ -389,6 +401,63 @@ def build(source=RAW_DIR, output=DEFAULT_OUTPUT, *, split='random', seed=SEED,
         written.append(pkl)
     return {'written': written, 'counts': meta['counts'], 'format': fmt,
             'seconds': time.perf_counter() - started}
+
+
+def read_export(path):
+    """(ids, X uint8 (n, 784), y) of a GET /samples/export file, checked."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            ids, X, y = f['ids'], f['X'], f['y']
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f'{path} is not a samples export (GET /samples/export): {e}') from None
+    n = len(X)
+    if X.dtype != np.uint8 or X.shape != (n, 784) or y.shape != (n,) or ids.shape != (n,) \
+            or not np.issubdtype(ids.dtype, np.integer) or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f'{path}: X {X.dtype} {X.shape}, y {y.dtype} {y.shape}, ids {ids.dtype} '
+                        f'{ids.shape}; a samples export holds X uint8 (n, 784), integer y (n,) '
+                        'and ids (n,).')
+    if n and (y.min() < 0 or y.max() > 9):
+        bad = int(y[(y < 0) | (y > 9)][0])
+        raise DataError(f'{path}: label {bad} is not a digit 0..9.')
+    if len(np.unique(ids)) != n:
+        raise DataError(f'{path}: a sample id occurs twice; export the samples again.')
+    return ids.astype(np.int64), X, y.astype(np.uint8)
+
+
+def merge_samples(export, output=DEFAULT_OUTPUT):
+    """Add users' drawings from ``export`` (a GET /samples/export NPZ) to the training split of
+    ``output``, so that a net trained on the file (``make models``, ``/train``, your own
+    script) learns from them; returns {'added', 'held_out', 'already', 'counts'}.
+
+    Every fifth sample by id (``is_sample_validation``) stays out, as the server keeps it out,
+    so that what a net reads of those is never measured on drawings it trained on. Samples
+    merged before (by id, recorded in the file's metadata) are not added twice. The other
+    splits are untouched; ``index_train`` marks a sample as -id (MNIST rows are >= 0)."""
+    output = Path(output)
+    ids, X, y = read_export(export)
+    recorded = _recorded(output)
+    if recorded is None:
+        raise DataError(f'{output} is not a preprocessed MNIST file: build it first with '
+                        '`python preprocess.py`.')
+    with np.load(output, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    merged = set(recorded.get('samples', {}).get('ids', []))
+    held = is_sample_validation(ids)
+    new = ~held & ~np.isin(ids, list(merged))
+    arrays['X_train'] = np.concatenate([arrays['X_train'], X[new]])
+    arrays['y_train'] = np.concatenate([arrays['y_train'], y[new].astype(arrays['y_train'].dtype)])
+    arrays['index_train'] = np.concatenate([arrays['index_train'],
+                                            -ids[new].astype(arrays['index_train'].dtype)])
+    recorded['samples'] = {'ids': sorted(merged | set(ids[new].tolist())),
+                           'last_export_sha256': hashlib.sha256(Path(export).read_bytes())
+                           .hexdigest()}
+    recorded['counts'] = {name: len(arrays[f'y_{name}']) for name in SPLITS}
+    arrays['meta'] = np.str_(json.dumps(recorded))
+    if new.any():
+        with atomic_write(output) as f:
+            np.savez_compressed(f, **arrays)
+    return {'added': int(new.sum()), 'held_out': int(held.sum()),
+            'already': int((~held).sum() - new.sum()), 'counts': recorded['counts']}
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,6 +535,10 @@ def main(argv=None):
                              '(make test); never fail, say in one line when it cannot')
     parser.add_argument('--if-available', action='store_true',
                         help='only build when raw files are found; never fail (for make run)')
+    parser.add_argument('--merge-samples', type=Path, metavar='EXPORT',
+                        help="add the users' drawings of a GET /samples/export file to the "
+                             'training split of --output (every fifth by id stays out, as the '
+                             'server keeps it out)')
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f'--seed must be a non-negative integer, got {args.seed}.')
@@ -473,6 +546,17 @@ def main(argv=None):
 
     if args.fetch_if_missing:
         return fetch_if_missing(args.mirror)
+    if args.merge_samples is not None:
+        try:
+            done = merge_samples(args.merge_samples, args.output)
+        except (DataError, OSError) as e:
+            print(f'preprocess.py: error: {e}', file=sys.stderr)
+            return 1
+        print(f'Added {done["added"]:,} drawings from {args.merge_samples} to the training split '
+              f'of {args.output} ({done["counts"]["train"]:,} images now); '
+              f'{done["held_out"]:,} held out (every fifth by id), '
+              f'{done["already"]:,} merged before.')
+        return 0
     if args.if_available and not has_source(args.source):
         print(f'No raw MNIST in {args.source}, so the server cannot train (predictions work): '
               'get it with `python preprocess.py --download` or set MNIST_DIR.')

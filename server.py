@@ -7,7 +7,7 @@
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
                      [--max-samples 100000] [--sample-share 0.03]
                      [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
-                     [--metrics-token T] [--graceful-timeout 15]
+                     [--metrics-token T] [--metrics-interval 0.2] [--graceful-timeout 15]
     environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_TOKEN (then required by every
     route that changes state, as "Authorization: Bearer <token>" or ?token=<token>),
     BTF_METRICS_TOKEN (guards /metrics; else BTF_TOKEN does), PROMETHEUS_MULTIPROC_DIR
@@ -94,6 +94,9 @@ def parse(argv=None, environ=os.environ):
     add('--metrics-token', default=environ.get('BTF_METRICS_TOKEN'),
         help='token /metrics requires as "Authorization: Bearer" (default: '
              '$BTF_METRICS_TOKEN, else the server\'s BTF_TOKEN when set, else none)')
+    add('--metrics-interval', type=float, default=DEFAULTS.metrics_interval,
+        help="seconds between writes of a worker's counted requests to the metrics: a "
+             "/metrics answer may miss other workers' last interval (default: %(default)s)")
     add('--graceful-timeout', type=float, default=DEFAULTS.graceful_timeout,
         help='seconds open requests get to finish at SIGTERM (default: %(default)s)')
     args = parser.parse_args(argv)
@@ -115,6 +118,7 @@ def parse(argv=None, environ=os.environ):
             max_samples=args.max_samples, sample_share=args.sample_share,
             log_format=args.log_format, access_log=args.access_log, metrics=args.metrics,
             request_ids=args.request_ids, metrics_token=args.metrics_token or None,
+            metrics_interval=args.metrics_interval,
             graceful_timeout=args.graceful_timeout,
             token=token)  # from the environment only: a command line is visible to all
     except ValueError as e:

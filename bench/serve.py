@@ -61,6 +61,7 @@ MAX_OBSERVABILITY_COST = 0.05  # /predict throughput lost, p99 gained, with metr
 ROUNDS = 4                    # interleaved on/off rounds of --observability
 PROCESSES = 3                 # server processes on each side of --observability
 COUNTED = 400                 # /predict requests counted by --instructions
+SLOWDOWN = 100                # about how much slower a server runs under callgrind
 OFF = ('--no-metrics', '--no-request-ids')
 
 
@@ -424,10 +425,14 @@ def count_instructions(folder, data, bodies, extra, requests):
 def compare_instructions(args, folder, data, bodies):
     if not shutil.which('valgrind'):
         raise SystemExit("--instructions needs valgrind (Debian's `valgrind` package)")
-    sides = {'on': OFF if args.aa else (), 'off': OFF}
+    # Metrics are written every 0.2 s of wall time: 100 times slower, the server would write
+    # them every request or two instead of every few hundred, so the interval stretches too.
+    sides = {'on': OFF if args.aa else ('--metrics-interval', f'{0.2 * SLOWDOWN:g}'),
+             'off': OFF}
     print(f'server.py, metrics and request ids on and off ({" ".join(OFF)}), CPU instructions '
           f'per /predict counted by callgrind over {args.requests} requests, '
-          f'{args.processes} processes of each\n')
+          f'{args.processes} processes of each; metrics written every {0.2 * SLOWDOWN:g} s, '
+          f'as 0.2 s is for a server {SLOWDOWN}x faster\n')
     print('| /predict | instructions per request (each process) | median |')
     print('|---|---|---|')
     median = {}
@@ -508,8 +513,10 @@ def compare_observability(args, folder, data, bodies, client):
     the same code differ by a percent or two (memory layout, hash seeds), as much as the
     cost measured, so each side is several processes."""
     servers, started = {'on': [], 'off': []}, []
-    for name in servers:
-        for k in range(args.processes):
+    for k in range(args.processes):
+        # Started in turns, each side first every other time: in A/A runs the processes
+        # started later measured up to 3% faster.
+        for name in (('on', 'off') if k % 2 == 0 else ('off', 'on')):
             where = folder / f'{name}-{k}'
             where.mkdir()
             extra = OFF if name == 'off' or args.aa else ()

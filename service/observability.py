@@ -10,7 +10,7 @@ metrics that add up across the worker processes of ``--workers N``.
   own registry. Nothing here is module state: the metrics live on ``app.ctx.metrics``.
 - Per request: ``Tracker.start`` in the app's one request middleware (the start time, the id)
   and ``Tracker.finish`` where every answer passes (the header, the request counted in memory;
-  the counts reach the metrics every FLUSH seconds).
+  the counts reach the metrics every ``metrics_interval`` seconds, 0.2 by default).
 """
 import asyncio
 import bisect
@@ -33,7 +33,7 @@ VALID_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
 TEXT_FORMAT = '%(asctime)s %(process)d %(levelname)s %(message)s%(request_suffix)s'
 IMAGE_ROUTES = ('/predict', '/samples')  # where a refused request is a refused image
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
-FLUSH = 0.2  # seconds between writes of the counted requests to the metrics
+PENDING = 10_000  # answers counted in memory at most, between two writes to the metrics
 EPOCH_BUCKETS = (.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -125,21 +125,21 @@ class Metrics:
             self.jobs.labels(event)  # present at 0 from the start
         self.children = {}  # (route, method, status) -> its histogram child
         self.models = {}  # model -> its predictions counter child
-        # A request only counts in memory; flush() writes the sums every FLUSH seconds (and
-        # before /metrics answers): a write to the multiprocess files costs each request more
-        # than the rest of the observability together.
-        self.tally = Counter()  # ((route, method, status), bucket index) -> requests
-        self.seconds = Counter()  # (route, method, status) -> their summed latency
+        # A request only appends to a list; flush() sorts and writes them every
+        # metrics_interval seconds, before /metrics answers, and at PENDING answers (memory
+        # stays bounded whatever the interval): a write to the multiprocess files costs each
+        # request more than the rest of the observability together.
+        self.answered = []  # (Sanic route or None, method, status, seconds) of each answer
         self.predicted = Counter()  # model -> digits read
 
-    def observe(self, route, method, status, seconds):
-        key = (route, method, status)
-        self.tally[key, bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.seconds[key] += seconds
-
     def flush(self):
-        tally, seconds, predicted = self.tally, self.seconds, self.predicted
-        self.tally, self.seconds, self.predicted = Counter(), Counter(), Counter()
+        answered, predicted = self.answered, self.predicted
+        self.answered, self.predicted = [], Counter()
+        tally, seconds = Counter(), Counter()
+        for route, method, status, spent in answered:
+            key = ('/' + route.path if route is not None else 'unmatched', method, status)
+            tally[key, bisect.bisect_left(LATENCY_BUCKETS, spent)] += 1
+            seconds[key] += spent
         for (key, bucket), count in tally.items():
             child = self.children.get(key)
             if child is None:
@@ -194,9 +194,9 @@ def predicted(app, model, count=1):
 
 
 async def flushing(app):
-    """Write the counted requests and predictions to the metrics every FLUSH seconds."""
+    """Write the counted requests and predictions to the metrics every metrics_interval."""
     while True:
-        await asyncio.sleep(FLUSH)
+        await asyncio.sleep(app.ctx.settings.metrics_interval)
         app.ctx.metrics.flush()
 
 
@@ -262,21 +262,32 @@ class Tracker:
         m = self.metrics
         if m is None and not self.access:
             return
-        started = getattr(request.ctx, 'started', None)
-        seconds = time.perf_counter() - started if started is not None else 0.0
-        status, method, route = response.status, request.method, route_of(request)
+        try:
+            seconds = time.perf_counter() - request.ctx.started
+        except AttributeError:  # refused before the request middleware (an unknown route)
+            seconds = 0.0
+        status, method, route = response.status, request.method, request.route
         if m is not None:
-            m.observe(route, method, status, seconds)
-            if route in IMAGE_ROUTES and method == 'POST':
-                if 400 <= status < 500:
-                    m.refused.labels(str(status),
-                                     getattr(request.ctx, 'error', 'Error')).inc()
-                elif status == 201 and route == '/samples':
-                    m.samples.inc()
+            m.answered.append((route, method, status, seconds))
+            if len(m.answered) >= PENDING:
+                m.flush()
+            if (status >= 400 or status == 201) and method == 'POST':
+                images(m, route_of(request), status, request)
         if self.access:
+            path = route_of(request)
             access.info('%s %s %d %.1f ms', method, request.path, status, seconds * 1000,
-                        extra={'route': route, 'method': method, 'status': status,
+                        extra={'route': path, 'method': method, 'status': status,
                                'duration_ms': round(seconds * 1000, 3)})
+
+
+def images(m, route, status, request):
+    """A refused image (4xx from /predict or /samples), or a sample stored (201)."""
+    if route not in IMAGE_ROUTES:
+        return
+    if 400 <= status < 500:
+        m.refused.labels(str(status), getattr(request.ctx, 'error', 'Error')).inc()
+    elif status == 201 and route == '/samples':
+        m.samples.inc()
 
 
 def install(app):

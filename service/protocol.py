@@ -23,7 +23,6 @@ from sanic.http import Stage
 from sanic.response.types import HEADER_TRANSLATION_TABLE, BaseHTTPResponse
 from sanic.server.protocols.http_protocol import HttpProtocol
 
-from . import observability
 from .errors import Busy
 
 log = logging.getLogger(__name__)

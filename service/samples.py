@@ -19,14 +19,11 @@ import threading
 
 import numpy as np
 
+from preprocess import is_sample_validation as is_validation  # noqa: F401  one rule for all
+
 from .store import StoreError, StoreFull
 
 log = logging.getLogger(__name__)
-VALIDATION_EVERY = 5  # id % 5 == 0: held out from training, the samples' validation set
-
-
-def is_validation(ids):
-    return np.asarray(ids) % VALIDATION_EVERY == 0
 
 
 class SampleStore:

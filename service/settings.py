@@ -84,6 +84,7 @@ class Settings:
     # Operations (docs/operations.md)
     metrics: bool = True  # /metrics in Prometheus text format, request metrics kept
     metrics_token: str | None = None  # guards /metrics (BTF_METRICS_TOKEN); else the token
+    metrics_interval: float = 0.2  # seconds between writes of a worker's counts to the metrics
     request_ids: bool = True  # X-Request-ID accepted or made, echoed, on every log line
     access_log: bool = False  # one log line per request (route, status, duration)
     log_format: str = 'text'  # 'text' or 'json' (one JSON object per line)
@@ -100,7 +101,7 @@ class Settings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
         for name in ('request_timeout', 'write_timeout', 'keep_alive_timeout', 'train_timeout',
-                     'graceful_timeout'):
+                     'graceful_timeout', 'metrics_interval'):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f'{name} must be a positive number of seconds, got {value!r}.')

@@ -411,3 +411,26 @@ def test_container_files_parse(name):
         assert database['image'].startswith('postgres:') and 'postgres' in serve['depends_on']
     else:
         assert dockerfile()['WORKDIR'] == ['/app']
+
+
+def test_counted_answers_stay_bounded_whatever_the_interval():
+    """Answers are counted in memory between writes to the metrics: at most PENDING of them,
+    however long --metrics-interval is; none is lost on the way."""
+    from types import SimpleNamespace
+
+    from sanic.response import HTTPResponse
+
+    from service import Settings
+    from service import observability as obs
+    metrics = obs.Metrics()
+    tracker = obs.Tracker(Settings(metrics_interval=3600), metrics)
+    route = SimpleNamespace(path='predict')
+    for _ in range(obs.PENDING + 5):
+        request = SimpleNamespace(_id=None, ctx=SimpleNamespace(), route=route, method='POST',
+                                  path='/predict', headers={})
+        tracker.start(request)
+        tracker.finish(request, HTTPResponse(b'{}', status=200))
+    assert len(metrics.answered) == 5
+    text = metrics.exposition().decode()
+    assert value(text, 'btf_request_duration_seconds_count', route='/predict', method='POST',
+                 status='200') == obs.PENDING + 5

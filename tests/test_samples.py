@@ -214,3 +214,66 @@ def test_training_with_samples_reports_before_and_after(serve, tmp_path, data_fi
         assert status['batches'] == 5
         plain = s.post('/train', {'epochs': 1}).json
         assert plain['samples'] is False and plain['before']['samples'] is None
+
+
+def test_an_export_merges_into_the_training_file(serve, data_file, mnist_dir, tmp_path, capsys):
+    """`preprocess.py --merge-samples`: the export's drawings join the training split (the
+    held-out fifth stays out), once; the other splits, and a later plain build, keep them."""
+    import preprocess
+    with serve() as s:
+        for k in range(7):  # ids 1..7: 5 is held out
+            assert s.post('/samples', {'image': stroke(k), 'label': k}).status == 201
+        export = tmp_path / 'samples.npz'
+        export.write_bytes(s.get('/samples/export').body)
+        with np.load(export, allow_pickle=False) as f:
+            drawn = dict(zip(f['ids'].tolist(), f['X']))
+    data = tiny_data(data_file, tmp_path, rows=300)
+    before = preprocess.load_dataset(data)
+
+    assert preprocess.main(['--merge-samples', str(export), '--output', str(data)]) == 0
+    assert 'Added 6 drawings' in capsys.readouterr().out
+    after = preprocess.load_dataset(data)
+    X, y = after['train']
+    assert len(X) == len(before['train'][0]) + 6
+    assert y[-6:].tolist() == [0, 1, 2, 3, 5, 6]  # labels k of ids 1-4, 6, 7
+    np.testing.assert_array_equal(X[-1], drawn[7] / np.float32(255))
+    for name in ('val', 'test'):
+        np.testing.assert_array_equal(after[name][0], before[name][0])
+    with np.load(data, allow_pickle=False) as f:
+        assert f['index_train'][-6:].tolist() == [-1, -2, -3, -4, -6, -7]
+        assert json.loads(str(f['meta']))['samples']['ids'] == [1, 2, 3, 4, 6, 7]
+
+    again = preprocess.merge_samples(export, data)  # the same export: nothing twice
+    assert (again['added'], again['held_out'], again['already']) == (0, 1, 6)
+    assert len(preprocess.load_dataset(data)['train'][0]) == len(X)
+    report = preprocess.build(mnist_dir, data)  # up to date: the merged drawings stay
+    assert report['written'] == [] and len(preprocess.load_dataset(data)['train'][0]) == len(X)
+
+
+def test_a_bad_export_is_refused_naming_what_is_wrong(data_file, tmp_path, capsys):
+    import preprocess
+    data = tiny_data(data_file, tmp_path, rows=50)
+    original = data.read_bytes()
+    cases = {'not-npz.npz': b'hello',
+             'label.npz': dict(ids=np.array([1]), X=np.zeros((1, 784), np.uint8), y=np.array([12])),
+             'shape.npz': dict(ids=np.array([1]), X=np.zeros((1, 28, 28), np.uint8),
+                               y=np.array([1])),
+             'twice.npz': dict(ids=np.array([3, 3]), X=np.zeros((2, 784), np.uint8),
+                               y=np.array([1, 2]))}
+    expected = {'not-npz.npz': 'is not a samples export', 'label.npz': 'label 12 is not a digit',
+                'shape.npz': 'a samples export holds X uint8 (n, 784)',
+                'twice.npz': 'a sample id occurs twice'}
+    for name, content in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            np.savez(path, **content)
+        assert preprocess.main(['--merge-samples', str(path), '--output', str(data)]) == 1
+        assert expected[name] in capsys.readouterr().err, name
+        assert data.read_bytes() == original
+    good = tmp_path / 'good.npz'
+    np.savez(good, ids=np.array([1]), X=np.zeros((1, 784), np.uint8), y=np.array([1]))
+    missing = preprocess.main(['--merge-samples', str(good), '--output',
+                               str(tmp_path / 'nowhere.npz')])
+    assert missing == 1 and 'build it first' in capsys.readouterr().err
