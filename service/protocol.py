@@ -8,8 +8,9 @@
   at most a chunk and the transport's buffer, not a copy of the whole answer.
 - At most ``max_connections`` connections per worker: past it a new one is closed at once,
   long before the process runs out of file descriptors.
-- At most ``max_buffered`` bytes of request bodies are held at once per worker: a body that
-  would go past it is refused with 503 and Retry-After before it is read.
+- At most ``max_buffered`` bytes of request bodies are held at once per worker, counted as they
+  arrive and given back when the request is answered or its connection ends: a body that
+  would go past it is refused with 503 and Retry-After, and the connection closed.
 - Every header value of every answer is cleaned of CR, LF and NUL as Sanic cleans it, without
   its cost (``clean_header_value``).
 """
@@ -68,6 +69,12 @@ class Protocol(HttpProtocol):
         if http is not None and http.stage is Stage.REQUEST:
             self._time = started
 
+    def connection_lost(self, exc):
+        request = getattr(getattr(self, '_http', None), 'request', None)
+        if isinstance(request, Request):
+            request.release_body()
+        super().connection_lost(exc)
+
     async def send(self, data):
         try:
             async with asyncio.timeout(self.app.ctx.settings.write_timeout):
@@ -95,13 +102,36 @@ class Budget:
         self.used -= size
 
 
+class Held:
+    """What one request's body holds of the budget: taken as its bytes arrive, given back
+    once (whichever comes first: the answer, an error or hang-up while reading, the
+    connection's end, the request being freed)."""
+
+    __slots__ = ('budget', 'size')
+
+    def __init__(self, budget):
+        self.budget, self.size = budget, 0
+
+    def take(self, size):
+        if not self.budget.take(size):
+            return False
+        self.size += size
+        return True
+
+    def give(self):
+        size, self.size = self.size, 0
+        self.budget.give(size)
+
+
 class Request(sanic.Request):
     """A request whose body must arrive within request_timeout of its head, and fit in the
-    worker's body budget."""
+    worker's body budget: charged for the bytes that arrive (a body declared but never sent
+    holds nothing), given back as soon as the request is answered or its connection ends."""
 
     async def respond(self, response=None, *, status=200, headers=None, content_type=None):
         """Sanic's respond, then the request id in the answer and the metrics
         (observability.Tracker.finish): every answer, errors included, passes here."""
+        self.release_body()
         response = await super().respond(response, status=status, headers=headers,
                                          content_type=content_type)
         tracker = getattr(self.app.ctx, 'tracker', None)
@@ -109,24 +139,35 @@ class Request(sanic.Request):
             tracker.finish(self, response)
         return response
 
+    def release_body(self):
+        held = self.__dict__.get('held')
+        if held is not None:
+            held.give()
+
     async def receive_body(self):
+        if self.body:
+            return
         settings = self.app.ctx.settings
-        length = self.headers.get('content-length')
-        size = int(length) if length and length.isdigit() else settings.max_body
-        if 0 < size <= settings.max_body:  # larger ones are refused (413) unread
-            if not self.app.ctx.budget.take(size):
-                self.stream.request_body, self.stream.keep_alive = None, False
-                raise Busy(f'the server is receiving {settings.max_buffered} bytes of other '
-                           'requests right now; try again in a second.')
-            # Given back when the request (and its body) is freed.
-            weakref.finalize(self, self.app.ctx.budget.give, size)
+        self.held = held = Held(self.app.ctx.budget)
+        weakref.finalize(self, held.give)  # the last resort; held.give is idempotent
+        chunks = []
         try:
             async with asyncio.timeout(settings.request_timeout):
-                await super().receive_body()
+                async for data in self.stream:
+                    if not held.take(len(data)):
+                        self.stream.request_body, self.stream.keep_alive = None, False
+                        raise Busy(f'the server is receiving {settings.max_buffered} bytes of '
+                                   'other requests right now; try again in a second.')
+                    chunks.append(data)
         except TimeoutError:
             # Answer and hang up instead of reading the rest (Sanic would wait for it).
+            held.give()
             self.stream.request_body, self.stream.keep_alive = None, False
             raise RequestTimeout() from None
+        except BaseException:  # refused, or the client hung up (the task is cancelled)
+            held.give()
+            raise
+        self.body = b''.join(chunks)
 
 
 async def send_chunked(request, body, content_type, headers=None):

@@ -231,6 +231,36 @@ def test_many_16mb_uploads_are_bounded(tmp_path):
         assert s.process.poll() is None and s.get('/health').status == 200
 
 
+@pytest.mark.parametrize('how', ['hang up', 'stay silent', 'chunked, hang up'])
+def test_bodies_declared_but_not_sent_hold_no_budget(tmp_path, how):
+    """Four clients declare 16 MiB bodies (the whole 64 MiB body budget of a worker) and
+    hang up, or send nothing: the budget is charged for bytes that arrive and given back when
+    a connection ends, so /predict answers at once (it was 503 for minutes, until Python's
+    cycle collector happened to free the dropped requests)."""
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        heads = []
+        for _ in range(12):
+            sock = socket.create_connection(('127.0.0.1', s.port), timeout=10)
+            length = ('Transfer-Encoding: chunked' if how.startswith('chunked')
+                      else f'Content-Length: {16 * MB}')
+            sock.sendall(f'POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: '
+                         f'application/json\r\n{length}\r\n\r\n'.encode())
+            if how.startswith('chunked'):
+                sock.sendall(b'10\r\n' + b' ' * 16 + b'\r\n')
+            heads.append(sock)
+        try:
+            if 'hang up' in how:
+                for sock in heads:
+                    sock.close()
+            time.sleep(0.3)
+            for _ in range(3):
+                answer = s.post('/predict', {'image': DIGIT})
+                assert answer.status == 200, answer
+        finally:
+            for sock in heads:
+                sock.close()
+
+
 def test_16mb_of_empty_lists_is_a_quick_short_400(tmp_path):
     body = b'[' + b'[],' * ((16 * MB - 3) // 3) + b'[]]'
     assert len(body) <= 16 * MB
