@@ -33,6 +33,9 @@ VALID_ID = re.compile(r'[A-Za-z0-9._-]{1,128}')
 TEXT_FORMAT = '%(asctime)s %(process)d %(levelname)s %(message)s%(request_suffix)s'
 IMAGE_ROUTES = ('/predict', '/samples')  # where a refused request is a refused image
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+# The method label: what a client sends is any token up to kilobytes long, and every new
+# label value is a new series in every worker's metrics file; the rest count as 'other'.
+METHODS = frozenset(('GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'))
 PENDING = 10_000  # answers counted in memory at most, between two writes to the metrics
 EPOCH_BUCKETS = (.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -137,7 +140,8 @@ class Metrics:
         self.answered, self.predicted = [], Counter()
         tally, seconds = Counter(), Counter()
         for route, method, status, spent in answered:
-            key = ('/' + route.path if route is not None else 'unmatched', method, status)
+            key = ('/' + route.path if route is not None else 'unmatched',
+                   method if method in METHODS else 'other', status)
             tally[key, bisect.bisect_left(LATENCY_BUCKETS, spent)] += 1
             seconds[key] += spent
         for (key, bucket), count in tally.items():
@@ -275,7 +279,8 @@ class Tracker:
                 images(m, route_of(request), status, request)
         if self.access:
             path = route_of(request)
-            access.info('%s %s %d %.1f ms', method, request.path, status, seconds * 1000,
+            method = method if method in METHODS else method[:16] + '...'
+            access.info('%s %s %d %.1f ms', method, request.path[:200], status, seconds * 1000,
                         extra={'route': path, 'method': method, 'status': status,
                                'duration_ms': round(seconds * 1000, 3)})
 
