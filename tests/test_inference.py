@@ -1,6 +1,7 @@
 """The Open Inference Protocol routes (/v2, service/routes/inference.py) against a real server:
 through raw HTTP, and through a real client of the protocol (tritonclient.http)."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -99,7 +100,10 @@ def test_a_batch_of_1000_rows_answers_as_predict_batch(serve, models):
     ({'name': 'pixels'}, 'must be named "input", got "pixels"'),
     ({'data': ['a'] * 1568}, 'must hold only numbers'),
     ({'data': [[0.5] * 784, [0.5] * 783]}, 'must hold only numbers'),
-    ({'data': [0.5] * 1567 + [None]}, '1 are not, e.g. [1, 783] = nan'),
+    ({'data': [0.5] * 1567 + [None]}, 'must hold only numbers'),  # null is not a number
+    ({'data': ['0.5'] * 1568}, 'must hold only numbers'),  # nor are numbers as strings
+    ({'data': [True, False] * 784}, 'must hold only numbers'),
+    ({'parameters': {'binary_data_size': '12'}}, 'binary_data_size must be'),
     ({'data': [0.5] * 1566 + [-0.25, 1.5]}, '2 are not, e.g. [1, 782] = -0.25, [1, 783] = 1.5'),
 ])
 def test_bad_tensors_are_400_saying_what_is_wrong(serve, change, words):
@@ -110,6 +114,32 @@ def test_bad_tensors_are_400_saying_what_is_wrong(serve, change, words):
         answer = s.post('/v2/models/mnist/infer', body)
         assert answer.status == 400, answer
         assert words in answer.json['error'] and set(answer.json) == {'error'}
+
+
+def test_parameters_and_headers_are_what_they_say(serve):
+    """Found by the second attack: "binary_data_output": "no" meant yes, a Unicode digit in
+    Inference-Header-Content-Length was a 500, and 16 MiB of [] parsed for seconds."""
+    X = np.full((2, 784), 0.5, np.float32)
+    with serve() as s:
+        for where, parameters in (('request', {'binary_data_output': 'no'}),
+                                  ('output', {'binary_data': 1})):
+            body = request(X)
+            if where == 'request':
+                body['parameters'] = parameters
+            else:
+                body['outputs'] = [{'name': 'confidences', 'parameters': parameters}]
+            answer = s.post('/v2/models/mnist/infer', body)
+            assert answer.status == 400 and 'must be true or false' in answer.json['error']
+        for length in ('\u00b2', '9' * 5000, '-1', '1e3'):
+            answer = s.post('/v2/models/mnist/infer', request(X),
+                            headers={'Inference-Header-Content-Length': length})
+            assert answer.status == 400 and 'Inference-Header-Content-Length' in \
+                answer.json['error'], (length, answer)
+        lists = b'{"inputs":[' + b'[],' * 2_000_000 + b'[]]}'
+        started = time.perf_counter()
+        answer = s.post('/v2/models/mnist/infer', lists)
+        assert answer.status == 400 and 'lists and objects' in answer.json['error']
+        assert time.perf_counter() - started < 1
 
 
 def test_bad_bodies_and_the_size_limit(serve):
