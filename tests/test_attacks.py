@@ -261,6 +261,40 @@ def test_bodies_declared_but_not_sent_hold_no_budget(tmp_path, how):
                 sock.close()
 
 
+def test_unread_exports_are_built_a_few_at_a_time(tmp_path):
+    """60 clients ask for /samples/export and read nothing: each export used to be read from
+    the store and built before waiting for its turn to be written, all 60 in memory at once
+    (100 clients, 6,300 samples: +830 MB). Now at most --max-large-answers are built."""
+    from service.samples import SQLiteSampleStore
+    (tmp_path / 'state').mkdir()
+    store = SQLiteSampleStore(tmp_path / 'state' / 'samples.sqlite3', 100_000)
+    rng = np.random.default_rng(0)
+    for k in range(4000):
+        store.add(k.to_bytes(4, 'big'), rng.integers(0, 256, 784, np.uint8), k % 10, 0, 'live')
+    store.close()
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        assert s.get('/samples?limit=1').json['total'] == 4000
+        before = rss(s)
+        socks = []
+        try:
+            for _ in range(60):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader
+                sock.connect(('127.0.0.1', s.port))
+                socks.append(sock)
+            for sock in socks:
+                sock.sendall(b'GET /samples/export HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+            growth = 0
+            for _ in range(16):  # the peak over 8 s
+                time.sleep(0.5)
+                growth = max(growth, (rss(s) - before) / MB)
+            assert s.get('/health').status == 200
+        finally:
+            for sock in socks:
+                sock.close()
+        assert growth < 120, f'RSS grew by {growth:.0f} MB with 60 unread exports'
+
+
 def test_16mb_of_empty_lists_is_a_quick_short_400(tmp_path):
     body = b'[' + b'[],' * ((16 * MB - 3) // 3) + b'[]]'
     assert len(body) <= 16 * MB

@@ -126,16 +126,19 @@ async def delete_sample(request, sample):
 @holds_user_data
 async def export(request):
     """Every sample as an NPZ: X (n, 784) uint8, y (n,) uint8 and ids (n,) int64; built off
-    the event loop and written like the other large answers (a few at a time, in chunks)."""
+    the event loop and written like the other large answers: a few at a time (read, built and
+    written within the slot), in chunks."""
     ctx = request.app.ctx
-    ids, X, y = await in_store(request.app, 'arrays')
 
     def npz():
         buffer = io.BytesIO()
         np.savez(buffer, X=X, y=y, ids=ids)
         return buffer.getvalue()
 
-    body = await asyncio.get_running_loop().run_in_executor(ctx.decoders, npz)
+    # The slot first: a request waiting for it holds nothing (100 unread exports each built
+    # before waiting held 1.1 GB for 6,300 samples).
     async with ctx.large_answers:
+        ids, X, y = await in_store(request.app, 'arrays')
+        body = await asyncio.get_running_loop().run_in_executor(ctx.decoders, npz)
         await send_chunked(request, body, 'application/octet-stream',
                            {'Content-Disposition': 'attachment; filename="samples.npz"'})
