@@ -73,12 +73,17 @@ __all__ = ['BadRequest', 'Busy', 'Conflict', 'Forbidden', 'InsufficientStorage',
            'Unavailable', 'UnsupportedMediaType', 'Unprocessable']
 
 
+def clip(text, most=60):
+    """At most ``most`` characters of what a client sent, for a message or a log line."""
+    return text if len(text) <= most else text[:most] + '...'
+
+
 class JSONErrorHandler(ErrorHandler):
     """Every error, ours or Sanic's, as {"error": message, ...context} with its status."""
 
     def log(self, request, exception):
         # The path only: a query string may hold the token.
-        log.error('%s %s failed: %r', request.method, request.path, exception,
+        log.error('%s %s failed: %r', clip(request.method, 16), clip(request.path), exception,
                   exc_info=exception)
 
     def default(self, request, exception):
@@ -90,10 +95,10 @@ class JSONErrorHandler(ErrorHandler):
             self.log(request, exception)
         config = request.app.config
         if isinstance(exception, MethodNotAllowed):
-            message = (f'{request.method} is not allowed on {request.path}: use '
-                       f'{exception.headers.get("Allow", "another method")}.')
+            message = (f'{clip(request.method, 16)} is not allowed on {clip(request.path)}: '
+                       f'use {exception.headers.get("Allow", "another method")}.')
         elif isinstance(exception, NotFound):
-            message = f'nothing at {request.path}: the routes are listed at /openapi.json.'
+            message = f'nothing at {clip(request.path)}: the routes are listed at /openapi.json.'
         elif isinstance(exception, PayloadTooLarge):  # raised by Sanic while reading the body
             message = f'the request is larger than the limit of {config.REQUEST_MAX_SIZE} bytes.'
         elif isinstance(exception, RequestTimeout):  # a slow client

@@ -16,7 +16,7 @@ import hmac
 
 from sanic.exceptions import Unauthorized
 
-from .errors import Forbidden, UnsupportedMediaType
+from .errors import BadRequest, Forbidden, UnsupportedMediaType
 
 
 def host_name(request):
@@ -28,7 +28,11 @@ def host_name(request):
 
 
 def check_host(request):
-    """Request middleware: refuse a Host this server does not answer to."""
+    """Request middleware: refuse a Host this server does not answer to, and two Host
+    headers (a proxy that reads the last one would route what was checked as the first)."""
+    if len(request.headers.getall('host', ())) > 1:
+        raise BadRequest('a request has one Host header; this one has '
+                         f'{len(request.headers.getall("host"))}.')
     hosts = request.app.ctx.settings.hosts
     if hosts is None:
         return

@@ -498,3 +498,27 @@ def test_server_workers_answer_with_the_new_net_after_every_change(tmp_path, dat
     # Whichever worker made a change, the other one reloaded it (the kernel may hand every
     # changing request to the same worker, so only that other one need show it).
     assert len(workers) == 2 and reloaded and reloaded <= workers, output[-3000:]
+
+
+def test_second_attack_small_holes(serve):
+    """The second outside attack's small findings: a 404 or 405 quoted the whole path (8 KB)
+    and method (7 KB); two Host headers passed on the first; the drawing as submitted was
+    served inline without nosniff; HEAD /health was 405 (load balancers check with HEAD)."""
+    with serve() as s:
+        long_path = '/samples/' + '9' * 5000 + '/image'
+        for answer in (s.get(long_path), s.get('/x' * 3000), s.call('Q' * 3000, '/health')):
+            assert answer.status in (404, 405) and len(answer.json['error']) < 200, answer
+        for head in (b'Host: 127.0.0.1\r\nHost: evil.example\r\n',
+                     b'Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n'):
+            _, answer = raw_request(s.port, b'GET /models HTTP/1.1\r\n' + head +
+                                    b'Connection: close\r\n\r\n')
+            assert status_of(answer) == 400 and 'one Host header' in body_of(answer)['error']
+        for path in ('/health', '/health/live', '/health/ready', '/'):
+            answer = s.call('HEAD', path)
+            assert answer.status == 200 and answer.body == b'', (path, answer)
+        assert s.post('/samples', {'image': DIGIT, 'label': 3}).status == 201
+        original = s.get('/samples/1/image?original=1')
+        assert original.status == 200
+        assert original.headers['X-Content-Type-Options'] == 'nosniff'
+        assert original.headers['Content-Disposition'].startswith('attachment')
+        assert s.get('/samples?offset=999999999').status == 200

@@ -39,12 +39,12 @@ def failing(checks):
     return {name: why for name, why in checks.items() if why != 'ok'}
 
 
-@bp.get('/health/live')
+@bp.route('/health/live', methods=['GET', 'HEAD'])  # HEAD: load balancers' checks
 async def live(request):
     return json({'status': 'ok'})
 
 
-@bp.get('/health/ready')
+@bp.route('/health/ready', methods=['GET', 'HEAD'])  # HEAD: load balancers' checks
 async def ready(request):
     """200 when every check passes, else 503 naming the failing ones. The storage check
     touches the store: off the event loop."""

@@ -14,7 +14,7 @@ PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>better-tensorflow</
 The API answers at <a href="/openapi.json">/openapi.json</a>.</p>"""
 
 
-@bp.get('/')
+@bp.route('/', methods=['GET', 'HEAD'])
 async def index(request):
     page = request.app.ctx.settings.static_dir / 'index.html'
     return await file(page) if page.is_file() else html(PLACEHOLDER)
@@ -30,7 +30,7 @@ async def static(request, name):
     return await file(path)
 
 
-@bp.get('/health')
+@bp.route('/health', methods=['GET', 'HEAD'])  # HEAD: load balancers' checks
 async def health(request):
     return json({'status': 'ok'})
 

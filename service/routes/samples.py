@@ -15,6 +15,7 @@ from ..errors import (
     InsufficientStorage,
     Missing,
     Unavailable,
+    clip,
 )
 from ..guard import holds_user_data
 from ..nets import is_int
@@ -49,7 +50,7 @@ async def in_store(app, method, *args):
 
 def sample_id(value):
     if not 1 <= value <= MAX_ID:
-        raise Missing(f'there is no sample {value} (GET /samples lists them).')
+        raise Missing(f'there is no sample {clip(str(value))} (GET /samples lists them).')
     return value
 
 
@@ -92,7 +93,7 @@ async def list_samples(request):
     label = query.get('label')
     if label is not None:
         label = query_number(query, 'label', None, 0, 9)
-    offset = query_number(query, 'offset', 0, 0, 10 ** 9)
+    offset = query_number(query, 'offset', 0, 0, 10 ** 9 - 1)  # query_int reads 9 digits
     limit = query_number(query, 'limit', 50, 1, MAX_LIMIT)
     total, rows = await in_store(request.app, 'list', label, offset, limit)
     return json({'total': total, 'samples': rows})
@@ -106,9 +107,12 @@ async def sample_image(request, sample):
         raise BadRequest(f'original must be 0 or 1, got {shown(original)}.')
     data = await in_store(request.app, 'image', sample_id(sample), original == '1')
     if data is None:
-        raise Missing(f'there is no sample {sample} (GET /samples lists them).')
-    if original == '1':
-        return raw(data, content_type=MEDIA[imaging.image_size(data)[0]])
+        raise Missing(f'there is no sample {clip(str(sample))} (GET /samples lists them).')
+    if original == '1':  # what a user uploaded: never to be sniffed into HTML, never inline
+        return raw(data, content_type=MEDIA[imaging.image_size(data)[0]],
+                   headers={'X-Content-Type-Options': 'nosniff',
+                            'Content-Disposition': f'attachment; filename="sample-{sample}"',
+                            'Content-Security-Policy': "default-src 'none'; sandbox"})
     png = cv2.imencode('.png', np.frombuffer(data, np.uint8).reshape(28, 28))[1]
     return raw(png.tobytes(), content_type='image/png')
 
@@ -117,7 +121,7 @@ async def sample_image(request, sample):
 @holds_user_data
 async def delete_sample(request, sample):
     if not await in_store(request.app, 'delete', sample_id(sample)):
-        raise Missing(f'there is no sample {sample} (GET /samples lists them).')
+        raise Missing(f'there is no sample {clip(str(sample))} (GET /samples lists them).')
     log.info('sample %d deleted', sample)
     return empty()
 
