@@ -43,7 +43,8 @@ def create_app(settings=None, *, name='better_tensorflow', **overrides):
     # "content-type: None").
     anyone = settings.cors_origins == '*'
     CORS(app, origins='*' if anyone else list(settings.cors_origins), send_wildcard=anyone,
-         always_send=anyone, automatic_options=False, max_age=600)
+         always_send=anyone, automatic_options=False, max_age=600,
+         methods=['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'])  # the ones routes answer
     app.blueprint(routes)
     # One request middleware (each costs Sanic two signal dispatches per request): the id and
     # start time first, so that a refused request has an id and is counted too.
