@@ -105,6 +105,7 @@ async def setup(app):
     ctx.job, ctx.job_task = Job(), None
     ctx.streams = Streams(settings.max_streams)
     ctx.hidden_cache, ctx.hidden_tasks = {}, {}
+    ctx.changes = set()  # changes of the live net under way (training.outlive_request)
     ctx.large_answers = asyncio.Semaphore(settings.max_large_answers)
     ctx.held_out, ctx.confusion, ctx.insight_tasks = None, {}, {}  # routes/insight.py
     ctx.save_lock = asyncio.Lock()
@@ -148,6 +149,8 @@ async def teardown(app):
     ctx.streams.end()
     if ctx.job_task is not None:  # its /train request gets a 503
         await asyncio.gather(ctx.job_task, return_exceptions=True)
+    if ctx.changes:  # a reset or pretrain being saved ends first
+        await asyncio.gather(*ctx.changes, return_exceptions=True)
     ctx.trainer.shutdown()
     ctx.decoders.shutdown()
     if ctx.samples is not None:

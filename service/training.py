@@ -131,7 +131,7 @@ async def acquire(app, action, patience=2.0):
     deadline = loop.time() + patience
     while True:
         try:
-            lock = await loop.run_in_executor(None, app.ctx.store.try_lock)
+            lock = await taken_in_thread(app, loop)
         except StoreError as e:
             raise Unavailable(f'cannot {action}: {e.strerror}; the live net is unchanged.') \
                 from None
@@ -146,15 +146,42 @@ async def acquire(app, action, patience=2.0):
     return lock
 
 
+async def taken_in_thread(app, loop):
+    """store.try_lock in a thread. If the wait is cancelled (its request's client hung up),
+    the thread still finishes: a lock it took is released then, never left held."""
+    store = app.ctx.store
+    future = loop.run_in_executor(None, store.try_lock)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        def release(done):
+            if not done.cancelled() and done.exception() is None and done.result() is not None:
+                store.release_lock(done.result())
+        future.add_done_callback(release)
+        raise
+
+
+async def outlive_request(app, coroutine):
+    """Run a change of the live net to its end whatever happens to the request that asked
+    for it: a client that hangs up cancels its handler, and a change cut half-way (the lock
+    released while its save still ran in a thread) could overwrite a later change that had
+    already answered 200. The request still waiting gets the change's answer."""
+    task = asyncio.create_task(coroutine)
+    app.ctx.changes.add(task)
+    task.add_done_callback(app.ctx.changes.discard)
+    return await asyncio.shield(task)
+
+
 async def replace_live(app, action, make_net):
     """Make ``make_net()`` the live net once it is saved, under the job lock (409 while a job
-    runs or another change is being made)."""
-    store = app.ctx.store
-    lock = await acquire(app, action)
-    try:
-        await make_live(app, make_net(), {'validation_accuracy': None})
-    finally:
-        store.release_lock(lock)
+    runs or another change is being made), to the end even if the client hangs up."""
+    async def change():
+        lock = await acquire(app, action)
+        try:
+            await make_live(app, make_net(), {'validation_accuracy': None})
+        finally:
+            app.ctx.store.release_lock(lock)
+    await outlive_request(app, change())
 
 
 def on_step(app, job, info):
@@ -258,7 +285,12 @@ def training_samples(settings):
 
 async def start_job(app, epochs, with_samples=False):
     """Take the lock, start a job on a copy of the newest live net (on MNIST, and with
-    ``with_samples`` on the stored samples too); its answer."""
+    ``with_samples`` on the stored samples too); its answer. Taking the lock and starting run
+    to their end even if the client hangs up (the job itself always did)."""
+    return await outlive_request(app, begin_job(app, epochs, with_samples))
+
+
+async def begin_job(app, epochs, with_samples):
     ctx = app.ctx
     lock = await acquire(app, 'start another training')
     try:
