@@ -29,7 +29,7 @@ from sanic.worker.loader import AppLoader
 from threadpoolctl import threadpool_limits
 
 from service import Settings, create_app, observability
-from service.app import die_with_parent
+from service.app import die_with_parent, watch_workers
 from service.protocol import Protocol
 
 DEFAULTS = Settings()
@@ -138,6 +138,7 @@ def main(argv=None):
         app.run(**run, single_process=True)
     else:  # each worker process builds its own app with the same settings
         app.prepare(**run, workers=settings.workers)
+        app.main_process_ready(watch_workers)
         Sanic.serve(primary=app, app_loader=AppLoader(factory=factory))
 
 

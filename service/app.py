@@ -6,6 +6,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sanic import Sanic
@@ -73,6 +75,43 @@ def die_with_parent():
         log.warning('workers will not stop with the main process: %s', e)
     if os.getppid() == 1:  # already orphaned before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+RESTARTS = 5  # workers started again in RESTART_WINDOW seconds at most; past it, the server ends
+RESTART_WINDOW = 60.0
+
+
+def watch_workers(app, _loop):
+    """Main process of --workers N (a main_process_ready listener): a worker that dies (kill -9,
+    out of memory, a crash) is started again, logged, instead of leaving the server at N-1
+    workers, or with none and its port still open, silently. Sanic's manager marks it FAILED
+    and does nothing more. Past RESTARTS in RESTART_WINDOW seconds (a worker that cannot
+    start), the server shuts down so that a supervisor sees it."""
+    from sanic.worker.constants import ProcessState
+
+    manager = app._manager  # Sanic's WorkerManager, set before this listener runs
+    restarts = []
+
+    def watch():
+        while not manager._shutting_down:
+            time.sleep(1)
+            for process in list(manager.transient_processes):
+                if manager._shutting_down or process.is_alive() or process.state in (
+                        ProcessState.RESTARTING, ProcessState.TERMINATED, ProcessState.NONE):
+                    continue
+                now = time.monotonic()
+                restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+                if len(restarts) > RESTARTS:
+                    log.error('workers died %d times in %.0f s: shutting the server down',
+                              len(restarts), RESTART_WINDOW)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                log.error('worker %s (pid %s) ended unexpectedly (exit code %s): starting it '
+                          'again', process.name, process.pid, process.exitcode)
+                process.set_state(ProcessState.RESTARTING, force=True)  # asked once
+                manager.monitor_publisher.send(process.name)  # the manager restarts it
+
+    threading.Thread(target=watch, name='watch-workers', daemon=True).start()
 
 
 def open_stores(settings):

@@ -25,6 +25,7 @@ from tests.conftest import (
     call,
     free_port,
     tiny_data,
+    wait_for,
     write_models,
 )
 from tests.test_hardening import body_of, listening_address, status_of
@@ -565,6 +566,42 @@ def test_killed_main_process_leaves_no_listener(tmp_path, monkeypatch):
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+def server_workers(main_pid):
+    """The pids of a --workers N server's HTTP workers (Sanic names them in their environment)."""
+    found = []
+    for pid in descendants(main_pid)[1:]:
+        try:
+            environ = Path(f'/proc/{pid}/environ').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        if any(v.startswith(b'SANIC_WORKER_NAME=Sanic-Server') for v in environ):
+            found.append(pid)
+    return found
+
+
+def test_a_killed_worker_is_started_again(tmp_path):
+    """kill -9 of a worker (as the out-of-memory killer would): Sanic's manager marked it
+    failed and went on with one worker less; with none left, the main process kept the port
+    and every connection hung. Now each is started again, and the log says so."""
+    with Process(tmp_path, '--workers', '2', *server_args(tmp_path)) as s:
+        first = server_workers(s.process.pid)
+        assert len(first) == 2, first
+        for pid in first:  # both, one after the other
+            os.kill(pid, 9)
+            time.sleep(0.5)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            now = server_workers(s.process.pid)
+            if len(now) == 2 and not set(now) & set(first):
+                break
+            time.sleep(0.2)
+        assert len(now) == 2 and not set(now) & set(first), (first, now)
+        wait_for(lambda: s.get('/health').status == 200, 'the new workers to answer', 30)
+        for _ in range(6):
+            assert s.post('/predict', {'image': DIGIT}).status == 200
+        assert s.output().count('ended unexpectedly') == 2
 
 
 # ---------------------------------------------------------------------------------------
