@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import multiprocessing
+import signal
 import time
 import zipfile
 
@@ -357,7 +358,11 @@ async def run_job(app, job, lock, samples=None):
         if outcome == 'diverged':
             raise btf.TrainingDiverged(result[0])
         if outcome != 'done':
-            log.error('training failed: %s (exit code %s)', result[0], process.exitcode)
+            await loop.run_in_executor(None, process.join, 5)  # its exit code, once it ended
+            code = process.exitcode
+            log.error('training failed: %s (exit code %s)', result[0],
+                      f'{code}, killed by {signal.Signals(-code).name}'
+                      if code is not None and code < 0 else code)
             raise SanicException(result[0], 500)
         if ctx.stopping.is_set():
             raise Unavailable('the server is shutting down; training was stopped and the live '

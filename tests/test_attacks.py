@@ -769,3 +769,25 @@ def test_an_abandoned_pretrain_never_undoes_a_later_reset(tmp_path):
             time.sleep(0.3)
             sizes = s.get('/models').json['live']['sizes']
             assert sizes == [784, 30, 10], f'trial {trial}: the reset was undone ({sizes})'
+
+
+def test_a_killed_training_process_is_a_clear_error_and_frees_the_lock(tmp_path, data_file):
+    """kill -9 of the training child: /train answers 500 with a message, the log names the
+    signal (it said "exit code None"), the live net is unchanged and the next /train runs."""
+    with Process(tmp_path, *server_args(tmp_path), '--data', str(data_file)) as s:
+        before = s.get('/models').json['live']
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(
+            answer=s.post('/train', {'epochs': 50})))
+        thread.start()
+        wait_for(lambda: s.get('/train/status').json['running'], 'the training to start', 60)
+        trainers = [pid for pid in descendants(s.process.pid)[1:]
+                    if b'spawn_main' in Path(f'/proc/{pid}/cmdline').read_bytes()]
+        assert len(trainers) == 1, trainers
+        os.kill(trainers[0], 9)
+        thread.join(60)
+        answer = result['answer']
+        assert answer.status == 500 and 'ended unexpectedly' in answer.json['error'], answer
+        assert 'killed by SIGKILL' in s.output()
+        assert s.get('/models').json['live'] == before
+        assert s.get('/reset').status == 200  # the lock is free
