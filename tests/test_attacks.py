@@ -586,6 +586,9 @@ def test_a_killed_worker_is_started_again(tmp_path):
     failed and went on with one worker less; with none left, the main process kept the port
     and every connection hung. Now each is started again, and the log says so."""
     with Process(tmp_path, '--workers', '2', *server_args(tmp_path)) as s:
+        # Both running (one killed while starting keeps Sanic's manager waiting for it, and
+        # Sanic ends the server when it never comes: a start-up failure, not this test's).
+        wait_for(lambda: s.output().count('Worker ready') == 2, 'both workers to be ready', 30)
         first = server_workers(s.process.pid)
         assert len(first) == 2, first
         for pid in first:  # both, one after the other
