@@ -163,10 +163,10 @@ async def taken_in_thread(app, loop):
 
 
 async def outlive_request(app, coroutine):
-    """Run a change of the live net to its end whatever happens to the request that asked
-    for it: a client that hangs up cancels its handler, and a change cut half-way (the lock
-    released while its save still ran in a thread) could overwrite a later change that had
-    already answered 200. The request still waiting gets the change's answer."""
+    """Run a change of the live net, begun under the job lock, to its end whatever happens to
+    the request that asked for it: a client that hangs up cancels its handler, and a change
+    cut half-way (the lock released while its save still ran in a thread) could overwrite a
+    later change that had already answered 200. The request still waiting gets the answer."""
     task = asyncio.create_task(coroutine)
     app.ctx.changes.add(task)
     task.add_done_callback(app.ctx.changes.discard)
@@ -175,9 +175,11 @@ async def outlive_request(app, coroutine):
 
 async def replace_live(app, action, make_net):
     """Make ``make_net()`` the live net once it is saved, under the job lock (409 while a job
-    runs or another change is being made), to the end even if the client hangs up."""
+    runs or another change is being made). A client that hangs up before the lock is taken
+    changes nothing; once it is taken, the change runs to its end (outlive_request)."""
+    lock = await acquire(app, action)
+
     async def change():
-        lock = await acquire(app, action)
         try:
             await make_live(app, make_net(), {'validation_accuracy': None})
         finally:
@@ -286,14 +288,15 @@ def training_samples(settings):
 
 async def start_job(app, epochs, with_samples=False):
     """Take the lock, start a job on a copy of the newest live net (on MNIST, and with
-    ``with_samples`` on the stored samples too); its answer. Taking the lock and starting run
-    to their end even if the client hangs up (the job itself always did)."""
-    return await outlive_request(app, begin_job(app, epochs, with_samples))
-
-
-async def begin_job(app, epochs, with_samples):
-    ctx = app.ctx
+    ``with_samples`` on the stored samples too); its answer. Once the lock is taken, starting
+    runs to its end even if the client hangs up (the job itself always did); a client gone
+    before that starts nothing."""
     lock = await acquire(app, 'start another training')
+    return await outlive_request(app, begin_job(app, lock, epochs, with_samples))
+
+
+async def begin_job(app, lock, epochs, with_samples):
+    ctx = app.ctx
     try:
         count = training_samples(ctx.settings)
         samples = await stored_samples(app) if with_samples else None
