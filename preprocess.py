@@ -448,9 +448,7 @@ def merge_samples(export, output=DEFAULT_OUTPUT):
     arrays['y_train'] = np.concatenate([arrays['y_train'], y[new].astype(arrays['y_train'].dtype)])
     arrays['index_train'] = np.concatenate([arrays['index_train'],
                                             -ids[new].astype(arrays['index_train'].dtype)])
-    recorded['samples'] = {'ids': sorted(merged | set(ids[new].tolist())),
-                           'last_export_sha256': hashlib.sha256(Path(export).read_bytes())
-                           .hexdigest()}
+    recorded['samples'] = {'ids': sorted(merged | set(ids[new].tolist()))}
     recorded['counts'] = {name: len(arrays[f'y_{name}']) for name in SPLITS}
     arrays['meta'] = np.str_(json.dumps(recorded))
     if new.any():

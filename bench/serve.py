@@ -248,15 +248,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(folder, data, workers, *extra):
+def start_server(folder, data, workers, *extra, wrap=(), env=None, patience=60):
     """server.py on the shipped models, its state in ``folder`` (the live net starts as the
-    best model), with ``extra`` arguments."""
+    best model), with ``extra`` arguments, run under ``wrap`` (e.g. valgrind) when given."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--state',
+        [*wrap, sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--state',
          str(folder / 'state'), '--data', str(data), '--workers', str(workers), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + patience
     while True:
         try:
             with socket.create_connection(('127.0.0.1', port), timeout=1):
@@ -380,22 +380,12 @@ def count_instructions(folder, data, bodies, extra, requests):
     (instrumentation is switched on for them alone). Deterministic to about 0.2%, where
     timings on a shared machine move by a few percent from one process to the next."""
     folder.mkdir()
-    port, out = free_port(), folder / 'callgrind.out'
-    process = subprocess.Popen(
-        ['valgrind', '--tool=callgrind', '--instr-atstart=no', f'--callgrind-out-file={out}',
-         sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--state',
-         str(folder / 'state'), '--data', str(data), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    out = folder / 'callgrind.out'
+    process, port = start_server(
+        folder, data, 1, *extra, patience=300,
+        wrap=('valgrind', '--tool=callgrind', '--instr-atstart=no',
+              f'--callgrind-out-file={out}'),
         env=dict(os.environ, PYTHONMALLOC='malloc'))  # valgrind sees every allocation
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit('the server did not start under valgrind') from None
-            time.sleep(0.5)
 
     async def send(n):
         connection = Connection(port)

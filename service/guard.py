@@ -16,7 +16,7 @@ import hmac
 
 from sanic.exceptions import Unauthorized
 
-from .errors import BadRequest, Forbidden, UnsupportedMediaType
+from .errors import BadRequest, Forbidden, UnsupportedMediaType, clip
 
 
 def host_name(request):
@@ -30,16 +30,16 @@ def host_name(request):
 def check_host(request):
     """Request middleware: refuse a Host this server does not answer to, and two Host
     headers (a proxy that reads the last one would route what was checked as the first)."""
-    if len(request.headers.getall('host', ())) > 1:
-        raise BadRequest('a request has one Host header; this one has '
-                         f'{len(request.headers.getall("host"))}.')
+    given = len(request.headers.getall('host', ()))
+    if given > 1:
+        raise BadRequest(f'a request has one Host header; this one has {given}.')
     hosts = request.app.ctx.settings.hosts
     if hosts is None:
         return
     name = host_name(request)
     if name and name not in hosts:  # browsers always send Host; a bare client may not
         raise Forbidden(f'this server answers to the host names {sorted(hosts)}, not '
-                        f'{name[:60]!r}: use one of them (or start the server with '
+                        f'{clip(name)!r}: use one of them (or start the server with '
                         '--allowed-hosts).')
 
 

@@ -25,6 +25,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from .errors import clip
+
 log = logging.getLogger(__name__)
 access = logging.getLogger('btf.access')
 REQUEST_ID = contextvars.ContextVar('request_id', default='-')
@@ -278,10 +280,10 @@ class Tracker:
             if (status >= 400 or status == 201) and method == 'POST':
                 images(m, route_of(request), status, request)
         if self.access:
-            path = route_of(request)
-            method = method if method in METHODS else method[:16] + '...'
-            access.info('%s %s %d %.1f ms', method, request.path[:200], status, seconds * 1000,
-                        extra={'route': path, 'method': method, 'status': status,
+            method = method if method in METHODS else clip(method, 16)
+            access.info('%s %s %d %.1f ms', method, clip(request.path, 200), status,
+                        seconds * 1000,
+                        extra={'route': route_of(request), 'method': method, 'status': status,
                                'duration_ms': round(seconds * 1000, 3)})
 
 
