@@ -8,8 +8,9 @@
                      [--max-samples 100000] [--sample-share 0.03]
                      [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
                      [--metrics-token T] [--metrics-interval 0.2] [--graceful-timeout 15]
-    environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_TOKEN (then required by every
-    route that changes state, as "Authorization: Bearer <token>" or ?token=<token>),
+    environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_ALLOWED_HOSTS, BTF_TOKEN (then
+    required by every route that changes state, as "Authorization: Bearer <token>" or
+    ?token=<token>),
     BTF_METRICS_TOKEN (guards /metrics; else BTF_TOKEN does), PROMETHEUS_MULTIPROC_DIR
     (default: <state>/metrics, emptied at start)
 
@@ -69,9 +70,10 @@ def parse(argv=None, environ=os.environ):
     add('--cors-origins', default=environ.get('BTF_CORS_ORIGINS', '*'),
         help="comma-separated origins allowed to call cross-origin (and, without a token, to "
              "change state), or '*' (default: $BTF_CORS_ORIGINS or %(default)s)")
-    add('--allowed-hosts', default=None,
-        help="comma-separated Host names answered, or '*' (default: loopback names when "
-             'listening on loopback, any otherwise)')
+    add('--allowed-hosts', default=environ.get('BTF_ALLOWED_HOSTS') or None,
+        help="comma-separated Host names answered, or '*' (only with BTF_TOKEN set) "
+             '(default: $BTF_ALLOWED_HOSTS, else loopback names, and any IP address when not '
+             'listening on loopback)')
     add('--request-timeout', type=float, default=DEFAULTS.request_timeout,
         help="seconds for a request's head to arrive, and again for its body "
              '(default: %(default)s)')

@@ -1,8 +1,9 @@
 """Who may do what.
 
-- Every route: when the server listens on loopback, a request whose Host is not a loopback
-  name (or one of --allowed-hosts) is refused: a page on evil.example whose name was made to
-  resolve to 127.0.0.1 (DNS rebinding) reaches nothing.
+- Every route: a request whose Host is not a loopback name, one of --allowed-hosts or (when
+  not listening on loopback) an IP address is refused: a page on evil.example whose name was
+  made to resolve to this server (DNS rebinding) reaches nothing. A server that answers any
+  Host ('*') must have a token (Settings refuses to be built otherwise).
 - Routes that change state carry ``@changes_state`` (and the /samples routes, which hold
   users' drawings, ``@holds_user_data``, the same guard): with a token configured they need it
   ("Authorization: Bearer <token>" or ?token=); without one, a request a browser marks as
@@ -38,7 +39,7 @@ def check_host(request):
         return
     name = host_name(request)
     if name and name not in hosts:  # browsers always send Host; a bare client may not
-        raise Forbidden(f'this server answers to the host names {sorted(hosts)}, not '
+        raise Forbidden(f'this server answers to the host names {hosts}, not '
                         f'{clip(name)!r}: use one of them (or start the server with '
                         '--allowed-hosts).')
 

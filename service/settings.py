@@ -3,6 +3,7 @@ and the environment (``server.py``) or from keyword arguments (tests, ``create_a
 import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 import preprocess
@@ -37,6 +38,32 @@ def is_loopback(host):
         return False
 
 
+class HostNames(frozenset):
+    """The Host names a server answers to. Off loopback it answers any IP address too: DNS
+    rebinding needs a name of the attacker's (a browser sends the name it looked up as the
+    Host), so an address typed in the address bar cannot be one."""
+
+    def __new__(cls, names, ip_addresses=False):
+        hosts = super().__new__(cls, names)
+        hosts.ip_addresses = ip_addresses
+        return hosts
+
+    def __contains__(self, name):
+        if super().__contains__(name):
+            return True
+        if not self.ip_addresses:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self):
+        names = str(sorted(self))
+        return f'{names} and any IP address' if self.ip_addresses else names
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where things are
@@ -58,8 +85,8 @@ class Settings:
     # Access
     token: str | None = None  # required by the routes that change state (BTF_TOKEN)
     cors_origins: tuple | str = '*'  # '*' or the origins that may call cross-origin
-    allowed_hosts: tuple | None = None  # Host names answered; None: loopback names when
-    #                                     listening on loopback, any otherwise
+    allowed_hosts: tuple | None = None  # Host names answered besides loopback names (and any
+    #                                     IP address when not listening on loopback), or '*'
     # Limits: what one client, or all of them at once, may cost
     max_body: int = 16 * 2 ** 20  # bytes; a base64 4096x4096 PNG canvas fits
     max_buffered: int = 64 * 2 ** 20  # bytes of request bodies held at once, per worker
@@ -128,15 +155,27 @@ class Settings:
             raise ValueError('database must be a postgresql:// URL, got '
                              f'{str(self.database).split("@")[-1][:60]!r}.')
         if self.allowed_hosts is not None:
+            if isinstance(self.allowed_hosts, str) or not all(
+                    isinstance(h, str) for h in self.allowed_hosts):
+                raise ValueError('allowed_hosts must be a list of host names or None, got '
+                                 f'{self.allowed_hosts!r}.')
             object.__setattr__(self, 'allowed_hosts',
                                tuple(h.strip().lower() for h in self.allowed_hosts))
+        if self.hosts is None and self.token is None:
+            raise ValueError(
+                "allowed_hosts '*' answers any Host name, and without a token a page on any "
+                'site could then use this server through DNS rebinding (its own name made to '
+                "resolve to this server's address), in the browser of anyone who can reach "
+                'it. Set a token (BTF_TOKEN), or list the names it answers to '
+                '(--allowed-hosts / BTF_ALLOWED_HOSTS, e.g. digits.example.org).')
 
-    @property
+    @cached_property
     def hosts(self):
-        """The Host names this server answers to, None for any."""
-        if self.allowed_hosts is not None:
-            return None if '*' in self.allowed_hosts else frozenset(self.allowed_hosts)
-        return frozenset(LOOPBACK_NAMES) if is_loopback(self.host) else None
+        """The Host names this server answers to (a HostNames), None for any."""
+        if self.allowed_hosts is not None and '*' in self.allowed_hosts:
+            return None
+        return HostNames(LOOPBACK_NAMES + (self.allowed_hosts or ()),
+                         ip_addresses=not is_loopback(self.host))
 
     @property
     def public(self):

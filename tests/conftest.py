@@ -332,7 +332,8 @@ class Process(Client):
         if '--state' not in args:
             args = ('--state', str(self.state), *args)
         clean = {k: v for k, v in os.environ.items()
-                 if k not in ('HOST', 'PORT', 'DOC_PORT', 'BTF_TOKEN', 'BTF_CORS_ORIGINS')}
+                 if k not in ('HOST', 'PORT', 'DOC_PORT', 'BTF_TOKEN', 'BTF_CORS_ORIGINS',
+                              'BTF_ALLOWED_HOSTS')}
         with open(self.log, 'wb') as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(ROOT / 'server.py'), '--port', str(self.port), *args],

@@ -395,6 +395,70 @@ def test_cross_site_with_configured_cors_origins(tmp_path, models, data_file):
     assert not failures, '\n'.join(failures)
 
 
+REBOUND = [('GET', '/samples/export'), ('GET', '/samples/1/image?original=1'),
+           ('GET', '/samples'), ('POST', '/reset'), ('POST', '/pretrain'), ('GET', '/models'),
+           ('POST', '/predict')]
+
+
+def container_command(tmp, data):
+    """The Dockerfile's command line, with this test's port, state and data."""
+    from tests.test_operations import dockerfile
+    words = json.loads(dockerfile()['CMD'][-1])
+    values = {'--state': str(tmp / 'state'), '--data': str(data)}
+    out = []
+    for flag, value in zip(words[::2], words[1::2]):
+        if flag != '--port':
+            out += [flag, values.get(flag, value)]
+    return out
+
+
+def rebound(port, method, path, name='evil.example'):
+    """A request as a DNS-rebinding page sends it: its own name as the Host, a matching
+    Origin, and the browser's same-origin mark."""
+    host = f'{name}:{port}'
+    body = {'image': DIGIT} if path == '/predict' else None
+    return call(port, method, path, body, headers={
+        'Host': host, 'Origin': f'http://{host}', 'Sec-Fetch-Site': 'same-origin'})
+
+
+def test_dns_rebinding_reaches_nothing_in_the_shipped_container(tmp_path, models, data_file):
+    """The container's command (every interface, no token): a rebinding page's requests get
+    403, while localhost, an IP address and a name listed in BTF_ALLOWED_HOSTS work."""
+    folder, _ = models
+    args = container_command(tmp_path, tiny_data(data_file, tmp_path))
+    assert ['--host', '0.0.0.0'] == args[:2]
+    failures = []
+    with Process(tmp_path, *args, '--models', str(folder),
+                 env={'BTF_ALLOWED_HOSTS': 'digits.example'}) as s:
+        assert s.post('/samples', {'image': DIGIT, 'label': 4}).status == 201
+        before = live_state(s)
+        for method, path in REBOUND:
+            check(failures, rebound(s.port, method, path), 403, f'rebound {method} {path}')
+        if live_state(s) != before:
+            failures.append(f'the live net changed: {before} -> {live_state(s)}')
+        for name in ('127.0.0.1', 'localhost', '192.0.2.7', '[::1]', 'digits.example'):
+            for method, path in (('GET', '/samples/1/image?original=1'), ('POST', '/reset')):
+                check(failures, rebound(s.port, method, path, name), 200,
+                      f'{method} {path} Host: {name}')
+    assert not failures, '\n'.join(failures)
+
+
+def test_any_host_without_a_token_does_not_start(tmp_path, models):
+    folder, _ = models
+    server = Process(tmp_path, '--host', '0.0.0.0', '--allowed-hosts', '*', '--models',
+                     str(folder), wait=False)
+    try:
+        assert server.process.wait(60) == 2
+        assert 'BTF_TOKEN' in server.output() and 'DNS rebinding' in server.output()
+    finally:
+        server.stop()
+    with Process(tmp_path, '--host', '0.0.0.0', '--models', str(folder), env={
+            'BTF_ALLOWED_HOSTS': '*', 'BTF_TOKEN': TOKEN}) as s:
+        assert rebound(s.port, 'POST', '/reset').status == 401
+        assert rebound(s.port, 'GET', '/samples/export').status == 401
+        assert rebound(s.port, 'POST', '/predict').status == 200  # any Host, as asked
+
+
 # ---------------------------------------------------------------------------------------
 # 7. Event streams and connections.
 

@@ -402,7 +402,12 @@ def test_the_image_runs_what_make_run_runs():
     image = server.parse(command, environ={})
     local = server.parse(made, environ={})
     assert image.port == local.port == 8000
-    assert image.host == '0.0.0.0' and image.hosts is None  # --allowed-hosts '*'
+    # every interface, but not any Host: DNS rebinding is refused (test_attacks.py)
+    assert image.host == '0.0.0.0' and image.token is None
+    assert 'localhost' in image.hosts and '172.17.0.2' in image.hosts
+    assert 'evil.example' not in image.hosts
+    named = server.parse(command, environ={'BTF_ALLOWED_HOSTS': 'digits.example.org'})
+    assert 'digits.example.org' in named.hosts and 'evil.example' not in named.hosts
     assert str(image.state_dir) == '/data/state' and docker['VOLUME'] == ['/data/state']
     assert docker['EXPOSE'] == [str(image.port)]
     assert f'http://127.0.0.1:{image.port}/health/ready' in docker['HEALTHCHECK'][0]
