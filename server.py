@@ -12,11 +12,13 @@
     required by every route that changes state, as "Authorization: Bearer <token>" or
     ?token=<token>),
     BTF_METRICS_TOKEN (guards /metrics; else BTF_TOKEN does), PROMETHEUS_MULTIPROC_DIR
-    (default: <state>/metrics, emptied at start)
+    (a folder in which the server makes its own metrics folder; default: <state>/metrics,
+    emptied at start)
 
 The service itself is the ``service`` package (see its docstring and docs/architecture.md).
 """
 import argparse
+import atexit
 import functools
 import logging
 import os
@@ -145,17 +147,22 @@ def main(argv=None):
 
 
 def metrics_folder(settings, environ=os.environ):
-    """PROMETHEUS_MULTIPROC_DIR for every worker, set before any metric exists: the one
-    given, else <state>/metrics; emptied of the last run's figures."""
-    folder = Path(environ.get('PROMETHEUS_MULTIPROC_DIR') or settings.state_dir / 'metrics')
+    """PROMETHEUS_MULTIPROC_DIR for every worker, set before any metric exists: a folder this
+    server made itself and alone empties: <state>/metrics, or, when the operator names a
+    folder in PROMETHEUS_MULTIPROC_DIR, a new folder inside it (removed when the server ends;
+    nothing else in the named folder is ever touched)."""
+    given = environ.get('PROMETHEUS_MULTIPROC_DIR')
     try:
-        if folder == settings.state_dir / 'metrics':
-            shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob('*.db'):  # a folder given by the operator: only our files
-            old.unlink(missing_ok=True)
-    except OSError as e:  # the state folder is not writable: the server serves all the same
+        if given:
+            folder = Path(tempfile.mkdtemp(prefix='btf-metrics-', dir=given))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        else:
+            folder = settings.state_dir / 'metrics'
+            shutil.rmtree(folder, ignore_errors=True)  # the last run's figures
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # the folder is not writable: the server serves all the same
         folder = Path(tempfile.mkdtemp(prefix='btf-metrics-'))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         logging.getLogger('server').warning('metrics in %s: %s', folder, e)
     environ['PROMETHEUS_MULTIPROC_DIR'] = str(folder)
     return folder

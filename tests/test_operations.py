@@ -194,6 +194,26 @@ def test_metrics_need_the_metrics_token_or_else_the_token(serve):
         assert s.get('/metrics').status == 404
 
 
+def test_a_named_metrics_folder_keeps_what_it_held(tmp_path, models):
+    """PROMETHEUS_MULTIPROC_DIR names a folder of the operator's: the server works in a folder
+    of its own inside it, never deletes the operator's files, and removes its own at the end."""
+    folder, _ = models
+    shared = tmp_path / 'shared-metrics'
+    shared.mkdir()
+    (shared / 'other-service_counter_1.db').write_bytes(b'not ours')
+    (shared / 'notes.txt').write_text('not ours either')
+    with Process(tmp_path, '--models', str(folder),
+                 env={'PROMETHEUS_MULTIPROC_DIR': str(shared)}) as s:
+        assert s.post('/predict', {'image': DIGIT}).status == 200
+        text = s.get('/metrics').body.decode()
+        assert 'btf_predictions_total' in text
+        ours = [p for p in shared.iterdir() if p.name.startswith('btf-metrics-')]
+        assert len(ours) == 1 and list(ours[0].glob('*.db'))
+    assert sorted(p.name for p in shared.iterdir()) == ['notes.txt',
+                                                        'other-service_counter_1.db']
+    assert (shared / 'other-service_counter_1.db').read_bytes() == b'not ours'
+
+
 def test_training_and_streams_in_metrics(serve_data, data_file, tmp_path):
     with serve_data(data_path=tiny_data(data_file, tmp_path)) as s:
         conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=60)
