@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -182,6 +183,26 @@ def wait_for(condition, what, timeout=60):
     while not condition():
         assert time.monotonic() < deadline, f'timed out waiting for {what}'
         time.sleep(0.02)
+
+
+def latency_ok(measured, baseline, factor=4.0, jitter=None):
+    """Whether a latency (seconds) measured under load or attack is within ``factor`` times a
+    baseline measured in the same test, on the same machine (never a fixed limit: a busy
+    2-core machine slows both). ``jitter`` (default: the baseline, at least 50 ms) allows
+    for a descheduled moment."""
+    jitter = max(baseline, 0.05) if jitter is None else jitter
+    return measured <= factor * baseline + jitter
+
+
+def median_latency(port, path='/health', calls=15):
+    """Median seconds of ``calls`` GET requests made one after another."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        answer = call(port, 'GET', path, timeout=60)
+        times.append(time.perf_counter() - start)
+        assert answer.status == 200, answer
+    return statistics.median(times)
 
 
 class Answer:

@@ -24,6 +24,8 @@ from tests.conftest import (
     Process,
     call,
     free_port,
+    latency_ok,
+    median_latency,
     tiny_data,
     wait_for,
     write_models,
@@ -149,7 +151,7 @@ import http.client, sys, threading
 def read():
     while True:
         conn = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=60)
-        conn.request('GET', '/model/hidden?pretrained=2')
+        conn.request('GET', sys.argv[2])
         conn.getresponse().read()
         conn.close()
 for _ in range(32):
@@ -158,19 +160,31 @@ threading.Event().wait()
 """
 
 
+def p50_beside_readers(port, path, seconds=4):
+    """/predict's median while 32 readers (a process of their own) read ``path`` again and
+    again."""
+    readers = subprocess.Popen([sys.executable, '-c', READERS, str(port), path])
+    try:
+        time.sleep(1.5)
+        assert readers.poll() is None
+        started = time.monotonic()
+        return p50_predict(port, lambda: time.monotonic() - started > seconds,
+                           {'image': DIGIT, 'pretrained': 2})
+    finally:
+        readers.kill()
+        readers.wait(30)
+
+
 def test_hidden_readers_do_not_slow_predictions(tmp_path):
+    """32 readers of the 4.7 MB /model/hidden slow /predict no more than 32 readers of the
+    tiny /models do (the baseline, measured in the same test: the same load of connections
+    and processes on the same machine)."""
     with Process(tmp_path, *server_args(tmp_path, big_models(tmp_path))) as s:
-        readers = subprocess.Popen([sys.executable, '-c', READERS, str(s.port)])  # own GIL
-        try:
-            time.sleep(1.5)
-            assert readers.poll() is None
-            started = time.monotonic()
-            p50, n = p50_predict(s.port, lambda: time.monotonic() - started > 5,
-                                 {'image': DIGIT, 'pretrained': 2})
-        finally:
-            readers.kill()
-            readers.wait(30)
-        assert p50 < 0.1, f'/predict p50 {p50 * 1000:.0f} ms over {n} calls'
+        baseline, _ = p50_beside_readers(s.port, '/models')
+        p50, n = p50_beside_readers(s.port, '/model/hidden?pretrained=2')
+        assert latency_ok(p50, baseline), \
+            f'/predict p50 {p50 * 1000:.0f} ms over {n} calls (beside /models readers: ' \
+            f'{baseline * 1000:.0f} ms)'
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,7 +194,7 @@ def test_many_16mb_uploads_are_bounded(tmp_path):
     size = 16 * MB
     body = memoryview(b' ' * (size - 1) + b'x')  # invalid JSON: a 400 once read whole
     with Process(tmp_path, *server_args(tmp_path)) as s:
-        before = rss(s)
+        before, baseline = rss(s), median_latency(s.port)
         head = (f'POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json'
                 f'\r\nContent-Length: {size}\r\n\r\n').encode()
         socks = [socket.create_connection(('127.0.0.1', s.port), timeout=10)
@@ -217,13 +231,13 @@ def test_many_16mb_uploads_are_bounded(tmp_path):
                 list(pool.map(lambda i: send(i, size - 1, 10), range(len(socks))))
             time.sleep(1)
             growth = (rss(s) - before) / MB
-            health, seconds = timed_get(s.port, '/health', timeout=10)
+            seconds = median_latency(s.port, calls=5)
             with ThreadPoolExecutor(40) as pool:
                 answers = list(pool.map(answer, range(len(socks))))
         finally:
             for sock in socks:
                 sock.close()
-        assert health.status == 200 and seconds < 1, (health, seconds)
+        assert latency_ok(seconds, baseline), f'/health {seconds:.3f} s, before {baseline:.3f} s'
         assert growth < 400, f'RSS grew by {growth:.0f} MB with 40 uploads of 16 MiB'
         for data in answers:
             assert status_of(data) in (400, 503), data[:300]
@@ -296,26 +310,38 @@ def test_unread_exports_are_built_a_few_at_a_time(tmp_path):
         assert growth < 120, f'RSS grew by {growth:.0f} MB with 60 unread exports'
 
 
+def post_16mb_beside_health(s, body):
+    """(the answer, its seconds, /health's seconds while the body is being parsed)."""
+    result = {}
+
+    def send():
+        start = time.perf_counter()
+        result['answer'] = s.post('/predict', body, headers={'Content-Type': 'application/json'})
+        result['seconds'] = time.perf_counter() - start
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    time.sleep(0.15)  # the body is on its way (16 MiB over loopback)
+    health, seconds = timed_get(s.port, '/health', timeout=30)
+    thread.join(60)
+    assert health.status == 200
+    return result['answer'], result['seconds'], seconds
+
+
 def test_16mb_of_empty_lists_is_a_quick_short_400(tmp_path):
+    """Compared with a body of the same size refused without any parsing (the baseline, in
+    the same test): as quick, and /health not held up."""
     body = b'[' + b'[],' * ((16 * MB - 3) // 3) + b'[]]'
     assert len(body) <= 16 * MB
+    control = b' ' * (len(body) - 1) + b'x'  # invalid JSON at its last byte
     with Process(tmp_path, *server_args(tmp_path)) as s:
-        result = {}
-
-        def send():
-            start = time.perf_counter()
-            result['answer'] = s.post('/predict', body,
-                                      headers={'Content-Type': 'application/json'})
-            result['seconds'] = time.perf_counter() - start
-
-        thread = threading.Thread(target=send)
-        thread.start()
-        time.sleep(0.15)  # the body is on its way (16 MiB over loopback)
-        health, seconds = timed_get(s.port, '/health', timeout=30)
-        thread.join(60)
-        assert health.status == 200 and seconds < 0.5, f'/health took {seconds:.2f} s'
-        answer = result['answer']
-        assert answer.status == 400 and result['seconds'] < 2, (answer, result['seconds'])
+        base_answer, base_seconds, base_health = post_16mb_beside_health(s, control)
+        assert base_answer.status == 400
+        answer, seconds, health = post_16mb_beside_health(s, body)
+        assert latency_ok(health, base_health), f'/health took {health:.2f} s ' \
+            f'(beside the control: {base_health:.2f} s)'
+        assert answer.status == 400 and latency_ok(seconds, base_seconds, factor=2), \
+            (answer, seconds, base_seconds)
         assert len(answer.json['error']) < 500
 
 
@@ -502,6 +528,7 @@ def test_event_streams_are_capped_and_idle_ones_cost_nothing(tmp_path, data_file
         assert status_of(head) == 200
         try:
             before = s.get('/models').json['live']['epochs']
+            baseline, _ = p50_predict(s.port, lambda: True, minimum=15)  # 20 streams open
             result = {}
             trainer = threading.Thread(
                 target=lambda: result.update(answer=s.post('/train', {'epochs': 3})))
@@ -511,7 +538,8 @@ def test_event_streams_are_capped_and_idle_ones_cost_nothing(tmp_path, data_file
             answer = result['answer']
             assert answer.status == 200 and answer.json['epochs'] == before + 3, answer
             assert len(s.get('/train/status').json['history']) == 3
-            assert p50 < 0.1, f'/predict p50 {p50 * 1000:.0f} ms during training, 20 streams'
+            assert latency_ok(p50, baseline), f'/predict p50 {p50 * 1000:.0f} ms during ' \
+                f'training, 20 streams (before it: {baseline * 1000:.0f} ms)'
         finally:
             again.close()
             for sock, _ in streams[1:20]:
