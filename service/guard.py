@@ -17,7 +17,8 @@ import hmac
 
 from sanic.exceptions import Unauthorized
 
-from .errors import BadRequest, Forbidden, UnsupportedMediaType, clip
+from .errors import BadRequest, Forbidden, clip
+from .parsing import require_json
 
 
 def host_name(request):
@@ -94,11 +95,7 @@ def guarded(what):
                                     'it. Start the server with a token (BTF_TOKEN) and send it, '
                                     'or list that origin with --cors-origins.')
             if request.method in ('POST', 'PUT', 'PATCH', 'DELETE') and request.body:
-                kind = request.headers.get('content-type', '').split(';')[0].strip().lower()
-                if kind != 'application/json':
-                    raise UnsupportedMediaType(f'{subject}: its body must be JSON sent as '
-                                               'Content-Type: application/json, got '
-                                               f'{kind[:60] or "no Content-Type"!r}.')
+                require_json(request)  # a page elsewhere cannot send it without a preflight
             return await handler(request, *args, **kwargs)
 
         guarded_handler.guarded = True

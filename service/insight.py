@@ -89,9 +89,35 @@ def shape_of(x):
     return float(image.mean()), float(np.sqrt(var_x / var_y)) if var_y > 0 else float('inf')
 
 
+BLANK = 'the input is blank (no ink at all): there is no digit to read'
+
+
 def unsure(x, confidence):
     """Why the answer (its top ``confidence``) for input x should not be trusted, or None."""
-    ink, ratio = shape_of(x)
+    return _why(*shape_of(x), confidence)
+
+
+def unsure_rows(X, confidences):
+    """``unsure`` for every row of X (n, 784) in [0, 1] with the net's outputs (n, 10): a list
+    of n reasons, None where the answer can be trusted (vectorised: 10,000 rows at once)."""
+    images = np.asarray(X, np.float32).reshape(-1, 28, 28)
+    mass = images.sum(axis=(1, 2), dtype=np.float64)
+    index = np.arange(28, dtype=np.float64)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        rows = images.sum(axis=2, dtype=np.float64) / mass[:, None]
+        columns = images.sum(axis=1, dtype=np.float64) / mass[:, None]
+        var_y = rows @ index ** 2 - (rows @ index) ** 2
+        var_x = columns @ index ** 2 - (columns @ index) ** 2
+        ratio = np.where(var_y > 0, np.sqrt(np.maximum(var_x, 0) / var_y), np.inf)
+    ink = mass / 784
+    top = np.asarray(confidences).max(axis=1)
+    return [_why(float(i), float(r), float(c)) if m > 0 else BLANK
+            for i, r, c, m in zip(ink, ratio, top, mass)]
+
+
+def _why(ink, ratio, confidence):
+    if ink <= 0:
+        return BLANK
     if not SPREAD_RATIO_RANGE[0] <= ratio <= SPREAD_RATIO_RANGE[1]:
         return ('the drawing is much wider than MNIST digits (two digits side by side, or '
                 'not a digit)'

@@ -19,11 +19,7 @@ def json_body(request, allowed, example):
     body = request.body
     if not body:
         return None
-    content_type = request.headers.get('content-type', '')
-    if content_type and content_type.split(';')[0].strip().lower() not in (
-            'application/json', 'text/plain', 'application/x-www-form-urlencoded'):
-        raise UnsupportedMediaType(f'the body must be JSON (Content-Type: application/json), '
-                                   f'got Content-Type {shown(content_type)}.')
+    require_json(request)
     limit = request.app.ctx.settings.max_json_values
     values = body.count(b'[') + body.count(b'{') + body.count(b',')
     if values > limit:
@@ -46,6 +42,18 @@ def json_body(request, allowed, example):
         raise BadRequest(f'unknown field(s) {listed}: the accepted fields are '
                          f'{list(allowed)}.')
     return parsed
+
+
+def require_json(request, also=()):
+    """The one rule for bodies (docs/api.md, "Bodies"): a route's JSON body comes as
+    Content-Type: application/json (a charset may follow), else 415 naming what was sent.
+    ``also``: other types a route takes (``None`` for no Content-Type at all)."""
+    given = request.headers.get('content-type')
+    kind = None if given is None else given.split(';')[0].strip().lower()
+    if kind != 'application/json' and kind not in also:
+        raise UnsupportedMediaType(
+            f'{request.path[:SHOWN]} takes a JSON body sent as Content-Type: application/json, '
+            f'got {"no Content-Type" if given is None else "Content-Type " + shown(given)}.')
 
 
 def shown(value, quote=True):

@@ -9,7 +9,10 @@ import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import body_of, call, raw_request, status_of
+import imaging
+from service import insight
+from service.insight import BLANK
+from tests.conftest import DIGIT, body_of, call, raw_request, status_of
 
 ROWS = 1000
 
@@ -24,8 +27,10 @@ def request(X, **tensor):
 
 
 def outputs(answer):
-    (output,) = answer['outputs']
+    """The confidences of a JSON answer (the first output; "unsure" may follow)."""
+    output = answer['outputs'][0]
     assert output['name'] == 'confidences' and output['datatype'] == 'FP32'
+    assert [o['name'] for o in answer['outputs'][1:]] in ([], ['unsure'])
     return np.array(output['data'], np.float32).reshape(output['shape'])
 
 
@@ -41,7 +46,8 @@ def test_server_and_model_metadata(serve, models):
         assert best['versions'] == ['1', '2'] and best['sizes'] == [784, 30, 10]
         assert best['inputs'] == [{'name': 'input', 'datatype': 'FP32', 'shape': [-1, 784]}]
         assert best['outputs'] == [{'name': 'confidences', 'datatype': 'FP32',
-                                    'shape': [-1, 10]}]
+                                    'shape': [-1, 10]},
+                                   {'name': 'unsure', 'datatype': 'BYTES', 'shape': [-1]}]
         first = s.get('/v2/models/mnist/versions/1').json
         assert first['versions'] == ['1'] and first['sizes'] == list(nets[1].sizes)
         assert s.get('/v2/models/live').json['versions'] == []
@@ -142,6 +148,29 @@ def test_parameters_and_headers_are_what_they_say(serve):
         assert time.perf_counter() - started < 1
 
 
+def test_blank_and_unlike_inputs_are_judged_as_predict_judges_them(serve):
+    """An all-zero input reads as some digit with high confidence; /v2 says, per row, what
+    /predict says ("unsure"), in the JSON and in binary, and only what is asked for."""
+    X = np.zeros((3, 784), np.float32)
+    X[1] = imaging.prepare(DIGIT).reshape(-1)  # a real drawn digit
+    X[2, :28] = 1.0  # one line across the top: unlike any digit
+    with serve() as s:
+        answer = s.post('/v2/models/live/infer', request(X))
+        assert answer.status == 200
+        confidences, unsure = answer.json['outputs']
+        assert unsure == {'name': 'unsure', 'datatype': 'BYTES', 'shape': [3],
+                          'data': unsure['data']}
+        expected = [insight.unsure(x, c) or '' for x, c in
+                    zip(X, outputs(answer.json).max(axis=1))]
+        assert unsure['data'] == expected and expected[0] == BLANK and expected[2]
+        assert s.post('/predict', {'image': DIGIT}).json['unsure'] in (None, expected[1])
+        only = s.post('/v2/models/live/infer', {**request(X), 'outputs': [{'name': 'unsure'}]})
+        assert [o['name'] for o in only.json['outputs']] == ['unsure']
+        twice = s.post('/v2/models/live/infer', {**request(X), 'outputs': [
+            {'name': 'unsure'}, {'name': 'unsure'}]})
+        assert twice.status == 400 and 'each once' in twice.json['error']
+
+
 def test_bad_bodies_and_the_size_limit(serve):
     X = np.full((2, 784), 0.5, np.float32)
     with serve(max_body=200_000) as s:
@@ -214,6 +243,16 @@ def test_tritonclient_talks_to_the_server(serve, models):
             result = client.infer('live', [tensor])  # no outputs named: all, binary
             np.testing.assert_allclose(result.as_numpy('confidences'),
                                        nets[2].predict_batch(X)[1], rtol=1e-6, atol=1e-7)
+            unsure = result.as_numpy('unsure')
+            assert unsure.shape == (ROWS,) and all(isinstance(u, bytes) for u in unsure)
+            blank = np.zeros((2, 784), np.float32)
+            empty = triton.InferInput('input', [2, 784], 'FP32')
+            for binary in (True, False):
+                empty.set_data_from_numpy(blank, binary_data=binary)
+                result = client.infer('live', [empty], outputs=[
+                    triton.InferRequestedOutput('unsure', binary_data=binary)])
+                got = [u if isinstance(u, str) else u.decode() for u in result.as_numpy('unsure')]
+                assert got == [BLANK, BLANK], binary
             with pytest.raises(InferenceServerException) as unknown:
                 client.infer('mnist', [tensor], model_version='9')
             assert 'no version "9"' in unknown.value.message()

@@ -19,6 +19,7 @@ import imaging
 from tests.conftest import (
     DIGIT,
     ROOT,
+    Answer,
     Server,
     confidences,
     file_digest,
@@ -136,10 +137,28 @@ def test_predict_answers_with_the_live_or_a_pretrained_net(serve, models):
             np.testing.assert_allclose(confidences(got), predict_locally(net), rtol=1e-5)
         got = s.post('/predict', {'image': DIGIT, 'return_input': True}).json
         np.testing.assert_allclose(np.array(got['input']), imaging.prepare(DIGIT), atol=1e-6)
-        # A browser's fetch may send text/plain to avoid a preflight: the body is still JSON.
-        plain = s.post('/predict', json.dumps({'image': DIGIT}),
-                       headers={'Content-Type': 'text/plain'})
-        assert plain.status == 200 and plain.json['model'] == 'live'
+        # One rule for every route's body (docs/api.md, "Bodies"): application/json only.
+        for kind in ('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data',
+                     None):
+            for route in ('/predict', '/compare', '/samples', '/train'):
+                answer = untyped_post(s.port, route, json.dumps({'image': DIGIT}), kind)
+                assert answer.status == 415, (route, kind, answer)
+                assert answer.json['error'] == (
+                    f'{route} takes a JSON body sent as Content-Type: application/json, got '
+                    + (f'Content-Type "{kind}".' if kind else 'no Content-Type.'))
+        assert s.post('/predict', json.dumps({'image': DIGIT}), headers={
+            'Content-Type': 'application/json; charset=utf-8'}).status == 200
+
+
+def untyped_post(port, path, body, kind):
+    """A POST with the Content-Type ``kind``, or none at all (the test client adds one)."""
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
+    try:
+        conn.request('POST', path, body=body, headers={'Content-Type': kind} if kind else {})
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()
 
 
 BAD_PREDICTS = [

@@ -4,8 +4,10 @@ that any of its clients can ask our nets.
 Models (a contract): ``live``, the live net (no versions), and ``mnist``, versions ``1`` ...
 ``K`` the shipped pretrained models (no version: the best). Each takes one input ``input``,
 FP32 ``[n, 784]`` pixels in [0, 1] (row-major; flat or nested ``data``, or the binary data
-extension), and gives one output ``confidences``, FP32 ``[n, 10]``: the net's output
-activations, as /predict's "confidence" (``Graph.predict_batch``). At most ``MAX_ROWS`` rows a
+extension), and gives two outputs: ``confidences``, FP32 ``[n, 10]``, the net's output
+activations, as /predict's "confidence" (``Graph.predict_batch``), and ``unsure``, BYTES
+``[n]``, /predict's "not sure" judgement of each row (why its answer should not be trusted,
+e.g. a blank input; empty when it can be). At most ``MAX_ROWS`` rows a
 request, within the body limit; large batches are read and computed off the event loop.
 Errors are the protocol's ``{"error": "..."}`` with 400 or 404 (503 when not ready).
 """
@@ -15,14 +17,15 @@ import numpy as np
 import orjson
 from sanic import Blueprint, json, raw
 
-from .. import observability
+from .. import insight, observability
 from ..errors import BadRequest, Missing, SanicException
 from ..nets import sync_live
-from ..parsing import shown
+from ..parsing import require_json, shown
 from .health import failing, readiness
 
 bp = Blueprint('inference')
 INPUT, OUTPUT, DATATYPE = 'input', 'confidences', 'FP32'
+UNSURE = 'unsure'  # BYTES [n]: why each row's answer should not be trusted, '' when it can
 PIXELS, CLASSES = 784, 10
 MAX_ROWS = 10_000
 # Lists and objects a request's JSON may hold: the request, its input and parameters, the
@@ -72,7 +75,8 @@ def metadata(app, name, version=None):
     return {'name': name, 'versions': [answered] if version is not None else models(app)[name],
             'platform': 'better-tensorflow', 'sizes': list(net.sizes),
             'inputs': [{'name': INPUT, 'datatype': DATATYPE, 'shape': [-1, PIXELS]}],
-            'outputs': [{'name': OUTPUT, 'datatype': DATATYPE, 'shape': [-1, CLASSES]}]}
+            'outputs': [{'name': OUTPUT, 'datatype': DATATYPE, 'shape': [-1, CLASSES]},
+                        {'name': UNSURE, 'datatype': 'BYTES', 'shape': [-1]}]}
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,15 +174,18 @@ def tensor(request, binary):
 
 
 def wanted_outputs(request):
-    """Whether the output is asked for as binary data (the extension), else JSON."""
+    """[(output name, as binary data?)] asked for: every output when none is named."""
     binary = flag(parameters(request, 'the request'), 'binary_data_output', False)
     if 'outputs' not in request:  # all of them
-        return binary
+        return [(OUTPUT, binary), (UNSURE, binary)]
     outputs = request['outputs']
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs) or \
-            [o.get('name') for o in outputs] != [OUTPUT]:
-        raise BadRequest(f'outputs may only ask for "{OUTPUT}", got {shown(outputs)}.')
-    return flag(parameters(outputs[0], 'the output'), 'binary_data', binary)
+    names = [o.get('name') for o in outputs] if isinstance(outputs, list) and all(
+        isinstance(o, dict) for o in outputs) else None
+    if not names or not set(names) <= {OUTPUT, UNSURE} or len(set(names)) != len(names):
+        raise BadRequest(f'outputs may ask for "{OUTPUT}" and "{UNSURE}", each once; got '
+                         f'{shown(outputs)}.')
+    return [(o['name'], flag(parameters(o, 'the output'), 'binary_data', binary))
+            for o in outputs]
 
 
 def flag(found, name, default):
@@ -193,18 +200,27 @@ def infer(net, body, header_length, model):
     ``model``, {"model_name": ..., "model_version": ...}."""
     request, binary = parse(body, header_length)
     X = tensor(request, binary)
-    as_binary = wanted_outputs(request)
-    outputs = net.predict_batch(X)[1].astype('<f4', copy=False)  # (n, 10)
-    output = {'name': OUTPUT, 'datatype': DATATYPE, 'shape': list(outputs.shape)}
-    answer = {**model, 'outputs': [output]}
+    wanted = wanted_outputs(request)
+    confidences = net.predict_batch(X)[1].astype('<f4', copy=False)  # (n, 10)
+    answer, tails = {**model, 'outputs': []}, []
     if isinstance(request.get('id'), str):
         answer['id'] = request['id']
-    tail = None
-    if as_binary:
-        tail = outputs.tobytes()
-        output['parameters'] = {'binary_data_size': len(tail)}
-    else:
-        output['data'] = outputs.ravel()
+    for name, as_binary in wanted:
+        if name == OUTPUT:
+            output = {'name': OUTPUT, 'datatype': DATATYPE, 'shape': list(confidences.shape)}
+            values, data = confidences.ravel(), confidences.tobytes()
+        else:
+            values = [why or '' for why in insight.unsure_rows(X, confidences)]
+            output = {'name': UNSURE, 'datatype': 'BYTES', 'shape': [len(values)]}
+            data = b''.join(len(v).to_bytes(4, 'little') + v for v in
+                            (value.encode() for value in values)) if as_binary else None
+        if as_binary:  # the binary data extension: the tensors' bytes after the JSON
+            tails.append(data)
+            output['parameters'] = {'binary_data_size': len(data)}
+        else:
+            output['data'] = values
+        answer['outputs'].append(output)
+    tail = b''.join(tails) if tails else None
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), tail, len(X)
 
 
@@ -250,6 +266,8 @@ async def model_infer(request, name, version=None):
     app = request.app
     label, answered, net = find(app, name, version)
     body, header = request.body, request.headers.get(BINARY_HEADER)
+    # The protocol's clients (tritonclient) send no Content-Type; binary data may follow.
+    require_json(request, also=(None, 'application/octet-stream'))
     model = {'model_name': name, 'model_version': answered}
     if len(body) <= INLINE_BYTES:
         head, tail, rows = infer(net, body, header, model)
