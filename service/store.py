@@ -1,11 +1,13 @@
-"""Where the service's runtime state lives: the live net and its metadata, the one-job lock,
-and the training status. ``Store`` is the seam: the service only talks to it, so a database
+"""Where the service's runtime state lives: the nets (the shared one, named ``live``, and
+private ones, named by the server with 128 random bits), every net's versions, its job lock
+and its training status. ``Store`` is the seam: the service only talks to it, so a database
 can stand behind the same methods (tests/test_store.py is the contract every implementation
 passes). ``FolderStore`` keeps the state in one folder, shared by a machine's workers.
 
-Saving is all or nothing: ``save_live`` either completes or raises and leaves the previous
-net in place (``StoreFull`` when the disk is full), so callers make a net live only after
-its save succeeded.
+Saving is all or nothing: ``save_net`` either completes or raises and leaves the previous
+version current (``StoreFull`` when the disk is full), so callers make a net current only
+after its save succeeded. Every save is a new version (1, 2, ...); the oldest are pruned
+past ``keep``, never the current one.
 """
 import errno
 import fcntl
@@ -13,14 +15,36 @@ import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import better_tensorflow as btf
 
 log = logging.getLogger(__name__)
+
+
+LIVE = 'live'  # the shared net's name
+_NAME = re.compile(r'[A-Za-z0-9_-]{22}')  # token_urlsafe(16): 128 random bits
+
+
+def new_net_name():
+    """A private net's name: URL-safe, unguessable (the name is the capability)."""
+    return secrets.token_urlsafe(16)
+
+
+def is_net_name(name):
+    """Whether ``name`` is ``live`` or could be a private net's name (checked before any
+    name reaches a path or a query)."""
+    return name == LIVE or (isinstance(name, str) and _NAME.fullmatch(name) is not None)
+
+
+def now_iso():
+    return datetime.now(UTC).isoformat(timespec='seconds')
 
 
 class StoreError(OSError):
@@ -40,48 +64,98 @@ def weights_digest(net):
 
 
 class Store:
-    """The interface. ``meta`` is a JSON-able dict about the live net (its validation
-    accuracy, ...); a version is any value that changes whenever the live net is replaced."""
+    """The interface. A net is named ``live`` (the shared net, always there) or by
+    ``new_net_name``; ``meta`` is a JSON-able dict about a version (its validation accuracy,
+    ...); loaded, it also holds the version's ``version``, ``created``, ``cause`` and
+    ``epochs``. A change token (``net_version``, ``status_version``) is any value that
+    changes whenever the net (or status) is replaced."""
 
     def prepare(self, legacy=None):
         """Make the store ready; never raises (a store that cannot save is logged, and the
         service answers from memory)."""
 
-    def load_live(self, repair=False):
-        """(net, meta) of the saved live net; None when there is none or it cannot be read
-        (logged). With ``repair`` (the caller holds the lock) an unreadable one is also set
-        aside, never overwritten."""
+    # -- nets and their versions
+
+    def load_net(self, name, repair=False):
+        """(net, meta) of the net's current version; None when there is none or it cannot be
+        read (logged). With ``repair`` (the caller holds the net's lock) an unreadable one is
+        also set aside, never overwritten."""
         raise NotImplementedError
 
-    def save_live(self, net, meta):
-        """Save atomically: readers see the old or the new net, whole. Raises StoreError
-        (StoreFull when out of space) and then nothing changed."""
+    def save_net(self, name, net, meta, cause='save', keep=None):
+        """Save a new version and make it current, atomically: readers see the old or the
+        new one, whole. Returns its number. Prunes the oldest past ``keep`` versions (never
+        the current one). Raises StoreError (StoreFull when out of space) and then nothing
+        changed."""
         raise NotImplementedError
+
+    def net_version(self, name):
+        raise NotImplementedError
+
+    def versions(self, name):
+        """([{version, created, cause, epochs, validation_accuracy}] oldest first, the
+        current version's number or None)."""
+        raise NotImplementedError
+
+    def load_version(self, name, version):
+        """(net, meta) of a kept version; None when it was pruned or never existed."""
+        raise NotImplementedError
+
+    def create_net(self, name, net, meta, about):
+        """A new private net with ``net`` as its version 1; ``about``: JSON-able facts kept
+        with it ({"from": ..., "creator": ...}). StoreError if it cannot be saved."""
+        raise NotImplementedError
+
+    def about(self, name):
+        """{created, last_used, from, ...} of a private net; None when there is no such net."""
+        raise NotImplementedError
+
+    def list_nets(self):
+        """[{net, created, last_used, from, ...}] of every private net."""
+        raise NotImplementedError
+
+    def delete_net(self, name):
+        """Delete a private net with its versions and status; whether it existed."""
+        raise NotImplementedError
+
+    def touch(self, name):
+        """Record that a private net was used now (its idle time starts again)."""
+        raise NotImplementedError
+
+    # -- the live net (the net named 'live'), as before nets had names
+
+    def load_live(self, repair=False):
+        return self.load_net(LIVE, repair)
+
+    def save_live(self, net, meta, cause='save'):
+        return self.save_net(LIVE, net, meta, cause)
 
     def live_version(self):
-        raise NotImplementedError
+        return self.net_version(LIVE)
 
-    def try_lock(self):
-        """A handle that holds the one-job lock (``release_lock`` it), or None when another
-        job, in any process, holds it. Released by itself if its process dies."""
+    # -- a net's job lock and training status
+
+    def try_lock(self, name=LIVE):
+        """A handle that holds the net's job lock (``release_lock`` it), or None when
+        another job, in any process, holds it. Released by itself if its process dies."""
         raise NotImplementedError
 
     def release_lock(self, handle):
         raise NotImplementedError
 
-    def locked(self):
-        """Whether some job holds the lock now."""
+    def locked(self, name=LIVE):
+        """Whether some job holds the net's lock now."""
         raise NotImplementedError
 
-    def write_status(self, state):
-        """Publish the current job's state (a JSON-able dict) for every worker."""
+    def write_status(self, state, name=LIVE):
+        """Publish the net's current job's state (a JSON-able dict) for every worker."""
         raise NotImplementedError
 
-    def read_status(self):
+    def read_status(self, name=LIVE):
         """The last published state, None when there is none or it cannot be read."""
         raise NotImplementedError
 
-    def status_version(self):
+    def status_version(self, name=LIVE):
         raise NotImplementedError
 
     def writable(self):
@@ -95,11 +169,30 @@ class Store:
         """Let go of connections and threads (at shutdown)."""
 
 
-class FolderStore(Store):
-    """State in a folder: live.npz and live.json (written atomically), train.lock (flock'ed,
-    released by the kernel when its process dies) and train-status.json."""
+def version_record(net, meta, version, cause):
+    """What a store keeps about a version, beside its net."""
+    return {**meta, 'version': version, 'created': now_iso(), 'cause': cause,
+            'epochs': net.epochs, 'digest': weights_digest(net)}
 
-    LIVE, META, LOCK, STATUS = 'live.npz', 'live.json', 'train.lock', 'train-status.json'
+
+def version_summary(record):
+    return {k: record.get(k) for k in ('version', 'created', 'cause', 'epochs',
+                                       'validation_accuracy')}
+
+
+def _check_name(name):
+    if not is_net_name(name):
+        raise ValueError(f'not a net name: {str(name)[:40]!r}')
+
+
+class FolderStore(Store):
+    """State in a folder. The live net: live.npz and live.json (its current version, written
+    atomically), train.lock (flock'ed, released by the kernel when its process dies),
+    train-status.json, and its versions in versions/live/. A private net: the same files
+    (net.npz, net.json, ...) and its versions in nets/<name>/, with about.json."""
+
+    LIVE_FILE, META, LOCK, STATUS = 'live.npz', 'live.json', 'train.lock', 'train-status.json'
+    ABOUT = 'about.json'
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -116,8 +209,8 @@ class FolderStore(Store):
             log.error('the state folder %s cannot be created (%s): the live net will not be '
                       'saved', self.folder, e)
             return
-        if legacy is not None and not (self.folder / self.LIVE).exists():
-            for name in (self.LIVE, self.META):
+        if legacy is not None and not (self.folder / self.LIVE_FILE).exists():
+            for name in (self.LIVE_FILE, self.META):
                 old = Path(legacy) / name
                 if old.is_file():
                     try:
@@ -129,10 +222,29 @@ class FolderStore(Store):
         if problem:
             log.error('the live net cannot be saved: %s; it is kept in memory only', problem)
 
-    # -- the live net
+    # -- where a net's files are
 
-    def load_live(self, repair=False):
-        path = self.folder / self.LIVE
+    def _home(self, name):
+        _check_name(name)
+        return self.folder if name == LIVE else self.folder / 'nets' / name
+
+    def _files(self, name):
+        """(the current net's file, its metadata's file) of a net."""
+        home = self._home(name)
+        return (home / self.LIVE_FILE, home / self.META) if name == LIVE else \
+            (home / 'net.npz', home / 'net.json')
+
+    def _versions(self, name):
+        home = self._home(name)
+        return self.folder / 'versions' / LIVE if name == LIVE else home / 'versions'
+
+    def _exists(self, name):
+        return name == LIVE or self._home(name).is_dir()
+
+    # -- the nets
+
+    def load_net(self, name, repair=False):
+        path, meta_path = self._files(name)
         if not path.exists():
             return None
         try:
@@ -141,10 +253,10 @@ class FolderStore(Store):
             if repair:
                 self._set_aside(path, e)
             else:
-                log.error('cannot read the live net in %s (%s)', path, e)
+                log.error('cannot read the net in %s (%s)', path, e)
             return None
         try:
-            meta = json.loads((self.folder / self.META).read_text())
+            meta = json.loads(meta_path.read_text())
             if not isinstance(meta, dict) or meta.get('digest') != weights_digest(net):
                 meta = {}
         except (OSError, ValueError):
@@ -153,42 +265,174 @@ class FolderStore(Store):
         return net, meta
 
     def _set_aside(self, path, reason):
-        aside = path.with_name(time.strftime('live.corrupt-%Y%m%d-%H%M%S-') +
+        aside = path.with_name(time.strftime(f'{path.stem}.corrupt-%Y%m%d-%H%M%S-') +
                                f'{time.time_ns() % 10 ** 9:09d}.npz')
         try:
             os.replace(path, aside)
-            log.error('cannot restore the live net from %s (%s); moved it to %s and '
-                      'starting anew', path, reason, aside)
+            log.error('cannot restore the net from %s (%s); moved it to %s and starting anew',
+                      path, reason, aside)
         except OSError as e:
-            log.error('cannot restore the live net from %s (%s), nor move it aside (%s); '
+            log.error('cannot restore the net from %s (%s), nor move it aside (%s); '
                       'starting anew', path, reason, e)
 
-    def save_live(self, net, meta):
-        data = json.dumps({**meta, 'digest': weights_digest(net)}).encode()
-        meta_tmp = self.folder / f'.{self.META}.{uuid.uuid4().hex[:12]}.tmp'
+    def _numbers(self, name):
+        """The kept versions' numbers, oldest first."""
         try:
-            # The metadata is written first (a full disk shows before anything changed), the
-            # net replaced atomically, then the metadata renamed beside it.
+            names = os.listdir(self._versions(name))
+        except FileNotFoundError:
+            return []
+        return sorted(int(n[:-5]) for n in names if n.endswith('.json') and n[:-5].isdigit())
+
+    def save_net(self, name, net, meta, cause='save', keep=None):
+        if not self._exists(name):
+            raise StoreError(errno.ENOENT, f'there is no net {name!r}')
+        path, meta_path = self._files(name)
+        folder = self._versions(name)
+        try:
+            current = json.loads(meta_path.read_text()).get('version') or 0
+        except (OSError, ValueError, AttributeError):
+            current = 0
+        version = max([current, *self._numbers(name)]) + 1
+        record = version_record(net, meta, version, cause)
+        data = json.dumps(record).encode()
+        kept = folder / f'{version:06d}.npz'
+        tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
+        meta_tmp = meta_path.with_name(f'.{meta_path.name}.{uuid.uuid4().hex[:12]}.tmp')
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # The metadata first (a full disk shows before anything changed), the version's
+            # net, then the current net replaced atomically (a hard link to the version's
+            # file), then its metadata renamed beside it.
             with open(meta_tmp, 'xb') as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            net.save(self.folder / self.LIVE)
-            os.replace(meta_tmp, self.folder / self.META)
+            net.save(kept)
+            with btf.atomic_write(folder / f'{version:06d}.json') as f:
+                f.write(data)
+            try:
+                os.link(kept, tmp)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(kept, tmp)
+            os.replace(tmp, path)
+            os.replace(meta_tmp, meta_path)
         except OSError as e:
-            meta_tmp.unlink(missing_ok=True)
+            for leftover in (meta_tmp, tmp, kept, folder / f'{version:06d}.json'):
+                leftover.unlink(missing_ok=True)
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise StoreFull(e.errno, f'the disk holding {self.folder} is full') from e
             raise StoreError(e.errno, f'cannot write to {self.folder}: {e.strerror}') from e
+        if keep is not None:
+            for old in self._numbers(name)[:-keep]:
+                if old != version:
+                    for suffix in ('.json', '.npz'):
+                        (folder / f'{old:06d}{suffix}').unlink(missing_ok=True)
+        return version
 
-    def live_version(self):
-        return _file_version(self.folder / self.LIVE), _file_version(self.folder / self.META)
+    def net_version(self, name):
+        path, meta_path = self._files(name)
+        return _file_version(path), _file_version(meta_path)
 
-    # -- the one-job lock
-
-    def try_lock(self):
+    def versions(self, name):
+        folder, found = self._versions(name), []
+        for number in self._numbers(name):
+            try:
+                found.append(version_summary(json.loads(
+                    (folder / f'{number:06d}.json').read_text())))
+            except (OSError, ValueError, AttributeError):
+                continue
         try:
-            fd = os.open(self.folder / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            current = json.loads(self._files(name)[1].read_text()).get('version')
+        except (OSError, ValueError, AttributeError):
+            current = None
+        return found, current
+
+    def load_version(self, name, version):
+        folder = self._versions(name)
+        try:
+            record = json.loads((folder / f'{int(version):06d}.json').read_text())
+            net = btf.Graph.from_file(folder / f'{int(version):06d}.npz')
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError, MemoryError) as e:
+            log.error('cannot read version %s of a net in %s (%s)', version, folder, e)
+            return None
+        record.pop('digest', None)
+        return net, record
+
+    def create_net(self, name, net, meta, about):
+        if name == LIVE:
+            raise ValueError('the live net is not created: it is always there')
+        home = self._home(name)
+        try:
+            home.mkdir(parents=True)
+        except FileExistsError:
+            raise StoreError(errno.EEXIST, f'a net named {name!r} exists already') from None
+        except OSError as e:
+            raise StoreError(e.errno, f'cannot write to {self.folder}: {e.strerror}') from e
+        try:
+            with btf.atomic_write(home / self.ABOUT) as f:
+                f.write(json.dumps({**about, 'created': now_iso(),
+                                    'last_used': now_iso()}).encode())
+        except OSError as e:
+            shutil.rmtree(home, ignore_errors=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise StoreFull(e.errno, f'the disk holding {self.folder} is full') from e
+            raise StoreError(e.errno, f'cannot write to {self.folder}: {e.strerror}') from e
+        try:
+            self.save_net(name, net, meta, 'create')
+        except StoreError:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
+
+    def about(self, name):
+        if name == LIVE:
+            return None
+        try:
+            found = json.loads((self._home(name) / self.ABOUT).read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def list_nets(self):
+        try:
+            names = sorted(os.listdir(self.folder / 'nets'))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            about = self.about(name) if is_net_name(name) and name != LIVE else None
+            if about is not None:
+                found.append({'net': name, **about})
+        return found
+
+    def delete_net(self, name):
+        if name == LIVE:
+            raise ValueError('the live net cannot be deleted')
+        home = self._home(name)
+        gone = home.with_name(f'.deleted-{name}-{uuid.uuid4().hex[:8]}')
+        try:
+            os.replace(home, gone)  # it disappears at once, whole
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(gone, ignore_errors=True)
+        return True
+
+    def touch(self, name):
+        about = self.about(name)
+        if about is None:
+            return
+        try:
+            with btf.atomic_write(self._home(name) / self.ABOUT, durable=False) as f:
+                f.write(json.dumps({**about, 'last_used': now_iso()}).encode())
+        except OSError as e:
+            log.warning('cannot record the use of a net: %s', e)
+
+    # -- a net's job lock
+
+    def try_lock(self, name=LIVE):
+        try:
+            fd = os.open(self._home(name) / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise StoreError(e.errno, f'cannot open the job lock in {self.folder}: '
                                       f'{e.strerror}') from e
@@ -202,34 +446,34 @@ class FolderStore(Store):
     def release_lock(self, handle):
         os.close(handle)
 
-    def locked(self):
+    def locked(self, name=LIVE):
         try:
-            fd = self.try_lock()
+            fd = self.try_lock(name)
         except StoreError:
             return False
         if fd is not None:
             os.close(fd)
         return fd is None
 
-    # -- the training status
+    # -- a net's training status
 
-    def write_status(self, state):
+    def write_status(self, state, name=LIVE):
         try:
-            with btf.atomic_write(self.folder / self.STATUS, durable=False) as f:
+            with btf.atomic_write(self._home(name) / self.STATUS, durable=False) as f:
                 f.write(json.dumps(state).encode())
         except OSError as e:
             log.warning('cannot publish the training status in %s: %s', self.folder, e)
 
-    def read_status(self):
+    def read_status(self, name=LIVE):
         try:
-            state = json.loads((self.folder / self.STATUS).read_text())
+            state = json.loads((self._home(name) / self.STATUS).read_text())
         except (OSError, ValueError):
             return None
         return state if isinstance(state, dict) and isinstance(state.get('status'), dict) \
             else None
 
-    def status_version(self):
-        return _file_version(self.folder / self.STATUS)
+    def status_version(self, name=LIVE):
+        return _file_version(self._home(name) / self.STATUS)
 
     # -- upkeep
 
@@ -241,10 +485,13 @@ class FolderStore(Store):
         return None
 
     def repair(self):
-        for name in (self.LIVE, self.META, self.STATUS):
-            for tmp in self.folder.glob(f'.{name}.*.tmp'):
+        for pattern in ('.*.tmp', 'nets/*/.*.tmp', 'versions/live/.*.tmp',
+                        'nets/*/versions/.*.tmp'):
+            for tmp in self.folder.glob(pattern):
                 tmp.unlink(missing_ok=True)
                 log.warning('removed %s, left by an interrupted save', tmp)
+        for gone in (self.folder / 'nets').glob('.deleted-*'):
+            shutil.rmtree(gone, ignore_errors=True)
 
 
 def _file_version(path):

@@ -10,7 +10,15 @@ import pytest
 
 import better_tensorflow as btf
 from service.samples import SQLiteSampleStore, is_validation
-from service.store import FolderStore, StoreError, StoreFull, weights_digest
+from service.store import (
+    LIVE,
+    FolderStore,
+    StoreError,
+    StoreFull,
+    is_net_name,
+    new_net_name,
+    weights_digest,
+)
 
 
 @pytest.fixture(params=['folder', 'postgresql'])
@@ -58,7 +66,9 @@ def test_live_net_round_trip_and_versions(store):
     first = net(1)
     store.save_live(first, {'validation_accuracy': 0.5})
     loaded, meta = store.load_live()
-    assert weights_digest(loaded) == weights_digest(first) and meta == {'validation_accuracy': 0.5}
+    assert weights_digest(loaded) == weights_digest(first)
+    assert meta == {'validation_accuracy': 0.5, 'version': 1, 'cause': 'save',
+                    'epochs': 0, 'created': meta['created']}
     one = store.live_version()
     assert one != empty
     store.save_live(net(2), {'validation_accuracy': None})
@@ -113,7 +123,7 @@ def test_status_round_trip(store):
 def corrupt(store):
     """Damage the saved live net behind the store's back."""
     if isinstance(store, FolderStore):
-        (store.folder / store.LIVE).write_bytes(b'garbage')
+        (store.folder / store.LIVE_FILE).write_bytes(b'garbage')
     else:
         import psycopg
         with psycopg.connect(store.url, autocommit=True) as conn:
@@ -146,7 +156,8 @@ def test_a_failed_save_changes_nothing(store, monkeypatch):
     with pytest.raises(StoreFull, match='full'):
         store.save_live(net(2), {'validation_accuracy': 0.75})
     assert store.live_version() == version
-    assert store.load_live()[1] == {'validation_accuracy': 0.25}
+    assert store.load_live()[1]['validation_accuracy'] == 0.25
+    assert store.versions(LIVE)[1] == 1
     assert not [p for p in os.listdir(store.folder) if p.endswith('.tmp')]
 
 
@@ -189,3 +200,123 @@ def test_samples_limit_and_bad_rows(samples):
     with pytest.raises(StoreError):  # the schema refuses what the service never sends
         samples.add(b'bad', pixels(1), 10, 1, 'live')
     assert samples.count() == 4
+
+
+def test_net_names():
+    names = {new_net_name() for _ in range(1000)}
+    assert len(names) == 1000 and all(is_net_name(n) and len(n) == 22 for n in names)
+    for bad in ('', 'LIVE', '../etc', 'a' * 21, 'a' * 23, 'a/' * 11, "x' OR 1=1 --abcdefghi",
+                None, 3, 'abcdefghijklmnopqrstu\n'):
+        assert not is_net_name(bad), bad
+    assert is_net_name(LIVE)
+
+
+def test_every_save_is_a_version_and_old_ones_are_pruned(store):
+    for seed in range(1, 6):
+        assert store.save_net(LIVE, net(seed), {'validation_accuracy': seed / 10},
+                              cause=f'c{seed}', keep=3) == seed
+    kept, current = store.versions(LIVE)
+    assert current == 5 and [v['version'] for v in kept] == [3, 4, 5]
+    assert [v['cause'] for v in kept] == ['c3', 'c4', 'c5']
+    assert kept[0]['validation_accuracy'] == 0.3 and kept[0]['epochs'] == 0
+    old, meta = store.load_version(LIVE, 3)
+    assert weights_digest(old) == weights_digest(net(3)) and meta['version'] == 3
+    assert store.load_version(LIVE, 1) is None and store.load_version(LIVE, 9) is None
+    # A rollback is a new version holding an old one's net.
+    assert store.save_net(LIVE, old, meta, cause='rollback', keep=3) == 6
+    assert weights_digest(store.load_live()[0]) == weights_digest(net(3))
+    assert store.versions(LIVE)[1] == 6
+
+
+def test_private_nets_are_apart_from_the_live_net_and_each_other(store):
+    store.save_live(net(1), {})
+    a, b = new_net_name(), new_net_name()
+    assert store.about(a) is None and store.load_net(a) is None
+    store.create_net(a, net(2), {'validation_accuracy': None}, {'from': 'fresh', 'creator': 'x'})
+    store.create_net(b, net(3), {}, {'from': 'live', 'creator': 'y'})
+    with pytest.raises(StoreError):
+        store.create_net(a, net(4), {}, {'from': 'fresh'})  # names are never reused
+    assert weights_digest(store.load_net(a)[0]) == weights_digest(net(2))
+    assert weights_digest(store.load_live()[0]) == weights_digest(net(1))
+    assert store.versions(a) == ([store.versions(a)[0][0]], 1)
+    assert store.versions(a)[0][0]['cause'] == 'create'
+    about = store.about(a)
+    assert about['from'] == 'fresh' and about['creator'] == 'x' and about['created']
+    listed = {n['net']: n for n in store.list_nets()}
+    assert set(listed) == {a, b} and listed[b]['from'] == 'live'
+    before = store.net_version(a)
+    assert store.save_net(a, net(5), {}, 'train') == 2
+    assert store.net_version(a) != before
+    lock = store.try_lock(a)  # one job per net: another net is not held up
+    assert lock is not None and store.try_lock(a) is None
+    other = store.try_lock(b)
+    assert other is not None and settled(store, lambda: store.locked(a))
+    store.release_lock(lock)
+    store.release_lock(other)
+    store.write_status({'job': 'j', 'status': {'running': False}}, a)
+    assert settled(store, lambda: store.read_status(a) is not None)
+    assert store.read_status(b) is None and store.read_status() is None
+    store.touch(a)
+    assert store.delete_net(a) is True and store.delete_net(a) is False
+    assert store.about(a) is None and store.load_net(a) is None
+    assert store.versions(a) == ([], None)
+    assert [n['net'] for n in store.list_nets()] == [b]
+    with pytest.raises(StoreError):
+        store.save_net(a, net(6), {}, 'train')  # a deleted net stays deleted
+    with pytest.raises(ValueError):
+        store.delete_net(LIVE)
+    with pytest.raises(ValueError):
+        store.load_net('../../etc/passwd')
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def jobs(request, tmp_path):
+    """A fresh training queue of each implementation."""
+    if request.param == 'sqlite':
+        from service.jobs import SQLiteJobs
+        made = SQLiteJobs(tmp_path / 'jobs.sqlite3')
+    else:
+        from service.jobs import PostgresJobs
+        made = PostgresJobs(request.getfixturevalue('database'))
+    yield made
+    made.close()
+
+
+def test_the_queue_runs_jobs_in_order_one_per_net(jobs):
+    from service.jobs import JobExists, QueueFull
+    a = jobs.submit('na', {'epochs': 1}, limit=2)
+    b = jobs.submit('nb', {'epochs': 2}, limit=2)
+    with pytest.raises(JobExists) as exists:
+        jobs.submit('na', {'epochs': 5}, limit=9)  # one queued or running job per net
+    assert exists.value.job['id'] == a and exists.value.job['state'] == 'queued'
+    with pytest.raises(QueueFull):
+        jobs.submit('nc', {'epochs': 1}, limit=2)
+    assert jobs.queued() == 2 and [jobs.position(a), jobs.position(b)] == [1, 2]
+    first = jobs.claim('runner-1')
+    assert first['id'] == a and first['spec'] == {'epochs': 1} and first['attempts'] == 1
+    assert jobs.position(a) == 0 and jobs.position(b) == 1
+    assert jobs.active('na')['state'] == 'running'
+    second = jobs.claim('runner-2')  # never the same job twice
+    assert second['id'] == b and jobs.claim('runner-3') is None
+    assert jobs.beat(a, 'runner-1') and not jobs.beat(a, 'runner-2')
+    jobs.finish(a, {'status': 200, 'epochs': 1})
+    assert jobs.get(a)['state'] == 'done' and jobs.get(a)['result'] == {'status': 200,
+                                                                         'epochs': 1}
+    assert jobs.active('na') is None
+    jobs.submit('na', {'epochs': 3}, limit=2)  # its next job may queue now
+
+
+def test_a_dead_runners_job_is_run_again_then_failed(jobs):
+    job = jobs.submit('net', {'epochs': 1}, limit=5)
+    assert jobs.claim('dies')['id'] == job
+    time.sleep(0.05)
+    assert jobs.recover(stale=60) == []  # a runner that beat lately is alive
+    [(again, what)] = jobs.recover(stale=0.01)
+    assert again['id'] == job and what == 'queued' and jobs.get(job)['state'] == 'queued'
+    assert jobs.claim('dies too')['attempts'] == 2
+    time.sleep(0.05)
+    [(_, what)] = jobs.recover(stale=0.01)
+    failed = jobs.get(job)
+    assert what == 'failed' and failed['state'] == 'failed'
+    assert failed['result']['status'] == 500 and 'stopped 2 times' in failed['result']['error']
+    assert not jobs.beat(job, 'dies too')

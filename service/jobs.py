@@ -1,0 +1,244 @@
+"""The training queue: every /train is a job row, run in order by whichever worker (or, with
+PostgreSQL, whichever server) has a free training slot.
+
+- ``submit`` queues a job for a net: at most one queued or running job per net (``JobExists``
+  with it: the route's 409) and at most ``limit`` queued in all (``QueueFull``: 503).
+- A worker with a free slot ``claim``s the oldest queued job (one transaction: two workers
+  never take the same job) and ``beat``s it while it runs; ``finish`` stores its answer.
+- A runner that dies (a killed worker or server) stops beating: ``recover`` puts its job
+  back in the queue once, then ends it ``failed`` with a reason, so no job is left
+  "running" forever.
+
+``SQLiteJobs`` keeps the rows in the state folder (one machine's workers); ``PostgresJobs``
+in the database (every server on it; ``FOR UPDATE SKIP LOCKED``). Every method blocks: the
+service calls them in a thread.
+"""
+import json
+import logging
+import sqlite3
+import threading
+import time
+
+from .store import StoreError
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 2  # runs a job gets before a runner's death ends it failed
+DONE_KEPT = 3600.0  # seconds a finished job's answer is kept for its waiting request
+
+
+class JobExists(Exception):
+    """The net has a job queued or running already: ``job`` is it."""
+
+    def __init__(self, job):
+        super().__init__(f'job {job["id"]} is {job["state"]}')
+        self.job = job
+
+
+class QueueFull(Exception):
+    """``queued`` jobs wait already, the most the queue takes."""
+
+    def __init__(self, queued):
+        super().__init__(f'{queued} trainings are queued')
+        self.queued = queued
+
+
+KEYS = ('id', 'net', 'spec', 'state', 'runner', 'attempts', 'created', 'heartbeat', 'result')
+
+
+def _row(row):
+    if row is None:
+        return None
+    job = dict(zip(KEYS, row))
+    job['spec'] = json.loads(job['spec']) if isinstance(job['spec'], str) else job['spec']
+    if isinstance(job['result'], str):
+        job['result'] = json.loads(job['result'])
+    return job
+
+
+class Jobs:
+    """The interface (see the module's docstring). A job is a dict: id, net, spec (what to
+    train: JSON), state ('queued', 'running', 'done', 'failed'), runner, attempts, created,
+    heartbeat (seconds since the epoch), result (the answer: JSON, with "status")."""
+
+    def submit(self, net, spec, limit):
+        raise NotImplementedError
+
+    def get(self, job_id):
+        raise NotImplementedError
+
+    def active(self, net):
+        """The net's queued or running job, None when it has none."""
+        raise NotImplementedError
+
+    def position(self, job_id):
+        """1 for the next job to run, 2 after it, ...; 0 when the job is not queued."""
+        raise NotImplementedError
+
+    def queued(self):
+        """Jobs waiting, in all."""
+        raise NotImplementedError
+
+    def claim(self, runner):
+        """The oldest queued job, now running by ``runner``; None when none waits."""
+        raise NotImplementedError
+
+    def beat(self, job_id, runner):
+        """The runner is alive; False when the job is no longer its (it was taken back)."""
+        raise NotImplementedError
+
+    def finish(self, job_id, result, failed=False):
+        raise NotImplementedError
+
+    def recover(self, stale):
+        """Jobs whose runner has not beaten for ``stale`` seconds: queued again, or failed
+        after ATTEMPTS runs. Returns [(job, 'queued' | 'failed')]."""
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class SQLiteJobs(Jobs):
+    """The queue in one SQLite file of the state folder, shared by a machine's workers."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        net TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+        runner TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        heartbeat REAL,
+        result TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
+    CREATE INDEX IF NOT EXISTS jobs_net ON jobs (net, state);
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._local = threading.local()
+        self._connect()
+
+    def __repr__(self):
+        return f'SQLiteJobs({str(self.path)!r})'
+
+    def _connect(self):
+        db = getattr(self._local, 'db', None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute('PRAGMA journal_mode=WAL')
+                db.execute('PRAGMA synchronous=NORMAL')  # a lost job is recovered anyway
+                db.executescript(self.SCHEMA)
+            except sqlite3.Error as e:
+                raise StoreError(0, f'cannot open the training queue {self.path}: {e}') from e
+            self._local.db = db
+        return db
+
+    def _write(self, work):
+        """``work(db)`` in one write transaction (one writer at a time, across processes)."""
+        db = self._connect()
+        try:
+            db.execute('BEGIN IMMEDIATE')
+            try:
+                result = work(db)
+                db.execute('COMMIT')
+                return result
+            except BaseException:
+                if db.in_transaction:
+                    db.execute('ROLLBACK')
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
+
+    def _read(self, query, args=()):
+        try:
+            return self._connect().execute(query, args).fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
+
+    def submit(self, net, spec, limit):
+        def work(db):
+            active = _row(db.execute(f'SELECT {", ".join(KEYS)} FROM jobs WHERE net = ? AND '
+                                     "state IN ('queued', 'running')", (net,)).fetchone())
+            if active is not None:
+                raise JobExists(active)
+            (queued,) = db.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()
+            if queued >= limit:
+                raise QueueFull(queued)
+            db.execute('DELETE FROM jobs WHERE state IN (?, ?) AND created < ?',
+                       ('done', 'failed', time.time() - DONE_KEPT))
+            cursor = db.execute("INSERT INTO jobs (net, spec, state, created) VALUES "
+                                "(?, ?, 'queued', ?)", (net, json.dumps(spec), time.time()))
+            return cursor.lastrowid
+        return self._write(work)
+
+    def get(self, job_id):
+        return _row(self._read(f'SELECT {", ".join(KEYS)} FROM jobs WHERE id = ?', (job_id,)))
+
+    def active(self, net):
+        return _row(self._read(f'SELECT {", ".join(KEYS)} FROM jobs WHERE net = ? AND state '
+                               "IN ('queued', 'running') ORDER BY id LIMIT 1", (net,)))
+
+    def position(self, job_id):
+        row = self._read("SELECT count(*) FROM jobs WHERE state = 'queued' AND id <= ? AND "
+                         "EXISTS (SELECT 1 FROM jobs WHERE id = ? AND state = 'queued')",
+                         (job_id, job_id))
+        return row[0]
+
+    def queued(self):
+        return self._read("SELECT count(*) FROM jobs WHERE state = 'queued'")[0]
+
+    def claim(self, runner):
+        def work(db):
+            row = db.execute(f'SELECT {", ".join(KEYS)} FROM jobs WHERE state = ? '
+                             'ORDER BY id LIMIT 1', ('queued',)).fetchone()
+            if row is None:
+                return None
+            job = _row(row)
+            now = time.time()
+            db.execute("UPDATE jobs SET state = 'running', runner = ?, heartbeat = ?, "
+                       'attempts = attempts + 1 WHERE id = ?', (runner, now, job['id']))
+            return {**job, 'state': 'running', 'runner': runner, 'heartbeat': now,
+                    'attempts': job['attempts'] + 1}
+        return self._write(work)
+
+    def beat(self, job_id, runner):
+        return self._write(lambda db: db.execute(
+            "UPDATE jobs SET heartbeat = ? WHERE id = ? AND runner = ? AND state = 'running'",
+            (time.time(), job_id, runner)).rowcount > 0)
+
+    def finish(self, job_id, result, failed=False):
+        self._write(lambda db: db.execute(
+            'UPDATE jobs SET state = ?, result = ? WHERE id = ?',
+            ('failed' if failed else 'done', json.dumps(result), job_id)))
+
+    def recover(self, stale):
+        def work(db):
+            rows = [_row(r) for r in db.execute(
+                f'SELECT {", ".join(KEYS)} FROM jobs WHERE state = ? AND heartbeat < ?',
+                ('running', time.time() - stale)).fetchall()]
+            return [(job, _take_back(db, job, '?')) for job in rows]
+        return self._write(work)
+
+    def close(self):
+        db = getattr(self._local, 'db', None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+def _take_back(db, job, mark):
+    """Queue a dead runner's job again, or end it failed after ATTEMPTS runs."""
+    if job['attempts'] < ATTEMPTS:
+        db.execute(f"UPDATE jobs SET state = 'queued', runner = NULL WHERE id = {mark}",
+                   (job['id'],))
+        return 'queued'
+    result = {'status': 500, 'error': f'the training stopped {job["attempts"]} times: the '
+              'server process running it ended each time. The net is its last saved version.'}
+    db.execute(f"UPDATE jobs SET state = 'failed', result = {mark} WHERE id = {mark}",
+               (json.dumps(result), job['id']))
+    return 'failed'
