@@ -18,13 +18,15 @@ import imaging  # noqa: F401  before cv2 anywhere: it sets OpenCV's pixel limit
 from . import observability
 from .errors import JSONErrorHandler
 from .guard import check_host
-from .nets import load_pretrained, restore_live
+from .jobs import SQLiteJobs
+from .nets import Net, Registry, first_net, load_pretrained, restore_live
 from .protocol import Budget, Request, install_header_cleaner
 from .routes import routes
 from .samples import SQLiteSampleStore
 from .settings import Settings
-from .store import FolderStore, StoreError
-from .training import SPAWN, Job, Streams, keep_alive, relay
+from .store import LIVE, FolderStore, StoreError
+from .streams import Streams, keep_alive, relay
+from .training import SPAWN, dispatch
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -115,14 +117,16 @@ def watch_workers(app, _loop):
 
 
 def open_stores(settings):
-    """(the live-net store, the sample store): PostgreSQL with --database, else the state
-    folder and SQLite in it. A sample store that cannot be opened is None (logged): the rest
-    still serves."""
+    """(the nets' store, the sample store, the training queue): PostgreSQL with --database,
+    else the state folder and SQLite files in it. A sample store that cannot be opened is
+    None (logged): the rest still serves."""
     if settings.database:
-        from .postgres import PostgresSampleStore, PostgresStore  # psycopg only when used
+        from .jobs import PostgresJobs  # psycopg only when used
+        from .postgres import PostgresSampleStore, PostgresStore
         store = PostgresStore(settings.database)
         store.prepare()
-        return store, PostgresSampleStore(settings.database, settings.max_samples)
+        return (store, PostgresSampleStore(settings.database, settings.max_samples),
+                PostgresJobs(settings.database))
     store = FolderStore(settings.state_dir)
     store.prepare(legacy=settings.models_dir)
     try:
@@ -130,33 +134,15 @@ def open_stores(settings):
     except StoreError as e:
         log.error('%s: /samples will answer 503', e)
         samples = None
-    return store, samples
+    return store, samples, SQLiteJobs(settings.state_dir / 'jobs.sqlite3')
 
 
-async def setup(app):
-    ctx, settings = app.ctx, app.ctx.settings
-    ctx.worker = f'{os.getpid()}-{id(app):x}'
-    ctx.budget = Budget(settings.max_buffered)
-    ctx.db = ThreadPoolExecutor(1, thread_name_prefix='samples')  # the sample store's calls
-    loop = asyncio.get_running_loop()
-    ctx.store, ctx.samples = await loop.run_in_executor(ctx.db, open_stores, settings)
-    ctx.pretrained, ctx.best = load_pretrained(settings)
-    ctx.job, ctx.job_task = Job(), None
-    ctx.streams = Streams(settings.max_streams)
-    ctx.hidden_cache, ctx.hidden_tasks = {}, {}
-    ctx.changes = set()  # changes of the live net under way (training.outlive_request)
-    ctx.large_answers = asyncio.Semaphore(settings.max_large_answers)
-    ctx.held_out, ctx.confusion, ctx.insight_tasks = None, {}, {}  # routes/insight.py
-    ctx.save_lock = asyncio.Lock()
-    ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
-    # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child
-    # from one. The training process cannot outlive its worker anyway: it sends through a
-    # pipe whose other end dies with the worker.
-    multiprocessing.current_process().daemon = False
-    ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')  # reads its pipe
-    ctx.decoders = ThreadPoolExecutor(settings.decoders, thread_name_prefix='decode')
-    # Only the worker that gets the lock repairs; the others read what is there and reload
-    # once it is repaired.
+def adopt_state(app):
+    """This worker's live net from the store: (graph, meta, token). In a thread: the store
+    may wait for a disk or a database. Only the worker that gets the lock repairs and, when
+    the store has no live net, saves the first one; the others read what is there and reload
+    once it is repaired."""
+    ctx = app.ctx
     try:
         lock = ctx.store.try_lock()
     except StoreError as e:
@@ -166,33 +152,81 @@ async def setup(app):
         if lock is not None:
             ctx.store.repair()
         restored = restore_live(app, repair=lock is not None)
-        if lock is not None and not restored:
+        if restored is not None:
+            return restored
+        graph, meta = first_net(app), {'validation_accuracy': None}
+        if lock is not None:
             try:
-                ctx.store.save_live(ctx.live, ctx.live_meta)
-                ctx.live_version = ctx.store.live_version()
+                version = ctx.store.save_live(graph, meta, 'start')
+                meta = {**meta, 'version': version, 'cause': 'start', 'epochs': graph.epochs}
             except StoreError as e:
                 log.error('the live net is not saved (%s); it is served from memory', e)
+        return graph, meta, ctx.store.live_version()
     finally:
         if lock is not None:
             ctx.store.release_lock(lock)
-    ctx.tasks = [asyncio.create_task(relay(app)), asyncio.create_task(keep_alive(app))]
+
+
+async def setup(app):
+    ctx, settings = app.ctx, app.ctx.settings
+    ctx.worker = f'{os.getpid()}-{id(app):x}'
+    ctx.budget = Budget(settings.max_buffered)
+    # The sample store's and the training queue's calls: one thread (a database connection
+    # is used by one thread at a time).
+    ctx.db = ThreadPoolExecutor(1, thread_name_prefix='samples')
+    loop = asyncio.get_running_loop()
+    ctx.store, ctx.samples, ctx.jobs = await loop.run_in_executor(ctx.db, open_stores, settings)
+    ctx.pretrained, ctx.best = load_pretrained(settings)
+    ctx.streams = Streams(settings.max_streams)
+    ctx.hidden_cache, ctx.hidden_tasks = {}, {}  # the shipped models' (routes/models.py)
+    ctx.changes = set()  # changes of a net under way (changes.outlive_request)
+    ctx.running = set()  # training jobs this worker runs (training.dispatch)
+    ctx.wake = asyncio.Event()  # a job was queued, or a slot freed
+    ctx.large_answers = asyncio.Semaphore(settings.max_large_answers)
+    ctx.held_out, ctx.confusion, ctx.insight_tasks = None, {}, {}  # routes/insight.py
+    ctx.created = {}  # client address -> times it created nets (routes/nets.py)
+    ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
+    # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child
+    # from one. The training process cannot outlive its worker anyway: it sends through a
+    # pipe whose other end dies with the worker.
+    multiprocessing.current_process().daemon = False
+    ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')  # reads its pipe
+    ctx.decoders = ThreadPoolExecutor(settings.decoders, thread_name_prefix='decode')
+    ctx.nets = Registry(app)
+    ctx.nets.nets[LIVE] = Net(LIVE, *await loop.run_in_executor(None, adopt_state, app))
+    ctx.tasks = [asyncio.create_task(relay(app)), asyncio.create_task(keep_alive(app)),
+                 asyncio.create_task(ctx.nets.follow()), asyncio.create_task(dispatch(app)),
+                 asyncio.create_task(expire(app))]
     if getattr(ctx, 'metrics', None) is not None:
         ctx.tasks.append(asyncio.create_task(observability.flushing(app)))
+
+
+async def expire(app):
+    """Delete the private nets idle for longer than --net-idle-days (at start, then hourly);
+    with several workers or servers each does it, harmlessly."""
+    from .routes.nets import expire_idle
+    while True:
+        try:
+            await expire_idle(app)
+        except Exception:
+            log.exception('idle nets could not be expired')
+        await asyncio.sleep(3600)
 
 
 async def teardown(app):
     ctx = app.ctx
     for task in ctx.tasks:
         task.cancel()
-    ctx.stopping.set()  # the training process sees it after the current batch
+    ctx.stopping.set()  # the training processes see it after their current batch
     ctx.streams.end()
-    if ctx.job_task is not None:  # its /train request gets a 503
-        await asyncio.gather(ctx.job_task, return_exceptions=True)
+    if ctx.running:  # their /train requests get a 503
+        await asyncio.gather(*ctx.running, return_exceptions=True)
     if ctx.changes:  # a reset or pretrain being saved ends first
         await asyncio.gather(*ctx.changes, return_exceptions=True)
     ctx.trainer.shutdown()
     ctx.decoders.shutdown()
     if ctx.samples is not None:
         ctx.db.submit(ctx.samples.close).result()
+    ctx.db.submit(ctx.jobs.close).result()
     ctx.db.shutdown()
     ctx.store.close()

@@ -47,6 +47,15 @@ class Unprocessable(SanicException):
     quiet = True
 
 
+class TooMany(SanicException):
+    """One client asked for more than its share (429, with when to try again)."""
+    status_code = 429
+    quiet = True
+
+    def __init__(self, message, retry_after=60):
+        super().__init__(message, headers={'Retry-After': str(int(retry_after))})
+
+
 class Busy(SanicException):
     """The server is at one of its limits for now; the client may retry."""
     status_code = 503
@@ -70,7 +79,7 @@ class InsufficientStorage(SanicException):
 
 __all__ = ['BadRequest', 'Busy', 'Conflict', 'Forbidden', 'InsufficientStorage', 'Missing',
            'JSONErrorHandler', 'NotFound', 'PayloadTooLargeImage', 'SanicException',
-           'Unavailable', 'UnsupportedMediaType', 'Unprocessable']
+           'TooMany', 'Unavailable', 'UnsupportedMediaType', 'Unprocessable']
 
 
 def clip(text, most=60):

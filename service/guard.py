@@ -11,6 +11,8 @@
   listed in --cors-origins) is refused, and a POST body must be application/json (a page
   elsewhere cannot send that without a preflight). The address bar, curl and the page itself
   keep working. Reads and /predict stay open to every origin.
+- A private net's name is its capability: the routes that change or read it need the name,
+  not the token; the cross-site rule still holds for them (unless the token is sent).
 """
 import functools
 import hmac
@@ -18,7 +20,8 @@ import hmac
 from sanic.exceptions import Unauthorized
 
 from .errors import BadRequest, Forbidden, clip
-from .parsing import require_json
+from .parsing import net_name, require_json
+from .store import LIVE
 
 
 def host_name(request):
@@ -73,22 +76,31 @@ def cross_site(request):
     return None
 
 
-def guarded(what):
+def guarded(what, net_in_path=False, private=False):
     """The one guard of the routes that change state or hold users' data (see the module's
-    docstring); ``what`` ends the messages' "<path> ..." (e.g. 'changes the live net')."""
+    docstring); ``what`` ends the messages' "<path> ..." (e.g. 'changes the live net').
+
+    A route that acts on one net (``net_in_path``: the URL's ``name``, else the request's
+    "net") guards the live net so, and a private net by its name alone: whoever holds the name
+    may use and change it, with no token, but a page on another site still may not (unless it
+    sends the token or its origin is listed). ``private``: the route acts on no net yet (it
+    creates one): guarded as a private net."""
 
     def decorate(handler):
         @functools.wraps(handler)
         async def guarded_handler(request, *args, **kwargs):
-            token = request.app.ctx.settings.token
-            subject = f'{request.path} {what}'
-            if token is not None:
-                given = token_given(request, token)
-                if given is not True:
-                    raise Unauthorized(f"{subject} and needs the server's token ({given}): send "
-                                       '"Authorization: Bearer <token>" or add ?token=<token>.',
-                                       scheme='Bearer', realm='better-tensorflow')
-            else:
+            settings = request.app.ctx.settings
+            token = settings.token
+            name = net_name(request, kwargs.get('name') if net_in_path else None)
+            mine = private or name != LIVE
+            subject = f'{request.path} {what}' if not mine else \
+                f'{request.path} changes or reads a private net'
+            given = token_given(request, token) if token is not None else None
+            if token is not None and not mine and given is not True:
+                raise Unauthorized(f"{subject} and needs the server's token ({given}): send "
+                                   '"Authorization: Bearer <token>" or add ?token=<token>.',
+                                   scheme='Bearer', realm='better-tensorflow')
+            if given is not True:
                 why = cross_site(request)
                 if why is not None:
                     raise Forbidden(f'{subject}, and {why}: a page on another site may not use '
@@ -105,3 +117,5 @@ def guarded(what):
 
 changes_state = guarded('changes the live net')
 holds_user_data = guarded("holds users' drawings")
+changes_a_net = guarded('changes a net', net_in_path=True)
+creates_a_net = guarded('creates a net', private=True)

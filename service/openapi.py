@@ -143,7 +143,7 @@ def openapi_document(settings, versions):
     sample_id = {'name': 'sample', 'in': 'path', 'required': True,
                  'schema': {'type': 'integer', 'minimum': 1}}
     busy_or_ok = {'200': _OK_TEXT, '409': _BUSY, **changing, **guarded.get('responses', {})}
-    return _with_operations(settings, versions, {
+    return _with_nets(settings, versions, _with_operations(settings, versions, {
         'openapi': '3.0.3',
         'info': {'title': 'better-tensorflow', 'version': '1.0.0',
                  'description': 'An MNIST digit classifier to ask, train and inspect. Every '
@@ -342,7 +342,8 @@ def openapi_document(settings, versions):
                         'sizes': _SIZES, 'epochs': _INT,
                         'validation_accuracy': {'type': 'number', 'nullable': True},
                         'learning_rate': _NUMBER, 'batch_size': _INT,
-                        'options': {'type': 'object'}}},
+                        'options': {'type': 'object'},
+                        'version': {'type': 'integer', 'nullable': True}}},
                     'best': {'type': 'integer', 'nullable': True},
                     'settings': {'type': 'object', 'description': "the server's defaults: "
                                  'default_net, max_epochs, score_samples, max_body'},
@@ -358,7 +359,108 @@ def openapi_document(settings, versions):
                     'units': {'type': 'array', 'items': {
                         'type': 'array', 'minItems': 784, 'maxItems': 784, 'items': _NUMBER}}}},
         }},
+    }))
+
+
+# ---------------------------------------------------------------------------------------
+# Private nets (routes/nets.py): a "net" on every route that reads or changes one.
+
+NET_ROUTES = ('/predict', '/compare', '/train', '/train/status', '/train/events', '/reset',
+              '/pretrain', '/model/hidden', '/confusion', '/confusion/examples', '/samples',
+              '/samples/export', '/samples/{sample}/image', '/samples/{sample}')
+_NET = {'type': 'string', 'default': 'live', 'example': 'live',
+        'description': 'the net: "live" (the shared one) or a private net\'s name (POST /nets)'}
+
+
+def _with_nets(settings, versions, document):
+    """``document`` with "net" on the routes of NET_ROUTES (a JSON body's field, else a query
+    parameter; 404 for a name that is no net's) and the /nets routes."""
+    unknown = _error('no net of that name')
+    for path in NET_ROUTES:
+        for method, operation in document['paths'][path].items():
+            body = operation.get('requestBody', {}).get('content', {}).get('application/json')
+            if body is not None:
+                schema = body['schema']
+                if '$ref' in schema:
+                    schema = document['components']['schemas'][schema['$ref'].split('/')[-1]]
+                schema.setdefault('properties', {})['net'] = _NET
+            if body is None or method == 'get':
+                operation.setdefault('parameters', []).append(
+                    {'name': 'net', 'in': 'query', 'required': False, 'schema': _NET})
+            operation['responses'].setdefault('404', unknown)
+    document['paths']['/samples']['post']['requestBody']['content']['application/json'][
+        'schema']['properties']['share'] = {
+            'type': 'boolean', 'default': False,
+            'description': 'a private net\'s drawing: share it with the live net too'}
+    name = {'name': 'name', 'in': 'path', 'required': True, 'schema': _NET}
+    guard = ({'security': [{'bearer': []}, {'token': []}]} if settings.token else {})
+    refused = {'403': _error('a cross-site request'), **(
+        {'401': _error('no token, or a wrong one (the live net)')} if settings.token else {})}
+    net = {'type': 'object', 'properties': {
+        'net': {'type': 'string'}, 'sizes': _SIZES, 'version': _INT, 'epochs': _INT,
+        'from': {'type': 'string'}, 'created': {'type': 'string'}}}
+    document['paths'].update({
+        '/nets': {
+            'post': {
+                'summary': 'a private net of your own: a copy of the live net, of a shipped '
+                           'model, or a fresh one; its name (128 random bits) is its key',
+                'requestBody': {'required': False, 'content': {'application/json': {
+                    'schema': {'type': 'object', 'additionalProperties': False, 'properties': {
+                        'from': {'oneOf': [{'type': 'string', 'enum': ['live', 'fresh']},
+                                           {'type': 'integer', 'enum': list(versions) or [1]}],
+                                 'default': 'live'}}}}}},
+                'responses': {'201': _json(net, 'made'), '400': _error('bad "from"'),
+                              '415': _error('a body that is not application/json'),
+                              '429': _error('this address made --nets-per-hour nets already'),
+                              '503': _error('the store is unreachable'),
+                              '507': _error('--max-nets nets, or the disk is full'),
+                              '403': _error('a cross-site request')}},
+            'get': {'summary': "the operator's list of private nets", **guard,
+                    'responses': {'200': _json({'type': 'object', 'properties': {
+                        'total': _INT, 'nets': {'type': 'array', 'items': net}}}),
+                        '503': _error('the store is unreachable'), **refused}}},
+        '/nets/{name}': {
+            'get': {'summary': 'what a net is: sizes, version, epochs, drawings, training',
+                    'parameters': [name],
+                    'responses': {'200': _json(net), '404': unknown,
+                                  '503': _error('the store is unreachable')}},
+            'delete': {'summary': 'delete a private net, its versions and drawings',
+                       'parameters': [name], **guard,
+                       'responses': {'204': {'description': 'deleted'}, '404': unknown,
+                                     '409': _error('it trains, or it is the live net'),
+                                     '503': _error('the store is unreachable'), **refused}}},
+        '/nets/{name}/versions': {'get': {
+            'summary': "a net's kept versions, oldest first, and the current one",
+            'parameters': [name],
+            'responses': {'200': _json({'type': 'object', 'properties': {
+                'versions': {'type': 'array', 'items': {'type': 'object'}},
+                'current': {'type': 'integer', 'nullable': True}}}), '404': unknown,
+                '503': _error('the store is unreachable')}}},
+        '/nets/{name}/rollback': {'post': {
+            'summary': 'the net answers as version k did (a new version, cause "rollback")',
+            'parameters': [name], **guard,
+            'requestBody': {'required': True, 'content': {'application/json': {'schema': {
+                'type': 'object', 'required': ['version'], 'additionalProperties': False,
+                'properties': {'version': {'type': 'integer', 'minimum': 1}}}}}},
+            'responses': {'200': _json(net), '400': _error('bad version'),
+                          '404': _error('no such net, or the version was pruned'),
+                          '409': _BUSY, '415': _error('a body that is not application/json'),
+                          '503': _error('the store is unreachable'),
+                          '507': _error('the disk is full'), **refused}}},
+        '/samples/{sample}/share': {'post': {
+            'summary': "share a private net's drawing with the live net, or stop",
+            'parameters': [{'name': 'sample', 'in': 'path', 'required': True,
+                            'schema': {'type': 'integer', 'minimum': 1}}],
+            'requestBody': {'required': True, 'content': {'application/json': {'schema': {
+                'type': 'object', 'required': ['share'], 'additionalProperties': False,
+                'properties': {'net': _NET, 'share': {'type': 'boolean'}}}}}},
+            'responses': {'200': _json({'type': 'object'}), '400': _error('bad body'),
+                          '404': _error('no such net, or no such sample of it'),
+                          '415': _error('a body that is not application/json'),
+                          '503': _error('the sample store is unreachable'), **refused},
+            **guard}},
     })
+    return document
 
 
 # ---------------------------------------------------------------------------------------

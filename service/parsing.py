@@ -1,10 +1,14 @@
 """Request parsing: every check names the bad value and what is expected, quoting at most a
-short prefix of it, and no body costs more to parse than its size allows."""
+short prefix of it, and no body costs more to parse than its size allows; and the JSON of
+answers holding numpy arrays (``dump_numpy``)."""
 import json
 import re
 
+import orjson
+
 from .errors import BadRequest, UnsupportedMediaType
 from .nets import is_int
+from .store import LIVE
 
 SHOWN = 60  # characters of a bad value quoted in an error message
 
@@ -16,8 +20,25 @@ def json_body(request, allowed, example):
     brackets and commas than ``max_json_values`` is refused before it is parsed: a 16 MiB
     ``[[],[],...]`` would otherwise hold the event loop for seconds.
     """
+    parsed = parsed_body(request, example)
+    if parsed is None:
+        return None
+    unknown = sorted(set(parsed) - set(allowed))
+    if unknown:
+        listed = [key[:SHOWN] for key in unknown[:5]] + (['...'] if len(unknown) > 5 else [])
+        raise BadRequest(f'unknown field(s) {listed}: the accepted fields are '
+                         f'{list(allowed)}.')
+    return parsed
+
+
+def parsed_body(request, example='{...}'):
+    """The body's JSON object, parsed once per request (the guard and the handler both read
+    it); None when the body is empty."""
+    if 'json' in request.ctx.__dict__:
+        return request.ctx.json
     body = request.body
     if not body:
+        request.ctx.json = None
         return None
     require_json(request)
     limit = request.app.ctx.settings.max_json_values
@@ -36,12 +57,26 @@ def json_body(request, allowed, example):
                          f'{example}.') from None
     if not isinstance(parsed, dict):
         raise BadRequest(f'the body must be a JSON object like {example}, got {shown(parsed)}.')
-    unknown = sorted(set(parsed) - set(allowed))
-    if unknown:
-        listed = [key[:SHOWN] for key in unknown[:5]] + (['...'] if len(unknown) > 5 else [])
-        raise BadRequest(f'unknown field(s) {listed}: the accepted fields are '
-                         f'{list(allowed)}.')
+    request.ctx.json = parsed
     return parsed
+
+
+def net_name(request, path=None):
+    """The net a request names: the URL's (``path``), else "net" in its JSON body, else
+    ?net=, else the shared net, "live". 400 when it is not a string; whether it names a net is
+    the registry's to say (404)."""
+    if path is not None:
+        return path
+    body = parsed_body(request) if request.method in ('POST', 'PUT', 'PATCH', 'DELETE') \
+        else None
+    if body is not None and 'net' in body:
+        name = body['net']
+    else:
+        name = request.get_args(keep_blank_values=True).get('net', LIVE)
+    if not isinstance(name, str):
+        raise BadRequest(f'net must be a net\'s name (a string: "live", or the name POST /nets '
+                         f'answered with), got {shown(name)}.')
+    return name
 
 
 def require_json(request, also=()):
@@ -112,3 +147,9 @@ def parse_epochs(value, maximum):
     if not is_int(value) or not 1 <= value <= maximum:
         raise BadRequest(f'epochs must be an integer from 1 to {maximum}, got {shown(value)}.')
     return value
+
+
+def dump_numpy(data):
+    """JSON of data holding numpy arrays and floats, each number in the fewest digits that
+    read back to the same value."""
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -6,10 +6,12 @@ folder (the standard library's sqlite3, WAL journal, every commit synced to disk
 every worker of the machine: a sample is seen by all as soon as its insert commits, and a
 process killed mid-insert leaves no half-written row.
 
-A sample is the image as submitted (its sha256 makes a second post of the same bytes the
-same sample), the 28x28 uint8 image the net sees, the label the user gave, and what the net
-read when it was stored. Every fifth sample by id (id % 5 == 0) is never trained on: those
-are the samples' validation set.
+A sample is the image as submitted (its sha256 makes a second post of the same bytes to the
+same net the same sample), the 28x28 uint8 image the net sees, the label the user gave, what
+the net read when it was stored, and the net it was kept with: the live net's own, or a
+private net's. A private net's drawing is its owner's alone unless shared: the live net
+sees (lists, trains on) its own drawings and the shared ones. Every fifth sample by id
+(id % 5 == 0) is never trained on: those are the samples' validation set.
 """
 import datetime
 import hashlib
@@ -21,34 +23,58 @@ import numpy as np
 
 from preprocess import is_sample_validation as is_validation  # noqa: F401  one rule for all
 
-from .store import StoreError, StoreFull
+from .store import LIVE, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 
 
+def digest_of(original, net):
+    """A sample's identity: its bytes, per net (the live net's as before nets had names)."""
+    return hashlib.sha256(original if net == LIVE else
+                          net.encode() + b'\0' + original).hexdigest()
+
+
+def visible(net, mark):
+    """(SQL condition, arguments) of the samples ``net`` sees; ``mark`` the driver's
+    placeholder."""
+    if net == LIVE:
+        return f'(net = {mark} OR shared)', (LIVE,)
+    return f'net = {mark}', (net,)
+
+
 class SampleStore:
-    """The interface; every method may raise StoreError (StoreFull at the limit)."""
+    """The interface; every method may raise StoreError (StoreFull at the limit). ``net``:
+    the net the samples belong to (``live`` sees its own and the shared ones)."""
 
-    def add(self, original, pixels, label, predicted, model):
+    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False):
         """Store a sample: ``original`` bytes, ``pixels`` (784,) uint8, ``label`` 0..9, what
-        ``model`` read (``predicted``). Returns ({id, label, predicted, model}, created);
-        created is False when the same original bytes were stored before: that sample is
-        returned and nothing changes."""
+        ``model`` read (``predicted``), kept with ``net`` (shared with the live net or not).
+        Returns ({id, label, predicted, model, shared}, created); created is False when the
+        same original bytes were stored with that net before: that sample is returned and
+        nothing changes."""
         raise NotImplementedError
 
-    def list(self, label=None, offset=0, limit=50):
-        """(total matching, [{id, label, predicted, model, created}] newest first)."""
+    def list(self, label=None, offset=0, limit=50, net=LIVE):
+        """(total matching, [{id, label, predicted, model, created, shared}] newest first)."""
         raise NotImplementedError
 
-    def image(self, sample_id, original=False):
+    def image(self, sample_id, original=False, net=LIVE):
         """The 784 pixels (bytes) or the original bytes of a sample; None if unknown."""
         raise NotImplementedError
 
-    def delete(self, sample_id):
+    def delete(self, sample_id, net=LIVE):
         """Whether a sample was deleted."""
         raise NotImplementedError
 
-    def arrays(self):
+    def share(self, sample_id, net, shared):
+        """Share a private net's sample with the live net (or stop); whether it is the net's."""
+        raise NotImplementedError
+
+    def delete_net(self, net):
+        """Delete every sample kept with a private net; how many."""
+        raise NotImplementedError
+
+    def arrays(self, net=LIVE):
         """(ids (n,), X (n, 784) uint8, y (n,) uint8) of every sample, oldest first."""
         raise NotImplementedError
 
@@ -74,6 +100,8 @@ class SQLiteSampleStore(SampleStore):
     );
     CREATE INDEX IF NOT EXISTS samples_label ON samples (label, id);
     """
+    # Added when nets got names: the net a sample was kept with, and whether it is shared.
+    COLUMNS = {'net': "TEXT NOT NULL DEFAULT 'live'", 'shared': 'INTEGER NOT NULL DEFAULT 0'}
 
     def __init__(self, path, limit):
         self.path, self.limit = path, limit
@@ -91,6 +119,11 @@ class SQLiteSampleStore(SampleStore):
                 db.execute('PRAGMA journal_mode=WAL')
                 db.execute('PRAGMA synchronous=FULL')  # a commit is on disk when it returns
                 db.executescript(self.SCHEMA)
+                have = {row[1] for row in db.execute('PRAGMA table_info(samples)')}
+                for name, kind in self.COLUMNS.items():
+                    if name not in have:
+                        db.execute(f'ALTER TABLE samples ADD COLUMN {name} {kind}')
+                db.execute('CREATE INDEX IF NOT EXISTS samples_net ON samples (net, id)')
             except sqlite3.Error as e:
                 raise StoreError(0, f'cannot open the sample store {self.path}: {e}') from e
             self._local.db = db
@@ -106,18 +139,19 @@ class SQLiteSampleStore(SampleStore):
         except sqlite3.Error as e:  # e.g. a row the schema refuses
             raise StoreError(0, f'the sample store {self.path} refused it: {e}') from e
 
-    def add(self, original, pixels, label, predicted, model):
-        digest = hashlib.sha256(original).hexdigest()
+    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False):
+        digest = digest_of(original, net)
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')
+        keys = ('id', 'label', 'predicted', 'model', 'shared')
 
         def work(db):
             db.execute('BEGIN IMMEDIATE')  # one writer at a time, across processes
             try:
-                row = db.execute('SELECT id, label, predicted, model FROM samples '
+                row = db.execute('SELECT id, label, predicted, model, shared FROM samples '
                                  'WHERE sha256 = ?', (digest,)).fetchone()
                 if row is not None:
                     db.execute('COMMIT')
-                    return dict(zip(('id', 'label', 'predicted', 'model'), row)), False
+                    return {**dict(zip(keys, row)), 'shared': bool(row[4])}, False
                 (count,) = db.execute('SELECT count(*) FROM samples').fetchone()
                 if count >= self.limit:
                     db.execute('ROLLBACK')
@@ -125,44 +159,63 @@ class SQLiteSampleStore(SampleStore):
                                         '(--max-samples)')
                 cursor = db.execute(
                     'INSERT INTO samples (sha256, label, predicted, model, pixels, original, '
-                    'created) VALUES (?, ?, ?, ?, ?, ?, ?)',
-                    (digest, label, predicted, model, bytes(pixels), bytes(original), created))
+                    'created, net, shared) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    (digest, label, predicted, model, bytes(pixels), bytes(original), created,
+                     net, int(bool(shared))))
                 db.execute('COMMIT')
                 return {'id': cursor.lastrowid, 'label': label, 'predicted': predicted,
-                        'model': model}, True
+                        'model': model, 'shared': bool(shared)}, True
             except BaseException:
                 if db.in_transaction:
                     db.execute('ROLLBACK')
                 raise
         return self._run(work)
 
-    def list(self, label=None, offset=0, limit=50):
-        where, args = ('WHERE label = ?', (label,)) if label is not None else ('', ())
+    def list(self, label=None, offset=0, limit=50, net=LIVE):
+        where, args = visible(net, '?')
+        if label is not None:
+            where, args = f'{where} AND label = ?', (*args, label)
 
         def work(db):
-            (total,) = db.execute(f'SELECT count(*) FROM samples {where}', args).fetchone()
-            rows = db.execute(f'SELECT id, label, predicted, model, created FROM samples {where} '
-                              'ORDER BY id DESC LIMIT ? OFFSET ?', (*args, limit, offset))
-            keys = ('id', 'label', 'predicted', 'model', 'created')
-            return total, [dict(zip(keys, row)) for row in rows]
+            (total,) = db.execute(f'SELECT count(*) FROM samples WHERE {where}',
+                                  args).fetchone()
+            rows = db.execute(f'SELECT id, label, predicted, model, created, shared FROM '
+                              f'samples WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?',
+                              (*args, limit, offset))
+            keys = ('id', 'label', 'predicted', 'model', 'created', 'shared')
+            return total, [{**dict(zip(keys, row)), 'shared': bool(row[5])} for row in rows]
         return self._run(work)
 
-    def image(self, sample_id, original=False):
+    def image(self, sample_id, original=False, net=LIVE):
         column = 'original' if original else 'pixels'
+        where, args = visible(net, '?')
 
         def work(db):
-            row = db.execute(f'SELECT {column} FROM samples WHERE id = ?',
-                             (sample_id,)).fetchone()
+            row = db.execute(f'SELECT {column} FROM samples WHERE id = ? AND {where}',
+                             (sample_id, *args)).fetchone()
             return None if row is None else bytes(row[0])
         return self._run(work)
 
-    def delete(self, sample_id):
-        return self._run(lambda db: db.execute('DELETE FROM samples WHERE id = ?',
-                                               (sample_id,)).rowcount > 0)
+    def delete(self, sample_id, net=LIVE):
+        where, args = visible(net, '?')
+        return self._run(lambda db: db.execute(f'DELETE FROM samples WHERE id = ? AND {where}',
+                                               (sample_id, *args)).rowcount > 0)
 
-    def arrays(self):
+    def share(self, sample_id, net, shared):
+        return self._run(lambda db: db.execute(
+            'UPDATE samples SET shared = ? WHERE id = ? AND net = ?',
+            (int(bool(shared)), sample_id, net)).rowcount > 0)
+
+    def delete_net(self, net):
+        return self._run(lambda db: db.execute('DELETE FROM samples WHERE net = ?',
+                                               (net,)).rowcount)
+
+    def arrays(self, net=LIVE):
+        where, args = visible(net, '?')
+
         def work(db):
-            rows = db.execute('SELECT id, label, pixels FROM samples ORDER BY id').fetchall()
+            rows = db.execute(f'SELECT id, label, pixels FROM samples WHERE {where} '
+                              'ORDER BY id', args).fetchall()
             ids = np.array([r[0] for r in rows], np.int64)
             y = np.array([r[1] for r in rows], np.uint8)
             X = np.frombuffer(b''.join(r[2] for r in rows), np.uint8).reshape(-1, 784)

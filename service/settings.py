@@ -104,6 +104,15 @@ class Settings:
     max_samples: int = 100_000  # stored samples (507 past it)
     max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
     sample_share: float = 0.03  # of every epoch of a training with samples: drawn from them
+    # Nets: the shared one and private ones (routes/nets.py), their versions, the queue
+    max_nets: int = 1000  # private nets on the server (507 past it)
+    nets_per_hour: int = 200  # private nets one client address may create in an hour (429)
+    max_versions: int = 10  # versions kept per net, the oldest pruned (never the current)
+    net_idle_days: float = 30.0  # a private net unused this long is deleted
+    net_memory: int = 512 * 2 ** 20  # bytes of weights of loaded nets; least recently used
+    #                                  private ones unloaded past it (reloaded when used)
+    max_trainings: int = field(default_factory=lambda: max(1, usable_cpus() - 1))  # at once
+    max_queued: int = 100  # trainings waiting in the queue (503 past it)
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments
@@ -123,12 +132,14 @@ class Settings:
         object.__setattr__(self, 'default_sizes', tuple(self.default_sizes))
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
-                     'max_samples', 'max_sample_bytes', 'max_large_answers'):
+                     'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
+                     'nets_per_hour', 'max_versions', 'net_memory', 'max_trainings',
+                     'max_queued'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
         for name in ('request_timeout', 'write_timeout', 'keep_alive_timeout', 'train_timeout',
-                     'graceful_timeout', 'metrics_interval'):
+                     'graceful_timeout', 'metrics_interval', 'net_idle_days'):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f'{name} must be a positive number of seconds, got {value!r}.')

@@ -172,11 +172,11 @@ class Store:
 def version_record(net, meta, version, cause):
     """What a store keeps about a version, beside its net."""
     return {**meta, 'version': version, 'created': now_iso(), 'cause': cause,
-            'epochs': net.epochs, 'digest': weights_digest(net)}
+            'epochs': net.epochs, 'sizes': list(net.sizes), 'digest': weights_digest(net)}
 
 
 def version_summary(record):
-    return {k: record.get(k) for k in ('version', 'created', 'cause', 'epochs',
+    return {k: record.get(k) for k in ('version', 'created', 'cause', 'epochs', 'sizes',
                                        'validation_accuracy')}
 
 
@@ -402,8 +402,14 @@ class FolderStore(Store):
         found = []
         for name in names:
             about = self.about(name) if is_net_name(name) and name != LIVE else None
-            if about is not None:
-                found.append({'net': name, **about})
+            if about is None:
+                continue
+            try:
+                current = version_summary(json.loads(self._files(name)[1].read_text()))
+            except (OSError, ValueError, AttributeError):
+                current = {}
+            found.append({'net': name, **about, 'version': current.get('version'),
+                          'sizes': current.get('sizes')})
         return found
 
     def delete_net(self, name):

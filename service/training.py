@@ -1,16 +1,22 @@
-"""Training jobs and their progress, for every worker.
+"""Training jobs: the queue every /train goes through, and running a job.
 
-One job at a time across every worker (the store's lock) trains a copy of the live net in a
-process of its own (``trainer.train``: no GIL shared with the event loop), which sends its
-progress and then the trained net back through a pipe; predictions keep using the last
-complete net until the trained one is saved and swapped in. The job's worker publishes its
-status in the store; the other workers relay it to their event streams.
+A /train is a job in the training queue (``jobs.py``): at most one per net, at most
+``--max-queued`` waiting; it answers when its job is done, as before. Every worker runs a
+``dispatch`` loop: while the machine has a free training slot (``--max-trainings`` at once,
+flock'ed files in the state folder: every worker of the machine shares them), it claims the
+oldest queued job, of any worker or (with PostgreSQL) any server, and trains a copy of the
+net's newest version in a process of its own (``trainer.train``: no GIL shared with the event
+loop), which sends its progress and then the trained net back through a pipe; predictions keep
+using the last complete version until the trained one is saved and swapped in. The running
+worker publishes the job's status for the net; the others relay it to their event streams.
+A runner that dies stops beating: its job is run again once, elsewhere, then ends failed.
 """
 import asyncio
+import fcntl
 import functools
-import json
 import logging
 import multiprocessing
+import os
 import signal
 import time
 import zipfile
@@ -20,18 +26,22 @@ import numpy as np
 import better_tensorflow as btf
 
 from . import observability, trainer
+from .changes import acquire
 from .errors import BadRequest, Busy, Conflict, SanicException, Unavailable
-from .nets import make_live, sync_live
+from .jobs import JobExists, QueueFull
 from .samples import is_validation
-from .store import StoreError
+from .store import LIVE, StoreError
 
 log = logging.getLogger(__name__)
 SPAWN = multiprocessing.get_context('spawn')  # a fresh interpreter: no copy of our threads
+BEAT = 5.0  # seconds between a running job's heartbeats
+STALE = 20.0  # seconds without one after which its runner counts as dead
+WAIT = 0.1  # seconds between two looks at a waiting job
 
 
 class Job:
-    """Progress of the current (or last) training job, as /train/status shows it. Only the
-    event loop changes it."""
+    """Progress of a net's current (or last) training job, as /train/status shows it. Only
+    the event loop changes it."""
 
     def __init__(self, epochs=0, batches=0, start=0, name=''):
         self.name = name  # unique across workers
@@ -49,151 +59,61 @@ class Job:
 
     def status(self):
         figures = {} if self.before is None else {'before': self.before, 'after': self.after}
-        return {'running': self.running, **self.progress(), 'history': list(self.history),
-                **figures}
-
-
-def sse(event, payload):
-    return f'event: {event}\ndata: {json.dumps(payload)}\n\n'
-
-
-class Streams:
-    """This worker's open /train/events streams. An event is encoded once and queued for
-    each; an idle stream costs a queue and a waiting task, nothing more. A stream whose
-    client stopped reading is ended rather than buffered for."""
-
-    QUEUE = 64  # events a slow client may fall behind by before its stream ends
-
-    def __init__(self, limit):
-        self.limit, self.queues = limit, set()
-
-    def open(self):
-        if len(self.queues) >= self.limit:
-            raise Busy(f'{len(self.queues)} event streams are open on this server, the most '
-                       'it keeps (--max-streams); poll /train/status instead, or try again '
-                       'later.', retry_after=5)
-        queue = asyncio.Queue(self.QUEUE)
-        self.queues.add(queue)
-        return queue
-
-    def close(self, queue):
-        self.queues.discard(queue)
-
-    def send(self, event, payload):
-        self.send_text(sse(event, payload))
-
-    def send_text(self, text):
-        for queue in self.queues:
-            if queue.full():  # stalled: end it
-                while not queue.empty():
-                    queue.get_nowait()
-                queue.put_nowait(None)
-            else:
-                queue.put_nowait(text)
-
-    def end(self):
-        self.send_text(None)
-
-
-async def keep_alive(app):
-    """One comment on every stream every ``keep_alive`` seconds (proxies close silent ones)."""
-    while True:
-        await asyncio.sleep(app.ctx.settings.keep_alive)
-        app.ctx.streams.send_text(': keep-alive\n\n')
+        return {'running': self.running, 'state': 'running' if self.running else 'idle',
+                **self.progress(), 'history': list(self.history), **figures}
 
 
 # ---------------------------------------------------------------------------------------
 # The status every worker shows.
 
-def publish(app, job, done=None):
+def publish(app, net, job, done=None, state=None):
     """Write the job's status (and its final answer) for the other workers."""
-    app.ctx.store.write_status({'job': job.name, 'worker': app.ctx.worker,
-                                'status': job.status(), 'done': done})
+    status = job.status()
+    if state is not None:
+        status.update(state)
+    app.ctx.store.write_status({'job': job.name, 'worker': app.ctx.worker, 'status': status,
+                                'done': done}, net)
 
 
-def current_status(app):
-    """/train/status of the current or last job, whichever worker runs it."""
+async def current_status(app, net):
+    """/train/status of the net's current or last job, whichever worker runs it; a job still
+    in the queue says so, with its place in it (1: next)."""
     ctx = app.ctx
-    shared = None if ctx.job.running else ctx.store.read_status()
+    if net.job.running:
+        return net.job.status()
+    shared = ctx.store.read_status(net.name)
     if shared is None:
-        return ctx.job.status()
-    status = shared['status']
-    if status.get('running') and not ctx.store.locked():  # its worker died
-        status = {**status, 'running': False}
+        return Job().status()
+    status = dict(shared['status'])
+    if status.get('running') and not ctx.store.locked(net.name):  # its worker died
+        status.update(running=False, state='failed')
+    if status.get('state') == 'queued':
+        job = await in_queue(app, 'active', net.name)
+        if job is None or job['state'] != 'queued':
+            status['state'] = 'idle' if job is None else job['state']
+            status.pop('position', None)
+        else:
+            status['position'] = await in_queue(app, 'position', job['id'])
     return status
 
 
-async def acquire(app, action, patience=2.0):
-    """The store's job lock (taken in a thread: a database store waits for the network), or
-    409 with the running job's status (503 when the store cannot be reached). A short hold
-    (a reset, a pretrain, a worker repairing the state as it starts) is waited for, up to
-    ``patience`` seconds; a running training is not."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience
-    while True:
-        try:
-            lock = await taken_in_thread(app, loop)
-        except StoreError as e:
-            raise Unavailable(f'cannot {action}: {e.strerror}; the live net is unchanged.') \
-                from None
-        if lock is not None or current_status(app)['running'] or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    if lock is None:
-        status = current_status(app)
-        busy = ('training runs; wait for it to finish (see /train/status)' if status['running']
-                else 'another request changes the live net; try again')
-        raise Conflict(f'cannot {action} while {busy}.', context={'status': status})
-    return lock
-
-
-async def taken_in_thread(app, loop):
-    """store.try_lock in a thread. If the wait is cancelled (its request's client hung up),
-    the thread still finishes: a lock it took is released then, never left held."""
-    store = app.ctx.store
-    future = loop.run_in_executor(None, store.try_lock)
+async def in_queue(app, method, *args):
+    """A call of the training queue, in a thread; 503 when it cannot be reached."""
     try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        def release(done):
-            if not done.cancelled() and done.exception() is None and done.result() is not None:
-                store.release_lock(done.result())
-        future.add_done_callback(release)
-        raise
+        return await asyncio.get_running_loop().run_in_executor(
+            app.ctx.db, getattr(app.ctx.jobs, method), *args)
+    except StoreError as e:
+        raise Unavailable(f'the training queue cannot be reached: {e.strerror}; nothing was '
+                          'changed.') from None
 
 
-async def outlive_request(app, coroutine):
-    """Run a change of the live net, begun under the job lock, to its end whatever happens to
-    the request that asked for it: a client that hangs up cancels its handler, and a change
-    cut half-way (the lock released while its save still ran in a thread) could overwrite a
-    later change that had already answered 200. The request still waiting gets the answer."""
-    task = asyncio.create_task(coroutine)
-    app.ctx.changes.add(task)
-    task.add_done_callback(app.ctx.changes.discard)
-    return await asyncio.shield(task)
-
-
-async def replace_live(app, action, make_net):
-    """Make ``make_net()`` the live net once it is saved, under the job lock (409 while a job
-    runs or another change is being made). A client that hangs up before the lock is taken
-    changes nothing; once it is taken, the change runs to its end (outlive_request)."""
-    lock = await acquire(app, action)
-
-    async def change():
-        try:
-            await make_live(app, make_net(), {'validation_accuracy': None})
-        finally:
-            app.ctx.store.release_lock(lock)
-    await outlive_request(app, change())
-
-
-def on_step(app, job, info):
+def on_step(app, net, job, info):
     """Record one batch or epoch reported by Graph.run (on the event loop)."""
-    ctx = app.ctx
+    ctx, name = app.ctx, net.name
     if info['event'] == 'before':  # the net's validation figures as the job starts
         job.before = info['before']
-        ctx.streams.send('before', job.before)
-        publish(app, job)
+        ctx.streams.send(name, 'before', job.before)
+        publish(app, name, job)
         return
     job.epoch, job.batch = info['epoch'] - job.start, info['batch']
     if info['event'] == 'epoch':
@@ -202,69 +122,20 @@ def on_step(app, job, info):
                   'seconds': round(info['seconds'], 2)}
         job.history.append(record)
         observability.training(app, 'epoch', info['seconds'])
-        ctx.streams.send('epoch', {**record, 'epochs': job.epochs})
-        publish(app, job)
+        ctx.streams.send(name, 'epoch', {**record, 'epochs': job.epochs})
+        publish(app, name, job)
     elif time.monotonic() - job.last_progress >= ctx.settings.progress_interval:
         job.last_progress = time.monotonic()
-        ctx.streams.send('progress', job.progress())
-        publish(app, job)
+        ctx.streams.send(name, 'progress', job.progress())
+        publish(app, name, job)
 
 
-def finish(app, job, done):
+def finish(app, net, job, done):
     observability.training(app, 'failed' if 'error' in done else 'finished')
     job.running = False
     job.after = done.get('after')
-    app.ctx.streams.send('done', done)
-    publish(app, job, done)
-
-
-def replay(streams, seen, state):
-    """Send what another worker's job did between two reads of its status."""
-    if seen is None or seen['job'] != state['job']:
-        seen = {'status': {'history': [], 'epoch': 0, 'batch': 0}, 'done': None}
-    old, new = seen['status'], state['status']
-    if new.get('before') is not None and old.get('before') is None:
-        streams.send('before', new['before'])
-    for record in new['history'][len(old['history']):]:
-        streams.send('epoch', {**record, 'epochs': new['epochs']})
-    if new['running'] and (new['epoch'], new['batch']) != (old['epoch'], old['batch']):
-        streams.send('progress', {k: new[k] for k in ('epoch', 'epochs', 'batch', 'batches')})
-    if state['done'] is not None and seen['done'] is None:
-        streams.send('done', state['done'])
-
-
-def orphaned(app, state):
-    """Whether ``state`` is another worker's job that ended without a word: it is running
-    and has no answer, yet nobody holds the job lock (its worker was killed)."""
-    return (state is not None and state.get('worker') != app.ctx.worker and
-            state.get('done') is None and state['status'].get('running') and
-            not app.ctx.store.locked())
-
-
-async def relay(app):
-    """Forward other workers' training events to this worker's streams: one version check
-    of the status every ``progress_interval``. A job whose worker died ends them with an
-    error."""
-    ctx = app.ctx
-    store, interval = ctx.store, ctx.settings.progress_interval
-    version, seen = store.status_version(), store.read_status()
-    while True:
-        await asyncio.sleep(interval)
-        if store.status_version() == version:
-            if ctx.streams.queues and orphaned(app, seen):
-                log.warning('a training of the live net ended unfinished: its worker died')
-                seen = {**seen, 'done': {'error': 'the training stopped: the server process '
-                                         'running it ended. The live net is the last one '
-                                         'saved.'}}
-                ctx.streams.send('done', seen['done'])
-            continue
-        version, state = store.status_version(), store.read_status()
-        if state is not None and state.get('worker') != ctx.worker:
-            try:
-                replay(ctx.streams, seen, state)
-            except (KeyError, TypeError, ValueError) as e:
-                log.warning('ignoring a malformed training status (%s)', e)
-        seen = state
+    app.ctx.streams.send(net.name, 'done', done)
+    publish(app, net.name, job, done, {'state': 'failed' if 'error' in done else 'done'})
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,42 +157,185 @@ def training_samples(settings):
         raise Unavailable(f'the training data {path} cannot be read ({e}). {how}') from None
 
 
-async def start_job(app, epochs, with_samples=False):
-    """Take the lock, start a job on a copy of the newest live net (on MNIST, and with
-    ``with_samples`` on the stored samples too); its answer. Once the lock is taken, starting
-    runs to its end even if the client hangs up (the job itself always did); a client gone
-    before that starts nothing."""
-    lock = await acquire(app, 'start another training')
-    return await outlive_request(app, begin_job(app, lock, epochs, with_samples))
-
-
-async def begin_job(app, lock, epochs, with_samples):
+async def start_job(app, net, epochs, with_samples=False):
+    """Queue a job for the net (409 when it has one queued or running, 503 when the queue is
+    full) and answer when it is done, whichever worker or server runs it. What would make it
+    fail at once (no training data, no samples to train on) is checked first. A client that
+    hangs up leaves its job in the queue: it runs all the same."""
     ctx = app.ctx
+    training_samples(ctx.settings)
+    if with_samples:
+        await stored_samples(app, net.name)
+    spec = {'epochs': epochs, 'samples': with_samples}
+    try:
+        job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued)
+    except JobExists as e:
+        status = await current_status(app, net)
+        busy = ('training runs; wait for it to finish (see /train/status)'
+                if e.job['state'] == 'running' else
+                'its training waits in the queue (see /train/status)')
+        raise Conflict(f'cannot start another training of this net while {busy}.',
+                       context={'status': status}) from None
+    except QueueFull as e:
+        raise Busy(f'{e.queued} trainings are waiting, the most this server queues '
+                   '(--max-queued); try again in a minute.', retry_after=30) from None
+    ctx.wake.set()
+    return await wait_for_job(app, net, job_id)  # the job runs whether its client waits or not
+
+
+async def wait_for_job(app, net, job_id):
+    """The answer of a queued job, once it is done; while it waits, its place in the queue
+    is published (``queued`` events, /train/status) whenever it changes."""
+    ctx, place = app.ctx, None
+    while True:
+        job = await in_queue(app, 'get', job_id)
+        if job is None:
+            raise Unavailable('the training job was lost from the queue; try again.')
+        if job['state'] in ('done', 'failed'):
+            result = dict(job['result'] or {})
+            status = result.pop('status', 500)
+            if status >= 400:
+                raise SanicException(result.get('error', 'training failed.'), status,
+                                     context={k: v for k, v in result.items() if k != 'error'}
+                                     or None)
+            return result
+        if job['state'] == 'queued':
+            position = await in_queue(app, 'position', job_id)
+            if position != place:
+                place = position
+                ctx.streams.send(net.name, 'queued', {'position': position})
+                publish(app, net.name, Job(name=f'queued-{job_id}'),
+                        state={'state': 'queued', 'position': position})
+        await asyncio.sleep(WAIT)
+
+
+# ---------------------------------------------------------------------------------------
+# Every worker's runner: free slots take the oldest queued jobs.
+
+class Slots:
+    """The machine's training slots: flock'ed files in the state folder, one job each, shared
+    by every worker of the machine (released by the kernel if a worker dies)."""
+
+    def __init__(self, folder, count):
+        self.folder, self.count = folder / 'slots', count
+
+    def take(self):
+        """A held slot (release it), or None when all are taken."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            log.error('no training slots: %s', e)
+            return None
+        for number in range(self.count):
+            fd = os.open(self.folder / f'{number}.lock', os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                os.close(fd)
+        return None
+
+    @staticmethod
+    def release(fd):
+        os.close(fd)
+
+
+async def dispatch(app):
+    """Run queued jobs while this machine has free training slots; take back the jobs of
+    runners that died. Woken when a job is queued here, else every second."""
+    ctx, loop = app.ctx, asyncio.get_running_loop()
+    slots = Slots(ctx.settings.state_dir, ctx.settings.max_trainings)
+    last_recovery = 0.0
+    while not ctx.stopping.is_set():
+        try:
+            await asyncio.wait_for(ctx.wake.wait(), 1.0)
+        except TimeoutError:
+            pass
+        ctx.wake.clear()
+        try:
+            if loop.time() - last_recovery > BEAT:
+                last_recovery = loop.time()
+                for job, what in await in_queue(app, 'recover', STALE):
+                    log.error('the runner of training job %d (net %s) stopped beating: the '
+                              'job is %s', job['id'], job['net'], what)
+            while not ctx.stopping.is_set():
+                slot = await loop.run_in_executor(ctx.db, slots.take)
+                if slot is None:
+                    break
+                job = await in_queue(app, 'claim', ctx.worker)
+                if job is None:
+                    slots.release(slot)
+                    break
+                task = asyncio.create_task(run_claimed(app, job, slot, slots))
+                ctx.running.add(task)
+                task.add_done_callback(ctx.running.discard)
+        except Exception:  # the queue was unreachable: try again at the next round
+            log.exception('the training queue could not be read')
+
+
+async def run_claimed(app, job, slot, slots):
+    """Run a claimed job to its end and store its answer (with its HTTP status) for the
+    request waiting for it; beats while it runs."""
+    ctx = app.ctx
+    beating = asyncio.create_task(beat(app, job))
+    try:
+        result = await run_spec(app, job)
+        result = {'status': 200, **result}
+    except SanicException as e:
+        result = {'status': e.status_code, 'error': str(e), **(getattr(e, 'context', None)
+                                                               or {})}
+    except Exception:
+        log.exception('training job %d failed', job['id'])
+        result = {'status': 500, 'error': 'training failed (logged on the server).'}
+    finally:
+        beating.cancel()
+        slots.release(slot)
+        ctx.wake.set()  # the slot is free
+    try:
+        await in_queue(app, 'finish', job['id'], result, result['status'] >= 400)
+    except Unavailable:
+        log.error('the answer of training job %d could not be stored', job['id'])
+
+
+async def beat(app, job):
+    while True:
+        await asyncio.sleep(BEAT)
+        try:
+            await in_queue(app, 'beat', job['id'], app.ctx.worker)
+        except Unavailable as e:
+            log.warning('training job %d: %s', job['id'], e)
+
+
+async def run_spec(app, job):
+    """Train the net a claimed job names, as it asks; its answer."""
+    ctx, spec = app.ctx, job['spec']
+    net = await ctx.nets.get(job['net'])
+    lock = await acquire(app, net, 'start another training', patience=10.0)
     try:
         count = training_samples(ctx.settings)
-        samples = await stored_samples(app) if with_samples else None
-        sync_live(app)  # train the newest net, whichever worker saved it
+        samples = await stored_samples(app, net.name) if spec.get('samples') else None
     except BaseException:
         ctx.store.release_lock(lock)
         raise
     if samples is not None:
         count += trainer.extra_per_epoch(count, ctx.settings.sample_share)
-    batches = -(-count // ctx.live.batch_size)
-    ctx.job = Job(epochs, batches, ctx.live.epochs, f'{ctx.worker}-{time.time_ns()}')
-    publish(app, ctx.job)
+    epochs = spec['epochs']
+    batches = -(-count // net.graph.batch_size)
+    net.job = Job(epochs, batches, net.graph.epochs, f'{ctx.worker}-{time.time_ns()}')
+    publish(app, net.name, net.job)
     observability.training(app, 'started')
-    log.info('training %d epochs of %d batches%s', epochs, batches,
+    log.info('training net %s: %d epochs of %d batches%s', net.label, epochs, batches,
              f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
-    # The job outlives this request: a client that hangs up does not stop it.
-    ctx.job_task = asyncio.create_task(run_job(app, ctx.job, lock, samples))
-    return await asyncio.shield(ctx.job_task)
+    net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples))
+    return await asyncio.shield(net.job_task)
 
 
-async def stored_samples(app):
-    """(X_train, y_train, X_val, y_val) of the stored samples: every fifth by id held out."""
+async def stored_samples(app, name=LIVE):
+    """(X_train, y_train, X_val, y_val) of the samples a net trains on: every fifth by id
+    held out."""
     from .routes.samples import in_store  # the store's errors as statuses
 
-    ids, X, y = await in_store(app, 'arrays')
+    ids, X, y = await in_store(app, 'arrays', name)
     held = is_validation(ids)
     if held.all():
         raise BadRequest(f'there are {len(ids)} stored samples and none to train on (every '
@@ -342,14 +356,14 @@ def receive(pipe, loop, on_step):
         loop.call_soon_threadsafe(on_step, message[1])
 
 
-async def run_job(app, job, lock, samples=None):
-    """Train a copy of the live net in a process, save it, then make it live; the /train
-    answer. Releases the job ``lock`` when done."""
+async def run_job(app, net, job, lock, samples=None):
+    """Train a copy of the net in a process, save it as its new version, then make that
+    current; the /train answer. Releases the net's job ``lock`` when done."""
     ctx, settings = app.ctx, app.ctx.settings
     loop = asyncio.get_running_loop()
     receiver, sender = SPAWN.Pipe(duplex=False)
     process = SPAWN.Process(target=trainer.train, name='train', args=(
-        ctx.live.copy(), settings.data_path, job.epochs, sender, ctx.stopping,
+        net.graph.copy(), settings.data_path, job.epochs, sender, ctx.stopping,
         settings.score_samples, settings.progress_interval, settings.train_niceness, samples,
         settings.sample_share))
     started = time.perf_counter()
@@ -357,7 +371,7 @@ async def run_job(app, job, lock, samples=None):
         process.start()
         sender.close()  # only the process holds it now: its end is our EOF
         outcome, *result = await loop.run_in_executor(
-            ctx.trainer, receive, receiver, loop, functools.partial(on_step, app, job))
+            ctx.trainer, receive, receiver, loop, functools.partial(on_step, app, net, job))
         if outcome == 'diverged':
             raise btf.TrainingDiverged(result[0])
         if outcome != 'done':
@@ -368,25 +382,26 @@ async def run_job(app, job, lock, samples=None):
                       if code is not None and code < 0 else code)
             raise SanicException(result[0], 500)
         if ctx.stopping.is_set():
-            raise Unavailable('the server is shutting down; training was stopped and the live '
-                              'net is unchanged.')
-        net, history, accuracy, comparison = result
-        await make_live(app, net, {'validation_accuracy': round(history[-1]['val_accuracy'], 4),
-                                   'trained_on_samples': samples is not None})
-        answer = {'accuracy': accuracy, 'validation_accuracy': ctx.live_meta['validation_accuracy'],
-                  'epochs': net.epochs, 'seconds': round(time.perf_counter() - started, 2),
-                  'samples': samples is not None, **comparison}
-        log.info('trained %d epochs in %.1f s: validation accuracy %.4f, %d/%d', job.epochs,
-                 answer['seconds'], answer['validation_accuracy'], accuracy,
-                 settings.score_samples)
-        finish(app, job, answer)
+            raise Unavailable('the server is shutting down; training was stopped and the net '
+                              'is unchanged.')
+        graph, history, accuracy, comparison = result
+        version = await ctx.nets.save(
+            net, graph, {'validation_accuracy': round(history[-1]['val_accuracy'], 4),
+                         'trained_on_samples': samples is not None}, 'train')
+        answer = {'accuracy': accuracy, 'validation_accuracy': net.meta['validation_accuracy'],
+                  'epochs': graph.epochs, 'seconds': round(time.perf_counter() - started, 2),
+                  'samples': samples is not None, 'version': version, **comparison}
+        log.info('trained net %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d',
+                 net.label, job.epochs, answer['seconds'], answer['validation_accuracy'],
+                 accuracy, settings.score_samples)
+        finish(app, net, job, answer)
         return answer
     except btf.TrainingDiverged as e:
-        finish(app, job, {'error': f'training diverged: {e}'})
+        finish(app, net, job, {'error': f'training diverged: {e}'})
         raise SanicException(f'training diverged: {e}', 500) from None
     except Exception as e:  # the page must learn that the job ended
-        finish(app, job, {'error': str(e) if isinstance(e, SanicException) else
-                          'training failed (logged on the server).'})
+        finish(app, net, job, {'error': str(e) if isinstance(e, SanicException) else
+                               'training failed (logged on the server).'})
         raise
     finally:
         job.running = False

@@ -224,7 +224,7 @@ def test_models_lists_live_and_pretrained(serve, models):
     # At first start the live net is a copy of the best pretrained model.
     assert got['live'] == {'sizes': [784, 30, 10], 'epochs': 0, 'validation_accuracy': None,
                            'learning_rate': 0.5, 'batch_size': 128,
-                           'options': nets[2].options}
+                           'options': nets[2].options, 'version': 1}
 
 
 def test_hidden_units_are_the_first_layer_weights(serve, models):
@@ -314,7 +314,8 @@ def test_train_answers_after_training_and_streams_progress(serve_data, dataset):
 
         # The answer: numbers that agree with the saved net on the real validation split.
         assert set(result) == {'accuracy', 'validation_accuracy', 'epochs', 'seconds',
-                               'samples', 'before', 'after'}
+                               'samples', 'before', 'after', 'version'}
+        assert result['version'] == 2  # the first start saved version 1
         assert result['samples'] is False and result['before']['samples'] is None
         saved = btf.Graph.from_file(folder / 'live.npz')
         assert result['epochs'] == saved.epochs == 2

@@ -68,7 +68,7 @@ def test_live_net_round_trip_and_versions(store):
     loaded, meta = store.load_live()
     assert weights_digest(loaded) == weights_digest(first)
     assert meta == {'validation_accuracy': 0.5, 'version': 1, 'cause': 'save',
-                    'epochs': 0, 'created': meta['created']}
+                    'epochs': 0, 'created': meta['created'], 'sizes': [784, 12, 10]}
     one = store.live_version()
     assert one != empty
     store.save_live(net(2), {'validation_accuracy': None})
@@ -166,19 +166,41 @@ def pixels(k):
 
 
 def test_samples_add_dedupe_list_image_delete(samples):
-    one = {'id': 1, 'label': 1, 'predicted': 7, 'model': 'live'}
+    one = {'id': 1, 'label': 1, 'predicted': 7, 'model': 'live', 'shared': False}
     assert samples.add(b'one', pixels(1), 1, 7, 'live') == (one, True)
     assert samples.add(b'two', pixels(2), 2, 2, 'v3')[0]['id'] == 2
     assert samples.add(b'one', pixels(9), 9, 9, 'live') == (one, False)  # same bytes
     total, rows = samples.list()
     assert total == 2 and [r['id'] for r in rows] == [2, 1]
     assert rows[1] == {'id': 1, 'label': 1, 'predicted': 7, 'model': 'live',
-                       'created': rows[1]['created']}
+                       'created': rows[1]['created'], 'shared': False}
     assert samples.list(label=2)[0] == 1 and samples.list(offset=1, limit=1)[1][0]['id'] == 1
     assert samples.image(1) == bytes(pixels(1)) and samples.image(1, original=True) == b'one'
     assert samples.image(3) is None
     assert samples.delete(1) is True and samples.delete(1) is False
     assert samples.count() == 1
+
+
+def test_samples_belong_to_their_net_and_the_shared_ones_to_live_too(samples):
+    mine, other = new_net_name(), new_net_name()
+    assert samples.add(b'l', pixels(1), 1, 1, 'live')[0]['id'] == 1
+    kept, created = samples.add(b'm', pixels(2), 2, 3, 'live', net=mine)
+    assert created and kept['id'] == 2 and kept['shared'] is False
+    assert samples.add(b'm', pixels(2), 2, 3, 'live', net=other)[1]  # the same bytes, apart
+    assert samples.add(b'm', pixels(9), 9, 9, 'live', net=mine) == (kept, False)
+    assert [r['id'] for r in samples.list(net=mine)[1]] == [2]
+    assert [r['id'] for r in samples.list()[1]] == [1]  # live: its own
+    assert samples.image(2) is None and samples.image(2, net=other) is None
+    assert samples.image(2, net=mine) == bytes(pixels(2))
+    assert samples.delete(2) is False and samples.delete(2, net=other) is False
+    assert samples.share(2, other, True) is False  # only its own net shares it
+    assert samples.share(2, mine, True) is True
+    assert [r['id'] for r in samples.list()[1]] == [2, 1] and samples.list()[1][0]['shared']
+    assert samples.arrays()[0].tolist() == [1, 2] and samples.arrays(mine)[0].tolist() == [2]
+    assert samples.image(2) == bytes(pixels(2))
+    assert samples.share(2, mine, False) and samples.arrays()[0].tolist() == [1]
+    assert samples.delete_net(mine) == 1 and samples.list(net=mine)[0] == 0
+    assert samples.count() == 2
 
 
 def test_samples_arrays_and_their_validation_part(samples):

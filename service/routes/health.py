@@ -25,7 +25,7 @@ def readiness(app):
     checks = {
         'pretrained': 'ok' if ctx.pretrained else
         f'no pretrained models in {ctx.settings.models_dir} (`make models`)',
-        'live': 'ok' if getattr(ctx, 'live', None) is not None else 'the live net is not loaded',
+        'live': ctx.nets.state() if hasattr(ctx, 'nets') else 'the live net is not loaded',
         'storage': ctx.store.writable() or 'ok',
         'samples': 'ok' if ctx.samples is not None else
         'the sample store cannot be opened (see the server log)',

@@ -19,7 +19,6 @@ from sanic import Blueprint, json, raw
 
 from .. import insight, observability
 from ..errors import BadRequest, Missing, SanicException
-from ..nets import sync_live
 from ..parsing import require_json, shown
 from .health import failing, readiness
 
@@ -47,15 +46,14 @@ def models(app):
     return {'live': [], 'mnist': [str(v) for v in sorted(app.ctx.pretrained)]}
 
 
-def find(app, name, version):
+async def find(app, name, version):
     """(label for the metrics, version answered, net) of a model and version; 404 otherwise."""
     ctx = app.ctx
     if name == 'live':
         if version is not None:
             raise Missing(f'the model live (the live net) has no versions; got {shown(version)}. '
                           'Ask /v2/models/live.')
-        sync_live(app)
-        return 'live', '', ctx.live
+        return 'live', '', (await ctx.nets.get()).graph
     if name == 'mnist':
         if version is None:
             if ctx.best is None:
@@ -70,8 +68,8 @@ def find(app, name, version):
                   '(versions at /v2/models/mnist).')
 
 
-def metadata(app, name, version=None):
-    _, answered, net = find(app, name, version)
+async def metadata(app, name, version=None):
+    _, answered, net = await find(app, name, version)
     return {'name': name, 'versions': [answered] if version is not None else models(app)[name],
             'platform': 'better-tensorflow', 'sizes': list(net.sizes),
             'inputs': [{'name': INPUT, 'datatype': DATATYPE, 'shape': [-1, PIXELS]}],
@@ -250,13 +248,13 @@ async def server_ready(request):
 @bp.get('/v2/models/<name>', name='model_metadata')
 @bp.get('/v2/models/<name>/versions/<version>', name='model_version_metadata')
 async def model_metadata(request, name, version=None):
-    return json(metadata(request.app, name, version))
+    return json(await metadata(request.app, name, version))
 
 
 @bp.get('/v2/models/<name>/ready', name='model_ready')
 @bp.get('/v2/models/<name>/versions/<version>/ready', name='model_version_ready')
 async def model_ready(request, name, version=None):
-    _, answered, net = find(request.app, name, version)
+    _, answered, net = await find(request.app, name, version)
     return json({'name': name, 'version': answered, 'ready': net is not None})
 
 
@@ -264,7 +262,7 @@ async def model_ready(request, name, version=None):
 @bp.post('/v2/models/<name>/versions/<version>/infer', name='model_version_infer')
 async def model_infer(request, name, version=None):
     app = request.app
-    label, answered, net = find(app, name, version)
+    label, answered, net = await find(app, name, version)
     body, header = request.body, request.headers.get(BINARY_HEADER)
     # The protocol's clients (tritonclient) send no Content-Type; binary data may follow.
     require_json(request, also=(None, 'application/octet-stream'))

@@ -8,10 +8,10 @@ from sanic import Blueprint, json
 
 from .. import insight
 from ..errors import BadRequest, Unavailable
+from ..inputs import image_field, pick_net, read_image
 from ..nets import is_int
-from ..parsing import json_body, query_int, shown
+from ..parsing import dump_numpy, json_body, query_int, shown
 from ..training import training_samples
-from .prediction import dump_numpy, image_field, pick_net, read_image
 
 log = logging.getLogger(__name__)
 bp = Blueprint('insight')
@@ -56,19 +56,22 @@ async def confusion_of(app, model, net):
     per net and training file: a new live net is a new object, so it is computed anew."""
     ctx = app.ctx
     version, data = await held_out(app)
-    cached = ctx.confusion.get(model)
+    # A store net's matrix is kept with it (unloaded with it); a shipped model's here.
+    caches = ctx.nets.nets[model].caches if model in ctx.nets.nets else ctx.confusion
+    cached = caches.get(model)
     if cached is None or cached[0] is not net or cached[1] != version:
         result = await shared(app, ('confusion', model, id(net), version), insight.confusion,
                               net, *data[:2])
-        ctx.confusion[model] = cached = net, version, result
+        caches[model] = cached = net, version, result
         log.info('confusion matrix of %s: accuracy %.4f on %d images', model,
                  result['accuracy'], data[2]['count'])
     return data, cached[2]
 
 
-def chosen(request):
+async def chosen(request):
     query = request.get_args(keep_blank_values=True)
-    return query, pick_net(request.app, query_int(query.get('pretrained')))
+    model, net, _ = await pick_net(request, query_int(query.get('pretrained')))
+    return query, (model, net)
 
 
 def digit(query, name):
@@ -81,7 +84,7 @@ def digit(query, name):
 
 @bp.get('/confusion')
 async def confusion(request):
-    _, (model, net) = chosen(request)
+    _, (model, net) = await chosen(request)
     (_, _, images), result = await confusion_of(request.app, model, net)
     return json({'model': model, 'images': images, 'accuracy': result['accuracy'],
                  'matrix': result['matrix'], 'per_class': result['per_class']})
@@ -89,7 +92,7 @@ async def confusion(request):
 
 @bp.get('/confusion/examples')
 async def confusion_examples(request):
-    query, (model, net) = chosen(request)
+    query, (model, net) = await chosen(request)
     true, read = digit(query, 'true'), digit(query, 'read')
     limit = query_int(query.get('limit', DEFAULT_EXAMPLES))
     if not is_int(limit) or not 1 <= limit <= insight.MAX_EXAMPLES:
@@ -104,17 +107,19 @@ async def confusion_examples(request):
 
 @bp.post('/compare')
 async def compare(request):
-    """The drawing, decoded once, read by every shipped model and the live net."""
+    """The drawing, decoded once, read by every shipped model and the live net (or the net
+    the body names)."""
     app = request.app
-    body = json_body(request, ('image',), EXAMPLE)
+    body = json_body(request, ('image', 'net'), EXAMPLE)
     if body is None:
         raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
     image = image_field(body)
-    nets = [pick_net(app, None)] + [pick_net(app, v) for v in sorted(app.ctx.pretrained)]
+    nets = [await pick_net(request, None)] + [await pick_net(request, v)
+                                              for v in sorted(app.ctx.pretrained)]
     _, x = await read_image(app, image)
     x = x.reshape(-1)
     rows = []
-    for model, net in nets:
+    for model, net, _ in nets:
         label, outputs = net.predict(x)
         confidence = float(outputs[label, 0])
         rows.append({'model': model, 'label': label, 'confidence': confidence,

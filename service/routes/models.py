@@ -7,13 +7,13 @@ import logging
 import numpy as np
 from sanic import Blueprint, json, text
 
+from ..changes import replace
 from ..errors import Busy, Unavailable
 from ..guard import changes_state
-from ..nets import MANIFEST, describe, fresh_net, sync_live
-from ..parsing import query_int
+from ..inputs import pick_net
+from ..nets import MANIFEST, describe, fresh_net
+from ..parsing import dump_numpy, json_body, net_name, query_int
 from ..protocol import send_chunked
-from ..training import replace_live
-from .prediction import dump_numpy, pick_net
 
 log = logging.getLogger(__name__)
 bp = Blueprint('models')
@@ -22,9 +22,9 @@ bp = Blueprint('models')
 @bp.get('/models')
 async def models(request):
     ctx = request.app.ctx
-    sync_live(request.app)
+    live = await ctx.nets.get()
     return json({
-        'live': describe(ctx.live, ctx.live_meta),
+        'live': describe(live.graph, live.meta),
         'best': ctx.best,
         'pretrained': [{'version': v, 'sizes': list(net.sizes), 'epochs': net.epochs,
                         'test_accuracy': entry.get('test_accuracy'),
@@ -47,19 +47,22 @@ async def hidden(request):
     client to read."""
     ctx = request.app.ctx
     version = request.get_args(keep_blank_values=True).get('pretrained')
-    model, net = pick_net(request.app, query_int(version))
-    cached = ctx.hidden_cache.get(model)
-    if cached is None or cached[0] is not net:
-        task = ctx.hidden_tasks.get((model, id(net)))
+    model, graph, _ = await pick_net(request, query_int(version))
+    # A store net's answer is kept with it (unloaded with it); a shipped model's here.
+    caches = ctx.nets.nets[model].caches if model in ctx.nets.nets else \
+        ctx.hidden_cache.setdefault(model, {})
+    cached = caches.get('hidden')
+    if cached is None or cached[0] is not graph:
+        task = ctx.hidden_tasks.get(id(graph))
         if task is None:  # one build per net, however many ask at once
             task = asyncio.get_running_loop().run_in_executor(
-                ctx.decoders, hidden_json, model, net)
-            ctx.hidden_tasks[model, id(net)] = task
+                ctx.decoders, hidden_json, model, graph)
+            ctx.hidden_tasks[id(graph)] = task
         try:
             bodies = await asyncio.shield(task)
         finally:
-            ctx.hidden_tasks.pop((model, id(net)), None)
-        ctx.hidden_cache[model] = cached = (net, *bodies)
+            ctx.hidden_tasks.pop(id(graph), None)
+        caches['hidden'] = cached = (graph, *bodies)
     _, body, zipped = cached
     if 'gzip' in request.headers.get('accept-encoding', '').lower():
         body, headers = zipped, {'Content-Encoding': 'gzip', 'Vary': 'Accept-Encoding'}
@@ -79,12 +82,20 @@ async def hidden(request):
         ctx.large_answers.release()
 
 
+def changed_net(request):
+    """The net a /reset or /pretrain names ("net" in the body or the query; the live net by
+    default)."""
+    json_body(request, ('net',), '{"net": "live"}')
+    return net_name(request)
+
+
 @bp.route('/reset', methods=['GET', 'POST'])
 @changes_state
 async def reset(request):
-    settings = request.app.ctx.settings
-    await replace_live(request.app, 'reset', lambda: fresh_net(settings))
-    log.info('live net reset: %s', request.app.ctx.live)
+    ctx = request.app.ctx
+    net = await ctx.nets.get(changed_net(request))
+    await replace(request.app, net, 'reset', lambda: fresh_net(ctx.settings), 'reset')
+    log.info('net %s reset: %s', net.label, net.graph)
     return text('OK')
 
 
@@ -92,14 +103,14 @@ async def reset(request):
 @changes_state
 async def pretrain(request):
     ctx = request.app.ctx
+    net = await ctx.nets.get(changed_net(request))
 
     def best_copy():
         if ctx.best is None:
-            raise Unavailable(
-                f'no pretrained models in {ctx.settings.models_dir} ({MANIFEST} is missing or '
-                'lists none); `make models` builds them.')
+            raise Unavailable(f'no pretrained models on this server ({MANIFEST} is missing '
+                              'or lists none); `make models` builds them.')
         return ctx.pretrained[ctx.best][1].copy()
 
-    await replace_live(request.app, 'load the pretrained model', best_copy)
-    log.info('live net is now a copy of pretrained v%d', ctx.best)
+    await replace(request.app, net, 'load the pretrained model', best_copy, 'pretrain')
+    log.info('net %s is now a copy of pretrained v%d', net.label, ctx.best)
     return text('OK')

@@ -1,5 +1,6 @@
-"""/samples: users' drawings with the label they gave, kept to train on (see samples.py).
-Every route holds users' drawings: guarded like the routes that change state."""
+"""/samples: users' drawings with the label they gave, kept to train on (see samples.py), each
+with the net it was kept with ("net": the live net by default). Every route holds users'
+drawings: guarded like the routes that change state (a private net's by its name)."""
 import asyncio
 import io
 import logging
@@ -18,15 +19,15 @@ from ..errors import (
     clip,
 )
 from ..guard import holds_user_data
+from ..inputs import image_field, pick_net, read_image
 from ..nets import is_int
-from ..parsing import json_body, query_int, shown
+from ..parsing import json_body, net_name, query_int, shown
 from ..protocol import send_chunked
 from ..store import StoreError, StoreFull
-from .prediction import image_field, pick_net, read_image
 
 log = logging.getLogger(__name__)
 bp = Blueprint('samples')
-EXAMPLE = '{"image": "data:image/png;base64,...", "label": 7}'
+EXAMPLE = '{"image": "data:image/png;base64,...", "label": 7, "net": "live", "share": false}'
 MAX_LIMIT = 500
 MAX_ID = 2 ** 63 - 1
 MEDIA = {'PNG': 'image/png', 'JPEG': 'image/jpeg', 'WebP': 'image/webp', 'BMP': 'image/bmp'}
@@ -58,21 +59,27 @@ def sample_id(value):
 @holds_user_data
 async def add_sample(request):
     app, settings = request.app, request.app.ctx.settings
-    body = json_body(request, ('image', 'label', 'pretrained'), EXAMPLE)
+    body = json_body(request, ('image', 'label', 'pretrained', 'net', 'share'), EXAMPLE)
     if body is None:
         raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
     label = body.get('label')
     if not is_int(label) or not 0 <= label <= 9:
         raise BadRequest(f'label must be an integer from 0 to 9 (the digit drawn), got '
                          f'{shown(label)}.')
+    share = body.get('share', False)
+    if not isinstance(share, bool):
+        raise BadRequest(f'share must be true or false (share the drawing with the live net), '
+                         f'got {shown(share)}.')
     image = image_field(body)
-    model, net = pick_net(app, body.get('pretrained'))
+    owner = await app.ctx.nets.get(net_name(request))  # the net it is kept with
+    model, net, _ = await pick_net(request, body.get('pretrained'))
     original, x = await read_image(
         app, image, settings.max_sample_bytes,
         'a sample keeps the drawing as submitted (the page sends a few KB)')
     pixels = np.rint(x.reshape(-1) * 255).astype(np.uint8)
     predicted, _ = net.predict(x.reshape(-1))
-    sample, created = await in_store(app, 'add', original, pixels, label, predicted, model)
+    sample, created = await in_store(app, 'add', original, pixels, label, predicted, model,
+                                     owner.name, share)
     if created:
         log.info('sample %d stored: a %d, read as %d by %s', sample['id'], label, predicted,
                  model)
@@ -95,7 +102,8 @@ async def list_samples(request):
         label = query_number(query, 'label', None, 0, 9)
     offset = query_number(query, 'offset', 0, 0, 10 ** 9 - 1)  # query_int reads 9 digits
     limit = query_number(query, 'limit', 50, 1, MAX_LIMIT)
-    total, rows = await in_store(request.app, 'list', label, offset, limit)
+    net = await request.app.ctx.nets.get(net_name(request), wait=False)
+    total, rows = await in_store(request.app, 'list', label, offset, limit, net.name)
     return json({'total': total, 'samples': rows})
 
 
@@ -105,7 +113,8 @@ async def sample_image(request, sample):
     original = request.get_args(keep_blank_values=True).get('original', '0')
     if original not in ('0', '1'):
         raise BadRequest(f'original must be 0 or 1, got {shown(original)}.')
-    data = await in_store(request.app, 'image', sample_id(sample), original == '1')
+    net = await request.app.ctx.nets.get(net_name(request), wait=False)
+    data = await in_store(request.app, 'image', sample_id(sample), original == '1', net.name)
     if data is None:
         raise Missing(f'there is no sample {clip(str(sample))} (GET /samples lists them).')
     if original == '1':  # what a user uploaded: never to be sniffed into HTML, never inline
@@ -120,10 +129,27 @@ async def sample_image(request, sample):
 @bp.delete('/samples/<sample:int>')
 @holds_user_data
 async def delete_sample(request, sample):
-    if not await in_store(request.app, 'delete', sample_id(sample)):
+    net = await request.app.ctx.nets.get(net_name(request), wait=False)
+    if not await in_store(request.app, 'delete', sample_id(sample), net.name):
         raise Missing(f'there is no sample {clip(str(sample))} (GET /samples lists them).')
     log.info('sample %d deleted', sample)
     return empty()
+
+
+@bp.post('/samples/<sample:int>/share')
+@holds_user_data
+async def share_sample(request, sample):
+    """Share a private net's drawing with the live net ({"net": name, "share": true}), or
+    stop sharing it ("share": false)."""
+    example = '{"net": "<your net>", "share": true}'
+    body = json_body(request, ('net', 'share'), example)
+    if body is None or not isinstance(body.get('share'), bool):
+        raise BadRequest(f'share must be true or false; expected JSON like {example}.')
+    net = await request.app.ctx.nets.get(net_name(request), wait=False)
+    if not await in_store(request.app, 'share', sample_id(sample), net.name, body['share']):
+        raise Missing(f'there is no sample {clip(str(sample))} kept with this net (GET '
+                      '/samples?net=<name> lists them).')
+    return json({'id': sample, 'shared': body['share']})
 
 
 def npz(ids, X, y):
@@ -141,8 +167,9 @@ async def export(request):
     ctx = request.app.ctx
     # The slot first: a request waiting for it holds nothing (100 unread exports each built
     # before waiting held 1.1 GB for 6,300 samples).
+    net = await ctx.nets.get(net_name(request), wait=False)
     async with ctx.large_answers:
-        ids, X, y = await in_store(request.app, 'arrays')
+        ids, X, y = await in_store(request.app, 'arrays', net.name)
         body = await asyncio.get_running_loop().run_in_executor(ctx.decoders, npz, ids, X, y)
         await send_chunked(request, body, 'application/octet-stream',
                            {'Content-Disposition': 'attachment; filename="samples.npz"'})

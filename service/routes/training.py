@@ -1,11 +1,12 @@
-"""/train (one job at a time, across workers), its status and its event stream."""
+"""/train (a job in the training queue, one per net), its status and its event stream."""
 from sanic import Blueprint, json
 
 from .. import observability
 from ..errors import BadRequest
 from ..guard import changes_state
-from ..parsing import json_body, parse_epochs, query_int, shown
-from ..training import current_status, sse, start_job
+from ..parsing import json_body, net_name, parse_epochs, query_int, shown
+from ..streams import sse
+from ..training import current_status, start_job
 
 bp = Blueprint('training')
 
@@ -14,7 +15,8 @@ bp = Blueprint('training')
 @changes_state
 async def train(request):
     settings = request.app.ctx.settings
-    body = json_body(request, ('epochs', 'samples'), '{"epochs": 5, "samples": false}')
+    body = json_body(request, ('epochs', 'samples', 'net'),
+                     '{"epochs": 5, "samples": false, "net": "live"}')
     if body is not None:
         epochs, samples = body.get('epochs', 1), body.get('samples', False)
     else:
@@ -26,24 +28,27 @@ async def train(request):
     if not isinstance(samples, bool):
         raise BadRequest(f'samples must be true or false (1 or 0 in a query), got '
                          f'{shown(samples)}.')
-    return json(await start_job(request.app, epochs, samples))
+    net = await request.app.ctx.nets.get(net_name(request))
+    return json(await start_job(request.app, net, epochs, samples))
 
 
 @bp.get('/train/status')
 async def train_status(request):
-    return json(current_status(request.app))
+    net = await request.app.ctx.nets.get(net_name(request), wait=False)
+    return json(await current_status(request.app, net))
 
 
 @bp.get('/train/events')
 async def train_events(request):
     streams = request.app.ctx.streams
-    queue = streams.open()  # 503 past --max-streams
+    net = await request.app.ctx.nets.get(net_name(request), wait=False)
+    queue = streams.open(net.name)  # 503 past --max-streams
     observability.stream(request.app, 1)
     try:
         response = await request.respond(
             content_type='text/event-stream',
             headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
-        await response.send(sse('status', current_status(request.app)))
+        await response.send(sse('status', await current_status(request.app, net)))
         while (item := await queue.get()) is not None:
             await response.send(item)
     finally:

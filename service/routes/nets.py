@@ -1,0 +1,212 @@
+"""/nets: a net of one's own. POST /nets makes a private net (a copy of the live net, of a
+shipped model, or a fresh one) and answers with its name, 128 random bits: the name is the
+capability, never listed publicly; every route that reads or changes a net takes it ("net").
+GET /nets is the operator's list (guarded); /nets/{name} describes or deletes one;
+/nets/{name}/versions lists its versions and /nets/{name}/rollback brings one back (a new
+version holding the old one's weights)."""
+import asyncio
+import collections
+import datetime
+import logging
+import time
+
+from sanic import Blueprint, empty, json
+
+from ..changes import acquire, outlive_request, replace
+from ..errors import BadRequest, Conflict, InsufficientStorage, Missing, TooMany, Unavailable
+from ..guard import changes_a_net, changes_state, creates_a_net
+from ..nets import describe, fresh_net, is_int
+from ..parsing import json_body, shown
+from ..store import LIVE, StoreError, StoreFull, new_net_name, now_iso
+from ..training import current_status, in_queue
+
+log = logging.getLogger(__name__)
+bp = Blueprint('nets')
+CREATE = '{"from": "live"}  ("live", "fresh", or a shipped model\'s version)'
+HOUR = 3600.0
+
+
+async def in_thread(app, work, *args):
+    """A store call off the event loop; its errors as 507 / 503."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, work, *args)
+    except StoreFull as e:
+        raise InsufficientStorage(f'{e.strerror}: nothing was changed.') from None
+    except StoreError as e:
+        raise Unavailable(f'{e.strerror}; nothing was changed.') from None
+
+
+def rate_limit(app, address):
+    """At most --nets-per-hour new nets per client address and worker (429 past it)."""
+    ctx, limit = app.ctx, app.ctx.settings.nets_per_hour
+    now = time.monotonic()
+    made = ctx.created.setdefault(address, collections.deque())
+    while made and now - made[0] > HOUR:
+        made.popleft()
+    if len(made) >= limit:
+        wait = HOUR - (now - made[0])
+        raise TooMany(f'this address made {len(made)} nets in the last hour, the most it may '
+                      f'(--nets-per-hour {limit}); try again in {wait / 60:.0f} minutes, or '
+                      'use a net made before.', retry_after=wait)
+    made.append(now)
+    if len(ctx.created) > 10_000:  # addresses seen: bounded, the idle ones first out
+        for old in [a for a, times in ctx.created.items() if not times][:5_000]:
+            del ctx.created[old]
+
+
+@bp.post('/nets')
+@creates_a_net
+async def create(request):
+    app, ctx = request.app, request.app.ctx
+    body = json_body(request, ('from',), CREATE) or {}
+    source = body.get('from', LIVE)
+    if source == LIVE:
+        graph = (await ctx.nets.get()).graph.copy()
+    elif source == 'fresh':
+        graph = fresh_net(ctx.settings)
+    elif is_int(source) and source in ctx.pretrained:
+        graph = ctx.pretrained[source][1].copy()
+    else:
+        raise BadRequest(f'from must be "live" (a copy of the shared net), "fresh" (a new '
+                         f'untrained net) or a shipped model\'s version '
+                         f'{sorted(ctx.pretrained)}; got {shown(source)}.')
+    existing = await in_thread(app, ctx.store.list_nets)
+    if len(existing) >= ctx.settings.max_nets:
+        raise InsufficientStorage(f'this server holds {len(existing)} nets, the most it keeps '
+                                  '(--max-nets); delete one (DELETE /nets/{name}) or try later.')
+    rate_limit(app, request.ip or 'unknown')
+    name = new_net_name()
+    origin = source if isinstance(source, str) else f'v{source}'
+    meta = {'validation_accuracy': None}
+    await in_thread(app, ctx.store.create_net, name, graph, meta, {'from': origin})
+    log.info('net %s made from %s: %s', name[:6] + '...', origin, graph)
+    return json({'net': name, 'sizes': list(graph.sizes), 'version': 1, 'from': origin,
+                 'epochs': graph.epochs, 'created': now_iso()}, status=201)
+
+
+@bp.get('/nets')
+@changes_state
+async def list_nets(request):
+    """The operator's view: every private net, with its size and last use."""
+    ctx = request.app.ctx
+    nets = await in_thread(request.app, ctx.store.list_nets)
+    for found in nets:
+        found['loaded'] = found['net'] in ctx.nets.nets
+    return json({'total': len(nets), 'nets': nets,
+                 'limits': {'max_nets': ctx.settings.max_nets,
+                            'net_idle_days': ctx.settings.net_idle_days}})
+
+
+@bp.get('/nets/<name>')
+async def describe_net(request, name):
+    ctx = request.app.ctx
+    net = await ctx.nets.get(name)
+    about = {} if name == LIVE else (await in_thread(request.app, ctx.store.about, name) or {})
+    drawings = None
+    if ctx.samples is not None:
+        try:
+            drawings = (await asyncio.get_running_loop().run_in_executor(
+                ctx.db, lambda: ctx.samples.list(None, 0, 1, name)))[0]
+        except StoreError:
+            pass
+    return json({'net': net.label, **describe(net.graph, net.meta),
+                 'created': about.get('created'), 'last_used': about.get('last_used'),
+                 'from': about.get('from'), 'drawings': drawings,
+                 'training': (await current_status(request.app, net))['state']})
+
+
+@bp.delete('/nets/<name>')
+@changes_a_net
+async def delete_net(request, name):
+    """Its versions and drawings go with it; 409 while it trains or waits to."""
+    app, ctx = request.app, request.app.ctx
+    if name == LIVE:
+        raise Conflict('the live net is the shared one: it cannot be deleted (/reset gives it '
+                       'a fresh version; /nets/live/rollback brings an old one back).')
+    net = await ctx.nets.get(name, wait=False)
+    lock = await acquire(app, net, 'delete this net')
+
+    async def delete():
+        try:
+            queued = await in_queue(app, 'active', name)
+            if queued is not None:
+                raise Conflict(f'cannot delete this net while its training is {queued["state"]}'
+                               ' (see /train/status).')
+            await in_thread(app, ctx.store.delete_net, name)
+        finally:
+            ctx.store.release_lock(lock)
+        ctx.nets.forget(name)
+        if ctx.samples is not None:
+            await asyncio.get_running_loop().run_in_executor(ctx.db, ctx.samples.delete_net,
+                                                             name)
+    await outlive_request(app, delete())
+    log.info('net %s deleted', name[:6] + '...')
+    return empty()
+
+
+@bp.get('/nets/<name>/versions')
+async def versions(request, name):
+    ctx = request.app.ctx
+    net = await ctx.nets.get(name, wait=False)
+    kept, current = await in_thread(request.app, ctx.store.versions, net.name)
+    return json({'net': net.label, 'versions': kept, 'current': current,
+                 'kept': ctx.settings.max_versions})
+
+
+@bp.post('/nets/<name>/rollback')
+@changes_a_net
+async def rollback(request, name):
+    """{"version": k}: the net answers exactly as version k did, as a new version whose
+    cause is "rollback"; 404 for a version pruned or never made."""
+    app, ctx = request.app, request.app.ctx
+    example = '{"version": 3}'
+    body = json_body(request, ('version',), example)
+    version = None if body is None else body.get('version')
+    if not is_int(version) or version < 1:
+        raise BadRequest(f'version must be the number of a kept version (GET '
+                         f'/nets/{{name}}/versions lists them), like {example}; got '
+                         f'{"nothing" if version is None else shown(version)}.')
+    net = await ctx.nets.get(name, wait=False)
+    found = await in_thread(app, ctx.store.load_version, net.name, version)
+    if found is None:
+        kept, _ = await in_thread(app, ctx.store.versions, net.name)
+        raise Missing(f'this net has no version {version}: it keeps '
+                      f'{[v["version"] for v in kept]} (the oldest are pruned past '
+                      f'{ctx.settings.max_versions}).')
+    graph, meta = found
+    new = await replace(app, net, 'roll back', lambda: graph, 'rollback',
+                        {'validation_accuracy': meta.get('validation_accuracy'),
+                         'rolled_back_to': version})
+    log.info('net %s rolled back to version %d (now version %d)', net.label, version, new)
+    return json({'net': net.label, 'version': new, 'rolled_back_to': version,
+                 **describe(net.graph, net.meta)})
+
+
+async def expire_idle(app):
+    """Delete the private nets unused for --net-idle-days (never one that trains)."""
+    ctx = app.ctx
+    nets = await asyncio.get_running_loop().run_in_executor(None, ctx.store.list_nets)
+    limit = datetime.timedelta(days=ctx.settings.net_idle_days)
+    now = datetime.datetime.now(datetime.UTC)
+    for found in nets:
+        try:
+            idle = now - datetime.datetime.fromisoformat(found['last_used'])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if idle <= limit or found['net'] in ctx.nets.nets and \
+                ctx.nets.nets[found['net']].job.running:
+            continue
+        lock = await asyncio.get_running_loop().run_in_executor(None, ctx.store.try_lock,
+                                                                found['net'])
+        if lock is None:
+            continue
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, ctx.store.delete_net,
+                                                             found['net'])
+        finally:
+            ctx.store.release_lock(lock)
+        ctx.nets.forget(found['net'])
+        if ctx.samples is not None:
+            await asyncio.get_running_loop().run_in_executor(ctx.db, ctx.samples.delete_net,
+                                                             found['net'])
+        log.info('net %s deleted after %d idle days', found['net'][:6] + '...', idle.days)
