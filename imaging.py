@@ -15,7 +15,12 @@ OpenCV decodes it:
 1. its size is read from the header the way the decoder reads it (for JPEG, markers are
    walked as libjpeg walks them) and refused over MAX_PIXELS or MAX_SIDE before any pixel
    is decoded; JPEGs with more than MAX_JPEG_SCANS scans are refused too (each scan is a
-   pass over the whole image);
+   pass over the whole image); a PNG's chunk list is walked to IEND and only the chunks
+   that make its pixels (IHDR, PLTE, tRNS, IDAT, IEND) reach the decoder: compressed text
+   and profiles (zTXt, iTXt, iCCP) inflate to megabytes each, and libpng inflates whatever
+   follows the announced rows in IDAT, so a PNG with over MAX_PNG_CHUNKS chunks, over
+   MAX_PNG_EXTRA_BYTES of other chunks, or image data inflating past its announced size,
+   is refused (strip_metadata returns the bytes the decoder sees);
 2. OpenCV's own pixel limit, OPENCV_IO_MAX_IMAGE_PIXELS, is set to MAX_PIXELS (OpenCV reads
    it when cv2 is imported, so import imaging before cv2);
 3. the decoded image must have the size the header announced.
@@ -23,8 +28,8 @@ OpenCV decodes it:
 Whatever the bytes, decoding raises ImageError (or a subclass) and nothing else.
 ``cheap_to_decode`` says which images cost so little that a server may decode them inline.
 Not bounded here: the bytes themselves (the server caps the body; PNG, WebP and BMP decode
-in time linear in bytes plus pixels; animated PNG and WebP decode only their first frame),
-and the warnings libpng and libjpeg print on stderr (one per malformed PNG chunk).
+in time linear in bytes plus pixels; an animated WebP decodes only its first frame, an
+animated PNG its default image), and the warnings libpng and libjpeg print on stderr.
 """
 import base64
 import binascii
