@@ -4,11 +4,13 @@ chunks that inflate to megabytes (issue #20), here and on a real server.
 
 The files are built by hand around small real images encoded by OpenCV; OpenCV's own limit
 is checked in a fresh interpreter, since it is read once, when cv2 is imported."""
+import base64
 import os
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -18,6 +20,8 @@ import numpy as np
 import pytest
 
 import imaging
+from tests.conftest import Process
+from tests.test_attacks import MB, rss, server_args, timed_get
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -425,8 +429,9 @@ def libpng_warnings(data):
 
 
 @pytest.mark.parametrize('interlace', [0, 1])
-@pytest.mark.parametrize('colour, depth', [(c, d) for c, depths in imaging._PNG_DEPTHS.items()
-                                           for d in depths])
+@pytest.mark.parametrize('colour, depth', [  # every pair the PNG specification allows
+    (0, 1), (0, 2), (0, 4), (0, 8), (0, 16), (2, 8), (2, 16), (3, 1), (3, 2), (3, 4), (3, 8),
+    (4, 8), (4, 16), (6, 8), (6, 16)])
 def test_the_image_data_size_is_what_libpng_reads(colour, depth, interlace):
     # The bound on the image data is exact: libpng reads that many bytes without a word
     # ("Not enough image data" below it, "Too much image data" above), and one byte more
@@ -481,7 +486,7 @@ IHDR, IDAT, IEND = (chunk for _, chunk in png_chunks(PLAIN))
     (broken_png(png_chunk(b'IHDR', struct.pack('>IIBBBBB', 28, 28, 8, 0, 0, 0, 2)), IDAT,
                 IEND), 'interlace 2'),
     (broken_png(IHDR, png_chunk(b'IDAT', b'not zlib'), IEND), 'not a valid zlib stream'),
-    (broken_png(IHDR, IDAT, png_chunk(b'IDAT', b'') * imaging.MAX_PNG_CHUNKS, IEND),
+    (broken_png(IHDR, IDAT, png_chunk(b'IDAT', b'') * 10_000, IEND),  # MAX_PNG_CHUNKS
      'more than 10000 chunks'),
     (broken_png(IHDR, png_chunk(b'tEXt', b'') * 6000, IDAT, IEND), 'more than 65536 bytes'),
 ])
@@ -489,3 +494,88 @@ def test_broken_png_chunk_lists_are_refused_saying_what_is_wrong(decoder_input, 
     with pytest.raises(imaging.ImageError, match=message):
         imaging.decode_image(data)
     assert decoder_input == []
+
+
+# On a real server (python server.py): the bombs against a control of the same length, a
+# valid PNG with zeros after IEND (which no decoder reads), measured in the same test.
+
+def as_body(png):
+    return {'image': 'data:image/png;base64,' + base64.b64encode(png).decode()}
+
+
+def while_posting(s, path, body):
+    """(the answer, its seconds, the slowest /health meanwhile (seconds), the most the
+    server's memory grew meanwhile (MB)): /health is asked one call after another until the
+    answer comes, at least once."""
+    result, before = {}, rss(s)
+
+    def send():
+        start = time.perf_counter()
+        result['answer'] = s.post(path, body, timeout=120)
+        result['seconds'] = time.perf_counter() - start
+    thread = threading.Thread(target=send)
+    thread.start()
+    slowest = growth = 0.0
+    while True:
+        health, seconds = timed_get(s.port, '/health', timeout=120)
+        assert health.status == 200, health
+        slowest, growth = max(slowest, seconds), max(growth, (rss(s) - before) / MB)
+        if not thread.is_alive():
+            break
+    thread.join()
+    return result['answer'], result['seconds'], slowest, growth
+
+
+def compared_with_control(s, path, bomb, control):
+    """The bomb's answer, after checking it cost no more than the control: answered within
+    0.5 s of it, /health within 0.1 s of its slowest, memory within 50 MB of its growth."""
+    expected = while_posting(s, path, as_body(control))
+    answer, seconds, slowest, growth = while_posting(s, path, as_body(bomb))
+    assert expected[0].status == 200, expected[0]
+    assert seconds < expected[1] + 0.5, f'answered in {seconds:.2f} s, control {expected[1]:.2f} s'
+    assert slowest < expected[2] + 0.1, f'/health took {slowest:.2f} s, control {expected[2]:.2f} s'
+    assert growth < expected[3] + 50, f'memory grew {growth:.0f} MB, control {expected[3]:.0f} MB'
+    return answer
+
+
+@pytest.mark.parametrize('kind', COMPRESSED_CHUNKS)
+def test_png_chunk_bombs_cost_a_server_what_their_bytes_cost(tmp_path, kind):
+    # Before: 100 zTXt chunks (780 KB, 28x28, so decoded on the event loop) stalled every
+    # client for seconds; each chunk inflated to 8 MB.
+    plain = digit_png()
+    chunk = png_chunk(kind, COMPRESSED_CHUNKS[kind])
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        assert s.post('/predict', as_body(plain)).status == 200  # warm up
+        for count in (1, 100, 999):
+            bomb = with_chunks(plain, [chunk] * count)
+            control = plain + bytes(len(bomb) - len(plain))
+            for path in ('/predict', '/compare'):
+                answer = compared_with_control(s, path, bomb, control)
+                if count * len(chunk) <= imaging.MAX_PNG_EXTRA_BYTES:  # the chunks ignored
+                    assert answer.status == 200, answer
+                else:
+                    assert answer.status == 400 and 'IDAT' in answer.json['error'], answer
+
+
+def test_a_sample_is_stored_without_its_chunks(tmp_path):
+    # Eight zTXt chunks fit under the 64 KiB a sample may have: accepted, at the cost of the
+    # pixels alone, and stored (and served back) without them.
+    plain = digit_png()
+    bomb = with_chunks(plain, [png_chunk(b'zTXt', COMPRESSED_CHUNKS[b'zTXt'])] * 8)
+    assert len(bomb) < 64 * 1024
+    control = plain + bytes(len(bomb) - len(plain))
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        assert s.post('/predict', as_body(plain)).status == 200  # warm up
+        body = {**as_body(bomb), 'label': 4}
+        expected = while_posting(s, '/predict', as_body(control))
+        answer, seconds, slowest, growth = while_posting(s, '/samples', body)
+        assert answer.status == 201, answer
+        assert seconds < expected[1] + 0.5 and slowest < expected[2] + 0.1, (seconds, slowest)
+        assert growth < expected[3] + 50, growth
+        stored = s.get(f'/samples/{answer.json["id"]}/image?original=1')
+        assert stored.status == 200 and stored.body == plain
+        # the same drawing with other chunks is the same sample
+        again = s.post('/samples', {**as_body(with_chunks(plain, after=[png_chunk(b'tEXt',
+                                                                               b'a\0b')])),
+                                    'label': 4})
+        assert again.status == 200 and again.json['id'] == answer.json['id'], again
