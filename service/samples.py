@@ -6,8 +6,9 @@ folder (the standard library's sqlite3, WAL journal, every commit synced to disk
 every worker of the machine: a sample is seen by all as soon as its insert commits, and a
 process killed mid-insert leaves no half-written row.
 
-A sample is the image as submitted (its sha256 makes a second post of the same bytes the
-same sample), the 28x28 uint8 image the net sees, the label the user gave, and what the net
+A sample is the image as submitted, less what imaging.strip_metadata leaves out (a PNG's
+text, profile and other chunks; its sha256 makes a second post of the same image the same
+sample), the 28x28 uint8 image the net sees, the label the user gave, and what the net
 read when it was stored. Every fifth sample by id (id % 5 == 0) is never trained on: those
 are the samples' validation set.
 """
