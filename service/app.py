@@ -18,7 +18,7 @@ import imaging  # noqa: F401  before cv2 anywhere: it sets OpenCV's pixel limit
 from . import observability
 from .errors import JSONErrorHandler
 from .guard import check_host
-from .nets import follow_live, load_pretrained, restore_live
+from .nets import Reload, follow_live, load_pretrained, restore_live
 from .protocol import Budget, Request, install_header_cleaner
 from .routes import routes
 from .samples import SQLiteSampleStore
@@ -180,7 +180,7 @@ async def setup(app):
     multiprocessing.current_process().daemon = False
     ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')  # reads its pipe
     ctx.decoders = ThreadPoolExecutor(settings.decoders, thread_name_prefix='decode')
-    ctx.reload, ctx.reload_problem = None, None  # nets.reload_live
+    ctx.reload = Reload()
     await loop.run_in_executor(None, adopt_state, app)
     ctx.tasks = [asyncio.create_task(relay(app)), asyncio.create_task(keep_alive(app)),
                  asyncio.create_task(follow_live(app))]

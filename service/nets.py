@@ -100,7 +100,18 @@ def describe(net, meta):
 # says so in its readiness, and tries again until it has it.
 
 RELOAD_DELAYS = (0.1, 5.0)  # seconds between attempts to load the newest net: first, most
-RELOAD_PATIENCE = 1.0  # seconds a request waits for a first attempt before answering
+RELOAD_PATIENCE = 0.5  # seconds a request waits for a first attempt before answering
+
+
+class Reload:
+    """The reloading of this worker's live net (ctx.reload): the attempt under way, when the
+    next may start, and why the last one failed (None once loaded)."""
+
+    def __init__(self):
+        self.task = None
+        self.delay, self.after = RELOAD_DELAYS[0], 0.0
+        self.problem = None
+        self.logged = None  # the version whose failure was logged
 
 
 def restore_live(app, repair):
@@ -135,60 +146,61 @@ def behind(app):
 
 def sync_live(app):
     """Start reloading the live net, off the event loop, when another process (a worker, a
-    machine) saved a new one; requests go on with the net loaded until the new one is."""
-    ctx = app.ctx
-    if (ctx.reload is None or ctx.reload.done()) and behind(app):
-        ctx.reload = asyncio.create_task(reload_live(app))
-    return ctx.reload
+    machine) saved a new one; requests go on with the net loaded until the new one is. One
+    attempt at a time; after a failed one, the next waits longer."""
+    reload = app.ctx.reload
+    loop = asyncio.get_running_loop()
+    if (reload.task is None or reload.task.done()) and loop.time() >= reload.after and \
+            behind(app):
+        reload.task = asyncio.create_task(reload_live(app))
+    if not behind(app):
+        reload.problem, reload.delay = None, RELOAD_DELAYS[0]
+    return reload.task
 
 
 async def newest_live(app, patience=RELOAD_PATIENCE):
-    """sync_live, then wait up to ``patience`` for its first attempt: a request right after
-    another process's change answers with the new net. Once an attempt failed (the store
-    stalls, the net cannot be read), requests no longer wait."""
+    """sync_live, then wait up to ``patience`` for its attempt: a request right after another
+    process's change answers with the new net. Once an attempt failed (the store stalls, the
+    net cannot be read), requests no longer wait."""
     task = sync_live(app)
-    if task is not None and not task.done() and app.ctx.reload_problem is None:
+    if task is not None and not task.done() and app.ctx.reload.problem is None:
         await asyncio.wait([task], timeout=patience)  # not cancelled when the wait ends
 
 
 async def follow_live(app):
-    """Notice a new live net even with no request coming (every 0.1 s)."""
+    """Notice a new live net, and try again to load one, with no request coming."""
     while True:
         await asyncio.sleep(RELOAD_DELAYS[0])
         sync_live(app)
 
 
 async def reload_live(app):
-    """Load the store's newest live net in a thread until this worker has it: a failure is
-    logged (once per version) and tried again, waiting longer each time."""
-    ctx, loop = app.ctx, asyncio.get_running_loop()
-    delay, logged = RELOAD_DELAYS[0], None
+    """One attempt to load the store's newest live net in a thread. Its version becomes this
+    worker's only once the net is loaded; a failure is logged (once per version) and the
+    next attempt waits twice as long as the last."""
+    ctx, reload, loop = app.ctx, app.ctx.reload, asyncio.get_running_loop()
+    version, before = ctx.store.live_version(), ctx.live_version
     try:
-        while behind(app):
-            version, before = ctx.store.live_version(), ctx.live_version
-            try:
-                loaded = await loop.run_in_executor(None, ctx.store.load_live)
-                if loaded is not None:
-                    check_shape(loaded[0], ctx.settings, 'the saved live net')
-                why = 'it cannot be read (see the log)'
-            except (StoreError, ValueError) as e:
-                loaded, why = None, str(e)
-            if ctx.live_version != before or ctx.save_lock.locked():
-                continue  # this worker saved a net meanwhile: what was read is older
-            if loaded is not None:
-                ctx.live, ctx.live_meta = loaded
-                ctx.live_version, ctx.reload_problem = version, None
-                log.info('reloaded the live net saved by another process: %s', ctx.live)
-                return
-            ctx.reload_problem = f'the store\'s newest live net is not loaded: {why}'
-            if logged != version:
-                log.error('%s; the last one loaded answers, trying again', ctx.reload_problem)
-                logged = version
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, RELOAD_DELAYS[1])
-    finally:
-        if not behind(app):
-            ctx.reload_problem = None
+        loaded = await loop.run_in_executor(None, ctx.store.load_live)
+        if loaded is not None:
+            check_shape(loaded[0], ctx.settings, 'the saved live net')
+        why = 'it cannot be read (see the log)'
+    except (StoreError, ValueError) as e:
+        loaded, why = None, str(e)
+    if ctx.live_version != before or ctx.save_lock.locked():
+        return  # this worker saved a net meanwhile: what was read is older
+    if loaded is not None:
+        ctx.live, ctx.live_meta = loaded
+        ctx.live_version = version
+        reload.problem, reload.delay = None, RELOAD_DELAYS[0]
+        log.info('reloaded the live net saved by another process: %s', ctx.live)
+        return
+    reload.problem = f'the store\'s newest live net is not loaded: {why}'
+    reload.after = loop.time() + reload.delay
+    reload.delay = min(2 * reload.delay, RELOAD_DELAYS[1])
+    if reload.logged != version:
+        log.error('%s; the last one loaded answers, trying again', reload.problem)
+        reload.logged = version
 
 
 def live_state(app):
@@ -198,7 +210,7 @@ def live_state(app):
         return 'the live net is not loaded'
     if behind(app):
         return (f'behind the store (version {ctx.store.live_version()} saved, '
-                f'{ctx.live_version} loaded): {ctx.reload_problem or "loading it"}')
+                f'{ctx.live_version} loaded): {ctx.reload.problem or "loading it"}')
     return 'ok'
 
 

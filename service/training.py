@@ -303,7 +303,7 @@ async def begin_job(app, lock, epochs, with_samples):
         await newest_live(app)  # train the newest net, whichever worker saved it
         if behind(app):
             raise Unavailable('this server has not loaded the newest live net yet ('
-                              f'{ctx.reload_problem or "loading it"}); try again.')
+                              f'{ctx.reload.problem or "loading it"}); try again.')
     except BaseException:
         ctx.store.release_lock(lock)
         raise

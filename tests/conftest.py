@@ -184,7 +184,6 @@ def zip_bomb(net, member, shape, inflated):
         header, {'descr': '<f4', 'fortran_order': False, 'shape': tuple(shape)})
     zeros, squeeze = bytes(2 ** 20), zlib.compressobj(9, zlib.DEFLATED, -15)
     start = squeeze.compress(header.getvalue()) + squeeze.flush(zlib.Z_FULL_FLUSH)
-    squeeze.compress(zeros)
     block = squeeze.compress(zeros) + squeeze.flush(zlib.Z_FULL_FLUSH)  # the one that repeats
     crc = zlib.crc32(header.getvalue())
     for _ in range(inflated):
