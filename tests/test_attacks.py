@@ -813,7 +813,7 @@ def test_a_zip_bomb_in_the_state_folder_is_refused_unread(tmp_path, models):
             asked = [pool.submit(s.get, '/models') for _ in range(2)]
             during = conftest.latencies(s, n=10)
             answers = [a.result(timeout=60) for a in asked]
-        assert max(during) < max(20 * statistics.median(baseline), 3 * max(baseline)), \
+        assert max(during) < max(50 * statistics.median(baseline), 5 * max(baseline)), \
             (baseline, during)
         assert s.peak_memory() < memory + 128 * MB, (memory, s.peak_memory())
         assert [a.status for a in answers] == [200, 200]

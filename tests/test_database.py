@@ -179,7 +179,7 @@ def test_a_stalled_database_does_not_stall_the_event_loop(tmp_path, models, data
                 not_ready = b.get('/health/ready')
                 answers = [x.result(timeout=60) for x in asked]
             time.sleep(max(0.0, 6 - (time.monotonic() - started)))
-        assert max(during) < max(20 * statistics.median(baseline), 3 * max(baseline)), \
+        assert max(during) < max(50 * statistics.median(baseline), 5 * max(baseline)), \
             (baseline, during)
         assert [x.status for x in answers] == [200, 200]
         assert not_ready.status == 503, not_ready
