@@ -18,7 +18,7 @@ import imaging  # noqa: F401  before cv2 anywhere: it sets OpenCV's pixel limit
 from . import observability
 from .errors import JSONErrorHandler
 from .guard import check_host
-from .nets import load_pretrained, restore_live
+from .nets import Reload, follow_live, load_pretrained, restore_live
 from .protocol import Budget, Request, install_header_cleaner
 from .routes import routes
 from .samples import SQLiteSampleStore
@@ -133,6 +133,31 @@ def open_stores(settings):
     return store, samples
 
 
+def adopt_state(app):
+    """This worker's live net from the store (in a thread: the store may wait for a disk or
+    a database). Only the worker that gets the lock repairs; the others read what is there
+    and reload once it is repaired."""
+    ctx = app.ctx
+    try:
+        lock = ctx.store.try_lock()
+    except StoreError as e:
+        log.error('%s: this worker cannot train, reset or repair the state', e)
+        lock = None
+    try:
+        if lock is not None:
+            ctx.store.repair()
+        restored = restore_live(app, repair=lock is not None)
+        if lock is not None and not restored:
+            try:
+                ctx.store.save_live(ctx.live, ctx.live_meta)
+                ctx.live_version = ctx.store.live_version()
+            except StoreError as e:
+                log.error('the live net is not saved (%s); it is served from memory', e)
+    finally:
+        if lock is not None:
+            ctx.store.release_lock(lock)
+
+
 async def setup(app):
     ctx, settings = app.ctx, app.ctx.settings
     ctx.worker = f'{os.getpid()}-{id(app):x}'
@@ -155,27 +180,10 @@ async def setup(app):
     multiprocessing.current_process().daemon = False
     ctx.trainer = ThreadPoolExecutor(1, thread_name_prefix='train')  # reads its pipe
     ctx.decoders = ThreadPoolExecutor(settings.decoders, thread_name_prefix='decode')
-    # Only the worker that gets the lock repairs; the others read what is there and reload
-    # once it is repaired.
-    try:
-        lock = ctx.store.try_lock()
-    except StoreError as e:
-        log.error('%s: this worker cannot train, reset or repair the state', e)
-        lock = None
-    try:
-        if lock is not None:
-            ctx.store.repair()
-        restored = restore_live(app, repair=lock is not None)
-        if lock is not None and not restored:
-            try:
-                ctx.store.save_live(ctx.live, ctx.live_meta)
-                ctx.live_version = ctx.store.live_version()
-            except StoreError as e:
-                log.error('the live net is not saved (%s); it is served from memory', e)
-    finally:
-        if lock is not None:
-            ctx.store.release_lock(lock)
-    ctx.tasks = [asyncio.create_task(relay(app)), asyncio.create_task(keep_alive(app))]
+    ctx.reload = Reload()
+    await loop.run_in_executor(None, adopt_state, app)
+    ctx.tasks = [asyncio.create_task(relay(app)), asyncio.create_task(keep_alive(app)),
+                 asyncio.create_task(follow_live(app))]
     if getattr(ctx, 'metrics', None) is not None:
         ctx.tasks.append(asyncio.create_task(observability.flushing(app)))
 
@@ -192,7 +200,8 @@ async def teardown(app):
         await asyncio.gather(*ctx.changes, return_exceptions=True)
     ctx.trainer.shutdown()
     ctx.decoders.shutdown()
+    loop = asyncio.get_running_loop()  # closing connections waits for the network: a thread
     if ctx.samples is not None:
-        ctx.db.submit(ctx.samples.close).result()
+        await loop.run_in_executor(ctx.db, ctx.samples.close)
     ctx.db.shutdown()
-    ctx.store.close()
+    await loop.run_in_executor(None, ctx.store.close)

@@ -94,12 +94,30 @@ def describe(net, meta):
 
 
 # ---------------------------------------------------------------------------------------
-# The live net of this worker: ctx.live, ctx.live_meta, ctx.live_version.
+# The live net of this worker: ctx.live, ctx.live_meta, and ctx.live_version, the store's
+# version of that net: it moves only once a net is loaded, so a worker that could not load
+# the newest net (a stalled or restarted database, an unreadable file) knows it is behind,
+# says so in its readiness, and tries again until it has it.
+
+RELOAD_DELAYS = (0.1, 5.0)  # seconds between attempts to load the newest net: first, most
+RELOAD_PATIENCE = 0.5  # seconds a request waits for a first attempt before answering
+
+
+class Reload:
+    """The reloading of this worker's live net (ctx.reload): the attempt under way, when the
+    next may start, and why the last one failed (None once loaded)."""
+
+    def __init__(self):
+        self.task = None
+        self.delay, self.after = RELOAD_DELAYS[0], 0.0
+        self.problem = None
+        self.logged = None  # the version whose failure was logged
+
 
 def restore_live(app, repair):
     """Load the saved live net, else a copy of the best pretrained model, else a fresh one.
     Only with ``repair`` (the caller holds the job lock) is a broken saved net set aside.
-    Returns whether a saved net was restored."""
+    Returns whether a saved net was restored. Reads the store: called in a thread."""
     ctx, settings = app.ctx, app.ctx.settings
     ctx.live_version = ctx.store.live_version()
     saved = ctx.store.load_live(repair)
@@ -119,20 +137,81 @@ def restore_live(app, repair):
     return False
 
 
-def sync_live(app):
-    """Reload the live net when another process (a worker, a machine) saved a new one: one
-    version check when nothing changed."""
+def behind(app):
+    """Whether the store holds a live net this worker has not loaded (one version check: in
+    memory for the database, one stat for the folder)."""
     ctx = app.ctx
-    version = ctx.store.live_version()
-    if version == ctx.live_version or ctx.save_lock.locked():  # unchanged, or ours in progress
+    return ctx.store.live_version() != ctx.live_version and not ctx.save_lock.locked()
+
+
+def sync_live(app):
+    """Start reloading the live net, off the event loop, when another process (a worker, a
+    machine) saved a new one; requests go on with the net loaded until the new one is. One
+    attempt at a time; after a failed one, the next waits longer."""
+    reload = app.ctx.reload
+    loop = asyncio.get_running_loop()
+    if (reload.task is None or reload.task.done()) and loop.time() >= reload.after and \
+            behind(app):
+        reload.task = asyncio.create_task(reload_live(app))
+    if not behind(app):
+        reload.problem, reload.delay = None, RELOAD_DELAYS[0]
+    return reload.task
+
+
+async def newest_live(app, patience=RELOAD_PATIENCE):
+    """sync_live, then wait up to ``patience`` for its attempt: a request right after another
+    process's change answers with the new net. Once an attempt failed (the store stalls, the
+    net cannot be read), requests no longer wait."""
+    task = sync_live(app)
+    if task is not None and not task.done() and app.ctx.reload.problem is None:
+        await asyncio.wait([task], timeout=patience)  # not cancelled when the wait ends
+
+
+async def follow_live(app):
+    """Notice a new live net, and try again to load one, with no request coming."""
+    while True:
+        await asyncio.sleep(RELOAD_DELAYS[0])
+        sync_live(app)
+
+
+async def reload_live(app):
+    """One attempt to load the store's newest live net in a thread. Its version becomes this
+    worker's only once the net is loaded; a failure is logged (once per version) and the
+    next attempt waits twice as long as the last."""
+    ctx, reload, loop = app.ctx, app.ctx.reload, asyncio.get_running_loop()
+    version, before = ctx.store.live_version(), ctx.live_version
+    try:
+        loaded = await loop.run_in_executor(None, ctx.store.load_live)
+        if loaded is not None:
+            check_shape(loaded[0], ctx.settings, 'the saved live net')
+        why = 'it cannot be read (see the log)'
+    except (StoreError, ValueError) as e:
+        loaded, why = None, str(e)
+    if ctx.live_version != before or ctx.save_lock.locked():
+        return  # this worker saved a net meanwhile: what was read is older
+    if loaded is not None:
+        ctx.live, ctx.live_meta = loaded
+        ctx.live_version = version
+        reload.problem, reload.delay = None, RELOAD_DELAYS[0]
+        log.info('reloaded the live net saved by another process: %s', ctx.live)
         return
-    ctx.live_version = version
-    loaded = ctx.store.load_live()
-    if loaded is None:
-        log.warning('keeping the live net: the saved one changed but cannot be read')
-        return
-    ctx.live, ctx.live_meta = loaded
-    log.info('reloaded the live net saved by another process: %s', ctx.live)
+    reload.problem = f'the store\'s newest live net is not loaded: {why}'
+    reload.after = loop.time() + reload.delay
+    reload.delay = min(2 * reload.delay, RELOAD_DELAYS[1])
+    if reload.logged != version:
+        log.error('%s; the last one loaded answers, trying again', reload.problem)
+        reload.logged = version
+
+
+def live_state(app):
+    """'ok', or why this worker's live net is not the store's (for readiness)."""
+    ctx = app.ctx
+    if getattr(ctx, 'live', None) is None:
+        return 'the live net is not loaded'
+    if behind(app):
+        return (f'behind the store (version {ctx.store.live_version()} saved, '
+                f'{ctx.live_version} loaded): {ctx.reload.problem or "loading it"}')
+    return 'ok'
 
 
 async def make_live(app, net, meta):

@@ -21,7 +21,7 @@ import better_tensorflow as btf
 
 from . import observability, trainer
 from .errors import BadRequest, Busy, Conflict, SanicException, Unavailable
-from .nets import make_live, sync_live
+from .nets import behind, make_live, newest_live
 from .samples import is_validation
 from .store import StoreError
 
@@ -300,7 +300,10 @@ async def begin_job(app, lock, epochs, with_samples):
     try:
         count = training_samples(ctx.settings)
         samples = await stored_samples(app) if with_samples else None
-        sync_live(app)  # train the newest net, whichever worker saved it
+        await newest_live(app)  # train the newest net, whichever worker saved it
+        if behind(app):
+            raise Unavailable('this server has not loaded the newest live net yet ('
+                              f'{ctx.reload.problem or "loading it"}); try again.')
     except BaseException:
         ctx.store.release_lock(lock)
         raise

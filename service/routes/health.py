@@ -7,6 +7,7 @@ from sanic.exceptions import Unauthorized
 
 from ..errors import NotFound, SanicException
 from ..guard import token_given
+from ..nets import live_state
 
 bp = Blueprint('health')
 PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8'
@@ -25,7 +26,7 @@ def readiness(app):
     checks = {
         'pretrained': 'ok' if ctx.pretrained else
         f'no pretrained models in {ctx.settings.models_dir} (`make models`)',
-        'live': 'ok' if getattr(ctx, 'live', None) is not None else 'the live net is not loaded',
+        'live': live_state(app),
         'storage': ctx.store.writable() or 'ok',
         'samples': 'ok' if ctx.samples is not None else
         'the sample store cannot be opened (see the server log)',

@@ -9,7 +9,7 @@ from sanic import Blueprint, json, text
 
 from ..errors import Busy, Unavailable
 from ..guard import changes_state
-from ..nets import MANIFEST, describe, fresh_net, sync_live
+from ..nets import MANIFEST, describe, fresh_net, newest_live
 from ..parsing import query_int
 from ..protocol import send_chunked
 from ..training import replace_live
@@ -22,7 +22,7 @@ bp = Blueprint('models')
 @bp.get('/models')
 async def models(request):
     ctx = request.app.ctx
-    sync_live(request.app)
+    await newest_live(request.app)
     return json({
         'live': describe(ctx.live, ctx.live_meta),
         'best': ctx.best,

@@ -8,7 +8,7 @@ import imaging
 
 from .. import insight, observability
 from ..errors import BadRequest, PayloadTooLargeImage, Unprocessable
-from ..nets import is_int, sync_live
+from ..nets import is_int, newest_live, sync_live
 from ..parsing import json_body, shown
 
 bp = Blueprint('prediction')
@@ -78,6 +78,7 @@ async def predict(request):
     if body is None:
         raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
     image = image_field(body)
+    await newest_live(request.app)  # right after another server's change: the new net
     model, net = pick_net(request.app, body.get('pretrained'))
     flags = {name: body.get(name, False) for name in ('return_input', 'return_activations')}
     for name, value in flags.items():
