@@ -28,6 +28,7 @@ import os
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / 'models'
 FORMAT_VERSION = 2  # 1: no options object, no optimiser state (still loads)
+MAX_PARAMETERS = 10 ** 8  # the largest net from_file builds (400 MB of float32 weights)
 
 
 def _check_choice(name, value, choices):
@@ -385,6 +387,10 @@ class Options:
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Options))
+
+
+class RefusedModelFile(ValueError):
+    """A model file whose members do not hold the net it declares (read no further)."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -867,19 +873,24 @@ class Graph:
         return path
 
     @classmethod
-    def from_file(cls, path):
+    def from_file(cls, path, max_parameters=MAX_PARAMETERS):
         """Build a net, architecture, options and optimiser state included, from a path or
-        a binary file object written by save() (files of format 1 load too)."""
+        a binary file object written by save() (files of format 1 load too).
+
+        Every member's .npy header is checked against the net that ``sizes`` declares (at
+        most ``max_parameters`` weights and biases) before any member is read: a file whose
+        members declare other shapes, or inflate to more than their shapes hold (a zip
+        bomb), is refused with a ValueError naming the member, having read a few bytes."""
         if hasattr(path, 'read'):
             source, name = path, getattr(path, 'name', 'the file object')
         else:
             source = name = _resolve(path)
         try:
-            with np.load(source, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except FileNotFoundError:
+            with zipfile.ZipFile(source) as archive:
+                data = _read_members(archive, name, max_parameters)
+        except (FileNotFoundError, RefusedModelFile):
             raise
-        except Exception as e:  # zip, pickle and format errors all mean "not our file"
+        except Exception as e:  # zip and format errors all mean "not our file"
             raise ValueError(f'{name} is not a readable model file: {e}') from None
         try:
             sizes = tuple(int(s) for s in data['sizes'])
@@ -923,6 +934,98 @@ class Graph:
         self.__dict__.update(other.__dict__)
         self.train_data, self.val_data = data
         return self
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a model file: every member's declared shape is checked before it is inflated.
+
+_SCALARS = ('format_version', 'learning_rate', 'batch_size', 'epochs', 'seed',
+            'optimizer_t')  # seed: format 1
+_TEXTS = ('options', 'rng', 'init', 'cost', 'output', 'dtype')  # the last four: format 1
+_TEXT_CHARS = 1 << 16  # options and the rng state are a few hundred characters of JSON
+_MAX_LAYERS = 1000
+
+
+def _member_header(archive, info, name):
+    """(shape, dtype, bytes the member must inflate to) from a member's .npy header."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # bzip2 and LZMA members are inflated without a bound by zipfile
+        raise RefusedModelFile(f'{name}: member {info.filename!r} uses compression method '
+                         f'{info.compress_type}; a model file is stored or deflated')
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise RefusedModelFile(f'{name}: member {info.filename!r} has .npy version {version}')
+        header = f.tell()
+    if dtype.hasobject:
+        raise RefusedModelFile(f'{name}: member {info.filename!r} holds Python objects ({dtype})')
+    return shape, dtype, header + math.prod(shape) * dtype.itemsize
+
+
+def _expected_shapes(sizes):
+    """{member: shape} of the arrays a net of ``sizes`` saves."""
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    params = [(n_in, n_out) for n_in, n_out in layers] + [(n_out,) for _, n_out in layers]
+    shapes = {f'W{l}': params[l] for l in range(len(layers))}
+    shapes |= {f'b{l}': params[len(layers) + l] for l in range(len(layers))}
+    for i, shape in enumerate(params):
+        for state in ('velocity', 'm', 'v'):
+            shapes[f'optimizer_{state}{i}'] = shape
+    return shapes
+
+
+def _read_members(archive, name, max_parameters):
+    """{member: array} of a model file, each member's header checked before it is read."""
+    infos = {}
+    for info in archive.infolist():
+        key = info.filename.removesuffix('.npy')
+        if key in infos:
+            raise RefusedModelFile(f'{name}: member {info.filename!r} appears twice')
+        infos[key] = info
+    if 'sizes' not in infos:
+        raise RefusedModelFile(f'{name} is not a model file: missing \'sizes\'')
+    declared = {key: _member_header(archive, info, name) for key, info in infos.items()}
+
+    def read(key):
+        with archive.open(infos[key]) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+
+    shape, dtype, _ = declared['sizes']
+    if len(shape) != 1 or not 2 <= shape[0] <= _MAX_LAYERS or dtype.kind not in 'iu':
+        raise RefusedModelFile(f'{name}: member \'sizes.npy\' declares {dtype} {shape}, expected '
+                         f'2 to {_MAX_LAYERS} ints')
+    sizes = [int(s) for s in read('sizes')]
+    parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    if min(sizes) < 1 or parameters > max_parameters:
+        raise RefusedModelFile(f'{name}: sizes {sizes} declare a net of {parameters} parameters, '
+                         f'expected positive sizes and at most {max_parameters}')
+    arrays = _expected_shapes(sizes)
+    for key, (shape, dtype, inflated) in declared.items():
+        member = repr(infos[key].filename)
+        if key in arrays:
+            expected, kinds = arrays[key], 'f'
+        elif key in _SCALARS:
+            expected, kinds = (), 'iuf'
+        elif key in _TEXTS:
+            expected, kinds = (), 'U'
+            if dtype.itemsize > 4 * _TEXT_CHARS:
+                raise RefusedModelFile(f'{name}: member {member} declares {dtype}, a text of at '
+                                 f'most {_TEXT_CHARS} characters expected')
+        elif key == 'sizes':
+            expected, kinds = shape, 'iu'
+        else:
+            raise RefusedModelFile(f'{name}: member {member} is not part of a model file')
+        if shape != expected or dtype.kind not in kinds:
+            raise RefusedModelFile(f'{name}: member {member} declares {dtype} {shape}, expected '
+                             f'shape {expected} for the {tuple(sizes)} net')
+        if infos[key].file_size != inflated:
+            raise RefusedModelFile(f'{name}: member {member} inflates to {infos[key].file_size} '
+                             f'bytes, its header declares {dtype} {shape}: {inflated} bytes')
+    return {key: read(key) for key in infos}
 
 
 def _check_learning_rate(learning_rate):

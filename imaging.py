@@ -15,7 +15,12 @@ OpenCV decodes it:
 1. its size is read from the header the way the decoder reads it (for JPEG, markers are
    walked as libjpeg walks them) and refused over MAX_PIXELS or MAX_SIDE before any pixel
    is decoded; JPEGs with more than MAX_JPEG_SCANS scans are refused too (each scan is a
-   pass over the whole image);
+   pass over the whole image); a PNG's chunk list is walked to IEND and only the chunks
+   that make its pixels (IHDR, PLTE, tRNS, IDAT, IEND) reach the decoder: compressed text
+   and profiles (zTXt, iTXt, iCCP) inflate to megabytes each, and libpng inflates whatever
+   follows the announced rows in IDAT, so a PNG with over MAX_PNG_CHUNKS chunks, over
+   MAX_PNG_EXTRA_BYTES of other chunks, or image data inflating past its announced size,
+   is refused (strip_metadata returns the bytes the decoder sees);
 2. OpenCV's own pixel limit, OPENCV_IO_MAX_IMAGE_PIXELS, is set to MAX_PIXELS (OpenCV reads
    it when cv2 is imported, so import imaging before cv2);
 3. the decoded image must have the size the header announced.
@@ -23,8 +28,8 @@ OpenCV decodes it:
 Whatever the bytes, decoding raises ImageError (or a subclass) and nothing else.
 ``cheap_to_decode`` says which images cost so little that a server may decode them inline.
 Not bounded here: the bytes themselves (the server caps the body; PNG, WebP and BMP decode
-in time linear in bytes plus pixels; animated PNG and WebP decode only their first frame),
-and the warnings libpng and libjpeg print on stderr (one per malformed PNG chunk).
+in time linear in bytes plus pixels; an animated WebP decodes only its first frame, an
+animated PNG its default image), and the warnings libpng and libjpeg print on stderr.
 """
 import base64
 import binascii
@@ -33,6 +38,7 @@ import os
 import re
 import struct
 import sys
+import zlib
 
 MAX_PIXELS = 4096 * 4096  # width * height; a 16-megapixel photo still fits
 
@@ -48,6 +54,8 @@ import numpy as np  # noqa: E402
 MAX_SIDE = 65535  # the most a JPEG can announce; OpenCV refuses sides over 2**20
 MAX_JPEG_SCANS = 200  # real progressive JPEGs have about 10
 MAX_JPEG_SEGMENTS = 1000  # segments read while looking for a JPEG's size
+MAX_PNG_CHUNKS = 10_000  # chunks walked up to IEND; real files have a few per megabyte
+MAX_PNG_EXTRA_BYTES = 64 * 1024  # chunks other than image data (IDAT), headers included
 CHEAP_PIXELS = 160 * 160  # see cheap_to_decode
 CHEAP_KINDS = frozenset({'PNG', 'JPEG', 'WebP', 'BMP'})
 MNIST_SIZE = 28
@@ -62,6 +70,16 @@ _JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA, 0xCB})  # SOFn lib
 # DHT, DAC, DNL, DQT, DRI, APPn, COM: segments with a length, read or skipped by libjpeg
 _JPEG_SEGMENTS = frozenset({0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)})
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_CHUNK = struct.Struct('>I4s')  # length, type
+# width, height, depth, colour type, compression, filter, interlace
+_PNG_IHDR = struct.Struct('>IIBBBBB')
+_PNG_PIXELS = frozenset({b'IHDR', b'PLTE', b'tRNS', b'IDAT', b'IEND'})  # all a decoder needs
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # interlace passes: first column, first row, column step, row step
+_INFLATE_STEP = 64 * 1024  # compressed bytes given to zlib at a time (and 16x that out)
 _INDEX = np.arange(DIGIT_SIZE, dtype=np.float32)  # row or column numbers in the digit
 _INDEX.flags.writeable = False
 
@@ -193,6 +211,126 @@ def _webp_size(data):
     raise ImageError(f'broken WebP: unknown or truncated {chunk!r} header.')
 
 
+def strip_metadata(data):
+    """The image's bytes with only what its decoder needs to make the pixels. For PNG: the
+    chunks IHDR, PLTE, tRNS, IDAT and IEND, after checking the chunk list (see
+    decode_image); text, colour profiles, EXIF, animation frames and any other chunk, and
+    bytes after IEND, are left out. Other formats are returned unchanged."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f'data must be bytes, got {type(data).__name__}.')
+    data = bytes(data)
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    return _PNG_SIGNATURE + b''.join(_png_chunks(data)[0])
+
+
+def _png_chunks(data):
+    """(the chunks that make a PNG's pixels, whole, as memoryviews; the IDAT payloads; the
+    IHDR fields), walking the chunk list from the signature to IEND. Raises ImageError for
+    a list a decoder would refuse or that holds more than MAX_PNG_CHUNKS chunks or
+    MAX_PNG_EXTRA_BYTES bytes of chunks other than IDAT (whose decompression, e.g. of
+    zTXt, iTXt and iCCP, costs far more than their size)."""
+    view = memoryview(data)
+    i, extra, kept, idat, header = len(_PNG_SIGNATURE), 0, [], [], None
+    for _ in range(MAX_PNG_CHUNKS):
+        if i + 12 > len(data):
+            raise ImageError(f'broken PNG: the file ends at byte {len(data)}, inside the chunk '
+                             f'starting at byte {i}; expected chunks up to IEND (the file is '
+                             'truncated).')
+        length, kind = _PNG_CHUNK.unpack_from(data, i)
+        name, end = kind.decode('latin-1'), i + 12 + length
+        if not kind.isalpha():
+            raise ImageError(f'broken PNG: invalid chunk type {kind!r} at byte {i}; a chunk '
+                             'type is four ASCII letters.')
+        if length > 2 ** 31 - 1 or end > len(data):
+            raise ImageError(f'broken PNG: chunk {name} at byte {i} declares {length} bytes of '
+                             f'data, but {max(len(data) - i - 12, 0)} bytes follow its header (the '
+                             'file is truncated, or the length is wrong).')
+        if header is None and (kind != b'IHDR' or length != 13):
+            raise ImageError(f'broken PNG: the first chunk must be a 13-byte IHDR, got a '
+                             f'{length}-byte {name}.')
+        if kind != b'IDAT':
+            extra += end - i
+            if extra > MAX_PNG_EXTRA_BYTES:
+                raise ImageError(f'the PNG holds more than {MAX_PNG_EXTRA_BYTES} bytes of chunks '
+                                 f'other than image data (IDAT), reaching chunk {name} at byte '
+                                 f'{i}; save the image without metadata (text, colour '
+                                 'profile, EXIF).')
+        if kind in _PNG_PIXELS:
+            if zlib.crc32(view[i + 4:end - 4]) != int.from_bytes(view[end - 4:end], 'big'):
+                raise ImageError(f'broken PNG: chunk {name} at byte {i} fails its CRC check '
+                                 '(the file is corrupt).')
+            if kind == b'IHDR':
+                if header is not None:
+                    raise ImageError(f'broken PNG: a second IHDR at byte {i}.')
+                header = _png_header(data[i + 8:end - 4])
+            elif kind == b'PLTE' and (idat or any(c[4:8] == b'PLTE' for c in kept)):
+                raise ImageError(f'broken PNG: a PLTE chunk at byte {i} after the palette or '
+                                 'the image data; expected one PLTE before IDAT.')
+            elif kind == b'IEND':
+                if not idat:
+                    raise ImageError('broken PNG: IEND before any image data (IDAT).')
+                return kept + [view[i:end]], idat, header
+            if kind == b'IDAT':
+                idat.append(view[i + 8:end - 4])
+            if kind != b'tRNS' or not idat and all(c[4:8] != b'tRNS' for c in kept):
+                kept.append(view[i:end])  # a late or second tRNS is ignored, as libpng does
+        elif not kind[0] & 0x20:  # an uppercase first letter: critical, the decoder refuses it
+            raise ImageError(f'unsupported PNG: unknown critical chunk {name} at byte {i}.')
+        i = end
+    raise ImageError(f'the PNG has more than {MAX_PNG_CHUNKS} chunks before IEND; real images '
+                     'have a few per megabyte.')
+
+
+def _png_header(ihdr):
+    """(width, height, depth, colour type, interlace) of IHDR data that libpng accepts."""
+    width, height, depth, colour, compression, filtering, interlace = _PNG_IHDR.unpack(ihdr)
+    if depth not in _PNG_DEPTHS.get(colour, ()):
+        raise ImageError(f'broken PNG: bit depth {depth} with colour type {colour}; expected '
+                         'colour type 0 (grey), 2 (RGB), 3 (palette), 4 (grey and alpha) or '
+                         '6 (RGBA) with a depth the PNG specification allows for it.')
+    if compression or filtering or interlace > 1:
+        raise ImageError(f'broken PNG: compression {compression}, filter {filtering}, interlace '
+                         f'{interlace}; expected 0, 0 and 0 or 1.')
+    return width, height, depth, colour, interlace
+
+
+def _png_data_size(width, height, depth, colour, interlace):
+    """Bytes of filtered rows the IDAT stream holds for this header: a filter byte per row of
+    each pass (one pass, or Adam7's seven when interlaced)."""
+    bits = depth * _PNG_CHANNELS[colour]
+    size = 0
+    for column, row, column_step, row_step in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        columns = (width - column + column_step - 1) // column_step
+        rows = (height - row + row_step - 1) // row_step
+        if columns > 0 and rows > 0:
+            size += rows * (1 + (columns * bits + 7) // 8)
+    return size
+
+
+def _check_png_data(idat, header):
+    # libpng inflates the whole IDAT stream, the rows the header announces and whatever
+    # follows them: inflate it here first, stopping as soon as it holds more than those rows.
+    expected = _png_data_size(*header)
+    inflater, produced = zlib.decompressobj(), 0
+    try:
+        for payload in idat:
+            for start in range(0, len(payload), _INFLATE_STEP):
+                tail = payload[start:start + _INFLATE_STEP]
+                while tail and not inflater.eof:
+                    produced += len(inflater.decompress(tail, 16 * _INFLATE_STEP))
+                    if produced > expected:
+                        raise ImageError(
+                            f'broken PNG: the image data inflates to more than the {expected} '
+                            f'bytes a {header[0]}x{header[1]} image of this type holds.')
+                    tail = inflater.unconsumed_tail
+                if inflater.eof:
+                    return
+    except zlib.error as e:
+        raise ImageError(f'broken PNG: the image data (IDAT) is not a valid zlib stream ({e}).'
+                         ) from None
+
+
 def decode_image(data):
     """RGBA uint8 pixels (H, W, 4) of base64 text (str) or encoded image bytes.
 
@@ -226,6 +364,10 @@ def _decode(data):
     if max(width, height) > MAX_SIDE:
         raise ImageTooLarge(f'the {kind} image is {width}x{height}; a side may be at most '
                             f'{MAX_SIDE} pixels.')
+    if kind == 'PNG':  # the decoder sees the pixels' chunks only, their data bounded
+        kept, idat, header = _png_chunks(data)
+        _check_png_data(idat, header)
+        data = _PNG_SIGNATURE + b''.join(kept)
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as e:  # its own limits (the second wall), or a decoder's refusal

@@ -225,8 +225,9 @@ async def teardown(app):
         await asyncio.gather(*ctx.changes, return_exceptions=True)
     ctx.trainer.shutdown()
     ctx.decoders.shutdown()
+    loop = asyncio.get_running_loop()  # closing connections waits for the network: a thread
     if ctx.samples is not None:
-        ctx.db.submit(ctx.samples.close).result()
-    ctx.db.submit(ctx.jobs.close).result()
+        await loop.run_in_executor(ctx.db, ctx.samples.close)
+    await loop.run_in_executor(ctx.db, ctx.jobs.close)
     ctx.db.shutdown()
-    ctx.store.close()
+    await loop.run_in_executor(None, ctx.store.close)

@@ -10,9 +10,12 @@
 - The samples: a table (SQLite's schema in PostgreSQL's types).
 - The schema is created, or migrated, at start-up under an advisory lock.
 
-Nothing on the path of /predict touches the database: a listener thread keeps the versions
-and the status in memory and reconnects by itself. While the database is unreachable the
-routes that change state answer 503 (a StoreError) and predictions go on from memory.
+Nothing on the event loop touches the database: a listener thread keeps the versions and the
+status in memory and reconnects by itself (reading the live version again: notifications sent
+while it was away are lost), and a new live net is read in a thread (nets.reload_live), tried
+again until it is loaded. Every statement has a time limit (STATEMENT_TIMEOUT, LOCK_TIMEOUT).
+While the database is unreachable the routes that change state answer 503 (a StoreError)
+and predictions go on from memory.
 """
 import datetime
 import hashlib
@@ -35,7 +38,11 @@ SCHEMA_VERSION = 1
 JOB_LOCK = 0x627466_01  # advisory lock keys ('btf' 1, 2, 3)
 MIGRATION_LOCK = 0x627466_02
 SAMPLES_LOCK = 0x627466_03
-CONNECT = {'connect_timeout': 3, 'autocommit': True}
+# Every connection: a stalled database (a lock held, a server that stops answering) fails a
+# statement after these many milliseconds instead of holding a thread forever.
+STATEMENT_TIMEOUT, LOCK_TIMEOUT = 5000, 2000
+CONNECT = {'connect_timeout': 3, 'autocommit': True,
+           'options': f'-c statement_timeout={STATEMENT_TIMEOUT} -c lock_timeout={LOCK_TIMEOUT}'}
 LOCKED = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s "
           'AND granted')
 LOCK_KEY = (JOB_LOCK >> 32, JOB_LOCK & 0xFFFFFFFF)
@@ -209,7 +216,10 @@ class PostgresStore(Store):
         except (ValueError, OSError, MemoryError) as e:
             log.error('the live net in the database cannot be read (%s)', e)
             if repair:
-                self._command('DELETE FROM btf_live')
+                try:
+                    self._command('DELETE FROM btf_live')
+                except StoreError as error:
+                    log.error('cannot remove the unreadable live net: %s', error)
             return None
         self._saw_live(rows[0][2])
         self._loaded = rows[0][2], net, rows[0][1]

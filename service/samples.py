@@ -6,12 +6,13 @@ folder (the standard library's sqlite3, WAL journal, every commit synced to disk
 every worker of the machine: a sample is seen by all as soon as its insert commits, and a
 process killed mid-insert leaves no half-written row.
 
-A sample is the image as submitted (its sha256 makes a second post of the same bytes to the
-same net the same sample), the 28x28 uint8 image the net sees, the label the user gave, what
-the net read when it was stored, and the net it was kept with: the live net's own, or a
-private net's. A private net's drawing is its owner's alone unless shared: the live net
-sees (lists, trains on) its own drawings and the shared ones. Every fifth sample by id
-(id % 5 == 0) is never trained on: those are the samples' validation set.
+A sample is the image as submitted, less what imaging.strip_metadata leaves out (a PNG's
+text, profile and other chunks; its sha256 makes a second post of the same image to the same
+net the same sample), the 28x28 uint8 image the net sees, the label the user gave, what the
+net read when it was stored, and the net it was kept with: the live net's own, or a private
+net's. A private net's drawing is its owner's alone unless shared: the live net sees (lists,
+trains on) its own drawings and the shared ones. Every fifth sample by id (id % 5 == 0) is
+never trained on: those are the samples' validation set.
 """
 import datetime
 import hashlib

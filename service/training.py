@@ -314,6 +314,10 @@ async def run_spec(app, job):
     try:
         count = training_samples(ctx.settings)
         samples = await stored_samples(app, net.name) if spec.get('samples') else None
+        net = await ctx.nets.get(net.name)  # its newest version, whichever process saved it
+        if ctx.nets.behind(net):  # never train (and save over) an older version
+            raise Unavailable('this server has not loaded the net\'s newest version yet '
+                              f'({net.problem or "loading it"}); try again.')
     except BaseException:
         ctx.store.release_lock(lock)
         raise

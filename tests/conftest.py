@@ -11,6 +11,7 @@ import base64
 import gzip
 import hashlib
 import http.client
+import io
 import itertools
 import json
 import os
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -169,6 +172,43 @@ def file_digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def zip_bomb(net, member, shape, inflated):
+    """``net``'s NPZ with ``member`` (e.g. 'W0.npy') replaced by a deflated one whose .npy
+    header declares float32 ``shape`` and whose data inflates to ``inflated`` MiB of zeros:
+    about 1 KiB of file per MiB (a fully flushed deflate block of a MiB of zeros repeats)."""
+    buffer = io.BytesIO()
+    net.save(buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {'descr': '<f4', 'fortran_order': False, 'shape': tuple(shape)})
+    zeros, squeeze = bytes(2 ** 20), zlib.compressobj(9, zlib.DEFLATED, -15)
+    start = squeeze.compress(header.getvalue()) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    block = squeeze.compress(zeros) + squeeze.flush(zlib.Z_FULL_FLUSH)  # the one that repeats
+    crc = zlib.crc32(header.getvalue())
+    for _ in range(inflated):
+        crc = zlib.crc32(zeros, crc)
+    bomb = (zipfile.ZIP_DEFLATED, crc, start + block * inflated + squeeze.flush(),
+            len(header.getvalue()) + inflated * 2 ** 20)
+    entries = [(name, bomb if name == member else
+                (zipfile.ZIP_STORED, zlib.crc32(data), data, len(data)))
+               for name, data in members.items()]
+    return raw_zip(entries)
+
+
+def raw_zip(entries):
+    """A zip file of (name, (method, crc, stored bytes, inflated size)) entries, as given."""
+    out, directory = bytearray(), bytearray()
+    for name, (method, crc, data, size) in entries:
+        offset, name = len(out), name.encode()
+        out += struct.pack('<IHHHHHIIIHH', 0x04034B50, 20, 0, method, 0, 0x21, crc, len(data),
+                           size, len(name), 0) + name + data
+        directory += struct.pack('<IHHHHHHIIIHHHHHII', 0x02014B50, 20, 20, 0, method, 0, 0x21,
+                                 crc, len(data), size, len(name), 0, 0, 0, 0, 0, offset) + name
+    return bytes(out + directory + struct.pack('<IHHHHIIH', 0x06054B50, 0, 0, len(entries),
+                                               len(entries), len(directory), len(out), 0))
+
 # ---------------------------------------------------------------------------------------
 # HTTP.
 
@@ -203,6 +243,16 @@ def median_latency(port, path='/health', calls=15):
         times.append(time.perf_counter() - start)
         assert answer.status == 200, answer
     return statistics.median(times)
+
+
+def latencies(client, path='/health', n=20):
+    """Seconds each of ``n`` GETs of ``path`` took, one after the other."""
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        assert client.get(path, timeout=60).status == 200
+        times.append(time.perf_counter() - started)
+    return times
 
 
 class Answer:

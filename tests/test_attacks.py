@@ -886,3 +886,32 @@ def test_a_killed_training_process_is_a_clear_error_and_frees_the_lock(tmp_path,
         assert 'killed by SIGKILL' in s.output()
         assert s.get('/models').json['live'] == before
         assert s.get('/reset').status == 200  # the lock is free
+
+
+# ---------------------------------------------------------------------------------------
+# A zip bomb as the live net (issue #20, 7): write access to the state folder.
+
+def test_a_zip_bomb_in_the_state_folder_is_refused_unread(tmp_path, models):
+    """A live.npz of 520 KiB whose W0 declares, and inflates to, 512 MiB: the worker that
+    notices it reads its headers only, off the event loop, logs the refusal, keeps answering
+    with its net, and says in its readiness that it is behind the store."""
+    folder, nets = models
+    with Process(tmp_path, *server_args(tmp_path, folder)) as s:
+        baseline, memory = conftest.latencies(s), s.peak_memory()
+        bomb = conftest.zip_bomb(nets[2], 'W0.npy', (2 ** 27,), 512)
+        (s.state / 'bomb.tmp').write_bytes(bomb)
+        os.replace(s.state / 'bomb.tmp', s.state / 'live.npz')
+        with ThreadPoolExecutor(2) as pool:
+            asked = [pool.submit(s.get, '/models') for _ in range(2)]
+            during = conftest.latencies(s, n=10)
+            answers = [a.result(timeout=60) for a in asked]
+        assert max(during) < max(50 * statistics.median(baseline), 5 * max(baseline)), \
+            (baseline, during)
+        assert s.peak_memory() < memory + 128 * MB, (memory, s.peak_memory())
+        assert [a.status for a in answers] == [200, 200]
+        assert answers[0].json['live']['sizes'] == [784, 30, 10]
+        wait_for(lambda: "'W0.npy' declares float32 (134217728,)" in s.output(),
+                 'the refusal in the log', 30)
+        ready = s.get('/health/ready')
+        assert ready.status == 503 and 'behind the store' in ready.json['checks']['live']
+        assert s.post('/predict', {'image': DIGIT}).status == 200

@@ -3,11 +3,13 @@ import io
 import itertools
 import json
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
 
 import better_tensorflow as btf
+from tests.conftest import raw_zip, zip_bomb
 
 # every hidden activation x cost x output, at two and three hidden layers
 GRADIENT_CASES = list(itertools.product(btf.HIDDEN_ACTIVATIONS, btf.COST_NAMES, btf.OUTPUTS,
@@ -463,6 +465,51 @@ def test_a_file_of_the_first_format_still_loads(tmp_path):
         (7, 'mse', 'sigmoid', 5, 0.0)
     X = np.random.default_rng(0).random((5, 6))
     np.testing.assert_array_equal(old.predict_batch(X)[1], net.predict_batch(X)[1])
+
+
+@pytest.mark.parametrize('member,shape,inflated,refusal', [
+    ('W0.npy', (2 ** 27,), 512, r"'W0.npy' declares float32 \(134217728,\), expected shape "
+                                r"\(784, 30\)"),  # a huge declared shape: 512 MiB
+    ('W0.npy', (784, 30), 64, r"'W0.npy' inflates to 67108992 bytes, its header declares "
+                              r"float32 \(784, 30\): 94208 bytes"),  # the right shape, 64 MiB
+    ('epochs.npy', (2 ** 24,), 64, r"'epochs.npy' declares float32 \(16777216,\), expected "
+                                   r"shape \(\)"),
+])
+def test_a_zip_bomb_is_refused_before_it_is_inflated(member, shape, inflated, refusal):
+    bomb = io.BytesIO(zip_bomb(btf.Graph((784, 30, 10), seed=0), member, shape, inflated))
+    with pytest.raises(btf.RefusedModelFile, match=refusal):
+        btf.Graph.from_file(bomb)
+
+
+def test_a_model_file_declares_a_bounded_net_of_plain_members(tmp_path):
+    def npy(array):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return buffer.getvalue()
+
+    def stored(**arrays):
+        return io.BytesIO(raw_zip([(f'{k}.npy', (zipfile.ZIP_STORED, zlib.crc32(npy(a)),
+                                                 npy(a), len(npy(a)))) for k, a in arrays.items()]))
+    huge = stored(sizes=np.array([784, 10 ** 6, 10 ** 6, 10]))
+    with pytest.raises(btf.RefusedModelFile, match=r'1000796000010 parameters, .* most 10+'):
+        btf.Graph.from_file(huge)
+    with pytest.raises(btf.RefusedModelFile, match="'junk.npy' is not part of a model file"):
+        btf.Graph.from_file(stored(sizes=np.array([4, 2]), junk=np.zeros(3)))
+    with pytest.raises(btf.RefusedModelFile, match="'sizes.npy' declares float64"):
+        btf.Graph.from_file(stored(sizes=np.array([4.0, 2.0])))
+    net = btf.Graph((4, 2), seed=0)
+    net.save(tmp_path / 'bz2.npz')
+    with zipfile.ZipFile(tmp_path / 'bz2.npz') as plain, \
+            zipfile.ZipFile(tmp_path / 'packed.npz', 'w', zipfile.ZIP_BZIP2) as packed:
+        for info in plain.infolist():
+            packed.writestr(info.filename, plain.read(info))
+    with pytest.raises(btf.RefusedModelFile, match='compression method 12'):
+        btf.Graph.from_file(tmp_path / 'packed.npz')
+    with zipfile.ZipFile(tmp_path / 'deflated.npz', 'w', zipfile.ZIP_DEFLATED) as packed:
+        with zipfile.ZipFile(tmp_path / 'bz2.npz') as plain:
+            for info in plain.infolist():
+                packed.writestr(info.filename, plain.read(info))
+    assert btf.Graph.from_file(tmp_path / 'deflated.npz').sizes == (4, 2)  # savez_compressed
 
 
 def test_a_callable_schedule_cannot_be_saved(tmp_path):

@@ -2,6 +2,7 @@
 folders and one real database (started by the ``postgres`` fixture), as separate machines
 would be."""
 import json
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,10 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import better_tensorflow as btf
+from service.postgres import net_bytes
 from tests.conftest import (
     DIGIT,
     Process,
     confidences,
+    latencies,
     predict_locally,
     read_events,
     tiny_data,
@@ -149,3 +152,62 @@ def test_a_database_restart_costs_no_prediction(tmp_path, models, database, data
     log = a.output()
     assert 'unreachable' in log and 'reachable again' in log
     assert json.dumps(database.split('@')[0]) not in log  # no credentials in the log
+
+
+def test_a_stalled_database_does_not_stall_the_event_loop(tmp_path, models, database):
+    """Issue #20, 5: another server's new net, with btf_live locked for 6 s before this one
+    reads it. /health answers as fast as before the lock, readiness says the server is
+    behind, and the new net is live once the lock is gone."""
+    import psycopg
+    a, b = machines(tmp_path, models, database, tmp_path / 'no-data.npz')
+    try:
+        baseline = latencies(b)
+        newer = btf.Graph((784, 30, 10), 0.5, 128, seed=99)
+        with psycopg.connect(database) as holder, psycopg.connect(database,
+                                                                    autocommit=True) as other:
+            holder.execute('LOCK TABLE btf_live IN ACCESS EXCLUSIVE MODE')
+            # As a server saving a net would: its row is written once the lock is gone, and
+            # its version announced now.
+            holder.execute('UPDATE btf_live SET net = %s, version = version + 1',
+                           (net_bytes(newer),))
+            known = holder.execute('SELECT version FROM btf_live').fetchone()[0]
+            other.execute("SELECT pg_notify('btf_live', %s)", (str(known),))
+            started = time.monotonic()
+            with ThreadPoolExecutor(2) as pool:
+                asked = [pool.submit(b.get, '/models') for _ in range(2)]
+                during = latencies(b, n=10)
+                not_ready = b.get('/health/ready')
+                answers = [x.result(timeout=60) for x in asked]
+            time.sleep(max(0.0, 6 - (time.monotonic() - started)))
+        assert max(during) < max(50 * statistics.median(baseline), 5 * max(baseline)), \
+            (baseline, during)
+        assert [x.status for x in answers] == [200, 200]
+        assert not_ready.status == 503, not_ready
+        assert f'{known} saved' in not_ready.json['checks']['live'], not_ready.json
+        wait_for(lambda: np.allclose(confidences(b.post('/predict', {'image': DIGIT}).json),
+                                     predict_locally(newer), rtol=1e-5), 'the new net on b', 30)
+        assert b.get('/health/ready').status == 200
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_database_restart_loses_no_new_net(tmp_path, models, database, postgres):
+    """Issue #20, 6: a /reset on one server after a database restart is what the other
+    answers with, however its first attempt to read it failed (its connection from before
+    the restart)."""
+    a, b = machines(tmp_path, models, database, tmp_path / 'no-data.npz')
+    try:
+        before = live_from_db(database)
+        np.testing.assert_allclose(confidences(b.post('/predict', {'image': DIGIT}).json),
+                                   predict_locally(before), rtol=1e-5)
+        postgres.restart()
+        wait_for(lambda: a.get('/reset').status == 200, 'a to reconnect', 30)
+        live = live_from_db(database)
+        wait_for(lambda: np.allclose(confidences(b.post('/predict', {'image': DIGIT}).json),
+                                     predict_locally(live), rtol=1e-5), "a's new net on b", 30)
+        assert b.get('/health/ready').status == 200
+        assert b.get('/models').json['live']['epochs'] == live.epochs
+    finally:
+        a.stop()
+        b.stop()

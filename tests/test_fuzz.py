@@ -5,6 +5,8 @@ import base64
 import hashlib
 import json
 import struct
+import zlib
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -249,6 +251,84 @@ def test_hostile_jpegs_decode_at_the_checked_size_or_are_an_image_error(data):
             assert pixels is None or pixels.shape[:2] == (height, width)
 
 
+# PNG chunk lists (issue #20): chunks of every type, known, unknown, critical or not,
+# compressed or not (inflating to a megabyte), with true or false lengths and CRCs, before,
+# between and after the image data and after IEND. The same invariant as the JPEGs', and the
+# decoder sees only the chunks that make the pixels: the ancillary ones never change them.
+PNG_TYPES = [b'tEXt', b'zTXt', b'iTXt', b'iCCP', b'eXIf', b'sPLT', b'gAMA', b'sBIT', b'pHYs',
+             b'tIME', b'bKGD', b'acTL', b'fcTL', b'fdAT', b'prVt', b'tRNS', b'PLTE', b'IHDR',
+             b'IDAT', b'IEND', b'QQQQ', b'a1b2']
+PIXEL_CHUNKS = {b'IHDR', b'PLTE', b'tRNS', b'IDAT', b'IEND'}
+INFLATING = zlib.compress(bytes(2 ** 20), 9)  # 1 KB inflating to 1 MiB
+
+
+def raw_chunk(kind, data, length, crc):
+    """(a chunk, whether it is a well-formed ancillary chunk that carries no pixels)."""
+    whole = (struct.pack('>I', len(data) if length is None else length) + kind + data +
+             struct.pack('>I', zlib.crc32(kind + data) if crc is None else crc))
+    return whole, (kind.isalpha() and kind[0] & 0x20 and kind != b'tRNS' and
+                   length in (None, len(data)) and crc in (None, zlib.crc32(kind + data)))
+
+
+PNG_JUNK = st.builds(
+    raw_chunk, st.sampled_from(PNG_TYPES),
+    st.one_of(st.binary(max_size=16), st.just(INFLATING), st.just(b'Comment\0\0' + INFLATING),
+              st.just(b'Comment\0\1\0\0\0' + INFLATING), st.just(b'icc\0\0' + INFLATING)),
+    st.one_of(st.none(), st.none(), st.none(), st.integers(0, 40), st.integers(0, 2 ** 32 - 1)),
+    st.one_of(st.none(), st.none(), st.none(), st.integers(0, 2 ** 32 - 1)))
+
+
+@st.composite
+def hostile_pngs(draw):
+    """(a hostile PNG, the PNG OpenCV wrote, whether only harmless chunks were added)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    shape = (draw(st.integers(1, 24)), draw(st.integers(1, 24)), draw(st.sampled_from([1, 3, 4])))
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    if draw(st.booleans()):
+        image = image.astype(np.uint16) * 257
+    plain = encode(image, '.png')
+    idat, harmless = plain[41:-16], True  # OpenCV writes IHDR, one IDAT and IEND
+    if draw(st.integers(0, 9)) == 0:  # the rows, then more that inflates past them
+        idat = zlib.compress(zlib.decompress(idat) + bytes(draw(st.integers(1, 2 ** 20))))
+        harmless = False
+    cuts = sorted(draw(st.lists(st.integers(0, len(idat)), max_size=2)))
+    pieces = [idat[a:b] for a, b in zip([0, *cuts], [*cuts, len(idat)])]
+    chunks = [plain[8:33]]
+    for piece in pieces + [None]:
+        for junk, ok in draw(st.lists(PNG_JUNK, max_size=2)):
+            chunks.append(junk)
+            harmless = harmless and ok
+        chunks.append(png_chunk(b'IEND', b'') if piece is None else png_chunk(b'IDAT', piece))
+    after = b''.join(junk for junk, _ in draw(st.lists(PNG_JUNK, max_size=2)))
+    return b'\x89PNG\r\n\x1a\n' + b''.join(chunks) + after, plain, harmless
+
+
+def chunk_types(png):
+    """The types of a well-formed PNG's chunks, and the bytes after IEND."""
+    i, types = 8, []
+    while i < len(png) and (not types or types[-1] != b'IEND'):
+        length, kind = struct.unpack('>I4s', png[i:i + 8])
+        types.append(kind)
+        i += 12 + length
+    return types, png[i:]
+
+
+@FUZZ
+@given(hostile_pngs())
+def test_hostile_png_chunk_lists_decode_to_their_pixels_or_are_an_image_error(case):
+    data, plain, harmless = case
+    _, width, height = imaging.image_size(data)
+    with mock.patch.object(cv2, 'imdecode', wraps=cv2.imdecode) as decoder:
+        rgba = decoded_or_image_error(data)
+    if rgba is not None:
+        assert rgba.shape[:2] == (height, width)
+    for call in decoder.call_args_list:  # only the pixels' chunks, nothing after IEND
+        types, after = chunk_types(bytes(call.args[0]))
+        assert set(types) <= PIXEL_CHUNKS and types[-1] == b'IEND' and not after, types
+    if harmless:  # chunks that carry no pixels, anywhere: the same pixels
+        np.testing.assert_array_equal(rgba, imaging.decode_image(plain))
+
+
 SIDES = st.one_of(st.integers(0, 9), st.sampled_from([4096, 65535, 65536, 2 ** 20 + 1,
                                                        2_000_000, 2 ** 31 - 1, 2 ** 31]))
 
@@ -299,7 +379,8 @@ def live_state(s):
     """The live net in memory and on disk (digests)."""
     ctx = s.app.ctx
     saved = (s.state / 'live.npz').read_bytes()
-    return weights_digest(ctx.live), ctx.live_meta, hashlib.sha256(saved).hexdigest()
+    live = ctx.nets.live
+    return weights_digest(live.graph), live.meta, hashlib.sha256(saved).hexdigest()
 
 
 # The document of the fuzzed server (checked below to be the one it serves), built at import

@@ -109,7 +109,7 @@ def test_bad_data_raises_a_clear_image_error(data, message):
 
 def test_truncated_image_is_an_image_error(picture):
     png = encode(picture)
-    with pytest.raises(imaging.ImageError, match=r'PNG image \(53x37\) could not be decoded'):
+    with pytest.raises(imaging.ImageError, match=r'broken PNG: chunk IDAT .* truncated'):
         imaging.decode_image(png[:len(png) // 2])
 
 

@@ -153,8 +153,9 @@ def test_computed_once_per_net_and_again_after_train_reset_pretrain(serve_data, 
     with serve_data(data_path=data_file) as s:
         ctx = s.app.ctx
         first = s.get('/confusion').json
-        cached = ctx.confusion['live']
-        assert cached[0] is ctx.live
+        live = ctx.nets.live  # the live net's matrix is kept with it
+        cached = live.caches['live']
+        assert cached[0] is live.graph
         # Asked again, and by many at once: the same computation, not a new one.
         answers = [None] * 6
 
@@ -165,15 +166,15 @@ def test_computed_once_per_net_and_again_after_train_reset_pretrain(serve_data, 
             thread.start()
         for thread in threads:
             thread.join()
-        assert answers == [first] * 6 and ctx.confusion['live'] is cached
+        assert answers == [first] * 6 and live.caches['live'] is cached
         assert s.get('/confusion/examples?true=4&read=9').status == 200
-        assert ctx.confusion['live'] is cached
+        assert live.caches['live'] is cached
         # The live net starts as a copy of the best pretrained model (v2).
         assert first['matrix'] == reference_matrix(nets[2], X, y)[0].tolist()
 
         assert s.post('/reset').status == 200
         reset = s.get('/confusion').json
-        assert ctx.confusion['live'][0] is ctx.live and ctx.live is not cached[0]
+        assert live.caches['live'][0] is live.graph and live.graph is not cached[0]
         fresh = btf.Graph.from_file(s.state / 'live.npz')
         assert reset['matrix'] == reference_matrix(fresh, X, y)[0].tolist() != first['matrix']
 

@@ -176,7 +176,7 @@ BAD_PREDICTS = [
     ({'image': 'data:image/png,abc'}, 400, 'a data URL must look like'),
     ({'image': base64.b64encode(b'plain text, not a picture').decode()}, 400,
      'not a PNG, JPEG, WebP or BMP'),
-    ({'image': DIGIT[:200]}, 400, 'could not be decoded'),
+    ({'image': DIGIT[:200]}, 400, 'truncated'),
     ({'image': DIGIT, 'pretrained': 3}, 400, 'pretrained must be one of [1, 2]'),
     ({'image': DIGIT, 'pretrained': -1}, 400, 'pretrained must be one of [1, 2]'),
     ({'image': DIGIT, 'pretrained': True}, 400, 'got true'),

@@ -76,6 +76,8 @@ async def add_sample(request):
     original, x = await read_image(
         app, image, settings.max_sample_bytes,
         'a sample keeps the drawing as submitted (the page sends a few KB)')
+    # what is kept and served back: the pixels' chunks of a PNG, none of a sender's others
+    original = imaging.strip_metadata(original)
     pixels = np.rint(x.reshape(-1) * 255).astype(np.uint8)
     predicted, _ = net.predict(x.reshape(-1))
     sample, created = await in_store(app, 'add', original, pixels, label, predicted, model,
