@@ -6,6 +6,9 @@
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
                      [--max-samples 100000] [--sample-share 0.03]
+                     [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
+                     [--net-idle-days 30] [--net-memory 512] [--max-trainings N]
+                     [--max-queued 100]
                      [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
                      [--metrics-token T] [--metrics-interval 0.2] [--graceful-timeout 15]
     environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_ALLOWED_HOSTS, BTF_TOKEN (then
@@ -88,6 +91,22 @@ def parse(argv=None, environ=os.environ):
     add('--sample-share', type=float, default=DEFAULTS.sample_share,
         help='share of every epoch of a training with samples drawn from them '
              '(default: %(default)s)')
+    add('--max-nets', type=int, default=DEFAULTS.max_nets,
+        help='private nets kept on the server at most (default: %(default)s)')
+    add('--nets-per-hour', type=int, default=DEFAULTS.nets_per_hour,
+        help='private nets one client address may make in an hour (default: %(default)s)')
+    add('--max-versions', type=int, default=DEFAULTS.max_versions,
+        help='versions kept per net, the oldest pruned (default: %(default)s)')
+    add('--net-idle-days', type=float, default=DEFAULTS.net_idle_days,
+        help='a private net unused this many days is deleted (default: %(default)s)')
+    add('--net-memory', type=int, default=DEFAULTS.net_memory // 2 ** 20,
+        help='megabytes of loaded nets\' weights per worker; the least recently used private '
+             'nets are unloaded past it (default: %(default)s)')
+    add('--max-trainings', type=int, default=DEFAULTS.max_trainings,
+        help='trainings run at once on this machine, the others queue (default: the usable '
+             'CPUs minus one, at least one: %(default)s)')
+    add('--max-queued', type=int, default=DEFAULTS.max_queued,
+        help='trainings waiting in the queue at most (default: %(default)s)')
     add('--log-format', choices=('text', 'json'), default=DEFAULTS.log_format,
         help='text lines, or one JSON object per line (default: %(default)s)')
     add('--access-log', action='store_true',
@@ -120,6 +139,10 @@ def parse(argv=None, environ=os.environ):
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
             max_samples=args.max_samples, sample_share=args.sample_share,
+            max_nets=args.max_nets, nets_per_hour=args.nets_per_hour,
+            max_versions=args.max_versions, net_idle_days=args.net_idle_days,
+            net_memory=args.net_memory * 2 ** 20, max_trainings=args.max_trainings,
+            max_queued=args.max_queued,
             log_format=args.log_format, access_log=args.access_log, metrics=args.metrics,
             request_ids=args.request_ids, metrics_token=args.metrics_token or None,
             metrics_interval=args.metrics_interval,

@@ -182,6 +182,8 @@ async def setup(app):
     ctx.changes = set()  # changes of a net under way (changes.outlive_request)
     ctx.running = set()  # training jobs this worker runs (training.dispatch)
     ctx.wake = asyncio.Event()  # a job was queued, or a slot freed
+    ctx.finished, ctx.job_ended = {}, asyncio.Event()  # answers of jobs run here
+    ctx.waiting = set()  # /train requests waiting for their job (training.wait_for_job)
     ctx.large_answers = asyncio.Semaphore(settings.max_large_answers)
     ctx.held_out, ctx.confusion, ctx.insight_tasks = None, {}, {}  # routes/insight.py
     ctx.created = {}  # client address -> times it created nets (routes/nets.py)
@@ -221,6 +223,8 @@ async def teardown(app):
     ctx.streams.end()
     if ctx.running:  # their /train requests get a 503
         await asyncio.gather(*ctx.running, return_exceptions=True)
+    if ctx.waiting:  # and answer it before the queue closes
+        await asyncio.wait(ctx.waiting, timeout=2)
     if ctx.changes:  # a reset or pretrain being saved ends first
         await asyncio.gather(*ctx.changes, return_exceptions=True)
     ctx.trainer.shutdown()

@@ -187,26 +187,37 @@ async def wait_for_job(app, net, job_id):
     """The answer of a queued job, once it is done; while it waits, its place in the queue
     is published (``queued`` events, /train/status) whenever it changes."""
     ctx, place = app.ctx, None
-    while True:
-        job = await in_queue(app, 'get', job_id)
-        if job is None:
-            raise Unavailable('the training job was lost from the queue; try again.')
-        if job['state'] in ('done', 'failed'):
-            result = dict(job['result'] or {})
-            status = result.pop('status', 500)
-            if status >= 400:
-                raise SanicException(result.get('error', 'training failed.'), status,
-                                     context={k: v for k, v in result.items() if k != 'error'}
-                                     or None)
-            return result
-        if job['state'] == 'queued':
-            position = await in_queue(app, 'position', job_id)
-            if position != place:
-                place = position
-                ctx.streams.send(net.name, 'queued', {'position': position})
-                publish(app, net.name, Job(name=f'queued-{job_id}'),
-                        state={'state': 'queued', 'position': position})
-        await asyncio.sleep(WAIT)
+    ctx.waiting.add(asyncio.current_task())  # shutdown lets it answer first
+    try:
+        while True:
+            result = ctx.finished.pop(job_id, None)  # run by this worker: known at once
+            if result is None:
+                job = await in_queue(app, 'get', job_id)
+                if job is None:
+                    raise Unavailable('the training job was lost from the queue; try again.')
+                if job['state'] in ('done', 'failed'):
+                    result = job['result'] or {}
+                elif job['state'] == 'queued':
+                    position = await in_queue(app, 'position', job_id)
+                    if position != place:
+                        place = position
+                        ctx.streams.send(net.name, 'queued', {'position': position})
+                        publish(app, net.name, Job(name=f'queued-{job_id}'),
+                                state={'state': 'queued', 'position': position})
+            if result is not None:
+                result = dict(result)
+                status = result.pop('status', 500)
+                if status >= 400:
+                    raise SanicException(result.get('error', 'training failed.'), status,
+                                         context={k: v for k, v in result.items()
+                                                  if k != 'error'} or None)
+                return result
+            try:
+                await asyncio.wait_for(ctx.job_ended.wait(), WAIT)
+            except TimeoutError:
+                pass
+    finally:
+        ctx.waiting.discard(asyncio.current_task())
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,10 +302,16 @@ async def run_claimed(app, job, slot, slots):
         beating.cancel()
         slots.release(slot)
         ctx.wake.set()  # the slot is free
+    ctx.finished[job['id']] = result  # for a request of this worker waiting for it
+    ctx.job_ended.set()
+    ctx.job_ended.clear()
     try:
         await in_queue(app, 'finish', job['id'], result, result['status'] >= 400)
     except Unavailable:
         log.error('the answer of training job %d could not be stored', job['id'])
+    finally:
+        if len(ctx.finished) > 1000:  # answers nobody here waited for
+            ctx.finished.clear()
 
 
 async def beat(app, job):
