@@ -120,7 +120,7 @@ class Net:
         self.caches = {}  # what was computed from these weights: cleared when they change
         self.reload_task, self.problem, self.logged = None, None, None
         self.delay, self.after = RELOAD_DELAYS[0], 0.0
-        self.used = self.touched = time.monotonic()
+        self.used, self.touched = time.monotonic(), float('-inf')  # first use: recorded
 
     def __repr__(self):
         return f'Net({self.label!r}, {self.graph})'
