@@ -134,7 +134,12 @@ def open_stores(settings):
     except StoreError as e:
         log.error('%s: /samples will answer 503', e)
         samples = None
-    return store, samples, SQLiteJobs(settings.state_dir / 'jobs.sqlite3')
+    try:
+        jobs = SQLiteJobs(settings.state_dir / 'jobs.sqlite3')
+    except StoreError as e:
+        log.error('%s: /train will answer 503', e)
+        jobs = None
+    return store, samples, jobs
 
 
 def adopt_state(app):
@@ -232,6 +237,7 @@ async def teardown(app):
     loop = asyncio.get_running_loop()  # closing connections waits for the network: a thread
     if ctx.samples is not None:
         await loop.run_in_executor(ctx.db, ctx.samples.close)
-    await loop.run_in_executor(ctx.db, ctx.jobs.close)
+    if ctx.jobs is not None:
+        await loop.run_in_executor(ctx.db, ctx.jobs.close)
     ctx.db.shutdown()
     await loop.run_in_executor(None, ctx.store.close)

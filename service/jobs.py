@@ -6,8 +6,9 @@ PostgreSQL, whichever server) has a free training slot.
 - A worker with a free slot ``claim``s the oldest queued job (one transaction: two workers
   never take the same job) and ``beat``s it while it runs; ``finish`` stores its answer.
 - A runner that dies (a killed worker or server) stops beating: ``recover`` puts its job
-  back in the queue once, then ends it ``failed`` with a reason, so no job is left
-  "running" forever.
+  back in the queue, once, if a request still waits for it (the waiting request ``wait``s:
+  a waiter's beat), else ends it ``failed`` with a reason, so no job is left "running"
+  forever and none runs again for nobody.
 
 ``SQLiteJobs`` keeps the rows in the state folder (one machine's workers); ``PostgresJobs``
 in the database (every server on it; ``FOR UPDATE SKIP LOCKED``). Every method blocks: the
@@ -19,7 +20,7 @@ import sqlite3
 import threading
 import time
 
-from .store import StoreError
+from .store import StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 2  # runs a job gets before a runner's death ends it failed
@@ -42,7 +43,8 @@ class QueueFull(Exception):
         self.queued = queued
 
 
-KEYS = ('id', 'net', 'spec', 'state', 'runner', 'attempts', 'created', 'heartbeat', 'result')
+KEYS = ('id', 'net', 'spec', 'state', 'runner', 'attempts', 'created', 'heartbeat', 'result',
+        'waited')
 
 
 def _row(row):
@@ -86,12 +88,18 @@ class Jobs:
         """The runner is alive; False when the job is no longer its (it was taken back)."""
         raise NotImplementedError
 
+    def wait(self, job_id):
+        """A request still waits for the job's answer (a waiter's beat)."""
+        raise NotImplementedError
+
     def finish(self, job_id, result, failed=False):
         raise NotImplementedError
 
-    def recover(self, stale):
-        """Jobs whose runner has not beaten for ``stale`` seconds: queued again, or failed
-        after ATTEMPTS runs. Returns [(job, 'queued' | 'failed')]."""
+    def recover(self, stale, dead=()):
+        """Running jobs whose runner has not beaten for ``stale`` seconds, or is known dead
+        (``dead``: ids): queued again when a request waited for them within ``stale``
+        seconds and they ran fewer than ATTEMPTS times, else failed. Returns
+        [(job, 'queued' | 'failed')]."""
         raise NotImplementedError
 
     def close(self):
@@ -111,7 +119,8 @@ class SQLiteJobs(Jobs):
         attempts INTEGER NOT NULL DEFAULT 0,
         created REAL NOT NULL,
         heartbeat REAL,
-        result TEXT
+        result TEXT,
+        waited REAL
     );
     CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
     CREATE INDEX IF NOT EXISTS jobs_net ON jobs (net, state);
@@ -151,6 +160,10 @@ class SQLiteJobs(Jobs):
                 if db.in_transaction:
                     db.execute('ROLLBACK')
                 raise
+        except sqlite3.OperationalError as e:
+            if 'full' in str(e):
+                raise StoreFull(28, f'the disk holding {self.path} is full') from e
+            raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
         except sqlite3.Error as e:
             raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
 
@@ -171,8 +184,9 @@ class SQLiteJobs(Jobs):
                 raise QueueFull(queued)
             db.execute('DELETE FROM jobs WHERE state IN (?, ?) AND created < ?',
                        ('done', 'failed', time.time() - DONE_KEPT))
-            cursor = db.execute("INSERT INTO jobs (net, spec, state, created) VALUES "
-                                "(?, ?, 'queued', ?)", (net, json.dumps(spec), time.time()))
+            now = time.time()
+            cursor = db.execute("INSERT INTO jobs (net, spec, state, created, waited) VALUES "
+                                "(?, ?, 'queued', ?, ?)", (net, json.dumps(spec), now, now))
             return cursor.lastrowid
         return self._write(work)
 
@@ -211,17 +225,25 @@ class SQLiteJobs(Jobs):
             "UPDATE jobs SET heartbeat = ? WHERE id = ? AND runner = ? AND state = 'running'",
             (time.time(), job_id, runner)).rowcount > 0)
 
+    def wait(self, job_id):
+        self._write(lambda db: db.execute('UPDATE jobs SET waited = ? WHERE id = ?',
+                                          (time.time(), job_id)))
+
     def finish(self, job_id, result, failed=False):
         self._write(lambda db: db.execute(
             'UPDATE jobs SET state = ?, result = ? WHERE id = ?',
             ('failed' if failed else 'done', json.dumps(result), job_id)))
 
-    def recover(self, stale):
+    def recover(self, stale, dead=()):
         def work(db):
             rows = [_row(r) for r in db.execute(
                 f'SELECT {", ".join(KEYS)} FROM jobs WHERE state = ? AND heartbeat < ?',
                 ('running', time.time() - stale)).fetchall()]
-            return [(job, _take_back(db, job, '?')) for job in rows]
+            rows += [job for job in (_row(db.execute(
+                f'SELECT {", ".join(KEYS)} FROM jobs WHERE state = ? AND id = ?',
+                ('running', i)).fetchone()) for i in dead) if job is not None and
+                job['id'] not in {r['id'] for r in rows}]
+            return [(job, _take_back(db, job, '?', stale)) for job in rows]
         return self._write(work)
 
     def close(self):
@@ -231,14 +253,16 @@ class SQLiteJobs(Jobs):
             self._local.db = None
 
 
-def _take_back(db, job, mark):
-    """Queue a dead runner's job again, or end it failed after ATTEMPTS runs."""
-    if job['attempts'] < ATTEMPTS:
+def _take_back(db, job, mark, stale):
+    """Queue a dead runner's job again when a request still waits for it and it ran fewer
+    than ATTEMPTS times, else end it failed."""
+    waited = job.get('waited') or 0
+    if job['attempts'] < ATTEMPTS and time.time() - waited < stale:
         db.execute(f"UPDATE jobs SET state = 'queued', runner = NULL WHERE id = {mark}",
                    (job['id'],))
         return 'queued'
-    result = {'status': 500, 'error': f'the training stopped {job["attempts"]} times: the '
-              'server process running it ended each time. The net is its last saved version.'}
+    result = {'status': 500, 'error': 'the training stopped: the server process running it '
+              f'ended ({job["attempts"]} time(s)). The net is its last saved version.'}
     db.execute(f"UPDATE jobs SET state = 'failed', result = {mark} WHERE id = {mark}",
                (json.dumps(result), job['id']))
     return 'failed'

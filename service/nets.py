@@ -131,6 +131,12 @@ class Net:
         return self.name
 
     @property
+    def title(self):
+        """How logs name it: the live net, or the first characters of a private net's name
+        (the name is its key: logs never hold it whole)."""
+        return 'the live net' if self.name == LIVE else f'net {self.name[:6]}...'
+
+    @property
     def metric(self):
         """Its metrics label: private nets are one series, whatever their number."""
         return 'live' if self.name == LIVE else 'private'
@@ -235,7 +241,7 @@ class Registry:
                 continue
             del self.nets[name]
             total -= net.nbytes
-            log.info('unloaded net %s (least recently used; loaded nets over %d MB)', name,
+            log.info('unloaded %s (least recently used; loaded nets over %d MB)', net.title,
                      budget // 2 ** 20)
 
     def forget(self, name):
@@ -283,8 +289,8 @@ class Registry:
             return  # this worker saved a version meanwhile: what was read is older
         if loaded is not None:
             net.swap(*loaded, token)
-            log.info('reloaded net %s, saved by another process: version %s, %s',
-                     net.label, net.version, net.graph)
+            log.info('reloaded %s saved by another process: version %s, %s', net.title,
+                     net.version, net.graph)
             return
         if net.name != LIVE and await loop.run_in_executor(None, store.about, net.name) is None:
             self.forget(net.name)  # deleted by another process
@@ -293,7 +299,7 @@ class Registry:
         net.after = loop.time() + net.delay
         net.delay = min(2 * net.delay, RELOAD_DELAYS[1])
         if net.logged != token:
-            log.error('net %s: %s; the last one loaded answers, trying again', net.label,
+            log.error('%s: %s; the last one loaded answers, trying again', net.title,
                       net.problem)
             net.logged = token
 
@@ -330,12 +336,12 @@ class Registry:
                     None, lambda: self.store.save_net(net.name, graph, meta, cause, keep))
                 token = self.store.net_version(net.name)
             except StoreFull as e:
-                log.error('the new version of net %s was not saved: %s', net.label, e)
+                log.error('the new version of %s was not saved: %s', net.title, e)
                 raise InsufficientStorage(f'{e.strerror}: the new net could not be saved, so '
                                           'the net is unchanged. Free some space and try '
                                           'again.') from None
             except StoreError as e:
-                log.error('the new version of net %s was not saved: %s', net.label, e)
+                log.error('the new version of %s was not saved: %s', net.title, e)
                 raise Unavailable(f'{e.strerror}: the new net could not be saved, so the net '
                                   'is unchanged.') from None
             record = {**meta, 'version': version, 'cause': cause, 'epochs': graph.epochs}

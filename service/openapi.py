@@ -398,7 +398,8 @@ def _with_nets(settings, versions, document):
         {'401': _error('no token, or a wrong one (the live net)')} if settings.token else {})}
     net = {'type': 'object', 'properties': {
         'net': {'type': 'string'}, 'sizes': _SIZES, 'version': _INT, 'epochs': _INT,
-        'from': {'type': 'string'}, 'created': {'type': 'string'}}}
+        'from': {'type': 'string', 'nullable': True},
+        'created': {'type': 'string', 'nullable': True}}}
     document['paths'].update({
         '/nets': {
             'post': {

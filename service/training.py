@@ -27,10 +27,17 @@ import better_tensorflow as btf
 
 from . import observability, trainer
 from .changes import acquire
-from .errors import BadRequest, Busy, Conflict, SanicException, Unavailable
+from .errors import (
+    BadRequest,
+    Busy,
+    Conflict,
+    InsufficientStorage,
+    SanicException,
+    Unavailable,
+)
 from .jobs import JobExists, QueueFull
 from .samples import is_validation
-from .store import LIVE, StoreError
+from .store import LIVE, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 SPAWN = multiprocessing.get_context('spawn')  # a fresh interpreter: no copy of our threads
@@ -98,10 +105,17 @@ async def current_status(app, net):
 
 
 async def in_queue(app, method, *args):
-    """A call of the training queue, in a thread; 503 when it cannot be reached."""
+    """A call of the training queue, in a thread; 507 when the disk is full, 503 when it
+    cannot be reached."""
+    if app.ctx.jobs is None:
+        raise Unavailable('the training queue cannot be opened (see the server log); nothing '
+                          'was changed.')
     try:
         return await asyncio.get_running_loop().run_in_executor(
             app.ctx.db, getattr(app.ctx.jobs, method), *args)
+    except StoreFull as e:
+        raise InsufficientStorage(f'{e.strerror}: the training could not be queued, and the '
+                                  'net is unchanged.') from None
     except StoreError as e:
         raise Unavailable(f'the training queue cannot be reached: {e.strerror}; nothing was '
                           'changed.') from None
@@ -168,7 +182,12 @@ async def start_job(app, net, epochs, with_samples=False):
         await stored_samples(app, net.name)
     spec = {'epochs': epochs, 'samples': with_samples}
     try:
-        job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued)
+        try:
+            job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued)
+        except JobExists as e:
+            if not await reap(app, net, e.job):
+                raise
+            job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued)
     except JobExists as e:
         status = await current_status(app, net)
         busy = ('training runs; wait for it to finish (see /train/status)'
@@ -183,13 +202,35 @@ async def start_job(app, net, epochs, with_samples=False):
     return await wait_for_job(app, net, job_id)  # the job runs whether its client waits or not
 
 
+async def reap(app, net, job):
+    """Whether the net's "running" job was the job of a runner that died (a killed worker or
+    server): nobody holds the net's lock for a second. It is then taken back at once
+    (jobs.recover: run again for a request still waiting, else failed)."""
+    if job['state'] != 'running':
+        return False
+    loop = asyncio.get_running_loop()
+    for _ in range(10):  # a runner that just claimed it takes the lock within moments
+        if await loop.run_in_executor(None, app.ctx.store.locked, net.name):
+            return False
+        await asyncio.sleep(0.1)
+    taken = await in_queue(app, 'recover', STALE, [job['id']])
+    for gone, what in taken:
+        log.error('the runner of training job %d (%s) died: the job is %s', gone['id'],
+                  net.title, what)
+    return any(what == 'failed' for _, what in taken)
+
+
 async def wait_for_job(app, net, job_id):
     """The answer of a queued job, once it is done; while it waits, its place in the queue
     is published (``queued`` events, /train/status) whenever it changes."""
     ctx, place = app.ctx, None
     ctx.waiting.add(asyncio.current_task())  # shutdown lets it answer first
+    last_beat = 0.0
     try:
         while True:
+            if time.monotonic() - last_beat > BEAT:  # a request still waits for it
+                last_beat = time.monotonic()
+                await in_queue(app, 'wait', job_id)
             result = ctx.finished.pop(job_id, None)  # run by this worker: known at once
             if result is None:
                 job = await in_queue(app, 'get', job_id)
@@ -257,6 +298,8 @@ async def dispatch(app):
     ctx, loop = app.ctx, asyncio.get_running_loop()
     slots = Slots(ctx.settings.state_dir, ctx.settings.max_trainings)
     last_recovery = 0.0
+    if ctx.jobs is None:  # logged at start: this worker runs no job
+        return
     while not ctx.stopping.is_set():
         try:
             await asyncio.wait_for(ctx.wake.wait(), 1.0)
@@ -345,7 +388,7 @@ async def run_spec(app, job):
     net.job = Job(epochs, batches, net.graph.epochs, f'{ctx.worker}-{time.time_ns()}')
     publish(app, net.name, net.job)
     observability.training(app, 'started')
-    log.info('training net %s: %d epochs of %d batches%s', net.label, epochs, batches,
+    log.info('training %s: %d epochs of %d batches%s', net.title, epochs, batches,
              f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
     net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples))
     return await asyncio.shield(net.job_task)
@@ -412,8 +455,8 @@ async def run_job(app, net, job, lock, samples=None):
         answer = {'accuracy': accuracy, 'validation_accuracy': net.meta['validation_accuracy'],
                   'epochs': graph.epochs, 'seconds': round(time.perf_counter() - started, 2),
                   'samples': samples is not None, 'version': version, **comparison}
-        log.info('trained net %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d',
-                 net.label, job.epochs, answer['seconds'], answer['validation_accuracy'],
+        log.info('trained %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d',
+                 net.title, job.epochs, answer['seconds'], answer['validation_accuracy'],
                  accuracy, settings.score_samples)
         finish(app, net, job, answer)
         return answer

@@ -34,7 +34,8 @@ def test_store_list_read_export_and_delete(serve):
         first = s.post('/samples', {'image': DIGIT, 'label': 4})
         assert first.status == 201, first
         live = s.post('/predict', {'image': DIGIT}).json['label']
-        assert first.json == {'id': 1, 'label': 4, 'predicted': live, 'model': 'live'}
+        assert first.json == {'id': 1, 'label': 4, 'predicted': live, 'model': 'live',
+                              'shared': False}
         again = s.post('/samples', {'image': DIGIT, 'label': 9})  # the same bytes
         assert again.status == 200 and again.json['id'] == 1 and again.json['label'] == 4
         second = s.post('/samples', {'image': stroke(1), 'label': 1, 'pretrained': 1})

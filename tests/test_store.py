@@ -333,12 +333,22 @@ def test_a_dead_runners_job_is_run_again_then_failed(jobs):
     assert jobs.claim('dies')['id'] == job
     time.sleep(0.05)
     assert jobs.recover(stale=60) == []  # a runner that beat lately is alive
-    [(again, what)] = jobs.recover(stale=0.01)
+    jobs.wait(job)  # a request still waits for it: it runs again
+    [(again, what)] = jobs.recover(stale=0.04)
     assert again['id'] == job and what == 'queued' and jobs.get(job)['state'] == 'queued'
     assert jobs.claim('dies too')['attempts'] == 2
-    time.sleep(0.05)
-    [(_, what)] = jobs.recover(stale=0.01)
-    failed = jobs.get(job)
+    jobs.wait(job)
+    [(_, what)] = jobs.recover(stale=60, dead=[job])  # known dead: no need to wait
+    failed = jobs.get(job)  # two runs are all it gets
     assert what == 'failed' and failed['state'] == 'failed'
-    assert failed['result']['status'] == 500 and 'stopped 2 times' in failed['result']['error']
+    assert failed['result']['status'] == 500 and 'ended (2 time(s))' in failed['result']['error']
     assert not jobs.beat(job, 'dies too')
+
+
+def test_a_dead_runners_job_nobody_waits_for_is_not_run_again(jobs):
+    job = jobs.submit('net', {'epochs': 1}, limit=5)
+    jobs.claim('dies')
+    time.sleep(0.05)
+    [(_, what)] = jobs.recover(stale=0.04)  # its request left long ago
+    assert what == 'failed' and jobs.get(job)['state'] == 'failed'
+    assert jobs.recover(stale=0.01, dead=[job]) == []  # ended: nothing to take back

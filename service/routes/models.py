@@ -95,7 +95,7 @@ async def reset(request):
     ctx = request.app.ctx
     net = await ctx.nets.get(changed_net(request))
     await replace(request.app, net, 'reset', lambda: fresh_net(ctx.settings), 'reset')
-    log.info('net %s reset: %s', net.label, net.graph)
+    log.info('%s reset: %s', net.title.removeprefix('the '), net.graph)
     return text('OK')
 
 
@@ -112,5 +112,5 @@ async def pretrain(request):
         return ctx.pretrained[ctx.best][1].copy()
 
     await replace(request.app, net, 'load the pretrained model', best_copy, 'pretrain')
-    log.info('net %s is now a copy of pretrained v%d', net.label, ctx.best)
+    log.info('%s is now a copy of pretrained v%d', net.title, ctx.best)
     return text('OK')

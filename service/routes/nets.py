@@ -177,7 +177,7 @@ async def rollback(request, name):
     new = await replace(app, net, 'roll back', lambda: graph, 'rollback',
                         {'validation_accuracy': meta.get('validation_accuracy'),
                          'rolled_back_to': version})
-    log.info('net %s rolled back to version %d (now version %d)', net.label, version, new)
+    log.info('%s rolled back to version %d (now version %d)', net.title, version, new)
     return json({'net': net.label, 'version': new, 'rolled_back_to': version,
                  **describe(net.graph, net.meta)})
 
