@@ -181,7 +181,8 @@ def wanted_outputs(request):
     outputs = request['outputs']
     names = [o.get('name') for o in outputs] if isinstance(outputs, list) and all(
         isinstance(o, dict) for o in outputs) else None
-    if not names or not set(names) <= {OUTPUT, UNSURE} or len(set(names)) != len(names):
+    if not names or not all(isinstance(n, str) for n in names) or \
+            not set(names) <= {OUTPUT, UNSURE} or len(set(names)) != len(names):
         raise BadRequest(f'outputs may ask for "{OUTPUT}" and "{UNSURE}", each once; got '
                          f'{shown(outputs)}.')
     return [(o['name'], flag(parameters(o, 'the output'), 'binary_data', binary))
