@@ -169,9 +169,9 @@ def test_blank_and_unlike_inputs_are_judged_as_predict_judges_them(serve):
         twice = s.post('/v2/models/live/infer', {**request(X), 'outputs': [
             {'name': 'unsure'}, {'name': 'unsure'}]})
         assert twice.status == 400 and 'each once' in twice.json['error']
-        for outputs in ([{'name': {}}], [{'name': ['unsure']}], [{}], []):
-            odd = s.post('/v2/models/live/infer', {**request(X), 'outputs': outputs})
-            assert odd.status == 400 and 'outputs may ask for' in odd.json['error'], outputs
+        for asked in ([{'name': {}}], [{'name': ['unsure']}], [{}], []):
+            odd = s.post('/v2/models/live/infer', {**request(X), 'outputs': asked})
+            assert odd.status == 400 and 'outputs may ask for' in odd.json['error'], asked
 
 
 def test_bad_bodies_and_the_size_limit(serve):
