@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import body_of, call, raw_request, status_of
 
-ROWS = 1000
+ROWS = 256  # the most a request may send as JSON numbers
 
 
 def pixels(n, seed=0):
@@ -57,7 +57,7 @@ def test_server_and_model_metadata(serve, models):
             assert set(answer.json) == {'error'}
 
 
-def test_a_batch_of_1000_rows_answers_as_predict_batch(serve, models):
+def test_a_batch_of_256_rows_answers_as_predict_batch(serve, models):
     _, nets = models
     X = pixels(ROWS)
     with serve() as s:
