@@ -152,7 +152,7 @@ class Request(sanic.Request):
                 raise BadRequest(f'the URL {shown_url(url_bytes)} is not a valid HTTP target: '
                                  'expected a path like /predict, with control characters, '
                                  'spaces and other bytes outside printable ASCII '
-                                 'percent-encoded (%1B).') from None
+                                 'percent-encoded (ESC as %1B).') from None
             try:
                 super().__init__(quote_from_bytes(url_bytes[:SHOWN_URL], SAFE).encode(), *args,
                                  **kwargs)
