@@ -31,7 +31,6 @@ Not bounded here: the bytes themselves (the server caps the body; PNG, WebP and 
 in time linear in bytes plus pixels; an animated WebP decodes only its first frame, an
 animated PNG its default image), and the warnings libpng and libjpeg print on stderr.
 """
-import base64
 import binascii
 import logging
 import os
@@ -63,6 +62,10 @@ DIGIT_SIZE = 20  # longest side of the digit inside the 28x28 field
 INK_THRESHOLD = 0.1  # ink at or below this (0..1) is background noise (JPEG artefacts, paper)
 _BAND = 256  # rows converted at a time: (256, W) temporaries instead of (H, W) ones
 _DATA_URL = re.compile(r'data:[^,]*?;base64,', re.IGNORECASE)
+BASE64_CHUNK = 2 ** 20  # characters of base64 read by one C call (a multiple of 4)
+_BASE64 = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+_URL_SAFE = bytes.maketrans(b'-_', b'+/')
+_WHITESPACE = b' \t\n\r\x0b\x0c'  # what str.split() and re's \s take in ASCII
 # libjpeg's next_marker: skip bytes up to an 0xFF, then any 0xFF fill bytes; FF 00 is no
 # marker (stuffed data) and is skipped too. Possessive, so a long run costs linear time.
 _JPEG_NEXT_MARKER = re.compile(rb'(?:[^\xff]|\xff+\x00)*+\xff+([^\x00\xff])')
@@ -100,7 +103,9 @@ class NoDigitError(ImageError):
 # Decoding: base64 -> bytes -> header check -> RGBA pixels.
 
 def decode_base64(text):
-    """Bytes of a base64 string (standard or URL-safe, padding optional, data: URL allowed)."""
+    """Bytes of a base64 string (standard or URL-safe, padding optional, whitespace anywhere,
+    data: URL allowed). Read BASE64_CHUNK characters at a time: each C call holds the GIL
+    for a bounded time, whatever the string's length."""
     text = text.strip()
     if text[:5].lower() == 'data:':
         prefix = _DATA_URL.match(text)
@@ -108,22 +113,37 @@ def decode_base64(text):
             raise ImageError('a data URL must look like "data:image/png;base64,<base64 data>", '
                              f'got {text[:40]!r}...')
         text = text[prefix.end():]
-    try:  # what browsers send: standard, padded, one line
-        data = binascii.a2b_base64(text, strict_mode=True)
-        if data:
-            return data
+    chunks = range(0, len(text), BASE64_CHUNK)
+    try:  # what browsers send: standard, padded, one line ("=" only at the very end)
+        if text.find('=', 0, len(text) - 2) == -1:
+            data = b''.join(binascii.a2b_base64(text[i:i + BASE64_CHUNK], strict_mode=True)
+                            for i in chunks)
+            if data:
+                return data
     except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
         pass
-    text = re.sub(r'\s+', '', text).replace('-', '+').replace('_', '/').rstrip('=')
+    pieces = []
+    for i in chunks:
+        piece = text[i:i + BASE64_CHUNK]
+        try:
+            piece = piece.encode('ascii')
+        except UnicodeEncodeError as e:
+            raise ImageError(f'invalid base64: unexpected character {piece[e.start]!r} at '
+                             f'position {i + e.start}.') from None
+        pieces.append(piece.translate(_URL_SAFE, _WHITESPACE))
+    text = b''.join(pieces).rstrip(b'=')
     if not text:
         raise ImageError('the image is empty: expected base64-encoded PNG, JPEG, WebP or BMP data.')
-    bad = re.search(r'[^A-Za-z0-9+/]', text)
-    if bad:
-        raise ImageError(f'invalid base64: unexpected character {bad.group()!r} at position '
-                         f'{bad.start()}.')
+    for i in range(0, len(text), BASE64_CHUNK):
+        piece = text[i:i + BASE64_CHUNK]
+        if bad := piece.translate(None, _BASE64):
+            raise ImageError(f'invalid base64: unexpected character {chr(bad[0])!r} at '
+                             f'position {i + piece.index(bad[0])}.')
     if len(text) % 4 == 1:
         raise ImageError(f'invalid base64: {len(text)} characters cannot encode whole bytes.')
-    return base64.b64decode(text + '=' * (-len(text) % 4))
+    text += b'=' * (-len(text) % 4)
+    return b''.join(binascii.a2b_base64(text[i:i + BASE64_CHUNK])
+                    for i in range(0, len(text), BASE64_CHUNK))
 
 
 def image_size(data):

@@ -12,6 +12,7 @@ from sanic.exceptions import (
     SanicException,
 )
 from sanic.handlers import ErrorHandler
+from sanic.http import Http
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class JSONErrorHandler(ErrorHandler):
                        f'use {exception.headers.get("Allow", "another method")}.')
         elif isinstance(exception, NotFound):
             message = f'nothing at {clip(request.path)}: the routes are listed at /openapi.json.'
+        elif isinstance(exception, PayloadTooLarge) and str(exception).startswith('Request head'):
+            # Sanic's words for a head past Http.HEADER_MAX_SIZE (its config, capped at 16 KiB)
+            message = (f'the request\'s head (request line and headers) is larger than the limit '
+                       f'of {Http.HEADER_MAX_SIZE} bytes; send shorter headers and cookies.')
         elif isinstance(exception, PayloadTooLarge):  # raised by Sanic while reading the body
             message = f'the request is larger than the limit of {config.REQUEST_MAX_SIZE} bytes.'
         elif isinstance(exception, RequestTimeout):  # a slow client

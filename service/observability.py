@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import clip
+from .logs import escape
 
 log = logging.getLogger(__name__)
 access = logging.getLogger('btf.access')
@@ -69,7 +70,8 @@ class JSONFormatter(logging.Formatter):
                 'message': record.getMessage()}
         for name in self.FIELDS:
             if hasattr(record, name):
-                line[name] = getattr(record, name)
+                value = getattr(record, name)  # a method is what the client sent
+                line[name] = escape(value) if isinstance(value, str) else value
         if record.exc_info:  # Redact normally merged it into the message already
             line['message'] += '\n' + self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

@@ -552,7 +552,7 @@ def _with_operations(settings, versions, document):
                         'name': 'input', 'datatype': 'FP32', 'shape': [1, 784],
                         'data': [0.0] * 784}}},
                 'outputs': {'type': 'array', 'items': {'type': 'object', 'properties': {
-                    'name': {'type': 'string', 'enum': ['confidences']},
+                    'name': {'type': 'string', 'enum': ['confidences', 'unsure']},
                     'parameters': {'type': 'object'}}}}}},
         'InferenceResponse': {
             'type': 'object', 'properties': {

@@ -30,7 +30,7 @@ from tests.conftest import (
     wait_for,
     write_models,
 )
-from tests.test_hardening import body_of, listening_address, status_of
+from tests.test_hardening import body_of, listening_address, raw_request, status_of
 
 TOKEN = 'attack-T0ken-4f9c2e'
 MB = 2 ** 20
@@ -915,3 +915,100 @@ def test_a_zip_bomb_in_the_state_folder_is_refused_unread(tmp_path, models):
         ready = s.get('/health/ready')
         assert ready.status == 503 and 'behind the store' in ready.json['checks']['live']
         assert s.post('/predict', {'image': DIGIT}).status == 200
+
+
+# ---------------------------------------------------------------------------------------
+# Issue #20 (items 3, 4, 8): work a client makes the server do, counted as the server
+# process's CPU time against a control request of the same size (not timed on the clock).
+
+def cpu_seconds(s):
+    """User and system CPU seconds the server process has used so far."""
+    stat = Path(f'/proc/{s.process.pid}/stat').read_text()
+    fields = stat.rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def cpu_of(s, send, times):
+    """(CPU seconds the server spent, answers) for ``times`` calls of ``send``, one after
+    another, counted from a quiet server until it is quiet again."""
+    time.sleep(0.3)
+    before = cpu_seconds(s)
+    answers = [send() for _ in range(times)]
+    time.sleep(0.3)  # what the server does after answering (its log lines)
+    return cpu_seconds(s) - before, answers
+
+
+# An ESC (and a CSI) in the request line: httptools refuses the URL. Each "://" once made the
+# log redactor's pattern scan to the end of the line.
+BAD_URL = (b'GET /\x1b[31m' + b'://a:' * 1600 +
+           b' HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
+SAME_LENGTH_URL = (b'GET /a/a/a' + b'/a/a:' * 1600 +
+                   b' HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
+
+
+@pytest.mark.parametrize('log_format', ['text', 'json'])
+def test_bad_urls_are_a_400_and_one_short_log_line(tmp_path, log_format):
+    """Before: no answer, a 44-line traceback holding the URL four times (its ESC bytes raw
+    in the text log), and redacting it cost seconds of CPU on the event loop."""
+    assert len(BAD_URL) == len(SAME_LENGTH_URL)
+    with Process(tmp_path, *server_args(tmp_path), '--access-log',
+                 '--log-format', log_format) as s:
+        control, _ = cpu_of(s, lambda: raw_request(s.port, SAME_LENGTH_URL)[1], 20)
+        spent, answers = cpu_of(s, lambda: raw_request(s.port, BAD_URL)[1], 20)
+        for answer in answers:
+            assert status_of(answer) == 400, answer[:200]
+            error = body_of(answer)['error']
+            assert 'not a valid HTTP target' in error and len(error) < 400, error
+        assert spent < 3 * control + 0.2, (spent, control)
+        s.stop()
+    output = s.output()
+    assert 'Traceback' not in output and '\x1b' not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if '://a:' in line]
+    assert len(lines) == 20 and all(len(line) < 1000 for line in lines), lines[:2]
+    if log_format == 'json':
+        assert all(json.loads(line)['status'] == 400 for line in lines)
+
+
+def test_a_head_too_large_names_the_heads_limit(tmp_path):
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        for header in (b'X-Request-ID: ' + b'r' * 100_000, b'Cookie: c=' + b'k' * 60_000):
+            _, answer = raw_request(s.port, b'GET /health HTTP/1.1\r\nHost: localhost\r\n'
+                                    + header + b'\r\n\r\n')
+            assert status_of(answer) == 413, answer[:200]
+            error = body_of(answer)['error']
+            assert 'head' in error and str(16 * MB) not in error, error
+
+
+def test_v2_json_numbers_are_counted_before_parsing(tmp_path):
+    """Before: 5,000 rows of JSON numbers (15 MiB) were parsed, with the GIL held for
+    seconds by orjson and np.array; the same rows in binary cost a tenth of it."""
+    rows = 5000
+    head = json.dumps({'inputs': [{'name': 'input', 'datatype': 'FP32', 'shape': [rows, 784],
+                                   'parameters': {'binary_data_size': rows * 784 * 4}}]})
+    binary = head.encode() + bytes(rows * 784 * 4)
+    numbers = (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [5000, 784], '
+               b'"data": [' + b'0.0,' * (rows * 784 - 1) + b'0.0]}]}')
+    assert abs(len(numbers) - len(binary)) < 1000
+    url = '/v2/models/mnist/infer'
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        control, answers = cpu_of(s, lambda: call(
+            s.port, 'POST', url, binary, {'Inference-Header-Content-Length': str(len(head))}), 3)
+        assert all(answer.status == 200 for answer in answers), answers[0]
+        spent, answers = cpu_of(s, lambda: call(s.port, 'POST', url, numbers), 3)
+        assert spent < 2 * control + 0.15, (spent, control)
+        for answer in answers:
+            assert answer.status == 400 and 'binary_data_size' in answer.json['error'], answer
+
+
+def test_base64_broken_by_spaces_costs_what_one_line_costs(tmp_path):
+    """Before: base64 with whitespace fell back to one re.sub over the whole string (seconds
+    for 15 MiB broken every 4 characters), and a regular expression over it again."""
+    spaced = json.dumps({'image': 'AAAA ' * (3 * MB)})
+    one_line = json.dumps({'image': 'AAAA' * (3 * MB) + ' ' * (3 * MB)})  # stripped: one line
+    assert len(spaced) == len(one_line)
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        control, answers = cpu_of(s, lambda: s.post('/predict', one_line), 3)
+        assert all(answer.status == 400 for answer in answers), answers[0]
+        spent, answers = cpu_of(s, lambda: s.post('/predict', spaced), 3)
+        assert all(answer.status == 400 for answer in answers), answers[0]
+        assert spent < 2 * control + 0.15, (spent, control)

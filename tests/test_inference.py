@@ -14,7 +14,7 @@ from service import insight
 from service.insight import BLANK
 from tests.conftest import DIGIT, body_of, call, raw_request, status_of
 
-ROWS = 1000
+ROWS = 256  # the most a request may send as JSON numbers
 
 
 def pixels(n, seed=0):
@@ -63,7 +63,7 @@ def test_server_and_model_metadata(serve, models):
             assert set(answer.json) == {'error'}
 
 
-def test_a_batch_of_1000_rows_answers_as_predict_batch(serve, models):
+def test_a_batch_of_256_rows_answers_as_predict_batch(serve, models):
     _, nets = models
     X = pixels(ROWS)
     with serve() as s:
@@ -169,6 +169,9 @@ def test_blank_and_unlike_inputs_are_judged_as_predict_judges_them(serve):
         twice = s.post('/v2/models/live/infer', {**request(X), 'outputs': [
             {'name': 'unsure'}, {'name': 'unsure'}]})
         assert twice.status == 400 and 'each once' in twice.json['error']
+        for asked in ([{'name': {}}], [{'name': ['unsure']}], [{}], []):
+            odd = s.post('/v2/models/live/infer', {**request(X), 'outputs': asked})
+            assert odd.status == 400 and 'outputs may ask for' in odd.json['error'], asked
 
 
 def test_bad_bodies_and_the_size_limit(serve):
@@ -287,3 +290,28 @@ def test_the_largest_batch_in_binary(serve, models):
         got = outputs(answer.json)
     assert got.shape == (10_000, 10)
     np.testing.assert_array_equal(got.argmax(1), nets[2].predict_batch(X)[0])
+
+
+def test_one_spelling_per_version_and_an_integer_binary_size(serve):
+    """Issue #20, item 8: version "01" was echoed as "01", a version of 5,000 digits was a
+    500 (int() refuses them), and binary_data_size 3136.0 was taken for 3136."""
+    X = pixels(1)
+    head = json.dumps({'inputs': [{'name': 'input', 'datatype': 'FP32', 'shape': [1, 784],
+                                   'parameters': {'binary_data_size': 3136.0}}]}).encode()
+    with serve() as s:
+        assert s.get('/v2/models/mnist/versions/01').json['versions'] == ['1']
+        assert s.get('/v2/models/mnist/versions/001/ready').json['version'] == '1'
+        answer = s.post('/v2/models/mnist/versions/01/infer', request(X))
+        assert answer.status == 200 and answer.json['model_version'] == '1', answer
+        answer = s.get('/v2/models/mnist/versions/' + '9' * 5000)
+        assert answer.status == 404 and 'no version' in answer.json['error'], answer
+        answer = call(s.port, 'POST', '/v2/models/mnist/infer', head + X.tobytes(),
+                      {'Inference-Header-Content-Length': str(len(head))})
+        assert answer.status == 400 and 'binary_data_size must be 3136' in \
+            answer.json['error'], answer
+
+
+def test_json_rows_past_the_limit_point_to_binary_data(serve):
+    with serve() as s:
+        answer = s.post('/v2/models/mnist/infer', request(pixels(ROWS + 1)))
+        assert answer.status == 400 and 'binary_data_size' in answer.json['error'], answer

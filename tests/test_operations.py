@@ -3,10 +3,12 @@ Dockerfile): readiness, metrics summed over workers, request ids on log lines, J
 graceful shutdown on SIGTERM, and a container that runs what `make run` runs."""
 import http.client
 import json
+import logging
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -475,3 +477,46 @@ def test_counted_answers_stay_bounded_whatever_the_interval():
     text = metrics.exposition().decode()
     assert value(text, 'btf_request_duration_seconds_count', route='/predict', method='POST',
                  status='200') == obs.PENDING + 5
+
+
+# ---------------------------------------------------------------------------------------
+# The log redactor (service/logs.py): linear, and one record one line.
+
+def redacted(message, token=None, exc_info=None):
+    from service import logs
+    record = logging.LogRecord('t', logging.INFO, __file__, 1, message, (), exc_info)
+    logs.Redact(token).filter(record)
+    return record.getMessage()
+
+
+def test_the_redactor_costs_time_linear_in_the_line():
+    """Issue #20: each "://" of a line made the pattern scan to its end and back (a quadratic
+    cost: 4 times the line was 16 times the time). Compared with itself, not a clock."""
+    def cost(n):
+        line = '/\x1b' + '://a:' * n
+        best = float('inf')
+        for _ in range(3):
+            started = time.perf_counter()
+            redacted(line)
+            best = min(best, time.perf_counter() - started)
+        return best
+    cost(100)  # warm
+    small, large = cost(2000), cost(8000)
+    assert large < 8 * small, (small, large)
+
+
+def test_the_redactor_keeps_secrets_out_and_escapes_control_characters():
+    assert redacted('postgresql://btf:hunter2@db:5432/x') == 'postgresql://btf:<redacted>@db:5432/x'
+    assert redacted('a://u:p@b c://v:q@d') == 'a://u:<redacted>@b c://v:<redacted>@d'
+    assert redacted('http://host:8000/train?token=abc&x=1') == \
+        'http://host:8000/train?token=<redacted>&x=1'
+    assert redacted('Authorization: Bearer abc, next') == 'Authorization: Bearer <redacted>, next'
+    assert redacted('the token is T0k3n', token='T0k3n') == 'the token is <redacted>'
+    assert redacted('GET /\x1b[31mred\x9b\x7f\u2028\r\nINFO forged') == \
+        'GET /\\x1b[31mred\\x9b\\x7f\\u2028\\r\\nINFO forged'
+    assert len(redacted('x' * 100_000)) < 2100
+    try:
+        raise ValueError('bad \x1b value')
+    except ValueError:
+        text = redacted('failed', exc_info=sys.exc_info())
+    assert text.startswith('failed\nTraceback') and '\x1b' not in text and '\\x1b' in text

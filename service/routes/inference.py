@@ -7,8 +7,9 @@ FP32 ``[n, 784]`` pixels in [0, 1] (row-major; flat or nested ``data``, or the b
 extension), and gives two outputs: ``confidences``, FP32 ``[n, 10]``, the net's output
 activations, as /predict's "confidence" (``Graph.predict_batch``), and ``unsure``, BYTES
 ``[n]``, /predict's "not sure" judgement of each row (why its answer should not be trusted,
-e.g. a blank input; empty when it can be). At most ``MAX_ROWS`` rows a
-request, within the body limit; large batches are read and computed off the event loop.
+e.g. a blank input; empty when it can be). At most ``MAX_ROWS`` rows a request in binary,
+``JSON_ROWS`` as JSON numbers, within the body limit; large batches are read and computed off
+the event loop.
 Errors are the protocol's ``{"error": "..."}`` with 400 or 404 (503 when not ready).
 """
 import asyncio
@@ -27,10 +28,21 @@ INPUT, OUTPUT, DATATYPE = 'input', 'confidences', 'FP32'
 UNSURE = 'unsure'  # BYTES [n]: why each row's answer should not be trusted, '' when it can
 PIXELS, CLASSES = 784, 10
 MAX_ROWS = 10_000
+# Rows a request may send as JSON numbers. Parsing them (orjson.loads, then np.array) is one
+# C call each, with the GIL held even off the event loop, for time in proportion to the
+# numbers: bounded here so that every other request, /health too, waits at most a few
+# milliseconds for it. Larger batches come as binary data, read without parsing.
+JSON_ROWS = 256
 # Lists and objects a request's JSON may hold: the request, its input and parameters, the
-# shape, and the data flat or a list per row. Counted (memchr-fast) before parsing: 16 MiB of
-# "[]," would be 5.6 million lists, seconds of parsing with the GIL held.
-MAX_CONTAINERS = MAX_ROWS + 64
+# shape, and the data flat or a list per row; and its commas, which bound its numbers (each
+# but the last of a list is followed by one). Both counted (memchr-fast) before parsing: 16 MiB
+# of "[]," would be 5.6 million lists, and of "0," 8 million numbers, each seconds of parsing
+# with the GIL held.
+MAX_CONTAINERS = JSON_ROWS + 64
+MAX_COMMAS = JSON_ROWS * PIXELS + 64
+BINARY_HINT = ('send larger batches as binary data: "parameters": {"binary_data_size": '
+               f'4 x n x {PIXELS}}} on the input, its little-endian FP32 bytes after the JSON, '
+               'and the JSON\'s length in Inference-Header-Content-Length.')
 INLINE_BYTES = 64 * 1024  # bodies up to this size are read on the event loop
 BINARY_HEADER = 'Inference-Header-Content-Length'
 VERSION = '1.0.0'
@@ -60,8 +72,10 @@ async def find(app, name, version):
                 raise Missing('the model mnist has no versions: no pretrained models are '
                               'installed (`make models`).')
             version = str(ctx.best)
-        if version.isdigit() and version.isascii() and int(version) in ctx.pretrained:
-            return f'v{int(version)}', version, ctx.pretrained[int(version)][1]
+        # One spelling per version ("01" is "1"), and no int() of thousands of digits.
+        if version.isdigit() and version.isascii() and len(version) < 10 and \
+                int(version) in ctx.pretrained:
+            return f'v{int(version)}', str(int(version)), ctx.pretrained[int(version)][1]
         raise Missing(f'the model mnist has no version {shown(version)}; its versions are '
                       f'{models(app)["mnist"]}.')
     raise Missing(f'there is no model {shown(name)}; the models are "live" and "mnist" '
@@ -93,9 +107,14 @@ def parse(body, header_length):
     containers = body.count(b'[') + body.count(b'{')
     if containers > MAX_CONTAINERS:
         raise BadRequest(f'the JSON holds {containers} lists and objects, more than a request '
-                         f'of {MAX_ROWS} rows needs ({MAX_CONTAINERS}); expected {{"inputs": '
+                         f'of {JSON_ROWS} rows needs ({MAX_CONTAINERS}); expected {{"inputs": '
                          f'[{{"name": "{INPUT}", "datatype": "{DATATYPE}", "shape": [n, {PIXELS}], '
-                         '"data": [...]}]}.')
+                         f'"data": [...]}}]}}; {BINARY_HINT}')
+    commas = body.count(b',')
+    if commas > MAX_COMMAS:
+        raise BadRequest(f'the JSON holds {commas} commas, more than {JSON_ROWS} rows of '
+                         f'{PIXELS} numbers need ({MAX_COMMAS}): at most {JSON_ROWS} rows are '
+                         f'read as JSON; {BINARY_HINT}')
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -139,13 +158,16 @@ def tensor(request, binary):
     n = shape[0]
     size = parameters(spec, 'the input').get('binary_data_size')
     if size is not None:
-        if size != n * PIXELS * 4 or len(binary) != size:
+        if size.__class__ is not int or size != n * PIXELS * 4 or len(binary) != size:
             raise BadRequest(f'binary_data_size must be {n * PIXELS * 4} (n x {PIXELS} FP32) '
                              f'and match the {len(binary)} bytes after the JSON, got '
                              f'{shown(size)}.')
         X = np.frombuffer(binary, '<f4').reshape(n, PIXELS)
     else:
         data = spec.get('data')
+        if n > JSON_ROWS:
+            raise BadRequest(f'the input\'s shape has {n} rows; at most {JSON_ROWS} are read as '
+                             f'JSON numbers: {BINARY_HINT}')
         if not isinstance(data, list):
             raise BadRequest(f'the input needs "data": {n} x {PIXELS} numbers, flat or as '
                              'nested lists (row-major).')
@@ -179,7 +201,8 @@ def wanted_outputs(request):
     outputs = request['outputs']
     names = [o.get('name') for o in outputs] if isinstance(outputs, list) and all(
         isinstance(o, dict) for o in outputs) else None
-    if not names or not set(names) <= {OUTPUT, UNSURE} or len(set(names)) != len(names):
+    if not names or not all(isinstance(n, str) for n in names) or \
+            not set(names) <= {OUTPUT, UNSURE} or len(set(names)) != len(names):
         raise BadRequest(f'outputs may ask for "{OUTPUT}" and "{UNSURE}", each once; got '
                          f'{shown(outputs)}.')
     return [(o['name'], flag(parameters(o, 'the output'), 'binary_data', binary))
