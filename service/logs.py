@@ -2,10 +2,12 @@
 
 Any log line, ours or a library's, passes through ``Redact`` on the root handlers: the token's
 value, "?token=..." / "&token=..." in a URL, "Bearer ..." and a database URL's password become
-"<redacted>". What a client sent may reach a message (a URL Sanic could not parse), so the
-message is then cut to MESSAGE_CHARS and every character that is not printable (control
-characters, C1, line and paragraph separators) is written as an escape: nothing a client sends
-can move a terminal's cursor or start a log line of its own. A traceback keeps its lines.
+"<redacted>"; a private net's name in a URL ("/nets/<name>", "net=<name>": the name is the
+net's key) keeps its first six characters only. What a client sent may reach a message (a
+URL Sanic could not parse), so the message is then cut to MESSAGE_CHARS and every character
+that is not printable (control characters, C1, line and paragraph separators) is written as
+an escape: nothing a client sends can move a terminal's cursor or start a log line of its
+own. A traceback keeps its lines.
 
 Every step costs time linear in the line's length: the patterns below have no unbounded
 quantifier that can give back what it took and try again (a URL's password is matched up to
@@ -23,6 +25,10 @@ _SECRETS = re.compile(r'((?:[?&;]|\b)(?:token|password)=)[^&\s\'"]*|(Bearer\s+)[
 # "@" there the match keeps the text as it is (and no later "://" up to that space could end
 # in an "@" either).
 _URL_PASSWORD = re.compile(r'(://[^:/@\s]+:)([^@\s]*)(@?)')
+
+
+# A private net's name (store.new_net_name: 22 characters) in a path or a query.
+_NET_NAME = re.compile(r'((?:[?&;]net=|/nets/)[A-Za-z0-9_-]{6})[A-Za-z0-9_-]{16}(?![A-Za-z0-9_-])')
 
 
 def _keep(match):
@@ -56,6 +62,7 @@ class Redact(logging.Filter):
 
     def clean(self, text):
         text = _SECRETS.sub(_keep, _URL_PASSWORD.sub(_password, text))
+        text = _NET_NAME.sub(r'\1...', text)
         return text.replace(self.token, '<redacted>') if self.token else text
 
     def filter(self, record):

@@ -276,3 +276,14 @@ def test_a_private_net_trains_on_its_own_drawings(serve_data, data_file, tmp_pat
         assert trained.status == 200 and trained.json['samples'] is True
         saved = btf.Graph.from_file(tmp_path / 'state' / 'nets' / name / 'net.npz')
         assert saved.epochs == trained.json['epochs']
+
+
+def test_logs_never_hold_a_private_nets_name_whole(tmp_path, models):
+    folder, _ = models
+    with Process(tmp_path, '--models', str(folder), '--access-log') as s:
+        name = make(s)['net']
+        assert s.get(f'/nets/{name}/versions').status == 200
+        assert s.post(f'/predict?net={name}', {'image': DIGIT}).status == 200
+        assert s.post('/reset', {'net': name}).status == 200
+        wait_for(lambda: f'/nets/{name[:6]}...' in s.output(), 'the access line')
+        assert name not in s.output()  # access lines hold the path, never the query
