@@ -14,6 +14,7 @@ net's. A private net's drawing is its owner's alone unless shared: the live net 
 trains on) its own drawings and the shared ones. Every fifth sample by id (id % 5 == 0) is
 never trained on: those are the samples' validation set.
 """
+import asyncio
 import datetime
 import hashlib
 import logging
@@ -24,6 +25,7 @@ import numpy as np
 
 from preprocess import is_sample_validation as is_validation  # noqa: F401  one rule for all
 
+from .errors import InsufficientStorage, Unavailable
 from .store import LIVE, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
@@ -231,3 +233,19 @@ class SQLiteSampleStore(SampleStore):
         if db is not None:
             db.close()
             self._local.db = None
+
+
+async def in_store(app, method, *args):
+    """Run a sample-store call off the event loop; its errors as 507 / 503."""
+    if app.ctx.samples is None:
+        raise Unavailable('the sample store cannot be opened (see the server log); nothing was '
+                          'changed.')
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            app.ctx.db, getattr(app.ctx.samples, method), *args)
+    except StoreFull as e:
+        raise InsufficientStorage(f'{e.strerror}: nothing was stored. Delete samples (DELETE '
+                                  '/samples/{id}) or raise --max-samples.') from None
+    except StoreError as e:
+        log.error('sample store: %s', e)
+        raise Unavailable(f'{e.strerror}; nothing was changed.') from None

@@ -36,7 +36,7 @@ from .errors import (
     Unavailable,
 )
 from .jobs import JobExists, QueueFull
-from .samples import is_validation
+from .samples import in_store, is_validation
 from .store import LIVE, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
@@ -397,8 +397,6 @@ async def run_spec(app, job):
 async def stored_samples(app, name=LIVE):
     """(X_train, y_train, X_val, y_val) of the samples a net trains on: every fifth by id
     held out."""
-    from .routes.samples import in_store  # the store's errors as statuses
-
     ids, X, y = await in_store(app, 'arrays', name)
     held = is_validation(ids)
     if held.all():

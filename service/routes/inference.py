@@ -19,9 +19,9 @@ import orjson
 from sanic import Blueprint, json, raw
 
 from .. import insight, observability
-from ..errors import BadRequest, Missing, SanicException
+from ..errors import BadRequest, Missing
 from ..parsing import require_json, shown
-from .health import failing, readiness
+from ..readiness import NotReady, failing, readiness
 
 bp = Blueprint('inference')
 INPUT, OUTPUT, DATATYPE = 'input', 'confidences', 'FP32'
@@ -46,11 +46,6 @@ BINARY_HINT = ('send larger batches as binary data: "parameters": {"binary_data_
 INLINE_BYTES = 64 * 1024  # bodies up to this size are read on the event loop
 BINARY_HEADER = 'Inference-Header-Content-Length'
 VERSION = '1.0.0'
-
-
-class NotReady(SanicException):
-    status_code = 503
-    quiet = True
 
 
 def models(app):

@@ -13,9 +13,7 @@ import imaging
 
 from ..errors import (
     BadRequest,
-    InsufficientStorage,
     Missing,
-    Unavailable,
     clip,
 )
 from ..guard import holds_user_data
@@ -23,7 +21,7 @@ from ..inputs import image_field, pick_net, read_image
 from ..nets import is_int
 from ..parsing import json_body, net_name, query_int, shown
 from ..protocol import send_chunked
-from ..store import StoreError, StoreFull
+from ..samples import in_store
 
 log = logging.getLogger(__name__)
 bp = Blueprint('samples')
@@ -31,22 +29,6 @@ EXAMPLE = '{"image": "data:image/png;base64,...", "label": 7, "net": "live", "sh
 MAX_LIMIT = 500
 MAX_ID = 2 ** 63 - 1
 MEDIA = {'PNG': 'image/png', 'JPEG': 'image/jpeg', 'WebP': 'image/webp', 'BMP': 'image/bmp'}
-
-
-async def in_store(app, method, *args):
-    """Run a sample-store call off the event loop; its errors as 507 / 503."""
-    if app.ctx.samples is None:
-        raise Unavailable('the sample store cannot be opened (see the server log); nothing was '
-                          'changed.')
-    try:
-        return await asyncio.get_running_loop().run_in_executor(
-            app.ctx.db, getattr(app.ctx.samples, method), *args)
-    except StoreFull as e:
-        raise InsufficientStorage(f'{e.strerror}: nothing was stored. Delete samples (DELETE '
-                                  '/samples/{id}) or raise --max-samples.') from None
-    except StoreError as e:
-        log.error('sample store: %s', e)
-        raise Unavailable(f'{e.strerror}; nothing was changed.') from None
 
 
 def sample_id(value):
