@@ -232,6 +232,11 @@ class SGD:
         self.learning_rate = None
         self.velocities = [np.zeros_like(p) for p in params] if momentum else []
 
+    @classmethod
+    def build(cls, params, config):
+        """The optimiser a net's options (``config``) ask for."""
+        return cls(params, config.momentum, config.nesterov)
+
     def update(self, params, grads):
         rate = self.learning_rate
         if not self.momentum:
@@ -269,6 +274,11 @@ class Adam:
         self.t = 0
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]
+
+    @classmethod
+    def build(cls, params, config):
+        """The optimiser a net's options (``config``) ask for."""
+        return cls(params)
 
     def update(self, params, grads):
         self.t += 1
@@ -310,7 +320,14 @@ def _like(arrays, name, reference):
     return a.astype(reference.dtype)
 
 
-OPTIMIZERS = {'sgd': SGD, 'adam': Adam}
+OPTIMIZERS = {'sgd': SGD, 'adam': Adam}  # the options' names; each class's build(params, config)
+
+
+class Layer(NamedTuple):
+    """One layer of a net, as Graph.layers() gives it."""
+    weights: np.ndarray  # (inputs, units)
+    biases: np.ndarray  # (units,)
+    activation: str
 
 
 # ---------------------------------------------------------------------------------------
@@ -598,10 +615,8 @@ class Graph:
         return weights, biases
 
     def _new_optimizer(self):
-        params = self.weights + self.biases
-        if self.config.optimizer == 'adam':
-            return Adam(params)
-        return SGD(params, self.config.momentum, self.config.nesterov)
+        """The optimiser the options name, built from OPTIMIZERS (its ``build``)."""
+        return OPTIMIZERS[self.config.optimizer].build(self.weights + self.biases, self.config)
 
     def __repr__(self):
         options = ', '.join(f'{k}={v!r}' for k, v in self.options.items())
@@ -637,6 +652,28 @@ class Graph:
     def copy(self):
         """A deep copy: training the copy never changes this net."""
         return copy.deepcopy(self)
+
+    # -- the layers, as a reader of the net sees them -------------------------------
+
+    def layers(self):
+        """Each layer from the input to the output: its weights (inputs x units), its biases
+        (units,) and its activation's name; what a picture or an export of the net reads
+        (the arrays are the net's own: copy them to change them)."""
+        last = len(self.weights) - 1
+        return [Layer(W, b.reshape(-1),
+                      self.config.output if l == last else self.config.activation)
+                for l, (W, b) in enumerate(zip(self.weights, self.biases))]
+
+    def activations(self, X):
+        """Every layer's output for inputs X, (n, sizes[0]) or one (sizes[0],): the same
+        forward pass as predict, [a1, ..., aL], each (n, sizes[l])."""
+        X = np.asarray(X, self.dtype)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ValueError(f'X must be (n, {self.sizes[0]}) or ({self.sizes[0]},), got '
+                             f'shape {X.shape}')
+        return self._forward(X)[1:]
 
     # -- forward, backward ----------------------------------------------------------
 

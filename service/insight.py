@@ -4,9 +4,8 @@
   file, with a sentence saying exactly which they are.
 - ``confusion``: a net's 10x10 confusion matrix on them, per-class accuracy, and the cells'
   examples as small PNGs with the net's confidence.
-- ``activations``: what each hidden layer of a net does with one input, computed from the
-  net's public weights and biases (the library's own forward pass is private), bounded in
-  size.
+- ``activations``: what each hidden layer of a net does with one input (the library's own
+  forward pass, ``Graph.activations``), bounded in size.
 - ``unsure``: why an answer should not be trusted, in words, or None (the rule and its
   measured rates: docs/api.md, "Not sure"; measured by ``python -m bench.unsure``).
 """
@@ -32,31 +31,15 @@ SPREAD_RATIO_RANGE = (0.137, 1.445)
 # ---------------------------------------------------------------------------------------
 # Hidden activations, from the net's weights (the same maths as the library's forward pass).
 
-def _sigmoid(z):
-    return 1 / (1 + np.exp(-np.clip(z, -60, 60)))
-
-
-HIDDEN = {'sigmoid': _sigmoid, 'tanh': np.tanh, 'relu': lambda z: np.maximum(z, 0)}
-
-
 def hidden_activation(net):
-    """The name of the net's hidden-layer activation: its options' 'activation', default
-    sigmoid (the library's only one today). ValueError for one this module does not know."""
-    name = (net.options or {}).get('activation', 'sigmoid')
-    if name not in HIDDEN:
-        raise ValueError(f'hidden activation {name!r} is not one of {sorted(HIDDEN)}.')
-    return name
+    """The name of the net's hidden layers' activation (Graph.layers())."""
+    return net.layers()[0].activation
 
 
 def hidden_layers(net, x):
     """The activations of every hidden layer for one input x (784,): a list of (n_l,)
-    arrays."""
-    function = HIDDEN[hidden_activation(net)]
-    a, layers = np.asarray(x, net.weights[0].dtype).reshape(-1), []  # the net's own precision
-    for W, b in zip(net.weights[:-1], net.biases[:-1]):
-        a = function(a @ W + b.reshape(-1))  # (sizes[l+1],)
-        layers.append(a)
-    return layers
+    arrays, from the net's own forward pass (Graph.activations)."""
+    return [a[0] for a in net.activations(np.asarray(x).reshape(-1))[:-1]]
 
 
 def activations(net, x, top=TOP_UNITS, full=FULL_LAYER):

@@ -3,6 +3,8 @@ image decoder), trains a copy of the live net and sends it back through a pipe."
 import logging
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -13,20 +15,35 @@ import preprocess
 log = logging.getLogger(__name__)
 
 
-def train(net, data_path, epochs, pipe, stop, score_samples, interval, niceness, samples=None,
-          share=0.1):
-    """Train ``net`` on the data set at ``data_path`` and send through ``pipe`` ("step", info)
-    for epochs and batches (at most one batch every ``interval`` / 2 seconds), then ("done",
-    net, history, correct of ``score_samples`` validation samples, comparison) or ("diverged"
-    | "error", message). Stops after the batch during which ``stop`` is set. If the server
-    dies, the next send fails and ends this process.
+@dataclass
+class Assignment:
+    """What one training process does: train ``net`` ``epochs`` epochs on the data set at
+    ``data_path`` (and, with ``samples`` (X_train, y_train, X_val, y_val) of users' drawings,
+    uint8, on them too: ``share`` of every epoch); report a batch at most every ``interval``
+    / 2 seconds and score the result on ``score_samples`` validation samples; run at
+    ``niceness``."""
+    net: btf.Graph
+    data_path: Path
+    epochs: int
+    score_samples: int = 100
+    interval: float = 0.1
+    niceness: int = 10
+    samples: tuple | None = None
+    share: float = 0.1
 
-    ``samples``: (X_train, y_train, X_val, y_val) of users' drawings (uint8). Every epoch then
-    also draws, with replacement and freshly augmented, as many of the training ones as make
-    ``share`` of the epoch; the comparison reports MNIST's and the samples' validation
-    accuracy before and after.
+
+def train(work, pipe, stop):
+    """Do the ``work`` (an Assignment) and send through ``pipe`` ("step", info) for epochs and
+    batches, then ("done", net, history, correct of the scored validation samples,
+    comparison) or ("diverged" | "error", message). Stops after the batch during which
+    ``stop`` is set. If the server dies, the next send fails and ends this process.
+
+    With samples, every epoch also draws, with replacement and freshly augmented, as many of
+    the training ones as make ``share`` of the epoch; the comparison reports MNIST's and the
+    samples' validation accuracy before and after.
     """
-    os.nice(niceness)  # requests come first
+    net, epochs, samples, interval = work.net, work.epochs, work.samples, work.interval
+    os.nice(work.niceness)  # requests come first
     threadpool_limits(1, user_api='blas')  # the other core serves requests
     last_batch = 0.0
 
@@ -38,7 +55,7 @@ def train(net, data_path, epochs, pipe, stop, score_samples, interval, niceness,
         return stop.is_set()
 
     try:
-        data = preprocess.load_dataset(data_path)
+        data = preprocess.load_dataset(work.data_path)
         X_val, y_val = data['val']
         before = compare(net, data['val'], samples)
         pipe.send(('step', {'event': 'before', 'before': before}))
@@ -46,9 +63,9 @@ def train(net, data_path, epochs, pipe, stop, score_samples, interval, niceness,
             net.feed(data['train'], data['val'])
             history = net.run(epochs, callback=callback, progress=False)
         else:
-            history = train_with_samples(net, data, samples, share, epochs, callback, stop)
+            history = train_with_samples(net, data, samples, work.share, epochs, callback, stop)
         net.train_data = net.val_data = None  # the live net must not hold the data set
-        sample = np.random.default_rng().choice(len(y_val), min(score_samples, len(y_val)),
+        sample = np.random.default_rng().choice(len(y_val), min(work.score_samples, len(y_val)),
                                                 replace=False)
         comparison = {'before': before, 'after': compare(net, data['val'], samples)}
         pipe.send(('done', net, history, net.validate((X_val[sample], y_val[sample])),

@@ -424,10 +424,11 @@ async def run_job(app, net, job, lock, samples=None):
     ctx, settings = app.ctx, app.ctx.settings
     loop = asyncio.get_running_loop()
     receiver, sender = SPAWN.Pipe(duplex=False)
-    process = SPAWN.Process(target=trainer.train, name='train', args=(
-        net.graph.copy(), settings.data_path, job.epochs, sender, ctx.stopping,
-        settings.score_samples, settings.progress_interval, settings.train_niceness, samples,
-        settings.sample_share))
+    work = trainer.Assignment(net.graph.copy(), settings.data_path, job.epochs,
+                              settings.score_samples, settings.progress_interval,
+                              settings.train_niceness, samples, settings.sample_share)
+    process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender,
+                                                                        ctx.stopping))
     started = time.perf_counter()
     try:
         process.start()

@@ -237,7 +237,7 @@ def test_predict_returns_the_hidden_activations_bounded(serve, deep_models):
         assert 'return_activations must be true or false, got "yes"' in bad.json['error']
 
 
-@pytest.mark.parametrize('activation', sorted(insight.HIDDEN))
+@pytest.mark.parametrize('activation', btf.HIDDEN_ACTIVATIONS)
 def test_activations_match_the_library_for_each_hidden_activation(activation):
     net = btf.Graph((784, 24, 12, 10), 0.1, 32, activation=activation, seed=3)
     x = np.random.default_rng(0).random(784).astype(np.float32)
@@ -249,10 +249,22 @@ def test_activations_match_the_library_for_each_hidden_activation(activation):
         np.testing.assert_allclose(a, b[0], rtol=1e-5, atol=1e-6)
 
 
-def test_an_unknown_hidden_activation_is_named(models):
+def test_the_library_shows_its_layers_and_their_outputs(models):
+    """Graph.layers() and Graph.activations(): what insight (and an exporter) read, one
+    forward pass with predict's."""
     _, nets = models
-    with pytest.raises(ValueError, match="'swish' is not one of"):
-        insight.hidden_activation(type('Net', (), {'options': {'activation': 'swish'}})())
+    net = btf.Graph((784, 16, 12, 10), 0.1, 32, activation='tanh', seed=4)
+    layers = net.layers()
+    assert [(layer.weights.shape, layer.biases.shape, layer.activation) for layer in layers] == [
+        ((784, 16), (16,), 'tanh'), ((16, 12), (12,), 'tanh'), ((12, 10), (10,), 'softmax')]
+    assert layers[0].weights is net.weights[0]  # the net's own arrays, not copies
+    X = np.random.default_rng(1).random((5, 784)).astype(np.float32)
+    outputs = net.activations(X)
+    assert [a.shape for a in outputs] == [(5, 16), (5, 12), (5, 10)]
+    np.testing.assert_allclose(outputs[-1], net.predict_batch(X)[1], rtol=1e-6)
+    np.testing.assert_allclose(net.activations(X[0])[-1][0], outputs[-1][0], rtol=1e-6)
+    with pytest.raises(ValueError, match=r'got shape \(5, 783\)'):
+        net.activations(X[:, :783])
     assert insight.hidden_activation(nets[1]) == 'sigmoid'
 
 
