@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -174,7 +175,8 @@ def adopt_state(app):
 
 async def setup(app):
     ctx, settings = app.ctx, app.ctx.settings
-    ctx.worker = f'{os.getpid()}-{id(app):x}'
+    ctx.worker = f'{socket.gethostname()}@{os.getpid()}-{id(app):x}'  # unique, and says
+    #                                      whether it is alive (training.gone)
     ctx.budget = Budget(settings.max_buffered)
     # The sample store's and the training queue's calls: one thread (a database connection
     # is used by one thread at a time).

@@ -44,7 +44,7 @@ class QueueFull(Exception):
 
 
 KEYS = ('id', 'net', 'spec', 'state', 'runner', 'attempts', 'created', 'heartbeat', 'result',
-        'waited')
+        'waited', 'waiter')
 
 
 def _row(row):
@@ -62,7 +62,8 @@ class Jobs:
     train: JSON), state ('queued', 'running', 'done', 'failed'), runner, attempts, created,
     heartbeat (seconds since the epoch), result (the answer: JSON, with "status")."""
 
-    def submit(self, net, spec, limit):
+    def submit(self, net, spec, limit, waiter=None):
+        """The new job's id; ``waiter``: the worker whose request waits for it."""
         raise NotImplementedError
 
     def get(self, job_id):
@@ -88,18 +89,19 @@ class Jobs:
         """The runner is alive; False when the job is no longer its (it was taken back)."""
         raise NotImplementedError
 
-    def wait(self, job_id):
-        """A request still waits for the job's answer (a waiter's beat)."""
+    def wait(self, job_id, waiter=None):
+        """A request of worker ``waiter`` still waits for the job's answer (a waiter's
+        beat)."""
         raise NotImplementedError
 
     def finish(self, job_id, result, failed=False):
         raise NotImplementedError
 
-    def recover(self, stale, dead=()):
+    def recover(self, stale, dead=(), gone=None):
         """Running jobs whose runner has not beaten for ``stale`` seconds, or is known dead
         (``dead``: ids): queued again when a request waited for them within ``stale``
-        seconds and they ran fewer than ATTEMPTS times, else failed. Returns
-        [(job, 'queued' | 'failed')]."""
+        seconds (and its worker is not ``gone(waiter)``) and they ran fewer than ATTEMPTS
+        times, else failed. Returns [(job, 'queued' | 'failed')]."""
         raise NotImplementedError
 
     def close(self):
@@ -120,7 +122,8 @@ class SQLiteJobs(Jobs):
         created REAL NOT NULL,
         heartbeat REAL,
         result TEXT,
-        waited REAL
+        waited REAL,
+        waiter TEXT
     );
     CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
     CREATE INDEX IF NOT EXISTS jobs_net ON jobs (net, state);
@@ -173,7 +176,7 @@ class SQLiteJobs(Jobs):
         except sqlite3.Error as e:
             raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
 
-    def submit(self, net, spec, limit):
+    def submit(self, net, spec, limit, waiter=None):
         def work(db):
             active = _row(db.execute(f'SELECT {", ".join(KEYS)} FROM jobs WHERE net = ? AND '
                                      "state IN ('queued', 'running')", (net,)).fetchone())
@@ -185,8 +188,9 @@ class SQLiteJobs(Jobs):
             db.execute('DELETE FROM jobs WHERE state IN (?, ?) AND created < ?',
                        ('done', 'failed', time.time() - DONE_KEPT))
             now = time.time()
-            cursor = db.execute("INSERT INTO jobs (net, spec, state, created, waited) VALUES "
-                                "(?, ?, 'queued', ?, ?)", (net, json.dumps(spec), now, now))
+            cursor = db.execute("INSERT INTO jobs (net, spec, state, created, waited, waiter) "
+                                "VALUES (?, ?, 'queued', ?, ?, ?)",
+                                (net, json.dumps(spec), now, now, waiter))
             return cursor.lastrowid
         return self._write(work)
 
@@ -225,25 +229,21 @@ class SQLiteJobs(Jobs):
             "UPDATE jobs SET heartbeat = ? WHERE id = ? AND runner = ? AND state = 'running'",
             (time.time(), job_id, runner)).rowcount > 0)
 
-    def wait(self, job_id):
-        self._write(lambda db: db.execute('UPDATE jobs SET waited = ? WHERE id = ?',
-                                          (time.time(), job_id)))
+    def wait(self, job_id, waiter=None):
+        self._write(lambda db: db.execute('UPDATE jobs SET waited = ?, waiter = ? WHERE id = ?',
+                                          (time.time(), waiter, job_id)))
 
     def finish(self, job_id, result, failed=False):
         self._write(lambda db: db.execute(
             'UPDATE jobs SET state = ?, result = ? WHERE id = ?',
             ('failed' if failed else 'done', json.dumps(result), job_id)))
 
-    def recover(self, stale, dead=()):
+    def recover(self, stale, dead=(), gone=None):
         def work(db):
-            rows = [_row(r) for r in db.execute(
-                f'SELECT {", ".join(KEYS)} FROM jobs WHERE state = ? AND heartbeat < ?',
-                ('running', time.time() - stale)).fetchall()]
-            rows += [job for job in (_row(db.execute(
-                f'SELECT {", ".join(KEYS)} FROM jobs WHERE state = ? AND id = ?',
-                ('running', i)).fetchone()) for i in dead) if job is not None and
-                job['id'] not in {r['id'] for r in rows}]
-            return [(job, _take_back(db, job, '?', stale)) for job in rows]
+            running = [_row(r) for r in db.execute(
+                f'SELECT {", ".join(KEYS)} FROM jobs WHERE state = ?', ('running',))]
+            taken = [job for job in running if _dead(job, stale, dead, gone)]
+            return [(job, _take_back(db, job, '?', stale, gone)) for job in taken]
         return self._write(work)
 
     def close(self):
@@ -253,11 +253,19 @@ class SQLiteJobs(Jobs):
             self._local.db = None
 
 
-def _take_back(db, job, mark, stale):
+def _dead(job, stale, dead, gone):
+    """Whether a running job's runner is dead: silent for ``stale`` seconds, listed in
+    ``dead``, or ``gone`` (a process of this machine that ended)."""
+    return (time.time() - (job['heartbeat'] or 0) > stale or job['id'] in dead or
+            gone is not None and gone(job['runner']))
+
+
+def _take_back(db, job, mark, stale, gone=None):
     """Queue a dead runner's job again when a request still waits for it and it ran fewer
     than ATTEMPTS times, else end it failed."""
-    waited = job.get('waited') or 0
-    if job['attempts'] < ATTEMPTS and time.time() - waited < stale:
+    waiting = time.time() - (job.get('waited') or 0) < stale and not (
+        gone is not None and job.get('waiter') and gone(job['waiter']))
+    if job['attempts'] < ATTEMPTS and waiting:
         db.execute(f"UPDATE jobs SET state = 'queued', runner = NULL WHERE id = {mark}",
                    (job['id'],))
         return 'queued'

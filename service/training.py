@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 import zipfile
 
@@ -183,11 +184,13 @@ async def start_job(app, net, epochs, with_samples=False):
     spec = {'epochs': epochs, 'samples': with_samples}
     try:
         try:
-            job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued)
+            job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued,
+                                    ctx.worker)
         except JobExists as e:
             if not await reap(app, net, e.job):
                 raise
-            job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued)
+            job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued,
+                                    ctx.worker)
     except JobExists as e:
         status = await current_status(app, net)
         busy = ('training runs; wait for it to finish (see /train/status)'
@@ -202,6 +205,22 @@ async def start_job(app, net, epochs, with_samples=False):
     return await wait_for_job(app, net, job_id)  # the job runs whether its client waits or not
 
 
+def gone(worker):
+    """Whether a worker (``app.ctx.worker``: host, process, app) is known to be dead: one of
+    this machine's whose process has ended. Another machine's is not known here."""
+    host, _, rest = str(worker).rpartition('@')
+    pid = rest.split('-')[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 async def reap(app, net, job):
     """Whether the net's "running" job was the job of a runner that died (a killed worker or
     server): nobody holds the net's lock for a second. It is then taken back at once
@@ -209,13 +228,14 @@ async def reap(app, net, job):
     if job['state'] != 'running':
         return False
     loop = asyncio.get_running_loop()
-    for _ in range(10):  # a runner that just claimed it takes the lock within moments
+    for _ in range(0 if gone(job['runner']) else 10):  # a runner that just claimed it takes
+        #                                                  the lock within moments
         if await loop.run_in_executor(None, app.ctx.store.locked, net.name):
             return False
         await asyncio.sleep(0.1)
-    taken = await in_queue(app, 'recover', STALE, [job['id']])
-    for gone, what in taken:
-        log.error('the runner of training job %d (%s) died: the job is %s', gone['id'],
+    taken = await in_queue(app, 'recover', STALE, [job['id']], gone)
+    for dead, what in taken:
+        log.error('the runner of training job %d (%s) died: the job is %s', dead['id'],
                   net.title, what)
     return any(what == 'failed' for _, what in taken)
 
@@ -230,7 +250,7 @@ async def wait_for_job(app, net, job_id):
         while True:
             if time.monotonic() - last_beat > BEAT:  # a request still waits for it
                 last_beat = time.monotonic()
-                await in_queue(app, 'wait', job_id)
+                await in_queue(app, 'wait', job_id, ctx.worker)
             result = ctx.finished.pop(job_id, None)  # run by this worker: known at once
             if result is None:
                 job = await in_queue(app, 'get', job_id)
@@ -309,7 +329,7 @@ async def dispatch(app):
         try:
             if loop.time() - last_recovery > BEAT:
                 last_recovery = loop.time()
-                for job, what in await in_queue(app, 'recover', STALE):
+                for job, what in await in_queue(app, 'recover', STALE, (), gone):
                     log.error('the runner of training job %d (net %s) stopped beating: the '
                               'job is %s', job['id'], job['net'], what)
             while not ctx.stopping.is_set():
