@@ -43,7 +43,8 @@ def test_store_list_read_export_and_delete(serve):
 
         listed = s.get('/samples').json
         assert listed['total'] == 2 and [r['id'] for r in listed['samples']] == [2, 1]
-        assert set(listed['samples'][0]) == {'id', 'label', 'predicted', 'model', 'created'}
+        assert set(listed['samples'][0]) == {'id', 'label', 'predicted', 'model', 'created',
+                                          'shared'}
         assert s.get('/samples?label=4').json['total'] == 1
         assert [r['id'] for r in s.get('/samples?offset=1&limit=1').json['samples']] == [1]
 
