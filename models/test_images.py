@@ -4,7 +4,8 @@
 The server measures every confusion matrix on these images, so that a server without the
 training file (a fresh clone, no MNIST) still shows where each shipped net goes wrong. The
 file holds ``X`` (10000, 784) uint8, white ink on black as MNIST stores it, and ``y``
-(10000,) uint8 labels, in MNIST's own order; it loads with ``allow_pickle=False``.
+(10000,) uint8 labels, in MNIST's own order; it loads with ``allow_pickle=False``
+(the server reads it through ``service.insight.official_test``, which checks its shapes).
 Its licence and checksum: models/MNIST-TEST.md.
 """
 import argparse
@@ -22,18 +23,6 @@ COUNT = 10_000  # MNIST's official test set
 # The sha256 of the file this repository ships (models/MNIST-TEST.md); a rebuild from the
 # canonical IDX files gives the same pixels and labels, and the same bytes with this numpy.
 SHA256 = '96ec6a9c413a1e20a45398cb23275e33c439c12ee65564d4b8ff0a0ef4d64f14'
-
-
-def read(path):
-    """(X (10000, 784) uint8, y (10000,) int64) from the shipped file; ValueError when it is
-    not what it should be. Never unpickles."""
-    with np.load(path, allow_pickle=False) as f:
-        X, y = f['X'], f['y']
-    if X.dtype != np.uint8 or X.shape != (COUNT, 784):
-        raise ValueError(f'X holds {X.dtype} {X.shape}, expected uint8 ({COUNT}, 784)')
-    if y.dtype != np.uint8 or y.shape != (COUNT,) or y.max(initial=0) > 9:
-        raise ValueError(f'y holds {y.dtype} {y.shape}, expected uint8 ({COUNT},) digits')
-    return X, y.astype(np.int64)
 
 
 def build(source, output=OUTPUT):

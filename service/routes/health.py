@@ -24,7 +24,7 @@ def readiness(app):
         return {'started': 'the server is starting'}
     checks = {
         'pretrained': 'ok' if ctx.pretrained else
-        f'no pretrained models in {ctx.settings.models_dir} (`make models`)',
+        'no pretrained models (`make models` builds them)',
         'live': 'ok' if getattr(ctx, 'live', None) is not None else 'the live net is not loaded',
         'storage': ctx.store.writable() or 'ok',
         'samples': 'ok' if ctx.samples is not None else
