@@ -287,9 +287,8 @@ def training_samples(settings):
 
 # What the page says beside a disabled Train button, and what /train answers (no path: the
 # operator knows where the file is, a visitor must not learn it).
-NO_DATA = ('this server has no MNIST training data, so it cannot train; its operator can add '
-           'it with `make data` (raw MNIST in $MNIST_DIR or data/raw/, or '
-           '`.venv/bin/python preprocess.py --download`).')
+NO_DATA = ('training needs MNIST\'s training images, and this server does not have them; its '
+           'operator can add them with `make data`.')
 
 
 def can_train(settings):
