@@ -21,6 +21,10 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
+// A server's sentence as nodes: `make data` becomes <code>make data</code>, not backticks.
+export const words = (text) => text.split('`').map((part, i) => (i % 2 ? el('code', { text: part })
+  : part));
+
 export const percent = (x, digits = 1) => `${(100 * x).toFixed(digits)}%`;
 export const confidence = (x) => (x > 0.999 ? '>99.9%' : percent(x));
 export const plural = (n, word) => `${n.toLocaleString('en')} ${word}${n === 1 ? '' : 's'}`;

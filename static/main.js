@@ -53,7 +53,7 @@ const panels = [
   comparePanel({ models: getModels, net, training, isOpen: () => isOpen('compare'), messages }),
   insidePanel({ weightsOf }),
   confusion,
-  hiddenPanel({ weightsOf, net }),
+  hiddenPanel({ weightsOf }),
 ];
 
 // Every panel's hook, called at once (in order); a failed load is shown, in words.

@@ -2,7 +2,7 @@
 // so that a message never moves or covers anything). News goes when the next action starts;
 // an error goes when its source succeeds or stops being true (clear(source) on every slot).
 
-import { el } from './dom.js';
+import { el, words } from './dom.js';
 
 const slots = [];
 
@@ -10,13 +10,13 @@ export function slot(status, error) {
   let source = null;  // what showed the error, so that its next success clears it
   const self = {
     say(text, details) {
-      status.replaceChildren(text, ...(details ? [' ', el('details', {},
+      status.replaceChildren(...words(text), ...(details ? [' ', el('details', {},
         el('summary', { text: 'Details' }), el('p', { text: details }))] : []));
       self.clear();
     },
     fail(text, from = 'action') {
       status.replaceChildren();  // news of an earlier step would contradict the error
-      error.textContent = text;
+      error.replaceChildren(...words(text));
       error.hidden = false;
       source = from;
     },

@@ -2,7 +2,7 @@
 // MNIST's test images, per-class accuracy; a cell shows its digits (/confusion/examples).
 
 import { api } from './api.js';
-import { $, $$, confidence, el, modelName, percent, touchOnly } from './dom.js';
+import { $, $$, confidence, el, modelName, percent, touchOnly, words } from './dom.js';
 
 const CELL_EXAMPLES = 48;
 const MOVES = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
@@ -36,7 +36,7 @@ export function confusionPanel({ net, isOpen, messages, saveState }) {
       if (mine !== asked) return;
       table.hidden = true;
       box.hidden = true;
-      info.textContent = err.message;
+      info.replaceChildren(...words(err.message));
     }
   }
 

@@ -5,13 +5,14 @@ import { unitImage } from './weights.js';
 
 const UNITS_SHOWN = 120;  // a wide layer (e.g. 800 units) shows this many until asked
 
-export function hiddenPanel({ weightsOf, net }) {
+export function hiddenPanel({ weightsOf }) {
   const title = $('#hidden-title');
   const grid = $('#units');
   const more = $('#all-units');
   let units = [];
   let shape = null;  // "v6 784-800-10": a new net folds the units back to the first ones
   let all = false;  // asked to see every unit of that net (kept while its weights reload)
+  let asked = 0;  // the latest load wins: an older answer arriving late is dropped
 
   function show(count) {
     grid.replaceChildren(...units.slice(0, count).map(unitImage));
@@ -24,9 +25,9 @@ export function hiddenPanel({ weightsOf, net }) {
   });
 
   async function load() {
-    const asked = net();
-    const hidden = await weightsOf(asked === null ? 'live' : `v${asked}`);
-    if (!hidden || net() !== asked) return;
+    const mine = ++asked;
+    const hidden = await weightsOf();
+    if (!hidden || mine !== asked) return;
     const who = hidden.model === 'live' ? 'the live network' : `pretrained model ${hidden.model}`;
     title.textContent = `What the hidden layer of ${who} has learned `
       + `(${hidden.units.length} units, ${describe(hidden.sizes)})`;

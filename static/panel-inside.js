@@ -26,7 +26,7 @@ export function insidePanel({ weightsOf }) {
     shown = answer;
     const layers = answer.activations;
     const input = answer.input ? answer.input.flat() : null;
-    const hidden = await weightsOf(answer.model);
+    const hidden = await weightsOf();
     if (shown !== answer) return;
     const units = hidden?.model === answer.model ? hidden.units : null;
     const activation = layers[0]?.activation ?? 'sigmoid';

@@ -4,7 +4,7 @@
 
 import { api } from './api.js';
 import { drawChart } from './chart.js';
-import { $, describe, percent, plural } from './dom.js';
+import { $, describe, percent, plural, words } from './dom.js';
 import { clearEverywhere, slot } from './messages.js';
 
 export function trainingPanel({ models, replaced }) {
@@ -27,7 +27,7 @@ export function trainingPanel({ models, replaced }) {
     why.hidden = settings.can_train !== false;
     if (!why.hidden) {
       const sentence = settings.cannot_train;
-      why.textContent = sentence[0].toUpperCase() + sentence.slice(1);
+      why.replaceChildren(...words(sentence[0].toUpperCase() + sentence.slice(1)));
     }
   }
 
