@@ -15,7 +15,7 @@ export function confusionPanel({ net, isOpen, messages, saveState }) {
   let asked = 0;
 
   $('#confusion-how').textContent = touchOnly()
-    ? 'Tap a cell to see its digits.'
+    ? 'Tap a cell to see its digits; swipe the table sideways for the last columns.'
     : 'Choose a cell to see its digits: arrow keys move between cells, Enter opens one.';
 
   const button = (t, r) => $(`#matrix button[data-true="${t}"][data-read="${r}"]`);

@@ -587,6 +587,28 @@ def test_words_a_class_understands(page, server, best):
         'Choose a cell to see its digits: arrow keys move between cells, Enter opens one.')
 
 
+def test_the_matrix_fits_a_finger_on_a_phone(browser, server):
+    """Every cell of the confusion matrix is at least 44 px square, and the last column,
+    "right", can be scrolled into view whole inside the page's width."""
+    page = open_page(browser, server + '#open=confusion', viewport=PHONE, has_touch=True,
+                     is_mobile=True)
+    expect(page.locator('#matrix')).to_be_visible(timeout=60_000)
+    sizes = page.eval_on_selector_all('#matrix td button', """bs => bs.map((b) => {
+        const r = b.getBoundingClientRect(); return [r.width, r.height]; })""")
+    assert len(sizes) == 100 and min(min(size) for size in sizes) >= 44, min(sizes)
+    expect(page.locator('#confusion-how')).to_contain_text('Tap a cell')
+    page.locator('.matrix-wrap').evaluate('w => { w.scrollLeft = w.scrollWidth; }')
+    wrap = page.locator('.matrix-wrap').bounding_box()
+    right = page.locator('#matrix thead th', has_text='right').bounding_box()
+    assert wrap['x'] <= right['x'] and right['x'] + right['width'] <= wrap['x'] + wrap['width']
+    assert wrap['x'] >= 0 and wrap['x'] + wrap['width'] <= PHONE['width']
+    assert page.evaluate('document.documentElement.scrollWidth') <= PHONE['width']
+    page.locator('#matrix tbody tr').nth(4).locator('td button').nth(9).tap()
+    expect(page.locator('#cell-title')).to_contain_text('4s read as 9')
+    assert page.errors == []
+    page.close()
+
+
 @pytest.mark.parametrize('name, viewport', [('desktop', DESKTOP), ('phone', PHONE)])
 def test_layout_fits_and_screenshots(browser, server, best, name, viewport):
     phone = name == 'phone'
