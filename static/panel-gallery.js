@@ -42,7 +42,19 @@ export function galleryPanel({ messages, net }) {
   }
 
   async function load() {
-    const { total, samples } = await api.samples(GALLERY);
+    let answer;
+    try {
+      answer = await api.samples(GALLERY);
+    } catch (err) {
+      if (err.status !== 401) throw err;
+      // A server with a token (a class): visitors draw and read, the teacher keeps drawings.
+      title.textContent = 'Your drawings';
+      info.hidden = false;
+      info.textContent = 'On this server, keeping drawings needs its token (ask the teacher).';
+      list.replaceChildren();
+      return;
+    }
+    const { total, samples } = answer;
     title.textContent = `Your drawings (${total})`;
     info.hidden = total > 0;
     list.replaceChildren(...await Promise.all(samples.map(item)));
