@@ -40,8 +40,8 @@ _EXAMPLE_PNG = ('data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAwAAAAMCAAAAABzH
 def _insight_paths(pretrained):
     """/confusion, /confusion/examples and /compare (service/routes/insight.py)."""
     model = {'name': 'pretrained', 'in': 'query', 'required': False, 'schema': pretrained}
-    no_data = _error('no training data (`make data`): its test split is what the matrix is '
-                     'measured on')
+    no_data = _error('no test images: neither the shipped models/mnist-test.npz (`make '
+                     'models`) nor training data (`make data`)')
     digit = {'type': 'integer', 'minimum': 0, 'maximum': 9}
     images = {'type': 'object', 'description': 'exactly which images: how many, from where',
               'properties': {'count': _INT, 'source': {'type': 'string'},

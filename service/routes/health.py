@@ -25,7 +25,7 @@ def readiness(app):
         return {'started': 'the server is starting'}
     checks = {
         'pretrained': 'ok' if ctx.pretrained else
-        f'no pretrained models in {ctx.settings.models_dir} (`make models`)',
+        'no pretrained models (`make models` builds them)',
         'live': live_state(app),
         'storage': ctx.store.writable() or 'ok',
         'samples': 'ok' if ctx.samples is not None else

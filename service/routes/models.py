@@ -12,7 +12,7 @@ from ..guard import changes_state
 from ..nets import MANIFEST, describe, fresh_net, newest_live
 from ..parsing import query_int
 from ..protocol import send_chunked
-from ..training import replace_live
+from ..training import can_train, replace_live
 from .prediction import dump_numpy, pick_net
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ bp = Blueprint('models')
 async def models(request):
     ctx = request.app.ctx
     await newest_live(request.app)
+    trains, why = can_train(ctx.settings)
     return json({
         'live': describe(ctx.live, ctx.live_meta),
         'best': ctx.best,
@@ -30,7 +31,7 @@ async def models(request):
                         'test_accuracy': entry.get('test_accuracy'),
                         'recipe': entry.get('recipe'), 'best': v == ctx.best}
                        for v, (entry, net) in sorted(ctx.pretrained.items())],
-        'settings': ctx.settings.public})
+        'settings': {**ctx.settings.public, 'can_train': trains, 'cannot_train': why}})
 
 
 def hidden_json(model, net):
@@ -96,8 +97,8 @@ async def pretrain(request):
     def best_copy():
         if ctx.best is None:
             raise Unavailable(
-                f'no pretrained models in {ctx.settings.models_dir} ({MANIFEST} is missing or '
-                'lists none); `make models` builds them.')
+                f'this server has no pretrained models ({MANIFEST} is missing or lists none); '
+                'its operator can build them with `make models`.')
         return ctx.pretrained[ctx.best][1].copy()
 
     await replace_live(request.app, 'load the pretrained model', best_copy)
