@@ -454,7 +454,13 @@ def _with_operations(settings, versions, document):
         'InferenceResponse': {
             'type': 'object', 'properties': {
                 'model_name': {'type': 'string'}, 'model_version': {'type': 'string'},
-                'id': {'type': 'string'}, 'outputs': {'type': 'array', 'items': tensor}}},
+                'id': {'type': 'string'}, 'outputs': {'type': 'array', 'items': {
+                    **tensor, 'properties': {
+                        **tensor['properties'],
+                        'name': {'type': 'string', 'enum': ['confidences', 'unsure']},
+                        'datatype': {'type': 'string', 'enum': ['FP32', 'BYTES']},
+                        'shape': {'type': 'array', 'items': _INT, 'minItems': 1,
+                                  'maxItems': 2}}}}}},
         'ModelMetadata': {
             'type': 'object', 'properties': {
                 'name': {'type': 'string'}, 'platform': {'type': 'string'},
