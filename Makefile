@@ -54,6 +54,7 @@ test: install-dev browser lint mnist
 	$(PY) -m pytest
 
 models: install
+	$(PY) -m models.test_images
 	$(PY) -m models.build
 
 bench: install-bench

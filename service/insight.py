@@ -1,7 +1,9 @@
 """What the page teaches with: pure functions, tested without a server.
 
-- ``held_out``: the images a net's confusion matrix is measured on, read from the training
-  file, with a sentence saying exactly which they are.
+- ``official_test``: the images a net's confusion matrix is measured on, MNIST's 10,000
+  official test images shipped beside the models (models/mnist-test.npz); ``held_out``, the
+  training file's test split, when that file is missing. Each comes with a sentence saying
+  exactly which images they are.
 - ``confusion``: a net's 10x10 confusion matrix on them, per-class accuracy, and the cells'
   examples as small PNGs with the net's confidence.
 - ``activations``: what each hidden layer of a net does with one input (the library's own
@@ -117,6 +119,26 @@ def _why(ink, ratio, confidence):
 
 # ---------------------------------------------------------------------------------------
 # The held-out images and confusion matrices.
+
+TEST_IMAGES_FILE = 'mnist-test.npz'  # in the models folder: models/test_images.py writes it
+
+
+def official_test(path):
+    """(X (10000, 784) uint8, y (10000,) int64, description) of MNIST's official test images
+    in the shipped file (models/MNIST-TEST.md). Raises OSError/ValueError/KeyError for a file
+    that is unreadable or not shaped as it should be; never unpickles."""
+    with np.load(path, allow_pickle=False) as f:
+        X, y = f['X'], f['y']
+    if X.dtype != np.uint8 or X.shape != (MNIST_TEST_IMAGES, 784):
+        raise ValueError(f'it holds {X.dtype} images {X.shape}, expected uint8 '
+                         f'({MNIST_TEST_IMAGES}, 784)')
+    if y.dtype != np.uint8 or y.shape != (MNIST_TEST_IMAGES,) or y.max(initial=0) > 9:
+        raise ValueError(f'it holds {y.dtype} labels {y.shape}, expected uint8 digits '
+                         f'({MNIST_TEST_IMAGES},)')
+    source = (f"MNIST's official {MNIST_TEST_IMAGES:,} test images, which no net here "
+              'trained on')
+    return X, y.astype(np.int64), {'count': MNIST_TEST_IMAGES, 'source': source,
+                                   'file': path.name}
 
 def held_out(path):
     """(X (n, 784) uint8, y (n,) int64, description) of the images confusion matrices are

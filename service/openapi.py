@@ -40,8 +40,8 @@ _EXAMPLE_PNG = ('data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAwAAAAMCAAAAABzH
 def _insight_paths(pretrained):
     """/confusion, /confusion/examples and /compare (service/routes/insight.py)."""
     model = {'name': 'pretrained', 'in': 'query', 'required': False, 'schema': pretrained}
-    no_data = _error('no training data (`make data`): its test split is what the matrix is '
-                     'measured on')
+    no_data = _error('no test images: neither the shipped models/mnist-test.npz (`make '
+                     'models`) nor training data (`make data`)')
     digit = {'type': 'integer', 'minimum': 0, 'maximum': 9}
     images = {'type': 'object', 'description': 'exactly which images: how many, from where',
               'properties': {'count': _INT, 'source': {'type': 'string'},
@@ -557,7 +557,13 @@ def _with_operations(settings, versions, document):
         'InferenceResponse': {
             'type': 'object', 'properties': {
                 'model_name': {'type': 'string'}, 'model_version': {'type': 'string'},
-                'id': {'type': 'string'}, 'outputs': {'type': 'array', 'items': tensor}}},
+                'id': {'type': 'string'}, 'outputs': {'type': 'array', 'items': {
+                    **tensor, 'properties': {
+                        **tensor['properties'],
+                        'name': {'type': 'string', 'enum': ['confidences', 'unsure']},
+                        'datatype': {'type': 'string', 'enum': ['FP32', 'BYTES']},
+                        'shape': {'type': 'array', 'items': _INT, 'minItems': 1,
+                                  'maxItems': 2}}}}}},
         'ModelMetadata': {
             'type': 'object', 'properties': {
                 'name': {'type': 'string'}, 'platform': {'type': 'string'},

@@ -15,7 +15,7 @@ def readiness(app):
         return {'started': 'the server is starting'}
     checks = {
         'pretrained': 'ok' if ctx.pretrained else
-        f'no pretrained models in {ctx.settings.models_dir} (`make models`)',
+        'no pretrained models (`make models` builds them)',
         'live': ctx.nets.state() if hasattr(ctx, 'nets') else 'the live net is not loaded',
         'storage': ctx.store.writable() or 'ok',
         'samples': 'ok' if ctx.samples is not None else

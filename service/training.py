@@ -160,16 +160,27 @@ def training_samples(settings):
     """How many training samples the data set holds, read without loading its images (the
     training process loads them); 503 when it is missing or unreadable."""
     path = settings.data_path
-    how = ('Build it with `make data` (raw MNIST in $MNIST_DIR or data/raw/), e.g. '
-           '`MNIST_DIR=/path/to/mnist make data`, or fetch and build it with '
-           '`.venv/bin/python preprocess.py --download`.')
     if not path.is_file():
-        raise Unavailable(f'no training data: {path} does not exist. {how}')
+        raise Unavailable(NO_DATA)
     try:
         with np.load(path, allow_pickle=False) as f:
             return len(f['y_train'])
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise Unavailable(f'the training data {path} cannot be read ({e}). {how}') from None
+        log.warning('training data %s unreadable: %s', path, e)
+        raise Unavailable('the training data on this server cannot be read; its operator '
+                          'can rebuild it with `make data`.') from None
+
+
+# What the page says beside a disabled Train button, and what /train answers (no path: the
+# operator knows where the file is, a visitor must not learn it).
+NO_DATA = ('training needs MNIST\'s training images, and this server does not have them; its '
+           'operator can add them with `make data`.')
+
+
+def can_train(settings):
+    """(whether /train can run, else the sentence that says why): the file is looked at, not
+    read, on every /models."""
+    return (True, None) if settings.data_path.is_file() else (False, NO_DATA)
 
 
 async def start_job(app, net, epochs, with_samples=False):

@@ -3,6 +3,8 @@ matrices on the held-out MNIST test images and their cells' digits, every net on
 the hidden activations and "not sure" of /predict; against a real server, real MNIST and
 real PNGs made with OpenCV."""
 import base64
+import hashlib
+import shutil
 import threading
 
 import cv2
@@ -11,8 +13,9 @@ import pytest
 
 import better_tensorflow as btf
 import imaging
+from models import test_images
 from service import insight
-from tests.conftest import DIGIT, png_b64, tiny_data, write_models
+from tests.conftest import DIGIT, ROOT, png_b64, tiny_data, write_models
 
 
 def held_out_reference(path):
@@ -129,7 +132,7 @@ def test_bad_cell_queries_are_400(serve_data, query, message):
     assert message in answer.json['error']
 
 
-def test_no_training_data_is_503_with_how_to_build_it(serve, tmp_path):
+def test_no_test_images_is_503_in_plain_words_without_a_path(serve, tmp_path):
     broken = tmp_path / 'broken.npz'
     broken.write_bytes(b'not a zip file')
     with serve() as s:
@@ -137,12 +140,57 @@ def test_no_training_data_is_503_with_how_to_build_it(serve, tmp_path):
                      '/confusion/examples?true=4&read=9'):
             answer = s.get(path)
             assert answer.status == 503, answer
-            assert 'no training data' in answer.json['error']
-            assert 'make data' in answer.json['error']
+            assert 'no test images' in answer.json['error']
+            assert 'make models' in answer.json['error']
+            assert str(tmp_path) not in answer.json['error']
         assert s.get('/confusion?pretrained=3').status == 400
     with serve(data_path=broken) as s:
         answer = s.get('/confusion')
         assert answer.status == 503 and 'make data' in answer.json['error']
+        assert str(tmp_path) not in answer.json['error']
+
+
+def test_the_shipped_test_images_need_no_training_data(serve, models):
+    """A fresh clone without MNIST: the matrices come from models/mnist-test.npz, MNIST's
+    10,000 official test images, and they are preferred to a training file's test split."""
+    folder, nets = models
+    shutil.copy(ROOT / 'models' / insight.TEST_IMAGES_FILE, folder)
+    with np.load(ROOT / 'models' / insight.TEST_IMAGES_FILE) as f:
+        X, y = f['X'], f['y']
+    with serve() as s:
+        got = s.get('/confusion?pretrained=1')
+        assert got.status == 200, got
+        cell = s.get('/confusion/examples?pretrained=1&true=4&read=4&limit=1').json
+    got = got.json
+    assert got['images'] == {'count': 10_000, 'file': insight.TEST_IMAGES_FILE, 'source':
+                             "MNIST's official 10,000 test images, which no net here trained on"}
+    matrix, _, _ = reference_matrix(nets[1], X, np.asarray(y, int))
+    assert got['matrix'] == matrix.tolist() and np.sum(got['matrix']) == 10_000
+    assert cell['count'] == matrix[4, 4]
+
+
+def test_the_shipped_test_images_are_what_models_test_images_documents(mnist):
+    path = ROOT / 'models' / insight.TEST_IMAGES_FILE
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == test_images.SHA256
+    assert test_images.SHA256 in (ROOT / 'models' / 'MNIST-TEST.md').read_text()
+    X, y, _ = insight.official_test(path)
+    _, (X_test, y_test) = mnist
+    np.testing.assert_array_equal(X, X_test)
+    np.testing.assert_array_equal(y, y_test)
+
+
+@pytest.mark.parametrize('arrays, message', [
+    ({'X': np.zeros((10_000, 784), np.float32), 'y': np.zeros(10_000, np.uint8)}, 'float32'),
+    ({'X': np.zeros((10, 784), np.uint8), 'y': np.zeros(10, np.uint8)}, '(10, 784)'),
+    ({'X': np.zeros((10_000, 784), np.uint8), 'y': np.full(10_000, 10, np.uint8)}, 'digits'),
+    ({'X': np.zeros((10_000, 784), np.uint8), 'y': np.array([None] * 10_000)}, 'pickle'),
+])
+def test_a_wrong_test_images_file_is_refused(tmp_path, arrays, message):
+    path = tmp_path / insight.TEST_IMAGES_FILE
+    np.savez(path, **arrays)
+    with pytest.raises(insight.READ_ERRORS) as error:
+        insight.official_test(path)
+    assert message in str(error.value)
 
 
 def test_computed_once_per_net_and_again_after_train_reset_pretrain(serve_data, models,

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,7 +28,9 @@ CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run']
 DESKTOP = {'width': 1280, 'height': 800}
+DESKTOP_TALL = {'width': 1280, 'height': 900}
 PHONE = {'width': 390, 'height': 844}
+LANDSCAPE = {'width': 844, 'height': 390}
 
 
 def ellipse(cx, cy, rx, ry, n=24):
@@ -191,8 +194,11 @@ def api(url, path, body=None):
 
 
 def click_and_wait(page, button, message):
+    """Reset or pretrain, saying yes when the page asks (a net trained here is replaced)."""
     page.click(button)
-    expect(page.locator('#status')).to_have_text(message)
+    if page.locator('#confirm').is_visible():
+        page.click('#confirm-yes')
+    expect(page.locator('#train-status')).to_have_text(message)
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,7 +208,8 @@ PRETRAINED = 'The live network is now a copy of the best pretrained model.'
 DEFAULTS = Settings()
 DEFAULT_NET = '-'.join(map(str, DEFAULTS.default_sizes))
 RESET = f'The live network is now a fresh, untrained {DEFAULT_NET} net.'
-UNITS_SHOWN = 120  # app.js shows this many hidden units until asked for all
+UNITS_SHOWN = 120  # panel-hidden.js shows this many hidden units until asked for all
+TRAINED = 'the live net now reads '
 
 
 def test_drawn_digits_are_recognised(page):
@@ -246,7 +253,7 @@ def test_training_advances_the_bar_the_curve_and_the_hidden_view(page):
     assert page.eval_on_selector('#progress', 'p => p.value') == 0
     page.fill('#epochs', '1')
     page.click('#train')
-    expect(page.locator('#status')).to_contain_text('Trained: ', timeout=60_000)
+    expect(page.locator('#train-status')).to_contain_text(TRAINED, timeout=60_000)
     expect(page.locator('#chart circle')).to_have_count(1)
     assert page.eval_on_selector('#progress', 'p => p.value') == 1
     expect(page.locator('#progress-label')).to_have_text('Last training: 1 of 1 epoch done')
@@ -341,7 +348,7 @@ def test_all_units_stay_shown_while_the_same_net_reloads(page, best):
     expect(units).to_have_count(n_hidden)
     expect(more).to_be_hidden()
     page.eval_on_selector_all('#units canvas', 'cs => cs.forEach((c) => { c.dataset.old = 1; })')
-    page.evaluate('document.querySelector("#status").textContent = ""')
+    page.evaluate('document.querySelector("#train-status").textContent = ""')
     click_and_wait(page, '#pretrain', PRETRAINED)  # the same net, its weights loaded again
     expect(page.locator('#units canvas[data-old]')).to_have_count(0)  # drawn anew
     expect(units).to_have_count(n_hidden)
@@ -359,6 +366,8 @@ def test_a_corrected_drawing_is_kept_shown_trained_on_and_deleted(page):
     answer(page)
     page.get_by_role('button', name="It's a 7", exact=True).click()
     expect(page.locator('#status')).to_contain_text('as a 7 (the net read ')
+    expect(page.locator('#label')).to_have_text('?')  # the pad is cleared for the next digit
+    expect(page.locator('#right')).to_be_disabled()
     expect(gallery).to_have_count(1)
     expect(page.locator('#samples-title')).to_have_text('Your drawings (1)')
     item = gallery.first
@@ -367,13 +376,15 @@ def test_a_corrected_drawing_is_kept_shown_trained_on_and_deleted(page):
     assert item.get_attribute('class') in ('right', 'wrong')
     assert item.locator('img').evaluate('i => i.complete && i.naturalWidth') == 28
     # The same drawing kept again is the same sample.
+    draw(page, DIGITS[7])
+    answer(page)
     page.click('#right')
     expect(page.locator('#status')).to_have_text('This drawing is already kept, as a 7 '
                                                  '(drawing #1).')
     expect(gallery).to_have_count(1)
-    page.keyboard.press('Escape')
     draw(page, DIGITS[1])
     expect(page.locator('#label')).not_to_have_text('?')
+    expect(page.locator('#status')).to_be_empty()  # the last drawing's news is over
     page.get_by_role('button', name="It's a 1", exact=True).click()
     expect(gallery).to_have_count(2)
     expect(gallery.first).to_have_attribute('data-label', '1')  # newest first
@@ -381,8 +392,9 @@ def test_a_corrected_drawing_is_kept_shown_trained_on_and_deleted(page):
     page.check('#with-samples')
     page.fill('#epochs', '1')
     page.click('#train')
-    expect(page.locator('#status')).to_contain_text('MNIST validation ', timeout=60_000)
-    expect(page.locator('#status')).to_contain_text('no held-out drawings yet')
+    expect(page.locator('#train-status')).to_contain_text('MNIST validation accuracy ',
+                                                          timeout=60_000)
+    expect(page.locator('#train-status')).to_contain_text('no held-out drawings yet')
 
     for _ in range(2):
         gallery.first.get_by_role('button', name=re.compile('Delete drawing')).click()
@@ -391,26 +403,210 @@ def test_a_corrected_drawing_is_kept_shown_trained_on_and_deleted(page):
     expect(page.locator('#samples-title')).to_have_text('Your drawings (0)')
 
 
-def test_bad_input_is_explained(page):
+def test_bad_epochs_are_explained_in_words(page):
     page.fill('#epochs', '1000')
     page.click('#train')
     expect(page.get_by_role('alert')).to_have_text(
-        f'Error 400: epochs must be an integer from 1 to {DEFAULTS.max_epochs}, got 1000.')
+        f'Epochs must be a whole number from 1 to {DEFAULTS.max_epochs}, not 1000.')
     expect(page.locator('#train')).to_be_enabled()
+    page.fill('#epochs', '')
+    page.click('#train')
+    expect(page.get_by_role('alert')).to_have_text(
+        f'Type how many epochs to train: a whole number from 1 to {DEFAULTS.max_epochs}.')
 
 
-def test_no_training_data_is_explained(browser, tmp_path):
-    url, process = start_server(tmp_path, tmp_path / 'missing.npz')
+def on_screen(page, selector):
+    """Whether the element is wholly inside the viewport, as it is scrolled now."""
+    box = page.locator(selector).bounding_box()
+    view = page.viewport_size
+    return (box is not None and box['x'] >= 0 and box['y'] >= 0
+            and box['x'] + box['width'] <= view['width']
+            and box['y'] + box['height'] <= view['height'])
+
+
+def overlap(a, b):
+    return not (a['x'] + a['width'] <= b['x'] or b['x'] + b['width'] <= a['x']
+                or a['y'] + a['height'] <= b['y'] or b['y'] + b['height'] <= a['y'])
+
+
+def matrix_on_page(page):
+    """(column headers, the counts of the confusion table, the sentence above it)."""
+    expect(page.locator('#matrix')).to_be_visible(timeout=60_000)
+    columns = page.locator('#matrix thead th').all_text_contents()
+    counts = [[int(c) for c in row.locator('td button').all_text_contents()]
+              for row in page.locator('#matrix tbody tr').all()]
+    return columns, counts, page.locator('#confusion-info').text_content()
+
+
+def draw_with(page, strokes, touch):
+    if touch:
+        touch_draw(page, strokes)
+    else:
+        page.mouse.move(0, 0)
+        draw(page, strokes)
+
+
+VIEWS = [('desktop', DESKTOP_TALL), ('phone', PHONE), ('landscape', LANDSCAPE)]
+
+
+@pytest.mark.parametrize('name, viewport', VIEWS)
+def test_a_server_without_data_shows_every_panel(browser, models_dir, tmp_path, name,
+                                                 viewport):
+    """A fresh clone without MNIST: the shipped test images fill every panel; Train is
+    disabled with one sentence of what it needs; no server path appears anywhere."""
+    touch = name != 'desktop'
+    url, process = start_server(models_dir, tmp_path / 'missing.npz')
     try:
-        page = open_page(browser, url, viewport=DESKTOP)
-        expect(page.locator('#pretrain')).to_be_disabled()  # no pretrained models either
-        page.click('#train')
-        expect(page.get_by_role('alert')).to_contain_text(
-            'Not available on this server: no training data: ')
-        expect(page.get_by_role('alert')).to_contain_text('python preprocess.py')
+        page = open_page(browser, url + '#open=compare,confusion,inside', viewport=viewport,
+                         has_touch=touch, is_mobile=touch)
+        expect(page.locator('#train')).to_be_disabled()
+        expect(page.locator('#train-why')).to_have_text(
+            "Training needs MNIST's training images, and this server does not have them; its "
+            'operator can add them with make data.')
+        expect(page.locator('#train-why code')).to_have_text('make data')  # not backticks
+        columns, counts, info = matrix_on_page(page)
+        assert columns == [*map(str, range(10)), 'right'] and len(counts) == 10
+        named = re.search(r'of ([\d,]+) test images right', info)
+        assert named and sum(map(sum, counts)) == int(named[1].replace(',', '')) == 10_000
+        draw_with(page, DIGITS[3], touch)
+        assert answer(page)[0] == '3'
+        expect(page.locator('#compare-table tbody tr')).not_to_have_count(0)
+        expect(page.locator('#layers .units-top li').first).to_be_attached()
+        expect(page.locator('#units canvas').first).to_be_attached()
+        text = page.evaluate('document.body.innerText')
+        for leak in (str(ROOT), str(tmp_path), 'missing.npz', 'mnist_preprocessed', '`'):
+            assert leak not in text, leak
         assert page.errors == []
     finally:
         stop_server(process)
+
+
+@pytest.mark.parametrize('name, viewport', VIEWS)
+def test_the_answer_and_the_keep_buttons_are_on_screen_with_the_pad(browser, server, name,
+                                                                     viewport):
+    """Whenever the pad is on screen, so are the digit read and its confidence; keeping a
+    drawing takes no scrolling and clears the pad; no message covers the pad or the answer,
+    or moves them."""
+    touch = name != 'desktop'
+    api(server, 'pretrain')
+    page = open_page(browser, server, viewport=viewport, has_touch=touch, is_mobile=touch,
+                     device_scale_factor=2 if touch else 1)
+    assert page.evaluate('window.scrollY') == 0
+    for selector in ('#pad', '#label', '#confidence', '#right',
+                     '#digit-buttons button >> nth=0', '#digit-buttons button >> nth=9'):
+        assert on_screen(page, selector), (selector, page.locator(selector).bounding_box())
+    hint = page.locator('.keys')
+    if touch:
+        expect(hint).to_be_hidden()
+    else:
+        expect(hint).to_be_visible()
+    pad, label = page.locator('#pad').bounding_box(), page.locator('#label').bounding_box()
+    for digit in (7, 1):
+        draw_with(page, DIGITS[digit], touch)
+        assert answer(page)[0] == str(digit)
+        expect(page.locator('#confidence')).to_contain_text(f'sure it is a {digit}')
+        assert on_screen(page, '#label') and on_screen(page, '#confidence')
+        keep = page.get_by_role('button', name=f"It's a {digit}", exact=True)
+        if touch:
+            keep.tap()
+        else:
+            keep.click()
+        expect(page.locator('#status')).to_contain_text(f'as a {digit}')
+        expect(page.locator('#label')).to_have_text('?')  # cleared, ready for the next one
+        assert ink(page, '#seen') == 0
+        assert page.evaluate('window.scrollY') == 0
+        message = page.locator('#status').bounding_box()
+        assert on_screen(page, '#status')
+        assert not overlap(message, page.locator('#pad').bounding_box())
+        assert not overlap(message, page.locator('#prediction').bounding_box())
+        assert page.locator('#pad').bounding_box() == pad  # nothing moved
+        assert page.locator('#label').bounding_box() == label
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SHOTS / f'keep-{name}.png')
+    assert page.errors == []
+    page.close()
+
+
+def test_a_busy_message_goes_when_the_other_training_ends(browser, server):
+    """Another tab's training: Train is disabled meanwhile, "busy" shows when reset is
+    refused, and both go once the training has ended."""
+    api(server, 'reset')
+    page = open_page(browser, server, viewport=DESKTOP_TALL)
+    expect(page.locator('#train')).to_be_enabled()
+    other = threading.Thread(target=api, args=(server, 'train', {'epochs': 30}))
+    other.start()
+    try:
+        expect(page.locator('#train')).to_be_disabled(timeout=60_000)
+        page.click('#reset')
+        alert = page.get_by_role('alert')
+        expect(alert).to_contain_text('The server is busy training')
+        for selector in ('#pad', '#prediction'):
+            assert not overlap(alert.bounding_box(), page.locator(selector).bounding_box())
+    finally:
+        other.join()
+    expect(alert).to_have_count(0, timeout=60_000)
+    expect(page.locator('#train')).to_be_enabled()
+    assert page.errors == []
+    page.close()
+
+
+def test_reset_asks_before_throwing_away_a_trained_net(page, server):
+    api(server, 'reset')
+    api(server, 'train', {'epochs': 1})
+    page.reload()
+    expect(page.locator('#model-info')).to_contain_text('trained 1 epoch, ')
+    page.click('#reset')
+    expect(page.locator('#confirm')).to_be_visible()
+    expect(page.locator('#confirm-text')).to_contain_text(
+        'Reset throws away the live net you trained (1 epoch, ')
+    page.click('#confirm-no')
+    expect(page.locator('#confirm')).to_be_hidden()
+    expect(page.locator('#model-info')).to_contain_text('trained 1 epoch, ')
+    click_and_wait(page, '#reset', RESET)
+    expect(page.locator('#model-info')).to_have_text(f'{DEFAULT_NET}, untrained.')
+    page.click('#reset')  # nothing trained to lose: no question
+    expect(page.locator('#confirm')).to_be_hidden()
+
+
+def test_words_a_class_understands(page, server, best):
+    api(server, 'pretrain')
+    page.reload()
+    seen = page.locator('#seen-figure .seen-empty')
+    expect(seen).to_be_visible()  # not a black square before anything is drawn
+    expect(seen).to_have_text('nothing drawn yet')
+    page.select_option('#model-choice', str(best['version']))
+    draw(page, DIGITS[4])
+    answer(page)
+    info = page.locator('#inside-info')
+    expect(info).to_contain_text(f'v{best["version"]}: each hidden unit')
+    if best['options']['activation'] == 'relu':  # its outputs are not bounded by 1
+        expect(info).to_contain_text('grows without a top')
+        expect(info).not_to_contain_text('0 (silent) to 1')
+    expect(seen).to_be_hidden()
+    expect(page.locator('#confusion-how')).to_have_text(
+        'Choose a cell to see its digits: arrow keys move between cells, Enter opens one.')
+
+
+def test_the_matrix_fits_a_finger_on_a_phone(browser, server):
+    """Every cell of the confusion matrix is at least 44 px square, and the last column,
+    "right", can be scrolled into view whole inside the page's width."""
+    page = open_page(browser, server + '#open=confusion', viewport=PHONE, has_touch=True,
+                     is_mobile=True)
+    expect(page.locator('#matrix')).to_be_visible(timeout=60_000)
+    sizes = page.eval_on_selector_all('#matrix td button', """bs => bs.map((b) => {
+        const r = b.getBoundingClientRect(); return [r.width, r.height]; })""")
+    assert len(sizes) == 100 and min(min(size) for size in sizes) >= 44, min(sizes)
+    expect(page.locator('#confusion-how')).to_contain_text('Tap a cell')
+    page.locator('.matrix-wrap').evaluate('w => { w.scrollLeft = w.scrollWidth; }')
+    wrap = page.locator('.matrix-wrap').bounding_box()
+    right = page.locator('#matrix thead th', has_text='right').bounding_box()
+    assert wrap['x'] <= right['x'] and right['x'] + right['width'] <= wrap['x'] + wrap['width']
+    assert wrap['x'] >= 0 and wrap['x'] + wrap['width'] <= PHONE['width']
+    assert page.evaluate('document.documentElement.scrollWidth') <= PHONE['width']
+    page.locator('#matrix tbody tr').nth(4).locator('td button').nth(9).tap()
+    expect(page.locator('#cell-title')).to_contain_text('4s read as 9')
+    assert page.errors == []
+    page.close()
 
 
 @pytest.mark.parametrize('name, viewport', [('desktop', DESKTOP), ('phone', PHONE)])

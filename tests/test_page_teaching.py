@@ -86,8 +86,7 @@ def test_the_matrix_of_a_shipped_model_and_the_digits_behind_a_cell(page, server
     assert len(counts) == 10 and all(len(row) == 10 for row in counts)
     assert sum(map(sum, counts)) == TEST_IMAGES
     expect(page.locator('#confusion-info')).to_contain_text(
-        f"the {TEST_IMAGES:,} images of the training file's test split (official split) that "
-        "come from MNIST's official 10,000-image test set")
+        f"of {TEST_IMAGES:,} test images right: MNIST's official {TEST_IMAGES:,} test images")
     served = get(server, f'confusion?pretrained={best}')
     assert counts == served['matrix']
     manifest_accuracy = next(m['test_accuracy'] for m in shipped['models']
@@ -199,7 +198,8 @@ def test_the_live_row_follows_training(page, server):
     before = live.text_content()
     page.fill('#epochs', '1')
     page.click('#train')
-    expect(page.locator('#status')).to_contain_text('Trained: ', timeout=60_000)
+    expect(page.locator('#train-status')).to_contain_text('the live net now reads ',
+                                                          timeout=60_000)
     expect(live).not_to_have_text(before)
 
 

@@ -393,12 +393,18 @@ def test_train_without_data_is_503(serve, tmp_path):
     with serve(data_path=tmp_path / 'missing.npz') as s:
         answer = s.get('/train')
         assert answer.status == 503
-        assert 'missing.npz does not exist' in answer.json['error']
-        assert 'make data' in answer.json['error'] and 'MNIST_DIR' in answer.json['error']
+        assert "training needs MNIST's training images" in answer.json['error']
+        assert 'make data' in answer.json['error']
+        assert str(tmp_path) not in answer.json['error']
+        settings = s.get('/models').json['settings']
+        assert settings['can_train'] is False
+        assert settings['cannot_train'] == answer.json['error']
         assert s.get('/train/status').json['running'] is False
         (tmp_path / 'missing.npz').write_bytes(b'not a zip')
         answer = s.get('/train')
         assert answer.status == 503 and 'cannot be read' in answer.json['error']
+        assert str(tmp_path) not in answer.json['error']
+        assert s.get('/models').json['settings']['can_train'] is True  # the file is there
 
 
 def test_server_keeps_answering_while_training(serve_data, models):

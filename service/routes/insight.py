@@ -11,7 +11,6 @@ from ..errors import BadRequest, Unavailable
 from ..inputs import image_field, pick_net, read_image
 from ..nets import is_int
 from ..parsing import dump_numpy, json_body, query_int, shown
-from ..training import training_samples
 
 log = logging.getLogger(__name__)
 bp = Blueprint('insight')
@@ -32,21 +31,27 @@ async def shared(app, key, work, *args):
 
 
 async def held_out(app):
-    """The held-out images (insight.held_out), read once per version of the training file;
-    503 with how to build it when it is missing or unreadable."""
+    """The images confusion matrices are measured on, read once per version of their file:
+    MNIST's official test images shipped beside the models (insight.official_test), else the
+    training file's test split (insight.held_out); 503 in plain words when there is neither.
+    No answer names a server path."""
     ctx, settings = app.ctx, app.ctx.settings
-    path = settings.data_path
+    shipped = settings.models_dir / insight.TEST_IMAGES_FILE
+    path, read = ((shipped, insight.official_test) if shipped.is_file()
+                  else (settings.data_path, insight.held_out))
     if not path.is_file():
-        training_samples(settings)  # 503 with the `make data` instructions, as /train
+        raise Unavailable(f'this server has no test images to measure the nets on: neither '
+                          f'the shipped {insight.TEST_IMAGES_FILE} nor training data. Its '
+                          'operator can add them with `make models` or `make data`.')
     try:
         stat = path.stat()
         version = (str(path), stat.st_mtime_ns, stat.st_size)
         if ctx.held_out is None or ctx.held_out[0] != version:
-            ctx.held_out = version, await shared(app, ('held-out', version), insight.held_out,
-                                                 path)
+            ctx.held_out = version, await shared(app, ('held-out', version), read, path)
     except insight.READ_ERRORS as e:
-        raise Unavailable(f'the training data {path} has no usable test split ({e}); '
-                          'rebuild it with `make data` (`python preprocess.py --force`).') \
+        log.warning('test images %s unusable: %s', path, e)
+        raise Unavailable(f'the test images ({path.name}) cannot be read; the server\'s '
+                          'operator can rebuild them with `make models` or `make data`.') \
             from None
     return ctx.held_out
 

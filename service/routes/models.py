@@ -14,6 +14,7 @@ from ..inputs import pick_net
 from ..nets import MANIFEST, describe, fresh_net
 from ..parsing import dump_numpy, json_body, net_name, query_int
 from ..protocol import send_chunked
+from ..training import can_train
 
 log = logging.getLogger(__name__)
 bp = Blueprint('models')
@@ -23,6 +24,7 @@ bp = Blueprint('models')
 async def models(request):
     ctx = request.app.ctx
     live = await ctx.nets.get()
+    trains, why = can_train(ctx.settings)
     return json({
         'live': describe(live.graph, live.meta),
         'best': ctx.best,
@@ -30,7 +32,7 @@ async def models(request):
                         'test_accuracy': entry.get('test_accuracy'),
                         'recipe': entry.get('recipe'), 'best': v == ctx.best}
                        for v, (entry, net) in sorted(ctx.pretrained.items())],
-        'settings': ctx.settings.public})
+        'settings': {**ctx.settings.public, 'can_train': trains, 'cannot_train': why}})
 
 
 def hidden_json(model, net):
@@ -107,8 +109,9 @@ async def pretrain(request):
 
     def best_copy():
         if ctx.best is None:
-            raise Unavailable(f'no pretrained models on this server ({MANIFEST} is missing '
-                              'or lists none); `make models` builds them.')
+            raise Unavailable(
+                f'this server has no pretrained models ({MANIFEST} is missing or lists none); '
+                'its operator can build them with `make models`.')
         return ctx.pretrained[ctx.best][1].copy()
 
     await replace(request.app, net, 'load the pretrained model', best_copy, 'pretrain')

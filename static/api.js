@@ -1,0 +1,77 @@
+// The API client: every request the page makes goes through here (relative URLs: the page is
+// served at /). A later "net" parameter is added in one place: query() and post() below.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function query(path, params = {}) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value != null) search.set(key, value);
+  }
+  const text = search.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+async function call(path, { method = 'GET', body } = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new ApiError(0, `Cannot reach the server (${err.message}). Is it still running?`);
+  }
+  const text = await response.text();
+  let data = text;
+  try { data = JSON.parse(text); } catch { /* plain text, e.g. "OK" */ }
+  if (!response.ok) throw new ApiError(response.status, explain(response, data));
+  return { status: response.status, data };
+}
+
+const get = async (path, params) => (await call(query(path, params))).data;
+const post = async (path, body) => (await call(path, { method: 'POST', body })).data;
+
+function explain(response, data) {
+  const said = (data && data.error) || (typeof data === 'string' && data.trim())
+    || response.statusText;
+  if (response.status === 409) {
+    return `The server is busy training; try again when it has finished. (${said})`;
+  }
+  if (response.status === 503) return `Not available on this server: ${said}`;
+  return `Error ${response.status}: ${said}`;
+}
+
+async function dataUrl(path) {
+  const blob = await fetch(path).then((r) => r.blob());
+  return new Promise((resolve) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.readAsDataURL(blob);
+  });
+}
+
+export const api = {
+  models: () => get('models'),
+  hidden: (pretrained) => get('model/hidden', { pretrained }),
+  predict: (body) => post('predict', body),
+  compare: (image) => post('compare', { image }),
+  confusion: (pretrained) => get('confusion', { pretrained }),
+  confusionCell: (pretrained, t, r, limit) => get('confusion/examples',
+    { true: t, read: r, limit, pretrained }),
+  samples: (limit) => get('samples', { limit }),
+  keep: (image, label) => call('samples', { method: 'POST', body: { image, label } }),
+  deleteSample: (id) => call(`samples/${id}`, { method: 'DELETE' }),
+  sampleImage: (id) => `samples/${id}/image`,
+  sampleDataUrl: (id) => dataUrl(`samples/${id}/image`),
+  train: (epochs, samples) => post('train', { epochs, samples }),
+  reset: () => post('reset'),
+  pretrain: () => post('pretrain'),
+  trainEvents: () => new EventSource('train/events'),
+};

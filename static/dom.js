@@ -1,0 +1,34 @@
+// A tiny element helper and the page's number formats: nothing here knows a panel.
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+export const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
+
+// el('button', { type: 'button', text: '4', onclick: f, 'aria-label': "It's a 4" }, child…):
+// `text` sets the text, `on…` adds a listener, `class` and `dataset` set those, `true` sets an
+// empty attribute and `false` or null leaves it out; children are nodes or strings.
+export function el(tag, props = {}, ...children) {
+  const node = tag === 'svg' || props.svg
+    ? document.createElementNS('http://www.w3.org/2000/svg', tag) : document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value == null || value === false || key === 'svg') continue;
+    if (key === 'text') node.textContent = value;
+    else if (key === 'class') node.setAttribute('class', value);
+    else if (key === 'dataset') Object.assign(node.dataset, value);
+    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? '' : value);
+  }
+  node.append(...children.filter((c) => c != null));
+  return node;
+}
+
+// A server's sentence as nodes: `make data` becomes <code>make data</code>, not backticks.
+export const words = (text) => text.split('`').map((part, i) => (i % 2 ? el('code', { text: part })
+  : part));
+
+export const percent = (x, digits = 1) => `${(100 * x).toFixed(digits)}%`;
+export const confidence = (x) => (x > 0.999 ? '>99.9%' : percent(x));
+export const plural = (n, word) => `${n.toLocaleString('en')} ${word}${n === 1 ? '' : 's'}`;
+export const describe = (sizes) => sizes.join('-');
+export const modelName = (model) => (model === 'live' ? 'Live net' : model);
+// On a touch screen without a mouse, keyboard hints are noise.
+export const touchOnly = () => matchMedia('(hover: none) and (pointer: coarse)').matches;

@@ -1,0 +1,155 @@
+// The drawing page: draw a digit, see what the network answers, keep drawings, train it live.
+// Build-free ES modules, no libraries. This module creates the pad, the predictor and the
+// panels, and tells every panel what happened; panels never call each other. A panel is an
+// object with any of these hooks:
+//   answer(answer, image)  a new answer for the drawing on the pad (image: the PNG sent)
+//   cleared(reason)        no answer on screen: the pad was cleared, or no digit was found
+//   netChanged(byUser)     another network was chosen to answer (byUser: in the list)
+//   versionLive(isLive)    the live net changed (train, reset, pretrain, another tab's job);
+//                          isLive: the chosen network is the live one
+
+import { api } from './api.js';
+import { $, $$ } from './dom.js';
+import { slot } from './messages.js';
+import { createPad } from './pad.js';
+import { answerPanel } from './panel-answer.js';
+import { comparePanel } from './panel-compare.js';
+import { confusionPanel } from './panel-confusion.js';
+import { galleryPanel } from './panel-gallery.js';
+import { hiddenPanel } from './panel-hidden.js';
+import { insidePanel } from './panel-inside.js';
+import { modelPanel } from './panel-model.js';
+import { teachPanel } from './panel-teach.js';
+import { trainingPanel } from './panel-training.js';
+import { createPredictor } from './predictor.js';
+import * as address from './state.js';
+import * as weights from './weights.js';
+
+const messages = slot($('#status'), $('#error'));
+const sections = $$('details[data-panel]');
+const isOpen = (name) => sections.some((d) => d.dataset.panel === name && d.open);
+
+let models = null;  // the last answer of GET /models
+let version = 0;  // of the live net, as this page has seen it
+const getModels = () => models;
+
+const model = modelPanel({ models: getModels, changed: () => netChanged(true) });
+const { net } = model;
+const weightsOf = () => weights.load(net(), net() === null ? `live:${version}` : 'shipped')
+  .catch((err) => { messages.fail(err.message, 'load'); return null; });
+const training = trainingPanel({ models: getModels, replaced });
+const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
+  saveState });
+const gallery = galleryPanel({ messages, net });
+const panels = [
+  answerPanel(),
+  teachPanel({ messages, kept: () => {
+    pad.clear();  // ready for the next digit
+    gallery.load().catch((err) => messages.fail(err.message, 'load'));
+  } }),
+  gallery,
+  model,
+  training,
+  comparePanel({ models: getModels, net, training, isOpen: () => isOpen('compare'), messages }),
+  insidePanel({ weightsOf }),
+  confusion,
+  hiddenPanel({ weightsOf }),
+];
+
+// Every panel's hook, called at once (in order); a failed load is shown, in words.
+function each(hook, ...args) {
+  const fail = (err) => messages.fail(err.message, 'load');
+  return Promise.all(panels.map((panel) => {
+    try {
+      return Promise.resolve(panel[hook]?.(...args)).catch(fail);
+    } catch (err) {
+      return fail(err);
+    }
+  }));
+}
+
+const predictor = createPredictor({
+  pad: { get generation() { return pad.generation; }, get empty() { return pad.empty; },
+    image: () => pad.image() },
+  request: () => ({ pretrained: net(), return_activations: isOpen('inside') }),
+  onAnswer(answer, image) {
+    messages.clear('predict');
+    each('answer', answer, image);
+  },
+  onNone: (reason) => each('cleared', reason),
+  onError: (err) => messages.fail(err.message, 'predict'),
+});
+
+const pad = createPad($('#pad'), {
+  onStart: () => messages.quiet(),  // the last drawing's news is over
+  onDraw: () => predictor.want(),
+  onEmpty: () => each('cleared'),
+});
+
+function saveState() {
+  address.write({ pretrained: net(), cell: confusion.cell(),
+    open: sections.filter((d) => d.open).map((d) => d.dataset.panel) });
+}
+
+function restoreState() {
+  const state = address.read();
+  model.choose(state.model);
+  if (state.open) for (const d of sections) d.open = state.open.includes(d.dataset.panel);
+  confusion.restore(state.cell);
+}
+
+// byUser: picked in the list (not read from the address), which also unselects a cell.
+async function netChanged(byUser = false) {
+  predictor.want();
+  const loaded = each('netChanged', byUser);
+  saveState();  // after the panels took note (a cell unselected)
+  await loaded;
+}
+
+// After the live net changed: new descriptions, weights and answers (calls that come
+// together load once).
+let refreshing = null;
+function replaced({ toLive = false } = {}) {
+  if (toLive) model.choose('live');
+  predictor.want();
+  refreshing ??= Promise.resolve().then(async () => {
+    refreshing = null;
+    try {
+      models = await api.models();
+      version += 1;
+      await each('versionLive', net() === null);
+      messages.clear('load');
+    } catch (err) {
+      messages.fail(err.message, 'load');
+    }
+  });
+}
+
+sections.forEach((section) => section.addEventListener('toggle', () => {
+  saveState();
+  if (!section.open) return;
+  if (section.dataset.panel === 'confusion') confusion.load();
+  else predictor.want();  // the drawing's rows or activations were not asked for while shut
+}));
+
+window.addEventListener('hashchange', () => {
+  restoreState();
+  netChanged();
+});
+
+async function start() {
+  each('cleared');
+  try {
+    models = await api.models();
+  } catch (err) {
+    messages.fail(err.message, 'load');
+    return;
+  }
+  model.versionLive();
+  training.versionLive();
+  restoreState();
+  await netChanged();
+  training.start();
+}
+
+start();

@@ -1,0 +1,67 @@
+// Keeping a drawing: "Right" or the digit it is (POST /samples); the pad is cleared after,
+// ready for the next digit.
+
+import { api } from './api.js';
+import { $, el } from './dom.js';
+
+export function teachPanel({ messages, kept }) {
+  const right = $('#right');
+  const digits = $('#digit-buttons');
+  let shown = null;  // {image, label} of the drawing whose answer is on screen
+
+  // A finger's tap keeps on lifting: Chromium drops the click of a tap that comes right
+  // after a quick stroke on the pad (it takes the tap for the end of a fling).
+  function onPress(button, action) {
+    let touched = -Infinity;  // when a finger last pressed it
+    button.addEventListener('pointerup', (event) => {
+      if (event.pointerType !== 'touch' || button.disabled) return;
+      touched = event.timeStamp;
+      action();
+    });
+    button.addEventListener('click', (event) => {
+      if (event.timeStamp - touched > 1000) action();  // else the tap's own click
+    });
+  }
+  for (let digit = 0; digit < 10; digit += 1) {
+    const button = el('button', { type: 'button', text: digit, disabled: true,
+      'aria-label': `It's a ${digit}` });
+    onPress(button, () => keep(digit));
+    digits.append(button);
+  }
+  onPress(right, () => shown && keep(shown.label));
+
+  function enable(on) {
+    right.disabled = !on;
+    for (const button of digits.children) button.disabled = !on;
+  }
+
+  async function keep(label) {
+    if (!shown) return;
+    try {
+      const { status, data: sample } = await api.keep(shown.image, label);
+      if (status === 200) {  // the same drawing was kept before
+        messages.say(`This drawing is already kept, as a ${sample.label} `
+          + `(drawing #${sample.id}).`);
+      } else {
+        messages.say(`Kept drawing #${sample.id} as a ${label}`
+          + (sample.predicted === label ? ' (the net read it right).'
+            : ` (the net read a ${sample.predicted}).`)
+          + ' Draw the next one.');
+      }
+      kept(sample);
+    } catch (err) {
+      messages.fail(err.message);
+    }
+  }
+
+  return {
+    answer(answer, image) {
+      shown = { image, label: answer.label };
+      enable(true);
+    },
+    cleared() {
+      shown = null;
+      enable(false);
+    },
+  };
+}
