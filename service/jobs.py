@@ -231,14 +231,133 @@ class SQLiteJobs(Jobs):
             self._local.db = None
 
 
-def _take_back(db, job, mark):
+def _take_back(db, job, mark, table='jobs'):
     """Queue a dead runner's job again, or end it failed after ATTEMPTS runs."""
     if job['attempts'] < ATTEMPTS:
-        db.execute(f"UPDATE jobs SET state = 'queued', runner = NULL WHERE id = {mark}",
+        db.execute(f"UPDATE {table} SET state = 'queued', runner = NULL WHERE id = {mark}",
                    (job['id'],))
         return 'queued'
     result = {'status': 500, 'error': f'the training stopped {job["attempts"]} times: the '
               'server process running it ended each time. The net is its last saved version.'}
-    db.execute(f"UPDATE jobs SET state = 'failed', result = {mark} WHERE id = {mark}",
+    db.execute(f"UPDATE {table} SET state = 'failed', result = {mark} WHERE id = {mark}",
                (json.dumps(result), job['id']))
     return 'failed'
+
+
+class PostgresJobs(Jobs):
+    """The queue in the database (btf_jobs, made by postgres.migrate), shared by every
+    server on it. One connection, used by one thread at a time; times are the database's
+    clock, so that servers whose clocks differ agree on which runner is stale."""
+
+    NOW = 'extract(epoch FROM clock_timestamp())'
+
+    def __init__(self, url):
+        from . import postgres  # psycopg only when used
+        self.url, self.pg = url, postgres
+        self._conn = None
+        self._migrated = False
+
+    def __repr__(self):
+        return f'PostgresJobs({self.pg.where(self.url)!r})'
+
+    def _run(self, work):
+        """``work(db)`` in one transaction; StoreError when the database cannot be reached
+        (the next call connects again)."""
+        import psycopg
+        try:
+            if self._conn is None or self._conn.closed:
+                if not self._migrated:  # the table exists, whoever started first
+                    self.pg.migrate(self.url)
+                    self._migrated = True
+                self._conn = psycopg.connect(self.url, **self.pg.CONNECT)
+            with self._conn.transaction():
+                return work(self._conn)
+        except psycopg.Error as e:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            raise self.pg.unreachable(self.url, e) from e
+
+    def _one(self, query, args=()):
+        return self._run(lambda db: db.execute(query, args).fetchone())
+
+    def submit(self, net, spec, limit):
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        def work(db):
+            # One submit at a time, across servers: the limit holds (and the partial unique
+            # index on (net) keeps one active job per net whatever happens).
+            db.execute('SELECT pg_advisory_xact_lock(%s)', (self.pg.QUEUE_LOCK,))
+            active = self._active(db, net)
+            if active is not None:
+                raise JobExists(active)
+            (queued,) = db.execute("SELECT count(*) FROM btf_jobs WHERE state = 'queued'"
+                                   ).fetchone()
+            if queued >= limit:
+                raise QueueFull(queued)
+            db.execute(f"DELETE FROM btf_jobs WHERE state IN ('done', 'failed') AND "
+                       f'created < {self.NOW} - %s', (DONE_KEPT,))
+            try:
+                with db.transaction():
+                    (made,) = db.execute(
+                        f"INSERT INTO btf_jobs (net, spec, state, created) VALUES "
+                        f"(%s, %s, 'queued', {self.NOW}) RETURNING id",
+                        (net, Jsonb(spec))).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise JobExists(self._active(db, net)) from None
+            return made
+        return self._run(work)
+
+    @staticmethod
+    def _active(db, net):
+        return _row(db.execute(f'SELECT {", ".join(KEYS)} FROM btf_jobs WHERE net = %s AND '
+                               "state IN ('queued', 'running') ORDER BY id LIMIT 1",
+                               (net,)).fetchone())
+
+    def get(self, job_id):
+        return _row(self._one(f'SELECT {", ".join(KEYS)} FROM btf_jobs WHERE id = %s',
+                              (job_id,)))
+
+    def active(self, net):
+        return self._run(lambda db: self._active(db, net))
+
+    def position(self, job_id):
+        return self._one("SELECT count(*) FROM btf_jobs WHERE state = 'queued' AND id <= %s "
+                         "AND EXISTS (SELECT 1 FROM btf_jobs WHERE id = %s AND "
+                         "state = 'queued')", (job_id, job_id))[0]
+
+    def queued(self):
+        return self._one("SELECT count(*) FROM btf_jobs WHERE state = 'queued'")[0]
+
+    def claim(self, runner):
+        # Servers claiming at once skip each other's locked rows: never the same job twice.
+        return _row(self._one(
+            f"UPDATE btf_jobs SET state = 'running', runner = %s, heartbeat = {self.NOW}, "
+            'attempts = attempts + 1 WHERE id = (SELECT id FROM btf_jobs WHERE state = '
+            "'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            f'RETURNING {", ".join(KEYS)}', (runner,)))
+
+    def beat(self, job_id, runner):
+        return self._run(lambda db: db.execute(
+            f'UPDATE btf_jobs SET heartbeat = {self.NOW} WHERE id = %s AND runner = %s AND '
+            "state = 'running'", (job_id, runner)).rowcount > 0)
+
+    def finish(self, job_id, result, failed=False):
+        from psycopg.types.json import Jsonb
+        self._run(lambda db: db.execute(
+            'UPDATE btf_jobs SET state = %s, result = %s WHERE id = %s',
+            ('failed' if failed else 'done', Jsonb(result), job_id)))
+
+    def recover(self, stale):
+        def work(db):
+            rows = [_row(r) for r in db.execute(
+                f'SELECT {", ".join(KEYS)} FROM btf_jobs WHERE state = %s AND heartbeat < '
+                f'{self.NOW} - %s FOR UPDATE SKIP LOCKED', ('running', stale)).fetchall()]
+            return [(job, _take_back(db, job, '%s', 'btf_jobs')) for job in rows]
+        return self._run(work)
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -127,8 +127,9 @@ def corrupt(store):
     else:
         import psycopg
         with psycopg.connect(store.url, autocommit=True) as conn:
-            conn.execute("UPDATE btf_live SET net = 'garbage', version = version + 1")
-        store._loaded = None  # as after a restart: nothing read yet
+            conn.execute("UPDATE btf_versions SET net = 'garbage' FROM btf_nets WHERE "
+                         "btf_nets.name = 'live' AND btf_versions.name = 'live' AND "
+                         'btf_versions.version = btf_nets.current')
 
 
 def test_an_unreadable_live_net_is_not_loaded_and_repair_clears_it(store):
