@@ -81,6 +81,9 @@ def parse(argv=None, environ=os.environ):
              '(default: %(default)s)')
     add('--max-connections', type=int, default=DEFAULTS.max_connections,
         help='open connections per worker (default: %(default)s)')
+    add('--max-trainings', type=int, default=DEFAULTS.max_trainings,
+        help='trainings this machine runs at once, of its queue or, with --database, of '
+             "every server's (default: the usable CPUs less one, at least 1: %(default)s)")
     add('--max-streams', type=int, default=DEFAULTS.max_streams,
         help='open /train/events streams per worker (default: %(default)s)')
     add('--max-samples', type=int, default=DEFAULTS.max_samples,
@@ -119,6 +122,7 @@ def parse(argv=None, environ=os.environ):
             cors_origins='*' if origins in ([], ['*']) else tuple(origins),
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
+            max_trainings=args.max_trainings,
             max_samples=args.max_samples, sample_share=args.sample_share,
             log_format=args.log_format, access_log=args.access_log, metrics=args.metrics,
             request_ids=args.request_ids, metrics_token=args.metrics_token or None,
