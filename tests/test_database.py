@@ -301,3 +301,68 @@ def test_a_database_restart_loses_no_new_net(tmp_path, models, database, postgre
     finally:
         a.stop()
         b.stop()
+
+
+SCHEMA_1 = """
+CREATE TABLE btf_schema (version integer NOT NULL);
+INSERT INTO btf_schema VALUES (1);
+CREATE TABLE btf_live (
+    id integer PRIMARY KEY CHECK (id = 1), version bigint NOT NULL, net bytea NOT NULL,
+    meta jsonb NOT NULL, saved timestamptz NOT NULL DEFAULT now());
+CREATE TABLE btf_status (
+    id integer PRIMARY KEY CHECK (id = 1), version bigint NOT NULL, state jsonb NOT NULL);
+CREATE TABLE btf_samples (
+    id bigserial PRIMARY KEY, sha256 text NOT NULL UNIQUE,
+    label smallint NOT NULL CHECK (label BETWEEN 0 AND 9),
+    predicted smallint NOT NULL CHECK (predicted BETWEEN 0 AND 9), model text NOT NULL,
+    pixels bytea NOT NULL CHECK (length(pixels) = 784), original bytea NOT NULL,
+    created timestamptz NOT NULL DEFAULT now());
+"""
+
+
+def test_a_database_of_one_live_net_is_upgraded_keeping_it(database):
+    """Schema 1 (one live net: btf_live, btf_status) to 2: the live net is version 1 of the
+    net 'live', its status the live net's, the samples the live net's; once, whichever
+    server starts first."""
+    import hashlib
+
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    from service.postgres import SCHEMA_VERSION, PostgresSampleStore, PostgresStore
+    from service.store import weights_digest
+    old = btf.Graph((784, 12, 10), 0.5, 32, seed=7)
+    state = {'job': 'j', 'worker': 'w', 'status': {'running': False, 'history': []},
+             'done': {'epochs': 3}}
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(SCHEMA_1)
+        conn.execute('INSERT INTO btf_live VALUES (1, 41, %s, %s)',
+                     (net_bytes(old), Jsonb({'validation_accuracy': 0.9})))
+        conn.execute('INSERT INTO btf_status VALUES (1, 5, %s)', (Jsonb(state),))
+        conn.execute("INSERT INTO btf_samples (sha256, label, predicted, model, pixels, "
+                     "original) VALUES (%s, 3, 5, 'live', %s, 'x')",
+                     (hashlib.sha256(b'x').hexdigest(), bytes(784)))
+    stores = [PostgresStore(database), PostgresStore(database)]
+    try:
+        for store in stores:  # the second finds it done
+            store.prepare()
+        store = stores[0]
+        net, meta = store.load_live()
+        assert weights_digest(net) == weights_digest(old)
+        assert meta['version'] == 1 and meta['cause'] == 'migrated'
+        assert meta['validation_accuracy'] == 0.9 and meta['sizes'] == [784, 12, 10]
+        assert store.versions(LIVE)[1] == 1
+        wait_for(lambda: store.read_status() == state, 'the live net\'s status', 10)
+        assert store.save_live(btf.Graph((784, 12, 10), 0.5, 32, seed=8), {}) == 2
+        samples = PostgresSampleStore(database, limit=5)
+        assert [s['label'] for s in samples.list()[1]] == [3]
+        assert samples.add(b'x', np.zeros(784, np.uint8), 1, 1, 'live')[1] is False  # the same
+        samples.close()
+        with psycopg.connect(database) as conn:
+            assert conn.execute('SELECT version FROM btf_schema').fetchall() == \
+                [(SCHEMA_VERSION,)]
+            assert conn.execute("SELECT to_regclass('btf_live'), to_regclass('btf_status')"
+                                ).fetchone() == (None, None)
+    finally:
+        for store in stores:
+            store.close()
