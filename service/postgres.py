@@ -202,6 +202,7 @@ class PostgresStore(Store):
         self._memory = threading.Lock()  # guards what the listener and callers share:
         self._versions = {}  # name -> the newest version known here (NOTIFY btf_nets)
         self._held = set()  # the job locks' keys held by any server (pg_locks)
+        self._mine = set()  # the keys held here, known before the listener's next look
         self._statuses = OrderedDict()  # name -> (row version, state, token), latest last
         self._unread = set()  # names asked about whose status the listener has to read
         self._session = None
@@ -526,17 +527,21 @@ class PostgresStore(Store):
         if not held:
             conn.close()
             return None
-        self._held = self._held | {key}  # known here at once; the listener keeps it for all
+        with self._memory:
+            self._mine.add(key)  # known here at once; the listener's look tells the others
         return Lock(conn, key)
 
     def release_lock(self, handle):
         handle.conn.close()  # ends the session, and the lock with it
-        self._held = self._held - {handle.key}
+        with self._memory:
+            self._mine.discard(handle.key)
+            self._held = self._held - {handle.key}
 
     def locked(self, name=LIVE):
         # Read by the listener a few times a second: never a query on the event loop. While
         # the database is unreachable nobody can tell: a job is not declared dead.
-        return lock_key(name) in self._held or not self.healthy
+        key = lock_key(name)
+        return key in self._held or key in self._mine or not self.healthy
 
     # -- a net's training status
 
