@@ -366,3 +366,35 @@ def test_a_database_of_one_live_net_is_upgraded_keeping_it(database):
     finally:
         for store in stores:
             store.close()
+
+
+def test_servers_submitting_at_once_queue_one_job_per_net(database):
+    """Two servers' queues (connections of their own) submitting for the same nets at once:
+    one job per net, the rest JobExists; the limit holds; each job is claimed once."""
+    from service.jobs import JobExists, PostgresJobs, QueueFull
+    queues = [PostgresJobs(database) for _ in range(4)]
+    barrier = threading.Barrier(len(queues))
+
+    def submit(queue):
+        barrier.wait(30)
+        made = []
+        for net in ('a', 'b', 'c', 'a', 'b', 'c'):
+            try:
+                made.append(queue.submit(net, {'epochs': 1}, limit=2))
+            except (JobExists, QueueFull) as e:
+                made.append(type(e).__name__)
+        return made
+
+    try:
+        with ThreadPoolExecutor(len(queues)) as pool:
+            answers = list(pool.map(submit, queues))
+        made = [x for answer in answers for x in answer if isinstance(x, int)]
+        assert len(made) == 2 and queues[0].queued() == 2, answers
+        assert sorted(job['net'] for job in jobs_in(database)) in (['a', 'b'], ['a', 'c'],
+                                                                   ['b', 'c'])
+        with ThreadPoolExecutor(len(queues)) as pool:
+            claimed = list(pool.map(lambda q: q.claim('r'), queues))
+        assert sorted(job['id'] for job in claimed if job) == sorted(made)
+    finally:
+        for queue in queues:
+            queue.close()
