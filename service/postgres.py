@@ -6,7 +6,7 @@
   current in one transaction that also NOTIFYs ``btf_nets`` (payload: the net's name and
   version, or "-" when deleted). Every server LISTENs, so each knows every net's newest
   version at once instead of polling.
-- A net's job lock: a session-level advisory lock (class JOB_LOCK, the net's key) on a
+- A net's job lock: a session-level advisory lock (a 64-bit key from the net's name) on a
   connection of its own, held for the job; PostgreSQL releases it when that session dies (a
   killed server), and every other server sees it gone in pg_locks.
 - A net's training status: one row per net in ``btf_net_status``, NOTIFY ``btf_status`` (its
@@ -49,7 +49,7 @@ from .store import (
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 1: one live net (btf_live, btf_status); 2: many nets, versions, jobs
-JOB_LOCK = 0x627466_01  # advisory lock keys ('btf' 1, 2, 3, 4); JOB_LOCK is a class of keys
+# Advisory lock keys ('btf' 2, 3, 4; 1 was the one job lock of schema 1; nets' are lock_key's)
 MIGRATION_LOCK = 0x627466_02
 SAMPLES_LOCK = 0x627466_03
 QUEUE_LOCK = 0x627466_04
@@ -59,8 +59,8 @@ STATUSES_KEPT = 256  # nets whose training status a server follows: the latest a
 STATEMENT_TIMEOUT, LOCK_TIMEOUT = 5000, 2000
 CONNECT = {'connect_timeout': 3, 'autocommit': True,
            'options': f'-c statement_timeout={STATEMENT_TIMEOUT} -c lock_timeout={LOCK_TIMEOUT}'}
-HELD = ("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
-        'AND objsubid = 2 AND granted')
+HELD = ("SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks WHERE "
+        "locktype = 'advisory' AND objsubid = 1 AND granted")  # the bigint keys held
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS btf_schema (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS btf_nets (
@@ -135,9 +135,11 @@ def net_from(data):
 
 
 def lock_key(name):
-    """A net's job lock: (JOB_LOCK, this), the two-int4 form of an advisory lock. Computed
-    here, not by hashtext(), so that pg_locks' objid tells which net a held lock is."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], 'big', signed=True)
+    """A net's job lock: a bigint advisory lock key. 64 bits, not hashtext()'s 32, so that two
+    nets practically never share one; computed here so that pg_locks tells which net's lock
+    is held."""
+    return int.from_bytes(hashlib.sha256(b'btf-job\0' + name.encode()).digest()[:8], 'big',
+                          signed=True)
 
 
 def migrate(url):
@@ -261,8 +263,8 @@ class PostgresStore(Store):
                             first, self._unread = self._unread - changed, set()
                         if changed or first:
                             self._read_statuses(conn, changed, first)
-                        held = {row[0] for row in conn.execute(HELD, (JOB_LOCK,))}
-                        self._held = {k - 2 ** 32 if k >= 2 ** 31 else k for k in held}
+                        held = {row[0] for row in conn.execute(HELD)}
+                        self._held = {k - 2 ** 64 if k >= 2 ** 63 else k for k in held}
             except (psycopg.Error, StoreError) as e:
                 if self.healthy:
                     log.error('%s; reconnecting', unreachable(self.url, e))
@@ -519,8 +521,7 @@ class PostgresStore(Store):
         except psycopg.Error as e:
             raise unreachable(self.url, e) from e
         try:
-            (held,) = conn.execute('SELECT pg_try_advisory_lock(%s, %s)',
-                                   (JOB_LOCK, key)).fetchone()
+            (held,) = conn.execute('SELECT pg_try_advisory_lock(%s)', (key,)).fetchone()
         except psycopg.Error as e:
             conn.close()
             raise unreachable(self.url, e) from e
