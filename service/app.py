@@ -188,6 +188,7 @@ async def setup(app):
     ctx.hidden_cache, ctx.hidden_tasks = {}, {}  # the shipped models' (routes/models.py)
     ctx.changes = set()  # changes of a net under way (changes.outlive_request)
     ctx.running = set()  # training jobs this worker runs (training.dispatch)
+    ctx.job_stops = set()  # their stop events
     ctx.wake = asyncio.Event()  # a job was queued, or a slot freed
     ctx.finished, ctx.job_ended = {}, asyncio.Event()  # answers of jobs run here
     ctx.waiting = set()  # /train requests waiting for their job (training.wait_for_job)
@@ -227,6 +228,8 @@ async def teardown(app):
     for task in ctx.tasks:
         task.cancel()
     ctx.stopping.set()  # the training processes see it after their current batch
+    for stop in ctx.job_stops:
+        stop.set()
     ctx.streams.end()
     if ctx.running:  # their /train requests get a 503
         await asyncio.gather(*ctx.running, return_exceptions=True)

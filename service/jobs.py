@@ -94,7 +94,9 @@ class Jobs:
         beat)."""
         raise NotImplementedError
 
-    def finish(self, job_id, result, failed=False):
+    def finish(self, job_id, result, failed=False, runner=None):
+        """Store a running job's answer; only its ``runner``'s (when given) counts: a runner
+        thought dead, whose job was taken back, changes nothing."""
         raise NotImplementedError
 
     def recover(self, stale, dead=(), gone=None):
@@ -233,10 +235,11 @@ class SQLiteJobs(Jobs):
         self._write(lambda db: db.execute('UPDATE jobs SET waited = ?, waiter = ? WHERE id = ?',
                                           (time.time(), waiter, job_id)))
 
-    def finish(self, job_id, result, failed=False):
+    def finish(self, job_id, result, failed=False, runner=None):
         self._write(lambda db: db.execute(
-            'UPDATE jobs SET state = ?, result = ? WHERE id = ?',
-            ('failed' if failed else 'done', json.dumps(result), job_id)))
+            "UPDATE jobs SET state = ?, result = ? WHERE id = ? AND state = 'running' AND "
+            '(? IS NULL OR runner = ?)',
+            ('failed' if failed else 'done', json.dumps(result), job_id, runner, runner)))
 
     def recover(self, stale, dead=(), gone=None):
         def work(db):
@@ -253,24 +256,155 @@ class SQLiteJobs(Jobs):
             self._local.db = None
 
 
-def _dead(job, stale, dead, gone):
+def _dead(job, stale, dead, gone, now=None):
     """Whether a running job's runner is dead: silent for ``stale`` seconds, listed in
-    ``dead``, or ``gone`` (a process of this machine that ended)."""
-    return (time.time() - (job['heartbeat'] or 0) > stale or job['id'] in dead or
+    ``dead``, or ``gone`` (a process of this machine that ended). ``now``: the queue's
+    clock (the database's), seconds since the epoch."""
+    now = time.time() if now is None else now
+    return (now - (job['heartbeat'] or 0) > stale or job['id'] in dead or
             gone is not None and gone(job['runner']))
 
 
-def _take_back(db, job, mark, stale, gone=None):
+def _take_back(db, job, mark, stale, gone=None, table='jobs', now=None):
     """Queue a dead runner's job again when a request still waits for it and it ran fewer
     than ATTEMPTS times, else end it failed."""
-    waiting = time.time() - (job.get('waited') or 0) < stale and not (
+    now = time.time() if now is None else now
+    waiting = now - (job.get('waited') or 0) < stale and not (
         gone is not None and job.get('waiter') and gone(job['waiter']))
     if job['attempts'] < ATTEMPTS and waiting:
-        db.execute(f"UPDATE jobs SET state = 'queued', runner = NULL WHERE id = {mark}",
+        db.execute(f"UPDATE {table} SET state = 'queued', runner = NULL WHERE id = {mark}",
                    (job['id'],))
         return 'queued'
     result = {'status': 500, 'error': 'the training stopped: the server process running it '
               f'ended ({job["attempts"]} time(s)). The net is its last saved version.'}
-    db.execute(f"UPDATE jobs SET state = 'failed', result = {mark} WHERE id = {mark}",
+    db.execute(f"UPDATE {table} SET state = 'failed', result = {mark} WHERE id = {mark}",
                (json.dumps(result), job['id']))
     return 'failed'
+
+
+class PostgresJobs(Jobs):
+    """The queue in the database (btf_jobs, made by postgres.migrate), shared by every
+    server on it. One connection, used by one thread at a time; times are the database's
+    clock, so that servers whose clocks differ agree on which runner is stale."""
+
+    NOW = 'extract(epoch FROM clock_timestamp())'
+
+    def __init__(self, url):
+        from . import postgres  # psycopg only when used
+        self.url, self.pg = url, postgres
+        self._conn = None
+        self._migrated = False
+
+    def __repr__(self):
+        return f'PostgresJobs({self.pg.where(self.url)!r})'
+
+    def _run(self, work):
+        """``work(db)`` in one transaction; StoreError when the database cannot be reached
+        (the next call connects again)."""
+        import psycopg
+        try:
+            if self._conn is None or self._conn.closed:
+                if not self._migrated:  # the table exists, whoever started first
+                    self.pg.migrate(self.url)
+                    self._migrated = True
+                self._conn = psycopg.connect(self.url, **self.pg.CONNECT)
+            with self._conn.transaction():
+                return work(self._conn)
+        except psycopg.Error as e:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            raise self.pg.unreachable(self.url, e) from e
+
+    def _one(self, query, args=()):
+        return self._run(lambda db: db.execute(query, args).fetchone())
+
+    def submit(self, net, spec, limit, waiter=None):
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        def work(db):
+            # One submit at a time, across servers: the limit holds (and the partial unique
+            # index on (net) keeps one active job per net whatever happens).
+            db.execute('SELECT pg_advisory_xact_lock(%s)', (self.pg.QUEUE_LOCK,))
+            active = self._active(db, net)
+            if active is not None:
+                raise JobExists(active)
+            (queued,) = db.execute("SELECT count(*) FROM btf_jobs WHERE state = 'queued'"
+                                   ).fetchone()
+            if queued >= limit:
+                raise QueueFull(queued)
+            db.execute(f"DELETE FROM btf_jobs WHERE state IN ('done', 'failed') AND "
+                       f'created < {self.NOW} - %s', (DONE_KEPT,))
+            try:
+                with db.transaction():
+                    (made,) = db.execute(
+                        f"INSERT INTO btf_jobs (net, spec, state, created, waited, waiter) "
+                        f"VALUES (%s, %s, 'queued', {self.NOW}, {self.NOW}, %s) RETURNING id",
+                        (net, Jsonb(spec), waiter)).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise JobExists(self._active(db, net)) from None
+            return made
+        return self._run(work)
+
+    @staticmethod
+    def _active(db, net):
+        return _row(db.execute(f'SELECT {", ".join(KEYS)} FROM btf_jobs WHERE net = %s AND '
+                               "state IN ('queued', 'running') ORDER BY id LIMIT 1",
+                               (net,)).fetchone())
+
+    def get(self, job_id):
+        return _row(self._one(f'SELECT {", ".join(KEYS)} FROM btf_jobs WHERE id = %s',
+                              (job_id,)))
+
+    def active(self, net):
+        return self._run(lambda db: self._active(db, net))
+
+    def position(self, job_id):
+        return self._one("SELECT count(*) FROM btf_jobs WHERE state = 'queued' AND id <= %s "
+                         "AND EXISTS (SELECT 1 FROM btf_jobs WHERE id = %s AND "
+                         "state = 'queued')", (job_id, job_id))[0]
+
+    def queued(self):
+        return self._one("SELECT count(*) FROM btf_jobs WHERE state = 'queued'")[0]
+
+    def claim(self, runner):
+        # Servers claiming at once skip each other's locked rows: never the same job twice.
+        return _row(self._one(
+            f"UPDATE btf_jobs SET state = 'running', runner = %s, heartbeat = {self.NOW}, "
+            'attempts = attempts + 1 WHERE id = (SELECT id FROM btf_jobs WHERE state = '
+            "'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            f'RETURNING {", ".join(KEYS)}', (runner,)))
+
+    def beat(self, job_id, runner):
+        return self._run(lambda db: db.execute(
+            f'UPDATE btf_jobs SET heartbeat = {self.NOW} WHERE id = %s AND runner = %s AND '
+            "state = 'running'", (job_id, runner)).rowcount > 0)
+
+    def wait(self, job_id, waiter=None):
+        self._run(lambda db: db.execute(
+            f'UPDATE btf_jobs SET waited = {self.NOW}, waiter = %s WHERE id = %s',
+            (waiter, job_id)))
+
+    def finish(self, job_id, result, failed=False, runner=None):
+        from psycopg.types.json import Jsonb
+        self._run(lambda db: db.execute(
+            "UPDATE btf_jobs SET state = %s, result = %s WHERE id = %s AND state = 'running' "
+            'AND (%s::text IS NULL OR runner = %s)',
+            ('failed' if failed else 'done', Jsonb(result), job_id, runner, runner)))
+
+    def recover(self, stale, dead=(), gone=None):
+        def work(db):
+            now = float(db.execute(f'SELECT {self.NOW}').fetchone()[0])
+            running = [_row(r) for r in db.execute(
+                f'SELECT {", ".join(KEYS)} FROM btf_jobs WHERE state = %s FOR UPDATE SKIP '
+                'LOCKED', ('running',)).fetchall()]
+            taken = [job for job in running if _dead(job, stale, dead, gone, now)]
+            return [(job, _take_back(db, job, '%s', stale, gone, 'btf_jobs', now))
+                    for job in taken]
+        return self._run(work)
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

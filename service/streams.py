@@ -97,6 +97,16 @@ def orphaned(app, net, state):
             not app.ctx.store.locked(net))
 
 
+async def queued_or_running(app, net):
+    """Whether the training queue holds a job of the net (one whose runner died is run again
+    or ended by it: its streams wait for that)."""
+    from .training import in_queue
+    try:
+        return await in_queue(app, 'active', net) is not None
+    except Exception:  # the queue is away: what the status says stands
+        return False
+
+
 async def relay(app):
     """Forward other workers' training events to this worker's streams: one version check
     of each followed net's status every ``progress_interval``. A job whose worker died ends
@@ -116,7 +126,8 @@ async def relay(app):
                     continue
                 version, seen = followed[net]
                 if store.status_version(net) == version:
-                    if net in ctx.streams.nets() and orphaned(app, net, seen):
+                    if net in ctx.streams.nets() and orphaned(app, net, seen) and \
+                            not await queued_or_running(app, net):
                         log.warning('a training of net %s ended unfinished: its worker died',
                                     net)
                         seen = {**seen, 'done': {'error': 'the training stopped: the server '

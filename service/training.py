@@ -84,24 +84,30 @@ def publish(app, net, job, done=None, state=None):
 
 
 async def current_status(app, net):
-    """/train/status of the net's current or last job, whichever worker runs it; a job still
-    in the queue says so, with its place in it (1: next)."""
+    """/train/status of the net's current or last job, whichever worker or server runs it,
+    as the queue knows it: a job still waiting says so, with its place (1: next); a runner
+    that died says "running" until the queue takes its job back, then what became of it."""
     ctx = app.ctx
     if net.job.running:
         return net.job.status()
     shared = ctx.store.read_status(net.name)
-    if shared is None:
-        return Job().status()
-    status = dict(shared['status'])
-    if status.get('running') and not ctx.store.locked(net.name):  # its worker died
-        status.update(running=False, state='failed')
-    if status.get('state') == 'queued':
+    status = Job().status() if shared is None else dict(shared['status'])
+    try:
         job = await in_queue(app, 'active', net.name)
-        if job is None or job['state'] != 'queued':
-            status['state'] = 'idle' if job is None else job['state']
-            status.pop('position', None)
-        else:
-            status['position'] = await in_queue(app, 'position', job['id'])
+    except (Unavailable, InsufficientStorage):  # the queue is away: what was published
+        job = None
+    if job is None:
+        if status.get('running') and not ctx.store.locked(net.name):  # ended, unfinished
+            status.update(running=False, state='failed')
+        elif status.get('state') in ('queued', 'running'):
+            status['state'] = 'idle'
+        status.pop('position', None)
+    elif job['state'] == 'queued':
+        status.update(running=False, state='queued',
+                      position=await in_queue(app, 'position', job['id']))
+    else:
+        status.update(running=True, state='running')
+        status.pop('position', None)
     return status
 
 
@@ -362,9 +368,11 @@ async def run_claimed(app, job, slot, slots):
     """Run a claimed job to its end and store its answer (with its HTTP status) for the
     request waiting for it; beats while it runs."""
     ctx = app.ctx
-    beating = asyncio.create_task(beat(app, job))
+    stop = SPAWN.Event()  # set at shutdown, or when the queue took the job back
+    ctx.job_stops.add(stop)
+    beating = asyncio.create_task(beat(app, job, stop))
     try:
-        result = await run_spec(app, job)
+        result = await run_spec(app, job, stop)
         result = {'status': 200, **result}
     except SanicException as e:
         result = {'status': e.status_code, 'error': str(e), **(getattr(e, 'context', None)
@@ -374,13 +382,14 @@ async def run_claimed(app, job, slot, slots):
         result = {'status': 500, 'error': 'training failed (logged on the server).'}
     finally:
         beating.cancel()
+        ctx.job_stops.discard(stop)
         slots.release(slot)
         ctx.wake.set()  # the slot is free
     ctx.finished[job['id']] = result  # for a request of this worker waiting for it
     ctx.job_ended.set()
     ctx.job_ended.clear()
     try:
-        await in_queue(app, 'finish', job['id'], result, result['status'] >= 400)
+        await in_queue(app, 'finish', job['id'], result, result['status'] >= 400, ctx.worker)
     except Unavailable:
         log.error('the answer of training job %d could not be stored', job['id'])
     finally:
@@ -388,16 +397,23 @@ async def run_claimed(app, job, slot, slots):
             ctx.finished.clear()
 
 
-async def beat(app, job):
+async def beat(app, job, stop):
+    """Tell the queue the job's runner lives; a job taken back meanwhile (this runner was
+    thought dead: it could not reach the queue for STALE seconds) is stopped here, never
+    saved (the queue runs it again, or ended it)."""
     while True:
         await asyncio.sleep(BEAT)
         try:
-            await in_queue(app, 'beat', job['id'], app.ctx.worker)
+            if not await in_queue(app, 'beat', job['id'], app.ctx.worker):
+                log.error('training job %d was taken back by the queue: stopping it here',
+                          job['id'])
+                stop.set()
+                return
         except Unavailable as e:
             log.warning('training job %d: %s', job['id'], e)
 
 
-async def run_spec(app, job):
+async def run_spec(app, job, stop):
     """Train the net a claimed job names, as it asks; its answer."""
     ctx, spec = app.ctx, job['spec']
     net = await ctx.nets.get(job['net'])
@@ -421,7 +437,7 @@ async def run_spec(app, job):
     observability.training(app, 'started')
     log.info('training %s: %d epochs of %d batches%s', net.title, epochs, batches,
              f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
-    net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples))
+    net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples, stop))
     return await asyncio.shield(net.job_task)
 
 
@@ -449,17 +465,18 @@ def receive(pipe, loop, on_step):
         loop.call_soon_threadsafe(on_step, message[1])
 
 
-async def run_job(app, net, job, lock, samples=None):
+async def run_job(app, net, job, lock, samples=None, stop=None):
     """Train a copy of the net in a process, save it as its new version, then make that
-    current; the /train answer. Releases the net's job ``lock`` when done."""
+    current; the /train answer. Releases the net's job ``lock`` when done. ``stop``: set, the
+    process stops after its batch and nothing is saved."""
     ctx, settings = app.ctx, app.ctx.settings
     loop = asyncio.get_running_loop()
     receiver, sender = SPAWN.Pipe(duplex=False)
     work = trainer.Assignment(net.graph.copy(), settings.data_path, job.epochs,
                               settings.score_samples, settings.progress_interval,
                               settings.train_niceness, samples, settings.sample_share)
-    process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender,
-                                                                        ctx.stopping))
+    stop = ctx.stopping if stop is None else stop
+    process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender, stop))
     started = time.perf_counter()
     try:
         process.start()
@@ -478,6 +495,9 @@ async def run_job(app, net, job, lock, samples=None):
         if ctx.stopping.is_set():
             raise Unavailable('the server is shutting down; training was stopped and the net '
                               'is unchanged.')
+        if stop.is_set():
+            raise Conflict('this training was taken back by the queue (its server could not '
+                           'reach it); the net is unchanged here.')
         graph, history, accuracy, comparison = result
         version = await ctx.nets.save(
             net, graph, {'validation_accuracy': round(history[-1]['val_accuracy'], 4),

@@ -127,8 +127,9 @@ def corrupt(store):
     else:
         import psycopg
         with psycopg.connect(store.url, autocommit=True) as conn:
-            conn.execute("UPDATE btf_live SET net = 'garbage', version = version + 1")
-        store._loaded = None  # as after a restart: nothing read yet
+            conn.execute("UPDATE btf_versions SET net = 'garbage' FROM btf_nets WHERE "
+                         "btf_nets.name = 'live' AND btf_versions.name = 'live' AND "
+                         'btf_versions.version = btf_nets.current')
 
 
 def test_an_unreadable_live_net_is_not_loaded_and_repair_clears_it(store):
@@ -321,7 +322,9 @@ def test_the_queue_runs_jobs_in_order_one_per_net(jobs):
     second = jobs.claim('runner-2')  # never the same job twice
     assert second['id'] == b and jobs.claim('runner-3') is None
     assert jobs.beat(a, 'runner-1') and not jobs.beat(a, 'runner-2')
-    jobs.finish(a, {'status': 200, 'epochs': 1})
+    jobs.finish(a, {'status': 200, 'epochs': 9}, runner='runner-2')  # not its runner
+    assert jobs.get(a)['state'] == 'running'
+    jobs.finish(a, {'status': 200, 'epochs': 1}, runner='runner-1')
     assert jobs.get(a)['state'] == 'done' and jobs.get(a)['result'] == {'status': 200,
                                                                          'epochs': 1}
     assert jobs.active('na') is None
