@@ -111,7 +111,8 @@ class Settings:
     net_idle_days: float = 30.0  # a private net unused this long is deleted
     net_memory: int = 512 * 2 ** 20  # bytes of weights of loaded nets; least recently used
     #                                  private ones unloaded past it (reloaded when used)
-    max_trainings: int = field(default_factory=lambda: max(1, usable_cpus() - 1))  # at once
+    max_trainings: int = field(default_factory=lambda: max(1, usable_cpus() - 1))  # at once;
+    #                                              0: none here (other servers run the queue)
     max_queued: int = 100  # trainings waiting in the queue (503 past it)
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
@@ -133,11 +134,14 @@ class Settings:
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
                      'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
-                     'nets_per_hour', 'max_versions', 'net_memory', 'max_trainings',
-                     'max_queued'):
+                     'nets_per_hour', 'max_versions', 'net_memory', 'max_queued'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
+        if not isinstance(self.max_trainings, int) or isinstance(self.max_trainings, bool) or \
+                self.max_trainings < 0:
+            raise ValueError(f'max_trainings must be an int, 0 or more (0: this server runs no '
+                             f'training, others on its database do), got {self.max_trainings!r}.')
         for name in ('request_timeout', 'write_timeout', 'keep_alive_timeout', 'train_timeout',
                      'graceful_timeout', 'metrics_interval', 'net_idle_days'):
             value = getattr(self, name)

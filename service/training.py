@@ -335,7 +335,7 @@ async def dispatch(app):
     ctx, loop = app.ctx, asyncio.get_running_loop()
     slots = Slots(ctx.settings.state_dir, ctx.settings.max_trainings)
     last_recovery = 0.0
-    if ctx.jobs is None:  # logged at start: this worker runs no job
+    if ctx.jobs is None or not ctx.settings.max_trainings:  # this worker runs no job
         return
     while not ctx.stopping.is_set():
         try:

@@ -48,7 +48,8 @@ def jobs_in(database):
 
 def runs(server, job):
     """Whether ``server`` (one worker: its process) is the runner of a job."""
-    return job['runner'] is not None and job['runner'].startswith(f'{server.process.pid}-')
+    return job['runner'] is not None and \
+        job['runner'].rpartition('@')[2].startswith(f'{server.process.pid}-')
 
 
 CURRENT = ('SELECT v.net FROM btf_nets n JOIN btf_versions v ON v.name = n.name AND '
@@ -119,11 +120,16 @@ def test_one_training_at_a_time_streamed_everywhere(tmp_path, models, database, 
 def test_a_killed_training_servers_job_is_taken_up_by_another(tmp_path, models, database,
                                                             data_file):
     """A server killed while it runs a job: within 30 s (STALE, then a round of recovery)
-    another server runs it again, to its end; it is never left "running"."""
+    another server runs it again, to its end, for the request still waiting on a third
+    (which runs no training itself: --max-trainings 0); it is never left "running"."""
     a, b = machines(tmp_path, models, database, data_file, 2, '--max-trainings', '1')
+    home = tmp_path / 'front'
+    home.mkdir()
+    front = Process(home, '--models', str(models[0]), '--data', str(data_file), '--database',
+                    database, '--max-trainings', '0')
     try:
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(a.post, '/train', {'epochs': 30})
+            waiting = pool.submit(front.post, '/train', {'epochs': 30})
             wait_for(lambda: b.get('/train/status').json['epoch'] >= 2, 'the job, seen from b')
             [job] = jobs_in(database)
             runner, other = (a, b) if runs(a, job) else (b, a)
@@ -135,6 +141,7 @@ def test_a_killed_training_servers_job_is_taken_up_by_another(tmp_path, models, 
                      'job up', timeout=30)
             taken_up = time.monotonic() - killed
             wait_for(lambda: jobs_in(database)[0]['state'] != 'running', 'the job to end')
+            assert waiting.result(60).status == 200  # the waiting request got its answer
         [job] = jobs_in(database)
         assert job['state'] == 'done' and job['attempts'] == 2, job
         assert job['result']['status'] == 200 and job['result']['epochs'] == 30, job
@@ -146,6 +153,7 @@ def test_a_killed_training_servers_job_is_taken_up_by_another(tmp_path, models, 
     finally:
         a.stop()
         b.stop()
+        front.stop()
 
 
 def test_a_job_queued_on_a_busy_server_runs_on_a_free_one(tmp_path, models, database,
