@@ -17,7 +17,8 @@ files that preprocess.find_mnist finds, as bench/serve.py does), and prints what
   during the trainings against a baseline measured just before, in the same run;
 - memory: the server's resident memory (its processes and their children) and its state
   folder on disk, empty, with STORED nets and with IN_USE of them answering; time per POST /nets;
-- the bound: LRU_NETS nets used in turn with --net-memory SMALL_BUDGET against the default.
+- the bound: LRU_NETS nets used in turn PASSES times with --net-memory SMALL_BUDGET against
+  the default.
 """
 import argparse
 import http.client
@@ -47,6 +48,7 @@ STORED = 1_000        # nets made for the memory figures
 IN_USE = 50           # of them answering /predict, round-robin
 ROUNDS = 4            # /predict rounds over the nets in use
 LRU_NETS = 200        # nets used in turn under a small and the default --net-memory
+PASSES = 2            # over those nets
 SMALL_BUDGET = 4      # MB of --net-memory for the bound (the live net's 2.5 count too)
 POLL = 0.05           # seconds between two sweeps of /train/status
 
@@ -331,7 +333,7 @@ def memory(folder, data, stored, in_use, rounds, bodies):
               f"p50 {last['p50']:.1f} ms, p99 {last['p99']:.1f} ms")
 
 
-def bound(folder, data, count, small, bodies):
+def bound(folder, data, count, small, bodies, passes):
     mib, rows = 2 ** 20, []
     for budget in (small, None):
         home = folder / f'budget-{budget}'
@@ -343,20 +345,23 @@ def bound(folder, data, count, small, bodies):
             use(c, ['live'], bodies, 3)
             base = rss(server.process.pid)
             names, _ = make_nets(c, count)
-            use(c, names, bodies, 1)
-            first = rss(server.process.pid)
-            again = use(c, names, bodies, 1)
-            second = rss(server.process.pid)
-            rows.append((budget, base, first, second, loaded(c), percentiles(again)))
+            after = []
+            for _ in range(passes):
+                again = use(c, names, bodies, 1)
+                after.append(rss(server.process.pid))
+            rows.append((budget, base, after, loaded(c), percentiles(again)))
             c.close()
-    print(f'\n## --net-memory: {count} nets used in turn, twice\n')
-    print('| --net-memory MB | RSS before MiB | after one pass | after two | nets loaded '
-          '| /predict p50 ms, 2nd pass | p99 ms |')
+    print(f'\n## --net-memory: {count} nets used in turn, {passes} times\n')
+    print('| --net-memory MB | RSS before MiB | after one pass | after the last | nets loaded '
+          '| /predict p50 ms, last pass | p99 ms |')
     print('|---|---|---|---|---|---|---|')
-    for budget, base, first, second, count_loaded, again in rows:
-        print(f"| {budget or '512 (default)'} | {base / mib:.1f} | {first / mib:.1f} | "
-              f"{second / mib:.1f} | {count_loaded} | {again['p50']:.1f} | "
+    for budget, base, after, count_loaded, again in rows:
+        print(f"| {budget or '512 (default)'} | {base / mib:.1f} | {after[0] / mib:.1f} | "
+              f"{after[-1] / mib:.1f} | {count_loaded} | {again['p50']:.1f} | "
               f"{again['p99']:.1f} |")
+    for budget, _, after, _, _ in rows:
+        print(f"RSS MiB after each pass, --net-memory {budget or 512}: "
+              f"{' '.join(f'{a / mib:.1f}' for a in after)}")
 
 
 def main(argv=None):
@@ -366,6 +371,7 @@ def main(argv=None):
     parser.add_argument('--stored', type=int, default=STORED)
     parser.add_argument('--in-use', type=int, default=IN_USE)
     parser.add_argument('--lru-nets', type=int, default=LRU_NETS)
+    parser.add_argument('--passes', type=int, default=PASSES)
     parser.add_argument('--quick', action='store_true')
     args = parser.parse_args(argv)
     if args.quick:
@@ -402,7 +408,7 @@ def main(argv=None):
         memory(home, data, args.stored, args.in_use, ROUNDS, dicts)
         home = tmp / 'bound'
         home.mkdir()
-        bound(home, data, args.lru_nets, SMALL_BUDGET, dicts)
+        bound(home, data, args.lru_nets, SMALL_BUDGET, dicts, args.passes)
         print(f'\nload average at the end: {os.getloadavg()[0]:.1f}')
     return 0 if finished else 1
 
