@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint data mnist models bench bench-serve bench-inference docker install install-dev install-bench browser wrk clean
+.PHONY: run test lint data mnist models bench bench-serve bench-inference bench-nets docker install install-dev install-bench browser wrk clean
 
 # The project installs itself (pyproject.toml), its pins read from the requirements files.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -74,6 +74,10 @@ bench-serve: install-dev wrk
 # Rows/s through the Open Inference Protocol (/v2/.../infer) at batches 1, 100, 1000 vs /predict.
 bench-inference: install-dev
 	$(PY) -m bench.inference
+
+# 30 clients training nets of their own at once; memory of 1,000 nets (docs/performance.md).
+bench-nets: install-dev
+	$(PY) -m bench.nets
 
 # The container image (needs a container engine; docs/operations.md, "Containers").
 docker:

@@ -114,6 +114,10 @@ class Store:
         """[{net, created, last_used, from, ...}] of every private net."""
         raise NotImplementedError
 
+    def count_nets(self):
+        """How many private nets are stored (what --max-nets limits), without reading them."""
+        return len(self.list_nets())
+
     def delete_net(self, name):
         """Delete a private net with its versions and status; whether it existed."""
         raise NotImplementedError
@@ -411,6 +415,13 @@ class FolderStore(Store):
             found.append({'net': name, **about, 'version': current.get('version'),
                           'sizes': current.get('sizes')})
         return found
+
+    def count_nets(self):
+        try:
+            return sum(name != LIVE and is_net_name(name)
+                       for name in os.listdir(self.folder / 'nets'))
+        except FileNotFoundError:
+            return 0
 
     def delete_net(self, name):
         if name == LIVE:

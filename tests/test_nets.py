@@ -1,6 +1,7 @@
 """Many nets (routes/nets.py, nets.Registry, the training queue) through real HTTP: a net of
 one's own, its versions and rollback, the name as its key, drawings per net, the queue, the
 limits. The PostgreSQL side (several servers on one database) is in test_database.py."""
+import sys
 import threading
 import time
 
@@ -238,6 +239,28 @@ def test_limits_on_nets(serve, tmp_path, models):
         third = s.post('/nets', {})
         assert third.status == 429 and '--nets-per-hour 2' in third.json['error']
         assert 0 < int(third.headers['Retry-After']) <= 3600
+
+
+_opened = []  # the files opened while a test counts them (an audit hook cannot be removed)
+sys.addaudithook(lambda event, args: _opened and event == 'open' and _opened.append(args[0]))
+
+
+def test_making_a_net_reads_no_other_net(serve):
+    """POST /nets checks --max-nets without reading every stored net: its work does not
+    grow with their number (counted in files opened, not timed)."""
+    def opened_by_a_new_net():
+        _opened.append('start')
+        try:
+            make(s, 'fresh')
+            return len(_opened) - 1
+        finally:
+            _opened.clear()
+
+    with serve(nets_per_hour=1000) as s:
+        first = opened_by_a_new_net()
+        for _ in range(40):
+            make(s, 'fresh')
+        assert opened_by_a_new_net() < first + 20  # reading each net's files: 80 more
 
 
 def test_least_recently_used_nets_are_unloaded_and_come_back(serve):

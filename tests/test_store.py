@@ -266,7 +266,7 @@ def test_private_nets_are_apart_from_the_live_net_and_each_other(store):
     about = store.about(a)
     assert about['from'] == 'fresh' and about['creator'] == 'x' and about['created']
     listed = {n['net']: n for n in store.list_nets()}
-    assert set(listed) == {a, b} and listed[b]['from'] == 'live'
+    assert set(listed) == {a, b} and listed[b]['from'] == 'live' and store.count_nets() == 2
     before = store.net_version(a)
     assert store.save_net(a, net(5), {}, 'train') == 2
     assert store.net_version(a) != before
@@ -283,7 +283,7 @@ def test_private_nets_are_apart_from_the_live_net_and_each_other(store):
     assert store.delete_net(a) is True and store.delete_net(a) is False
     assert store.about(a) is None and store.load_net(a) is None
     assert store.versions(a) == ([], None)
-    assert [n['net'] for n in store.list_nets()] == [b]
+    assert [n['net'] for n in store.list_nets()] == [b] and store.count_nets() == 1
     with pytest.raises(StoreError):
         store.save_net(a, net(6), {}, 'train')  # a deleted net stays deleted
     with pytest.raises(ValueError):

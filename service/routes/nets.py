@@ -70,9 +70,9 @@ async def create(request):
         raise BadRequest(f'from must be "live" (a copy of the shared net), "fresh" (a new '
                          f'untrained net) or a shipped model\'s version '
                          f'{sorted(ctx.pretrained)}; got {shown(source)}.')
-    existing = await in_thread(app, ctx.store.list_nets)
-    if len(existing) >= ctx.settings.max_nets:
-        raise InsufficientStorage(f'this server holds {len(existing)} nets, the most it keeps '
+    existing = await in_thread(app, ctx.store.count_nets)
+    if existing >= ctx.settings.max_nets:
+        raise InsufficientStorage(f'this server holds {existing} nets, the most it keeps '
                                   '(--max-nets); delete one (DELETE /nets/{name}) or try later.')
     rate_limit(app, request.ip or 'unknown')
     name = new_net_name()
