@@ -491,6 +491,9 @@ class PostgresStore(Store):
                  'version': version, 'sizes': sizes}
                 for name, about, created, used, version, sizes in rows]
 
+    def count_nets(self):
+        return self._command('SELECT count(*) FROM btf_nets WHERE name <> %s', (LIVE,))[0][0]
+
     def delete_net(self, name):
         if name == LIVE:
             raise ValueError('the live net cannot be deleted')
