@@ -25,6 +25,7 @@ from .protocol import Budget, Request, install_header_cleaner
 from .routes import routes
 from .samples import SQLiteSampleStore
 from .settings import Settings
+from .state import WorkerState
 from .store import LIVE, FolderStore, StoreError
 from .streams import Streams, keep_alive, relay
 from .training import SPAWN, dispatch
@@ -38,11 +39,10 @@ def create_app(settings=None, *, name='better_tensorflow', **overrides):
     settings = (settings or Settings()).but(**overrides) if overrides else (settings or Settings())
     install_header_cleaner()
     app = Sanic(name, error_handler=JSONErrorHandler(), request_class=Request,
-                configure_logging=False)
+                configure_logging=False, ctx=WorkerState(settings))
     app.config.update(REQUEST_MAX_SIZE=settings.max_body, REQUEST_TIMEOUT=settings.request_timeout,
                       RESPONSE_TIMEOUT=settings.train_timeout,
                       KEEP_ALIVE_TIMEOUT=settings.keep_alive_timeout)
-    app.ctx.settings = settings
     # Every answer, errors included, names the allowed origin ('*' even without an Origin
     # header). Preflights are answered by JSONErrorHandler (sanic-cors's automatic ones send
     # "content-type: None").
