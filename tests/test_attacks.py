@@ -1012,3 +1012,28 @@ def test_base64_broken_by_spaces_costs_what_one_line_costs(tmp_path):
         spent, answers = cpu_of(s, lambda: s.post('/predict', spaced), 3)
         assert all(answer.status == 400 for answer in answers), answers[0]
         assert spent < 2 * control + 0.15, (spent, control)
+
+
+def test_a_small_jpeg_behind_megabytes_of_junk_costs_what_its_size_costs(tmp_path):
+    """Before: a 28x28 JPEG with 11 MB of junk between two header segments (libjpeg skips it
+    with a warning) was read as small and cheap: the marker walk (one regular expression
+    call, 0.4 s) and the decode ran on the event loop, /health waited about a second, and
+    the answer was a prediction."""
+    import base64
+
+    import cv2
+    image = np.zeros((28, 28), np.uint8)
+    cv2.circle(image, (14, 14), 8, 255, 3)
+    jpeg = cv2.imencode('.jpg', image)[1].tobytes()
+    cut = 4 + int.from_bytes(jpeg[4:6], 'big')  # after SOI and APP0
+    junk = jpeg[:cut] + b'A' * (11 * MB) + jpeg[cut:]
+    control = b'\x89PNX' + b'A' * (len(junk) - 4)  # refused at its signature
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        def send(data):
+            return lambda: s.post('/predict', json.dumps({'image': base64.b64encode(data).decode()}))
+        spent_control, answers = cpu_of(s, send(control), 3)
+        assert all(answer.status == 400 for answer in answers), answers[0]
+        spent, answers = cpu_of(s, send(junk), 3)
+        assert spent < 1.5 * spent_control + 0.1, (spent, spent_control)
+        for answer in answers:
+            assert answer.status == 400 and 'junk' in answer.json['error'], answer
