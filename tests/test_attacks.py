@@ -1030,7 +1030,8 @@ def test_a_small_jpeg_behind_megabytes_of_junk_costs_what_its_size_costs(tmp_pat
     control = b'\x89PNX' + b'A' * (len(junk) - 4)  # refused at its signature
     with Process(tmp_path, *server_args(tmp_path)) as s:
         def send(data):
-            return lambda: s.post('/predict', json.dumps({'image': base64.b64encode(data).decode()}))
+            body = json.dumps({'image': base64.b64encode(data).decode()})
+            return lambda: s.post('/predict', body)
         spent_control, answers = cpu_of(s, send(control), 3)
         assert all(answer.status == 400 for answer in answers), answers[0]
         spent, answers = cpu_of(s, send(junk), 3)
