@@ -63,6 +63,7 @@ DIGIT_SIZE = 20  # longest side of the digit inside the 28x28 field
 INK_THRESHOLD = 0.1  # ink at or below this (0..1) is background noise (JPEG artefacts, paper)
 _BAND = 256  # rows converted at a time: (256, W) temporaries instead of (H, W) ones
 _DATA_URL = re.compile(r'data:[^,]*?;base64,', re.IGNORECASE)
+MAX_DATA_URL_HEAD = 1024  # characters of a data URL before its base64 data ("data:...,")
 BASE64_CHUNK = 2 ** 20  # characters of base64 read by one C call (a multiple of 4)
 _BASE64 = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 _URL_SAFE = bytes.maketrans(b'-_', b'+/')
@@ -109,7 +110,7 @@ def decode_base64(text):
     for a bounded time, whatever the string's length."""
     text = text.strip()
     if text[:5].lower() == 'data:':
-        prefix = _DATA_URL.match(text)
+        prefix = _DATA_URL.match(text, 0, MAX_DATA_URL_HEAD)  # one C call: not over 16 MiB
         if prefix is None:
             raise ImageError('a data URL must look like "data:image/png;base64,<base64 data>", '
                              f'got {text[:40]!r}...')

@@ -603,3 +603,18 @@ def test_a_jpeg_walks_at_most_max_jpeg_gaps_of_junk_between_segments(junk):
     start = time.process_time()
     huge.count(b'\xff\xda')  # what counting the scans costs: the bound of the whole walk
     assert spent < 5 * (time.process_time() - start) + 0.01, spent
+
+
+@pytest.mark.parametrize('text', ['data:' + 'a' * (16 * MB), 'data:' + ';base64' * (2 * MB)])
+def test_a_data_url_without_its_comma_is_refused_reading_its_head_only(text):
+    # Before: one regular expression call over the whole text looked for ";base64," (0.2 s
+    # for 16 MiB, the GIL held), more than decoding as much base64 costs.
+    plain = 'QUFB' * (len(text) // 4)
+    start = time.process_time()
+    imaging.decode_base64(plain)
+    control = time.process_time() - start
+    start = time.process_time()
+    with pytest.raises(imaging.ImageError, match='a data URL must look like'):
+        imaging.decode_base64(text)
+    assert time.process_time() - start < control, control
+    assert imaging.decode_base64('data:image/png;charset=x;base64,QUFB') == b'AAA'
