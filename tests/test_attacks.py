@@ -469,6 +469,28 @@ def test_dns_rebinding_reaches_nothing_in_the_shipped_container(tmp_path, models
     assert not failures, '\n'.join(failures)
 
 
+
+def test_a_host_with_more_than_a_name_and_a_port_is_refused(tmp_path, models):
+    """Before: "[::1]evil.example" was read as ::1, "[localhost]" as localhost and
+    "localhost:evil" as localhost (a port of letters): each answered, /reset included,
+    while a proxy or another parser may read another name in them."""
+    folder, _ = models
+    failures = []
+    with Process(tmp_path, *server_args(tmp_path, folder)) as s:
+        before = live_state(s)
+        for host in ('[::1]evil.example', f'[::1]evil.example:{s.port}', f'[localhost]:{s.port}',
+                     'localhost:evil', f'localhost:{s.port}x', '[::1]:80@evil.example'):
+            for method, path in (('GET', '/models'), ('POST', '/reset')):
+                answer = call(s.port, method, path, headers={
+                    'Host': host, 'Origin': f'http://{host}', 'Sec-Fetch-Site': 'same-origin'})
+                check(failures, answer, 403, f'{method} {path} Host: {host}')
+        if live_state(s) != before:
+            failures.append(f'the live net changed: {before} -> {live_state(s)}')
+        for host in (f'localhost:{s.port}', f'[::1]:{s.port}', '127.0.0.1', 'LOCALHOST'):
+            check(failures, call(s.port, 'GET', '/models', headers={'Host': host}), 200,
+                  f'GET /models Host: {host}')
+    assert not failures, '\n'.join(failures)
+
 def test_any_host_without_a_token_does_not_start(tmp_path, models):
     folder, _ = models
     server = Process(tmp_path, '--host', '0.0.0.0', '--allowed-hosts', '*', '--models',
