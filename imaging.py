@@ -53,6 +53,7 @@ import numpy as np  # noqa: E402
 MAX_SIDE = 65535  # the most a JPEG can announce; OpenCV refuses sides over 2**20
 MAX_JPEG_SCANS = 200  # real progressive JPEGs have about 10
 MAX_JPEG_SEGMENTS = 1000  # segments read while looking for a JPEG's size
+MAX_JPEG_GAPS = 64 * 1024  # bytes of fill and junk between a JPEG's header segments, in all
 MAX_PNG_CHUNKS = 10_000  # chunks walked up to IEND; real files have a few per megabyte
 MAX_PNG_EXTRA_BYTES = 64 * 1024  # chunks other than image data (IDAT), headers included
 CHEAP_PIXELS = 160 * 160  # see cheap_to_decode
@@ -62,6 +63,7 @@ DIGIT_SIZE = 20  # longest side of the digit inside the 28x28 field
 INK_THRESHOLD = 0.1  # ink at or below this (0..1) is background noise (JPEG artefacts, paper)
 _BAND = 256  # rows converted at a time: (256, W) temporaries instead of (H, W) ones
 _DATA_URL = re.compile(r'data:[^,]*?;base64,', re.IGNORECASE)
+MAX_DATA_URL_HEAD = 1024  # characters of a data URL before its base64 data ("data:...,")
 BASE64_CHUNK = 2 ** 20  # characters of base64 read by one C call (a multiple of 4)
 _BASE64 = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 _URL_SAFE = bytes.maketrans(b'-_', b'+/')
@@ -108,7 +110,7 @@ def decode_base64(text):
     for a bounded time, whatever the string's length."""
     text = text.strip()
     if text[:5].lower() == 'data:':
-        prefix = _DATA_URL.match(text)
+        prefix = _DATA_URL.match(text, 0, MAX_DATA_URL_HEAD)  # one C call: not over 16 MiB
         if prefix is None:
             raise ImageError('a data URL must look like "data:image/png;base64,<base64 data>", '
                              f'got {text[:40]!r}...')
@@ -185,11 +187,19 @@ def _jpeg_size(data):
     if scans > MAX_JPEG_SCANS:       # stuffed as FF 00), so this counts at least the scans
         raise ImageError(f'the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted '
                          '(each scan costs a pass over the whole image).')
-    i, size = 2, None
+    # The gaps between segments (libjpeg skips them with a warning) are walked by a regular
+    # expression, one C call at some 35 ns a byte: bounded in all, a JPEG of 12 MB of junk
+    # before its frame header no longer holds the GIL (and the event loop) for 0.4 s.
+    i, size, gaps = 2, None, 0
     for _ in range(MAX_JPEG_SEGMENTS):
-        marker = _JPEG_NEXT_MARKER.match(data, i)
+        end = min(len(data), i + 2 + MAX_JPEG_GAPS - gaps)
+        marker = _JPEG_NEXT_MARKER.match(data, i, end)
         if marker is None:
+            if end < len(data):
+                raise ImageError(f'broken JPEG: more than {MAX_JPEG_GAPS} bytes of fill or junk '
+                                 'between its header segments (real JPEGs have none).')
             raise ImageError(f'broken JPEG: no marker after byte {i} (no scan follows).')
+        gaps += marker.end() - i - 2
         code, i = marker.group(1)[0], marker.end()
         if code == 0xDA:
             if size is None:

@@ -16,6 +16,7 @@
 """
 import functools
 import hmac
+import re
 
 from sanic.exceptions import Unauthorized
 
@@ -23,13 +24,17 @@ from .errors import BadRequest, Forbidden, clip
 from .parsing import net_name, require_json
 from .store import LIVE
 
+# A Host header: a name or an IPv4 address, or an IPv6 address in brackets, then at most a
+# port of digits. Anything else ("[::1]evil.example", "localhost:evil") is kept whole, and
+# so matches no name answered: a proxy reading it otherwise routes what was never checked.
+_HOST = re.compile(r'\[([0-9a-f:.]+)\](?::[0-9]*)?|([^:\[\]]*)(?::[0-9]*)?')
+
 
 def host_name(request):
     """The Host header's name, lower case, without the port."""
     host = request.headers.get('host', '').strip().lower()
-    if host.startswith('['):  # [::1]:8000
-        return host[1:host.find(']')] if ']' in host else host
-    return host.rsplit(':', 1)[0] if host.count(':') == 1 else host
+    match = _HOST.fullmatch(host)
+    return host if match is None else match[1] if match[1] is not None else match[2]
 
 
 def check_host(request):

@@ -41,7 +41,9 @@ async def read_image(app, image, max_bytes=None, why=''):
             raise PayloadTooLargeImage(f'the image is {len(data)} bytes; {why}, at most '
                                        f'{max_bytes} bytes.')
         kind, width, height = imaging.image_size(data)
-        if imaging.cheap_to_decode(kind, width, height):
+        # On the loop only what is small in pixels and in bytes (a drawing is a few KB): a
+        # 28x28 image padded with megabytes of chunks a decoder skips still costs its bytes.
+        if imaging.cheap_to_decode(kind, width, height) and len(data) <= settings.inline_text:
             return data, imaging.prepare(data)
         return data, await loop.run_in_executor(app.ctx.decoders, imaging.prepare, data)
     except imaging.NoDigitError as e:

@@ -582,3 +582,24 @@ def database(postgres):
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE {name}')
     return postgres.url.rsplit('/', 1)[0] + f'/{name}'
+
+
+def many_members(n):
+    """A zip of ``n`` empty stored members named x0.npy, x1.npy, ...: a central directory
+    of n entries (47 bytes and a name each), zip64's end records past 65,535 of them."""
+    local, central = bytearray(), bytearray()
+    for i in range(n):
+        name = b'x%d.npy' % i
+        offset = len(local)
+        local += struct.pack('<IHHHHHIIIHH', 0x04034B50, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0)
+        local += name
+        central += struct.pack('<IHHHHHHIIIHHHHHII', 0x02014B50, 20, 20, 0, 0, 0, 0, 0, 0, 0,
+                               len(name), 0, 0, 0, 0, 0, offset) + name
+    if n < 0xFFFF:
+        return bytes(local + central) + struct.pack('<IHHHHIIH', 0x06054B50, 0, 0, n, n,
+                                                    len(central), len(local), 0)
+    return (bytes(local + central) +
+            struct.pack('<IQHHIIQQQQ', 0x06064B50, 44, 45, 45, 0, 0, n, n, len(central),
+                        len(local)) +
+            struct.pack('<IIQI', 0x07064B50, 0, len(local) + len(central), 1) +
+            struct.pack('<IHHHHIIH', 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))

@@ -469,6 +469,28 @@ def test_dns_rebinding_reaches_nothing_in_the_shipped_container(tmp_path, models
     assert not failures, '\n'.join(failures)
 
 
+
+def test_a_host_with_more_than_a_name_and_a_port_is_refused(tmp_path, models):
+    """Before: "[::1]evil.example" was read as ::1, "[localhost]" as localhost and
+    "localhost:evil" as localhost (a port of letters): each answered, /reset included,
+    while a proxy or another parser may read another name in them."""
+    folder, _ = models
+    failures = []
+    with Process(tmp_path, *server_args(tmp_path, folder)) as s:
+        before = live_state(s)
+        for host in ('[::1]evil.example', f'[::1]evil.example:{s.port}', f'[localhost]:{s.port}',
+                     'localhost:evil', f'localhost:{s.port}x', '[::1]:80@evil.example'):
+            for method, path in (('GET', '/models'), ('POST', '/reset')):
+                answer = call(s.port, method, path, headers={
+                    'Host': host, 'Origin': f'http://{host}', 'Sec-Fetch-Site': 'same-origin'})
+                check(failures, answer, 403, f'{method} {path} Host: {host}')
+        if live_state(s) != before:
+            failures.append(f'the live net changed: {before} -> {live_state(s)}')
+        for host in (f'localhost:{s.port}', f'[::1]:{s.port}', '127.0.0.1', 'LOCALHOST'):
+            check(failures, call(s.port, 'GET', '/models', headers={'Host': host}), 200,
+                  f'GET /models Host: {host}')
+    assert not failures, '\n'.join(failures)
+
 def test_any_host_without_a_token_does_not_start(tmp_path, models):
     folder, _ = models
     server = Process(tmp_path, '--host', '0.0.0.0', '--allowed-hosts', '*', '--models',
@@ -917,6 +939,24 @@ def test_a_zip_bomb_in_the_state_folder_is_refused_unread(tmp_path, models):
         assert s.post('/predict', {'image': DIGIT}).status == 200
 
 
+
+def test_a_zip_of_half_a_million_members_in_the_state_folder_is_refused_unread(tmp_path,
+                                                                                 models):
+    """Before: a live.npz of 27 MB holding 500,000 empty members was read into a ZipInfo
+    each (10 s of CPU, +300 MB) before being refused, and again at each reload attempt
+    (every 5 s): /health's median 30 times slower, for as long as the file stayed."""
+    folder, _ = models
+    with Process(tmp_path, *server_args(tmp_path, folder)) as s:
+        baseline, memory = conftest.latencies(s), s.peak_memory()
+        (s.state / 'bomb.tmp').write_bytes(conftest.many_members(500_000))
+        os.replace(s.state / 'bomb.tmp', s.state / 'live.npz')
+        wait_for(lambda: '(500000 members declared)' in s.output(), 'the refusal in the log', 60)
+        during = conftest.latencies(s, n=20)
+        assert statistics.median(during) < 5 * statistics.median(baseline) + 0.005, \
+            (baseline, during)
+        assert s.peak_memory() < memory + 128 * MB, (memory, s.peak_memory())
+        assert s.post('/predict', {'image': DIGIT}).status == 200
+
 # ---------------------------------------------------------------------------------------
 # Issue #20 (items 3, 4, 8): work a client makes the server do, counted as the server
 # process's CPU time against a control request of the same size (not timed on the clock).
@@ -1012,3 +1052,29 @@ def test_base64_broken_by_spaces_costs_what_one_line_costs(tmp_path):
         spent, answers = cpu_of(s, lambda: s.post('/predict', spaced), 3)
         assert all(answer.status == 400 for answer in answers), answers[0]
         assert spent < 2 * control + 0.15, (spent, control)
+
+
+def test_a_small_jpeg_behind_megabytes_of_junk_costs_what_its_size_costs(tmp_path):
+    """Before: a 28x28 JPEG with 11 MB of junk between two header segments (libjpeg skips it
+    with a warning) was read as small and cheap: the marker walk (one regular expression
+    call, 0.4 s) and the decode ran on the event loop, /health waited about a second, and
+    the answer was a prediction."""
+    import base64
+
+    import cv2
+    image = np.zeros((28, 28), np.uint8)
+    cv2.circle(image, (14, 14), 8, 255, 3)
+    jpeg = cv2.imencode('.jpg', image)[1].tobytes()
+    cut = 4 + int.from_bytes(jpeg[4:6], 'big')  # after SOI and APP0
+    junk = jpeg[:cut] + b'A' * (11 * MB) + jpeg[cut:]
+    control = b'\x89PNX' + b'A' * (len(junk) - 4)  # refused at its signature
+    with Process(tmp_path, *server_args(tmp_path)) as s:
+        def send(data):
+            body = json.dumps({'image': base64.b64encode(data).decode()})
+            return lambda: s.post('/predict', body)
+        spent_control, answers = cpu_of(s, send(control), 3)
+        assert all(answer.status == 400 for answer in answers), answers[0]
+        spent, answers = cpu_of(s, send(junk), 3)
+        assert spent < 1.5 * spent_control + 0.1, (spent, spent_control)
+        for answer in answers:
+            assert answer.status == 400 and 'junk' in answer.json['error'], answer

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import better_tensorflow as btf
-from tests.conftest import raw_zip, zip_bomb
+from tests.conftest import many_members, raw_zip, zip_bomb
 
 # every hidden activation x cost x output, at two and three hidden layers
 GRADIENT_CASES = list(itertools.product(btf.HIDDEN_ACTIVATIONS, btf.COST_NAMES, btf.OUTPUTS,
@@ -561,3 +561,23 @@ def test_copy_has_its_own_optimiser_state(small):
     twin.run(1, progress=False)
     assert not np.array_equal(twin.optimizer.velocities[0], net.optimizer.velocities[0])
     assert net.epochs == 1 and twin.epochs == 2
+
+
+@pytest.mark.parametrize('members', [20_000, 100_000])  # zip64's end records past 65,535
+def test_a_zip_of_many_members_is_refused_before_its_directory_is_read(tmp_path, members):
+    # Before: zipfile made a ZipInfo of each entry first (a million: 20 s of CPU, 1 GB),
+    # again at each reload attempt of a server's live net.
+    import time
+    net = btf.Graph((784, 30, 10), seed=0)
+    net.save(tmp_path / 'net.npz')
+    start = time.process_time()
+    btf.Graph.from_file(tmp_path / 'net.npz')
+    control = time.process_time() - start
+    (tmp_path / 'many.npz').write_bytes(many_members(members))
+    start = time.process_time()
+    with pytest.raises(btf.RefusedModelFile, match=f'zip directory holds .* bytes '
+                                                   rf'\({members} members declared\)'):
+        btf.Graph.from_file(tmp_path / 'many.npz')
+    assert time.process_time() - start < control + 0.01, control
+    with pytest.raises(btf.RefusedModelFile, match='zip directory'):
+        btf.Graph.from_file(io.BytesIO(many_members(members)))

@@ -579,3 +579,42 @@ def test_a_sample_is_stored_without_its_chunks(tmp_path):
                                                                                b'a\0b')])),
                                     'label': 4})
         assert again.status == 200 and again.json['id'] == answer.json['id'], again
+
+
+@pytest.mark.parametrize('junk', [b'A', b'\xff\x00', b'\xff'])
+def test_a_jpeg_walks_at_most_max_jpeg_gaps_of_junk_between_segments(junk):
+    # libjpeg skips junk between header segments (with a warning); the walk over it is one
+    # regular expression call: 12 MB of it held the GIL for 0.4 s. Up to MAX_JPEG_GAPS bytes
+    # are read as libjpeg reads them, more are refused without being walked.
+    jpeg = small_jpeg(20, 40)
+    cut = 4 + struct.unpack('>H', jpeg[4:6])[0]  # after SOI and the first segment (APP0)
+    assert jpeg[2:4] == b'\xff\xe0'
+
+    def with_gap(n):
+        return jpeg[:cut] + junk * (n // len(junk)) + jpeg[cut:]
+    assert imaging.image_size(with_gap(imaging.MAX_JPEG_GAPS - 2)) == ('JPEG', 20, 40)
+    with pytest.raises(imaging.ImageError, match='more than 65536 bytes of fill or junk'):
+        imaging.image_size(with_gap(imaging.MAX_JPEG_GAPS + 2))
+    huge = with_gap(12 * MB)
+    start = time.process_time()
+    with pytest.raises(imaging.ImageError, match='more than 65536 bytes of fill or junk'):
+        imaging.image_size(huge)
+    spent = time.process_time() - start
+    start = time.process_time()
+    huge.count(b'\xff\xda')  # what counting the scans costs: the bound of the whole walk
+    assert spent < 5 * (time.process_time() - start) + 0.01, spent
+
+
+@pytest.mark.parametrize('text', ['data:' + 'a' * (16 * MB), 'data:' + ';base64' * (2 * MB)])
+def test_a_data_url_without_its_comma_is_refused_reading_its_head_only(text):
+    # Before: one regular expression call over the whole text looked for ";base64," (0.2 s
+    # for 16 MiB, the GIL held), more than decoding as much base64 costs.
+    plain = 'QUFB' * (len(text) // 4)
+    start = time.process_time()
+    imaging.decode_base64(plain)
+    control = time.process_time() - start
+    start = time.process_time()
+    with pytest.raises(imaging.ImageError, match='a data URL must look like'):
+        imaging.decode_base64(text)
+    assert time.process_time() - start < control, control
+    assert imaging.decode_base64('data:image/png;charset=x;base64,QUFB') == b'AAA'

@@ -9,8 +9,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import pytest
 
@@ -22,6 +24,7 @@ from tests.conftest import (
     Answer,
     Server,
     confidences,
+    drawn_digit,
     file_digest,
     free_port,
     png_b64,
@@ -566,3 +569,25 @@ def test_the_training_process_loads_neither_sanic_nor_opencv():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()
     assert out == '[]'
+
+
+def test_only_images_small_in_pixels_and_bytes_are_decoded_on_the_event_loop(serve,
+                                                                             monkeypatch):
+    """A 28x28 JPEG carrying 90 KB of comment segments is cheap in pixels but not in bytes:
+    it is decoded in the pool, as every large body is; the page's drawing on the loop."""
+    threads = []
+    prepare = imaging.prepare
+
+    def recorded(data):
+        threads.append(threading.current_thread().name)
+        return prepare(data)
+    monkeypatch.setattr(imaging, 'prepare', recorded)
+    digit = cv2.resize(drawn_digit()[:, :, 3], (28, 28), interpolation=cv2.INTER_AREA)
+    jpeg = cv2.imencode('.jpg', digit)[1].tobytes()  # white ink on black, as MNIST
+    comment = b'\xff\xfe' + (60_000).to_bytes(2, 'big') + b'c' * 59_998
+    padded = jpeg[:2] + comment * 2 + jpeg[2:]
+    page = png_b64(cv2.resize(drawn_digit(), (56, 56), interpolation=cv2.INTER_AREA))
+    with serve() as s:
+        for image in (page, 'data:image/jpeg;base64,' + base64.b64encode(padded).decode()):
+            assert s.post('/predict', {'image': image}).status == 200
+    assert not threads[0].startswith('decode') and threads[1].startswith('decode'), threads
