@@ -27,7 +27,8 @@ export function trainingPanel({ models, replaced, own, makes, whose }) {
   function showTrainable() {
     if (!models()) return;  // not loaded yet
     const { settings } = models();
-    trainButton.disabled = asking || !!job?.running || waiting != null
+    // (A training of the class net does not hold back the first Train: it makes one's own.)
+    trainButton.disabled = asking || ((!!job?.running || waiting != null) && !makes())
       || settings.can_train === false;
     why.hidden = settings.can_train !== false;
     if (!why.hidden) {
