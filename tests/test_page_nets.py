@@ -40,7 +40,10 @@ def request(url, path, body=None, method=None):
         'GET' if body is None else 'POST'), headers={'Content-Type': 'application/json'})
     with urllib.request.urlopen(call, timeout=300) as response:
         text = response.read()
-        return json.loads(text) if text else None
+        try:
+            return json.loads(text)
+        except ValueError:  # an empty or plain-text answer
+            return text
 
 
 @pytest.fixture(scope='module')
@@ -222,6 +225,28 @@ def test_a_training_that_waits_says_its_place(browser, models_dir, data_file,  #
         assert status['state'] == 'queued' and status['position'] == 1
         SHOTS.mkdir(exist_ok=True)
         page.screenshot(path=SHOTS / 'nets-queued-desktop.png')
+        assert page.errors == []
+        page.context.close()
+
+
+def test_going_back_on_the_class_net_is_for_the_teacher(browser, models_dir, tiny,  # noqa: F811
+                                                         tmp_path):
+    """A server with a token: the page lists the class net's versions, and its "go back"
+    says in words that it needs the teacher; one's own net goes back without one."""
+    with Process(tmp_path, '--models', str(models_dir), '--data', str(tiny),
+                 env={'BTF_TOKEN': 'teacher-secret'}) as process:
+        url = f'http://127.0.0.1:{process.port}/'
+        request(url, 'reset?token=teacher-secret', {})  # the class net's version 2
+        page = open_at(browser, url)
+        expect(page.locator('#version-list li')).to_have_count(2)
+        page.get_by_role('button', name='Go back to version 1', exact=True).click()
+        expect(page.locator('#versions-error')).to_have_text(
+            "Going back on the class net is for the teacher: it needs the server's token, "
+            'which this page does not have. Your own net can go back any time.')
+        expect(page.locator('#version-list li')).to_have_count(2)
+        train_on_page(page)  # one's own net needs no token
+        page.get_by_role('button', name='Go back to version 1', exact=True).click()
+        expect(page.locator('#versions-status')).to_contain_text('Went back to version 1')
         assert page.errors == []
         page.context.close()
 
