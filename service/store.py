@@ -181,7 +181,7 @@ def version_record(net, meta, version, cause):
 
 def version_summary(record):
     return {k: record.get(k) for k in ('version', 'created', 'cause', 'epochs', 'sizes',
-                                       'validation_accuracy')}
+                                       'validation_accuracy', 'rolled_back_to')}
 
 
 def _check_name(name):

@@ -1,5 +1,6 @@
 // The API client: every request the page makes goes through here (relative URLs: the page is
-// served at /). A later "net" parameter is added in one place: query() and post() below.
+// served at /). The chosen net (useNet) goes with every request that reads or changes a net,
+// in one place: query() and post() below; /models and /nets name their net themselves.
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -8,8 +9,11 @@ export class ApiError extends Error {
   }
 }
 
-function query(path, params = {}) {
+let chosen = null;  // a private net's name; null: the shared one, the class net ("live")
+
+function query(path, params = {}, net = chosen) {
   const search = new URLSearchParams();
+  if (net) search.set('net', net);
   for (const [key, value] of Object.entries(params)) {
     if (value != null) search.set(key, value);
   }
@@ -35,14 +39,20 @@ async function call(path, { method = 'GET', body } = {}) {
   return { status: response.status, data };
 }
 
+const withNet = (body = {}) => (chosen ? { ...body, net: chosen } : body);
 const get = async (path, params) => (await call(query(path, params))).data;
-const post = async (path, body) => (await call(path, { method: 'POST', body })).data;
+const post = async (path, body) => (await call(path, { method: 'POST', body: withNet(body) }))
+  .data;
+const netPath = (name) => `nets/${encodeURIComponent(name)}`;
 
 function explain(response, data) {
   const said = (data && data.error) || (typeof data === 'string' && data.trim())
     || response.statusText;
   if (response.status === 409) {
     return `The server is busy training; try again when it has finished. (${said})`;
+  }
+  if (response.status === 401 || response.status === 403) {
+    return `Only the teacher may do this here (it needs the server's token). (${said})`;
   }
   if (response.status === 503) return `Not available on this server: ${said}`;
   return `Error ${response.status}: ${said}`;
@@ -58,7 +68,13 @@ async function dataUrl(path) {
 }
 
 export const api = {
-  models: () => get('models'),
+  useNet: (name) => { chosen = name; },  // then every request goes with it
+  models: async () => (await call('models')).data,
+  createNet: (from) => call('nets', { method: 'POST', body: { from } }).then((r) => r.data),
+  net: (name) => call(netPath(name)).then((r) => r.data),
+  versions: (name) => call(`${netPath(name)}/versions`).then((r) => r.data),
+  rollback: (name, version) => call(`${netPath(name)}/rollback`,
+    { method: 'POST', body: { version } }).then((r) => r.data),
   hidden: (pretrained) => get('model/hidden', { pretrained }),
   predict: (body) => post('predict', body),
   compare: (image) => post('compare', { image }),
@@ -66,12 +82,13 @@ export const api = {
   confusionCell: (pretrained, t, r, limit) => get('confusion/examples',
     { true: t, read: r, limit, pretrained }),
   samples: (limit) => get('samples', { limit }),
-  keep: (image, label) => call('samples', { method: 'POST', body: { image, label } }),
-  deleteSample: (id) => call(`samples/${id}`, { method: 'DELETE' }),
-  sampleImage: (id) => `samples/${id}/image`,
-  sampleDataUrl: (id) => dataUrl(`samples/${id}/image`),
+  keep: (image, label, share) => call('samples', { method: 'POST',
+    body: withNet(share ? { image, label, share } : { image, label }) }),
+  deleteSample: (id) => call(query(`samples/${id}`), { method: 'DELETE' }),
+  sampleImage: (id) => query(`samples/${id}/image`),
+  sampleDataUrl: (id) => dataUrl(query(`samples/${id}/image`)),
   train: (epochs, samples) => post('train', { epochs, samples }),
   reset: () => post('reset'),
   pretrain: () => post('pretrain'),
-  trainEvents: () => new EventSource('train/events'),
+  trainEvents: () => new EventSource(query('train/events')),
 };

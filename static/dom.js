@@ -29,6 +29,11 @@ export const percent = (x, digits = 1) => `${(100 * x).toFixed(digits)}%`;
 export const confidence = (x) => (x > 0.999 ? '>99.9%' : percent(x));
 export const plural = (n, word) => `${n.toLocaleString('en')} ${word}${n === 1 ? '' : 's'}`;
 export const describe = (sizes) => sizes.join('-');
-export const modelName = (model) => (model === 'live' ? 'Live net' : model);
+// An answer's "model": "live" (the class net), "v6" (a shipped model) or one's own net's name.
+const shipped = (model) => /^v[0-9]+$/.test(model);
+export const modelName = (model) => (model === 'live' ? 'Class net'
+  : shipped(model) ? model : 'Your net');
+export const whoAnswers = (model) => (model === 'live' ? 'the class net'
+  : shipped(model) ? `pretrained model ${model}` : 'your net');
 // On a touch screen without a mouse, keyboard hints are noise.
 export const touchOnly = () => matchMedia('(hover: none) and (pointer: coarse)').matches;

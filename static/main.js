@@ -5,8 +5,11 @@
 //   answer(answer, image)  a new answer for the drawing on the pad (image: the PNG sent)
 //   cleared(reason)        no answer on screen: the pad was cleared, or no digit was found
 //   netChanged(byUser)     another network was chosen to answer (byUser: in the list)
-//   versionLive(isLive)    the live net changed (train, reset, pretrain, another tab's job);
-//                          isLive: the chosen network is the live one
+//   versionLive(isLive)    the trainable net changed (train, reset, pretrain, go back,
+//                          another tab's job, or one's own net and the class net swapped);
+//                          isLive: the chosen network is the trainable one, not a shipped one
+// The trainable net is one's own (panel-nets.js) or the class net ("live"); api.js sends its
+// name with every request, and /models' "live" is replaced here by its description.
 
 import { api } from './api.js';
 import { $, $$ } from './dom.js';
@@ -19,6 +22,7 @@ import { galleryPanel } from './panel-gallery.js';
 import { hiddenPanel } from './panel-hidden.js';
 import { insidePanel } from './panel-inside.js';
 import { modelPanel } from './panel-model.js';
+import { netsPanel } from './panel-nets.js';
 import { teachPanel } from './panel-teach.js';
 import { trainingPanel } from './panel-training.js';
 import { createPredictor } from './predictor.js';
@@ -30,20 +34,25 @@ const sections = $$('details[data-panel]');
 const isOpen = (name) => sections.some((d) => d.dataset.panel === name && d.open);
 
 let models = null;  // the last answer of GET /models
-let version = 0;  // of the live net, as this page has seen it
+let version = 0;  // of the trainable net, as this page has seen it
 const getModels = () => models;
 
-const model = modelPanel({ models: getModels, changed: () => netChanged(true) });
+const nets = netsPanel({ messages, switched, replaced });
+const whose = nets.whose;
+const makes = () => nets.address() === null;  // no own net yet: a change makes one
+const model = modelPanel({ models: getModels, changed: () => netChanged(true), whose });
 const { net } = model;
-const weightsOf = () => weights.load(net(), net() === null ? `live:${version}` : 'shipped')
+const weightsOf = () => weights.load(net(), net() === null
+  ? `${nets.active() ?? 'live'}:${version}` : 'shipped')
   .catch((err) => { messages.fail(err.message, 'load'); return null; });
-const training = trainingPanel({ models: getModels, replaced });
+const training = trainingPanel({ models: getModels, replaced, own: nets.own, makes, whose });
 const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
   saveState });
 const gallery = galleryPanel({ messages, net });
 const panels = [
   answerPanel(),
-  teachPanel({ messages, kept: () => {
+  nets,
+  teachPanel({ messages, mine: nets.active, kept: () => {
     pad.clear();  // ready for the next digit
     gallery.load().catch((err) => messages.fail(err.message, 'load'));
   } }),
@@ -87,7 +96,7 @@ const pad = createPad($('#pad'), {
 });
 
 function saveState() {
-  address.write({ pretrained: net(), cell: confusion.cell(),
+  address.write({ net: nets.address(), pretrained: net(), cell: confusion.cell(),
     open: sections.filter((d) => d.open).map((d) => d.dataset.panel) });
 }
 
@@ -115,7 +124,7 @@ function replaced({ toLive = false } = {}) {
   refreshing ??= Promise.resolve().then(async () => {
     refreshing = null;
     try {
-      models = await api.models();
+      await loadModels();
       version += 1;
       await each('versionLive', net() === null);
       messages.clear('load');
@@ -132,7 +141,31 @@ sections.forEach((section) => section.addEventListener('toggle', () => {
   else predictor.want();  // the drawing's rows or activations were not asked for while shut
 }));
 
-window.addEventListener('hashchange', () => {
+// /models, its "live" being the trainable net: one's own when it answers.
+async function loadModels() {
+  const shared = await api.models();
+  const own = nets.active();
+  models = own ? { ...shared, live: await api.net(own) } : shared;
+}
+
+// One's own net and the class net swapped (or one's own was made): every request goes with
+// the new one, and every panel shows it.
+async function switched() {
+  api.useNet(nets.active());
+  model.choose('live');
+  training.listen();
+  saveState();
+  replaced();
+  await refreshing;
+  await netChanged();
+}
+
+window.addEventListener('hashchange', async () => {
+  const state = address.read();
+  if ((state.net ?? null) !== nets.address()) {  // a link to another net, pasted here
+    await nets.restore(state.net);
+    await switched();
+  }
   restoreState();
   netChanged();
 });
@@ -140,7 +173,9 @@ window.addEventListener('hashchange', () => {
 async function start() {
   each('cleared');
   try {
-    models = await api.models();
+    await nets.restore(address.read().net);
+    api.useNet(nets.active());
+    await loadModels();
   } catch (err) {
     messages.fail(err.message, 'load');
     return;
@@ -149,7 +184,8 @@ async function start() {
   training.versionLive();
   restoreState();
   await netChanged();
-  training.start();
+  nets.load();
+  training.listen();
 }
 
 start();

@@ -1,7 +1,7 @@
 // The answer: the digit read and how sure (the compact row beside the pad), the confidence of
 // every digit, and the 28x28 image the network sees.
 
-import { $, confidence, el, percent } from './dom.js';
+import { $, confidence, el, percent, whoAnswers } from './dom.js';
 
 const SIZE = 28;
 const DRAW_FIRST = 'Draw a digit to see what the network thinks.';
@@ -39,8 +39,7 @@ export function answerPanel() {
       sure.textContent = unsure
         ? `Not sure: ${unsure}. Best guess ${read} (${confidence(confidences[read])}).`
         : `${confidence(confidences[read])} sure it is a ${read}`;
-      by.textContent = `Answered by ${model === 'live' ? 'the live network'
-        : `pretrained model ${model}`}.`;
+      by.textContent = `Answered by ${whoAnswers(model)}.`;
       [...bars.children].forEach((row, digit) => {
         row.classList.toggle('top', digit === read);
         row.querySelector('.fill').style.width = percent(confidences[digit], 2);

@@ -11,13 +11,13 @@ export function comparePanel({ models, net, training, isOpen, messages }) {
   let asked = 0;
 
   function show(rows) {
-    const chosen = net() === null ? 'live' : `v${net()}`;
+    const chosen = net() === null ? rows[0]?.model : `v${net()}`;  // the trainable net first
     body.replaceChildren(...rows.map((row) => {
       const shipped = models().pretrained.find((m) => `v${m.version}` === row.model);
       const small = (text) => [el('br'), el('small', { text })];
       const name = el('th', { scope: 'row', text: modelName(row.model) },
         ...(shipped?.test_accuracy != null ? small(`${percent(shipped.test_accuracy)} test`) : []),
-        ...(row.model === 'live' && training.running()
+        ...(row === rows[0] && training.running()
           ? small('training: the last complete net answers') : []));
       const sure = el('td', { class: 'pct', text: confidence(row.confidence) },
         row.unsure ? ' ' : null, row.unsure ? el('span', { class: 'tag', text: 'not sure',

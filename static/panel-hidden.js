@@ -1,6 +1,6 @@
 // What the hidden layer has learned: each first-layer unit's 784 input weights as an image.
 
-import { $, describe } from './dom.js';
+import { $, describe, whoAnswers } from './dom.js';
 import { unitImage } from './weights.js';
 
 const UNITS_SHOWN = 120;  // a wide layer (e.g. 800 units) shows this many until asked
@@ -28,7 +28,7 @@ export function hiddenPanel({ weightsOf }) {
     const mine = ++asked;
     const hidden = await weightsOf();
     if (!hidden || mine !== asked) return;
-    const who = hidden.model === 'live' ? 'the live network' : `pretrained model ${hidden.model}`;
+    const who = whoAnswers(hidden.model);
     title.textContent = `What the hidden layer of ${who} has learned `
       + `(${hidden.units.length} units, ${describe(hidden.sizes)})`;
     const now = `${hidden.model} ${describe(hidden.sizes)}`;

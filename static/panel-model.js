@@ -1,8 +1,9 @@
-// The network that answers: the live net or a shipped one, what it is and how it was trained.
+// The network that answers: the trainable one (one's own or the class net) or a shipped one,
+// what it is and how it was trained.
 
 import { $, describe, percent, plural } from './dom.js';
 
-export function modelPanel({ models, changed }) {
+export function modelPanel({ models, changed, whose }) {
   const picker = $('#model-choice');
   const info = $('#model-info');
   const recipe = $('#recipe');
@@ -33,7 +34,8 @@ export function modelPanel({ models, changed }) {
     versionLive() {
       const { live, pretrained } = models();
       const chosen = picker.value;
-      const options = [new Option(`Live net · ${describe(live.sizes)}`, '')];
+      const name = whose() === 'your net' ? 'My net' : 'Class net';
+      const options = [new Option(`${name} · ${describe(live.sizes)}`, '')];
       for (const m of pretrained) {
         options.push(new Option(`v${m.version}${m.best ? ' (best)' : ''} · ${describe(m.sizes)}`
           + (m.test_accuracy == null ? '' : ` · ${percent(m.test_accuracy)} test`),

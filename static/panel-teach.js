@@ -4,7 +4,7 @@
 import { api } from './api.js';
 import { $, el } from './dom.js';
 
-export function teachPanel({ messages, kept }) {
+export function teachPanel({ messages, kept, mine }) {
   const right = $('#right');
   const digits = $('#digit-buttons');
   let shown = null;  // {image, label} of the drawing whose answer is on screen
@@ -38,15 +38,16 @@ export function teachPanel({ messages, kept }) {
   async function keep(label) {
     if (!shown) return;
     try {
-      const { status, data: sample } = await api.keep(shown.image, label);
+      const share = !$('#share-row').hidden && $('#share').checked;
+      const { status, data: sample } = await api.keep(shown.image, label, share);
       if (status === 200) {  // the same drawing was kept before
         messages.say(`This drawing is already kept, as a ${sample.label} `
           + `(drawing #${sample.id}).`);
       } else {
         messages.say(`Kept drawing #${sample.id} as a ${label}`
-          + (sample.predicted === label ? ' (the net read it right).'
-            : ` (the net read a ${sample.predicted}).`)
-          + ' Draw the next one.');
+          + (sample.predicted === label ? ' (the net read it right)'
+            : ` (the net read a ${sample.predicted})`)
+          + (share ? ', shared with the class net' : '') + '. Draw the next one.');
       }
       kept(sample);
     } catch (err) {
@@ -55,6 +56,9 @@ export function teachPanel({ messages, kept }) {
   }
 
   return {
+    netChanged() {  // kept with one's own net: it may also go to the class net
+      $('#share-row').hidden = !mine();
+    },
     answer(answer, image) {
       shown = { image, label: answer.label };
       enable(true);

@@ -1,13 +1,14 @@
-// Training the live net, resetting it and copying the best shipped model into it; progress
-// and the learning curve come from /train/events. Train is disabled while a training runs
-// and, with one sentence why, on a server that cannot train.
+// Training the chosen net (one's own, made on the first Train, Reset or Pretrain, or the class
+// net), resetting it and copying the best shipped model into it; progress, the place in the
+// training queue and the learning curve come from /train/events. Train is disabled while a
+// training runs or waits and, with one sentence why, on a server that cannot train.
 
 import { api } from './api.js';
 import { drawChart } from './chart.js';
 import { $, describe, percent, plural, words } from './dom.js';
 import { clearEverywhere, slot } from './messages.js';
 
-export function trainingPanel({ models, replaced }) {
+export function trainingPanel({ models, replaced, own, makes, whose }) {
   const messages = slot($('#train-status'), $('#train-error'));
   const trainButton = $('#train');
   const why = $('#train-why');
@@ -19,11 +20,16 @@ export function trainingPanel({ models, replaced }) {
   let history = [];  // its epochs: {epoch, val_accuracy, ...}
   let asking = false;  // this page's /train request is under way
   let pending = null;  // the replacement waiting for "Yes, replace it"
+  let waiting = null;  // this net's training waits in the queue: its place (1: next)
+  let events = null;  // the open /train/events of the chosen net
+  const Whose = () => whose()[0].toUpperCase() + whose().slice(1);
 
   function showTrainable() {
     if (!models()) return;  // not loaded yet
     const { settings } = models();
-    trainButton.disabled = asking || !!job?.running || settings.can_train === false;
+    // (A training of the class net does not hold back the first Train: it makes one's own.)
+    trainButton.disabled = asking || ((!!job?.running || waiting != null) && !makes())
+      || settings.can_train === false;
     why.hidden = settings.can_train !== false;
     if (!why.hidden) {
       const sentence = settings.cannot_train;
@@ -44,9 +50,10 @@ export function trainingPanel({ models, replaced }) {
     const samples = $('#with-samples').checked;
     asking = true;
     showTrainable();
-    messages.say(`Training the live network for ${plural(epochs, 'epoch')}`
-      + `${samples ? ' on MNIST and your drawings' : ''}…`);
     try {
+      await own('live');  // the first change makes one's own net, a copy of the class net
+      messages.say(`Training ${whose()} for ${plural(epochs, 'epoch')}`
+        + `${samples ? ' on MNIST and your drawings' : ''}…`);
       const result = await api.train(epochs, samples);
       messages.say(trained(result, epochs, settings), details(result, settings));
       replaced();
@@ -61,7 +68,7 @@ export function trainingPanel({ models, replaced }) {
   // In a student's words: how many unseen digits it now reads right, before -> after.
   function trained({ validation_accuracy: accuracy, before, after }, epochs) {
     const now = after?.mnist ?? accuracy;
-    return `Trained ${plural(epochs, 'more epoch')}: the live net now reads `
+    return `Trained ${plural(epochs, 'more epoch')}: ${whose()} now reads `
       + `${percent(now)} of digits it never trained on right`
       + (before?.mnist == null ? '.' : ` (${percent(before.mnist)} before).`);
   }
@@ -84,16 +91,18 @@ export function trainingPanel({ models, replaced }) {
     return text;
   }
 
-  async function replace(call, done) {
+  // from: what one's own net is made from when there is none yet ("fresh" is already reset).
+  async function replace(call, done, from) {
     confirm.hidden = true;
     pending = null;
     try {
-      await call();
+      const { made } = await own(from);
+      if (!(made && from === 'fresh')) await call();
       job = null;
       history = [];
       showProgress();
       drawChart(history);
-      messages.say(done);
+      messages.say(`${Whose()} ${done}`);
       replaced({ toLive: true });
     } catch (err) {
       messages.fail(err.message, err.status === 409 ? 'busy' : 'action');
@@ -101,16 +110,17 @@ export function trainingPanel({ models, replaced }) {
   }
 
   // A net trained on this server is work: ask before throwing it away.
-  function ask(call, done, what) {
+  // (A new net of one's own replaces nothing; an old version can be brought back.)
+  function ask(call, done, what, from) {
     const { live } = models();
-    if (live.validation_accuracy == null) {
-      replace(call, done);
+    if (live.validation_accuracy == null || makes()) {
+      replace(call, done, from);
       return;
     }
-    pending = () => replace(call, done);
-    $('#confirm-text').textContent = `${what} throws away the live net you trained `
+    pending = () => replace(call, done, from);
+    $('#confirm-text').textContent = `${what} replaces ${whose()}, which was trained `
       + `(${plural(live.epochs, 'epoch')}, ${percent(live.validation_accuracy)} validation `
-      + 'accuracy). There is no undo.';
+      + 'accuracy). Its versions keep it: "Go back to this version" brings it back.';
     confirm.hidden = false;
     $('#confirm-yes').focus();
   }
@@ -122,13 +132,19 @@ export function trainingPanel({ models, replaced }) {
   });
   trainButton.addEventListener('click', train);
   $('#reset').addEventListener('click', () => ask(api.reset,
-    `The live network is now a fresh, untrained ${describe(models().settings.default_net.sizes)}`
-    + ' net.', 'Reset'));
+    `is now a fresh, untrained ${describe(models().settings.default_net.sizes)} net.`,
+    'Reset', 'fresh'));
   $('#pretrain').addEventListener('click', () => ask(api.pretrain,
-    'The live network is now a copy of the best pretrained model.', 'Pretrain'));
+    'is now a copy of the best pretrained model.', 'Pretrain', 'live'));
 
   function showProgress() {
-    if (!job) {
+    if (waiting != null) {
+      bar.value = 0;
+      // Its place (1: next) counts the trainings it waits for: those queued before it, and
+      // for the first, the one running now.
+      label.textContent = `Waiting for ${plural(waiting, 'training')} ahead of yours; `
+        + (waiting === 1 ? 'yours is next.' : `yours is number ${waiting} in line.`);
+    } else if (!job) {
       bar.value = 0;
       label.textContent = 'No training yet';
     } else if (job.running) {
@@ -146,6 +162,7 @@ export function trainingPanel({ models, replaced }) {
 
   // A progress or epoch event: the first one of a job starts a new curve.
   function updateJob(update) {
+    waiting = null;
     if (!job || !job.running) {
       job = { running: true, epoch: 1, batch: 0, batches: 0 };
       history = [];
@@ -153,12 +170,16 @@ export function trainingPanel({ models, replaced }) {
     Object.assign(job, update);
   }
 
+  // The chosen net's events (opened again when another net is chosen).
   function listen() {
-    const events = api.trainEvents();
+    events?.close();
+    events = api.trainEvents();
+    waiting = null;
     events.addEventListener('status', (event) => {
       const status = JSON.parse(event.data);
-      job = status.epochs ? status : null;
-      history = status.history;
+      waiting = status.state === 'queued' ? status.position ?? 1 : null;
+      job = status.epochs && waiting == null ? status : null;
+      history = status.history ?? [];
       if (!job?.running) clearEverywhere('busy');
       drawChart(history);
       showProgress();
@@ -175,8 +196,13 @@ export function trainingPanel({ models, replaced }) {
       drawChart(history);
       showProgress();
     });
+    events.addEventListener('queued', (event) => {
+      waiting = JSON.parse(event.data).position;
+      showProgress();
+    });
     events.addEventListener('done', (event) => {
       const result = JSON.parse(event.data);
+      waiting = null;
       if (job) job.running = false;
       clearEverywhere('busy');  // "busy training" is no longer true
       showProgress();
@@ -188,10 +214,12 @@ export function trainingPanel({ models, replaced }) {
   drawChart(history);
   showProgress();
   return {
-    start: listen,
+    listen,
     running: () => !!job?.running,
     versionLive() {
       epochsBox.max = String(models().settings.max_epochs);  // the server's limit
+      $('#train-title').textContent = makes() ? 'Train a net of your own'
+        : `Train ${whose() === 'your net' ? 'my net' : 'the class net'}`;
       $('#pretrain').disabled = models().best == null;
       showTrainable();
     },

@@ -204,12 +204,14 @@ def click_and_wait(page, button, message):
 # ---------------------------------------------------------------------------------------
 # Tests.
 
-PRETRAINED = 'The live network is now a copy of the best pretrained model.'
+# The first change of the page makes the learner's own net (tests/test_page_nets.py).
+PRETRAINED = 'Your net is now a copy of the best pretrained model.'
 DEFAULTS = Settings()
 DEFAULT_NET = '-'.join(map(str, DEFAULTS.default_sizes))
-RESET = f'The live network is now a fresh, untrained {DEFAULT_NET} net.'
+RESET = f'Your net is now a fresh, untrained {DEFAULT_NET} net.'
 UNITS_SHOWN = 120  # panel-hidden.js shows this many hidden units until asked for all
-TRAINED = 'the live net now reads '
+TRAINED = 'your net now reads '
+MINE = 'Answered by your net.'
 
 
 def test_drawn_digits_are_recognised(page):
@@ -221,7 +223,7 @@ def test_drawn_digits_are_recognised(page):
         draw(page, strokes)
         label, by, confidences = answer(page)
         assert label == str(digit), f'drew a {digit}, the page says {label} {confidences}'
-        assert by == 'Answered by the live network.'
+        assert by == MINE
         assert max(confidences) == confidences[digit] and 99 < sum(confidences) < 101
         expect(page.locator('#bars li.top .digit')).to_have_text(str(digit))
         assert ink(page, '#seen') > 0
@@ -283,8 +285,9 @@ def test_page_answers_while_training_and_says_the_server_is_busy(browser, models
 
         draw(page, DIGITS[3])
         label, by, confidences = answer(page)
-        assert label in '0123456789' and by == 'Answered by the live network.'
-        with urllib.request.urlopen(url + 'train/status') as response:
+        assert label in '0123456789' and by == MINE
+        name = re.search('#net=([A-Za-z0-9_-]{22})', page.url).group(1)
+        with urllib.request.urlopen(url + f'train/status?net={name}') as response:
             assert json.load(response)['running']
 
         page.click('#reset')
@@ -308,7 +311,7 @@ def test_reset_pretrain_and_model_choice_change_the_answer(page, manifest, best)
     expect(page.locator('#hidden-title')).to_contain_text(f'({n_hidden} units, {sizes})')
     draw(page, DIGITS[7])
     label, by, good = answer(page)
-    assert (label, by) == ('7', 'Answered by the live network.')
+    assert (label, by) == ('7', MINE)
 
     page.select_option('#model-choice', str(weakest['version']))
     _, by, weak = answer(page)
@@ -323,12 +326,12 @@ def test_reset_pretrain_and_model_choice_change_the_answer(page, manifest, best)
     page.select_option('#model-choice', '')
     click_and_wait(page, '#reset', RESET)
     _, by, untrained = answer(page)
-    assert by == 'Answered by the live network.' and max(untrained) < max(good)
+    assert by == MINE and max(untrained) < max(good)
     expect(units).to_have_count(30)
     expect(more).to_be_hidden()
 
     click_and_wait(page, '#pretrain', PRETRAINED)
-    assert answer(page) == ('7', 'Answered by the live network.', good)
+    assert answer(page) == ('7', MINE, good)
     expect(units).to_have_count(min(n_hidden, UNITS_SHOWN))
     if n_hidden > UNITS_SHOWN:  # a wide layer shows its first units until asked
         more.click()
@@ -528,10 +531,14 @@ def test_the_answer_and_the_keep_buttons_are_on_screen_with_the_pad(browser, ser
 
 
 def test_a_busy_message_goes_when_the_other_training_ends(browser, server):
-    """Another tab's training: Train is disabled meanwhile, "busy" shows when reset is
-    refused, and both go once the training has ended."""
+    """Another tab's training of the class net: on the class net (chosen over one's own),
+    Train is disabled meanwhile, "busy" shows when reset is refused, and both go once the
+    training has ended."""
     api(server, 'reset')
-    page = open_page(browser, server, viewport=DESKTOP_TALL)
+    mine = json.loads(api(server, 'nets', {'from': 'fresh'}))['net']
+    page = open_page(browser, f'{server}#net={mine}', viewport=DESKTOP_TALL)
+    page.click('#use-class')
+    expect(page.locator('#train-title')).to_have_text('Train the class net')
     expect(page.locator('#train')).to_be_enabled()
     other = threading.Thread(target=api, args=(server, 'train', {'epochs': 30}))
     other.start()
@@ -550,18 +557,21 @@ def test_a_busy_message_goes_when_the_other_training_ends(browser, server):
     page.close()
 
 
-def test_reset_asks_before_throwing_away_a_trained_net(page, server):
-    api(server, 'reset')
-    api(server, 'train', {'epochs': 1})
-    page.reload()
-    expect(page.locator('#model-info')).to_contain_text('trained 1 epoch, ')
+def test_reset_asks_before_replacing_a_trained_net(page, server):
+    """(Before one's own nets, it asked before throwing away the live net.)"""
+    page.fill('#epochs', '1')
+    page.click('#train')  # makes the page's own net, then trains it
+    expect(page.locator('#train-status')).to_contain_text(TRAINED, timeout=60_000)
+    expect(page.locator('#model-info')).to_contain_text('trained ')
+    trained = page.locator('#model-info').text_content()
     page.click('#reset')
     expect(page.locator('#confirm')).to_be_visible()
     expect(page.locator('#confirm-text')).to_contain_text(
-        'Reset throws away the live net you trained (1 epoch, ')
+        'Reset replaces your net, which was trained (')
+    expect(page.locator('#confirm-text')).to_contain_text('"Go back to this version"')
     page.click('#confirm-no')
     expect(page.locator('#confirm')).to_be_hidden()
-    expect(page.locator('#model-info')).to_contain_text('trained 1 epoch, ')
+    expect(page.locator('#model-info')).to_have_text(trained)
     click_and_wait(page, '#reset', RESET)
     expect(page.locator('#model-info')).to_have_text(f'{DEFAULT_NET}, untrained.')
     page.click('#reset')  # nothing trained to lose: no question

@@ -193,12 +193,12 @@ def test_the_live_row_follows_training(page, server):
     expect(page.locator('#units canvas').first).to_be_attached()
     draw(page, DIGITS[7])
     answer(page)
-    live = page.locator('#compare-table tr[data-model=live] td.pct')
+    live = page.locator('#compare-table tbody tr:first-child td.pct')  # the trainable net
     expect(live).not_to_have_text('')
     before = live.text_content()
     page.fill('#epochs', '1')
     page.click('#train')
-    expect(page.locator('#train-status')).to_contain_text('the live net now reads ',
+    expect(page.locator('#train-status')).to_contain_text('your net now reads ',
                                                           timeout=60_000)
     expect(live).not_to_have_text(before)
 
