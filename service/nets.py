@@ -155,6 +155,11 @@ class Net:
         self.problem, self.delay = None, RELOAD_DELAYS[0]
 
 
+def gone_message(name):
+    return (f'there is no net named {name[:60]!r} (it was deleted, it expired after being '
+            'idle, or it never existed): create one with POST /nets.')
+
+
 class Registry:
     """The nets this worker serves (``app.ctx.nets``), most recently used last."""
 
@@ -191,6 +196,8 @@ class Registry:
         task = self.sync(net)
         if wait and task is not None and not task.done() and net.problem is None:
             await asyncio.wait([task], timeout=RELOAD_PATIENCE)  # not cancelled at the end
+        if self.nets.get(name) is not net:  # deleted by another process meanwhile
+            raise Missing(gone_message(name))
         if name != LIVE and net.used - net.touched > TOUCH_EVERY:
             net.touched = net.used
             asyncio.get_running_loop().run_in_executor(None, self.store.touch, name)
@@ -208,8 +215,7 @@ class Registry:
         finally:
             self.loading.pop(name, None)
         if found is None:
-            raise Missing(f'there is no net named {name[:60]!r} (it was deleted, it expired '
-                          'after being idle, or it never existed): create one with POST /nets.')
+            raise Missing(gone_message(name))
         if name in self.nets:  # loaded by a request that was first
             return self.nets[name]
         net = self.nets[name] = Net(name, *found)

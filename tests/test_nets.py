@@ -310,3 +310,26 @@ def test_logs_never_hold_a_private_nets_name_whole(tmp_path, models):
         assert s.post('/reset', {'net': name}).status == 200
         wait_for(lambda: f'/nets/{name[:6]}...' in s.output(), 'the access line')
         assert name not in s.output()  # access lines hold the path, never the query
+
+
+def test_two_workers_serve_every_net_and_its_newest_version(tmp_path, models):
+    """--workers 2: a net made, changed and rolled back through whichever worker the kernel
+    picks is answered the same by both, at once."""
+    folder, _ = models
+    with Process(tmp_path, '--models', str(folder), '--workers', '2') as s:
+        name = make(s, 1)['net']
+        first = read(s, name)
+        for _ in range(10):  # each request may land on either worker
+            np.testing.assert_array_equal(read(s, name), first)
+        assert s.post('/reset', {'net': name}).status == 200
+        reset = read(s, name)
+        assert not np.allclose(reset, first, atol=1e-5)
+        for _ in range(10):
+            np.testing.assert_array_equal(read(s, name), reset)
+        assert s.post(f'/nets/{name}/rollback', {'version': 1}).status == 200
+        for _ in range(10):
+            np.testing.assert_array_equal(read(s, name), first)
+        assert s.get(f'/nets/{name}/versions').json['current'] == 3
+        assert s.call('DELETE', f'/nets/{name}').status == 204
+        for _ in range(6):
+            assert s.post('/predict', {'image': DIGIT, 'net': name}).status == 404
