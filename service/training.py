@@ -105,6 +105,9 @@ async def current_status(app, net):
     elif job['state'] == 'queued':
         status.update(running=False, state='queued',
                       position=await in_queue(app, 'position', job['id']))
+    elif gone(job['runner']):  # its process ended: the queue takes it back at its next round
+        status.update(running=False, state='failed' if status.get('running') else 'idle')
+        status.pop('position', None)
     else:
         status.update(running=True, state='running')
         status.pop('position', None)
@@ -337,11 +340,14 @@ async def dispatch(app):
     last_recovery = 0.0
     if ctx.jobs is None or not ctx.settings.max_trainings:  # this worker runs no job
         return
+    first = True
     while not ctx.stopping.is_set():
-        try:
-            await asyncio.wait_for(ctx.wake.wait(), 1.0)
-        except TimeoutError:
-            pass
+        if not first:  # the first round at once: a dead runner's job is known at start
+            try:
+                await asyncio.wait_for(ctx.wake.wait(), 1.0)
+            except TimeoutError:
+                pass
+        first = False
         ctx.wake.clear()
         try:
             if loop.time() - last_recovery > BEAT:
