@@ -137,9 +137,9 @@ def open_stores(settings):
         samples = None
     try:
         jobs = SQLiteJobs(settings.state_dir / 'jobs.sqlite3')
-    except StoreError as e:
-        log.error('%s: /train will answer 503', e)
-        jobs = None
+    except StoreError as e:  # tried again at every call: a folder mended, or a disk freed
+        log.error('%s: /train answers 503 (507 when the disk is full) until it opens', e)
+        jobs = SQLiteJobs(settings.state_dir / 'jobs.sqlite3', connect=False)
     return store, samples, jobs
 
 

@@ -16,9 +16,11 @@ service calls them in a thread.
 """
 import json
 import logging
+import shutil
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 from .store import StoreError, StoreFull
 
@@ -131,10 +133,11 @@ class SQLiteJobs(Jobs):
     CREATE INDEX IF NOT EXISTS jobs_net ON jobs (net, state);
     """
 
-    def __init__(self, path):
+    def __init__(self, path, connect=True):
         self.path = path
         self._local = threading.local()
-        self._connect()
+        if connect:  # errors show at start-up; else at the first call (then every call)
+            self._connect()
 
     def __repr__(self):
         return f'SQLiteJobs({str(self.path)!r})'
@@ -148,9 +151,23 @@ class SQLiteJobs(Jobs):
                 db.execute('PRAGMA synchronous=NORMAL')  # a lost job is recovered anyway
                 db.executescript(self.SCHEMA)
             except sqlite3.Error as e:
-                raise StoreError(0, f'cannot open the training queue {self.path}: {e}') from e
+                if db is not None:
+                    db.close()
+                raise self._failed(e, 'cannot open the training queue') from e
             self._local.db = db
         return db
+
+    def _failed(self, error, what='the training queue failed'):
+        """The StoreError of an sqlite3 error: StoreFull when the disk is full (SQLite says
+        so, or, as it may say "disk I/O error" instead, the folder has under a MiB free)."""
+        try:
+            free = shutil.disk_usage(Path(self.path).parent).free
+        except OSError:
+            free = None
+        if 'full' in str(error) or free is not None and free < 2 ** 20:
+            return StoreFull(28, f'the disk holding {self.path} is full')
+        return StoreError(0, f'{what} {self.path}: {error}' if what.startswith('cannot')
+                          else f'the training queue {self.path} failed: {error}')
 
     def _write(self, work):
         """``work(db)`` in one write transaction (one writer at a time, across processes)."""
@@ -165,18 +182,14 @@ class SQLiteJobs(Jobs):
                 if db.in_transaction:
                     db.execute('ROLLBACK')
                 raise
-        except sqlite3.OperationalError as e:
-            if 'full' in str(e):
-                raise StoreFull(28, f'the disk holding {self.path} is full') from e
-            raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
         except sqlite3.Error as e:
-            raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
+            raise self._failed(e) from e
 
     def _read(self, query, args=()):
         try:
             return self._connect().execute(query, args).fetchone()
         except sqlite3.Error as e:
-            raise StoreError(0, f'the training queue {self.path} failed: {e}') from e
+            raise self._failed(e) from e
 
     def submit(self, net, spec, limit, waiter=None):
         def work(db):

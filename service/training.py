@@ -340,7 +340,7 @@ async def dispatch(app):
     last_recovery = 0.0
     if ctx.jobs is None or not ctx.settings.max_trainings:  # this worker runs no job
         return
-    first = True
+    first, problem = True, None
     while not ctx.stopping.is_set():
         if not first:  # the first round at once: a dead runner's job is known at start
             try:
@@ -366,8 +366,13 @@ async def dispatch(app):
                 task = asyncio.create_task(run_claimed(app, job, slot, slots))
                 ctx.running.add(task)
                 task.add_done_callback(ctx.running.discard)
-        except Exception:  # the queue was unreachable: try again at the next round
-            log.exception('the training queue could not be read')
+        except Exception as e:  # the queue was unreachable: try again at the next round
+            if str(e) != problem:  # once per problem, not every second
+                log.error('the training queue could not be read: %s', e,
+                          exc_info=not isinstance(e, SanicException))
+            problem = str(e)
+        else:
+            problem = None
 
 
 async def run_claimed(app, job, slot, slots):
