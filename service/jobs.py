@@ -75,6 +75,10 @@ class Jobs:
         """The net's queued or running job, None when it has none."""
         raise NotImplementedError
 
+    def latest(self, net):
+        """The net's newest job, whatever its state (finished ones are kept an hour)."""
+        raise NotImplementedError
+
     def position(self, job_id):
         """1 for the next job to run, 2 after it, ...; 0 when the job is not queued."""
         raise NotImplementedError
@@ -215,6 +219,10 @@ class SQLiteJobs(Jobs):
     def active(self, net):
         return _row(self._read(f'SELECT {", ".join(KEYS)} FROM jobs WHERE net = ? AND state '
                                "IN ('queued', 'running') ORDER BY id LIMIT 1", (net,)))
+
+    def latest(self, net):
+        return _row(self._read(f'SELECT {", ".join(KEYS)} FROM jobs WHERE net = ? ORDER BY id '
+                               'DESC LIMIT 1', (net,)))
 
     def position(self, job_id):
         row = self._read("SELECT count(*) FROM jobs WHERE state = 'queued' AND id <= ? AND "
@@ -372,6 +380,10 @@ class PostgresJobs(Jobs):
 
     def active(self, net):
         return self._run(lambda db: self._active(db, net))
+
+    def latest(self, net):
+        return _row(self._one(f'SELECT {", ".join(KEYS)} FROM btf_jobs WHERE net = %s ORDER BY '
+                              'id DESC LIMIT 1', (net,)))
 
     def position(self, job_id):
         return self._one("SELECT count(*) FROM btf_jobs WHERE state = 'queued' AND id <= %s "

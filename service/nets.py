@@ -103,7 +103,8 @@ def describe(net, meta):
 # The nets of the store, in this worker.
 
 RELOAD_DELAYS = (0.1, 5.0)  # seconds between attempts to load a net's newest version
-RELOAD_PATIENCE = 0.5  # seconds a request waits for a first attempt before answering
+RELOAD_PATIENCE = 5.0  # seconds a request waits for a first attempt (a version saved elsewhere
+#                        is then answered at once; past a failed attempt, nobody waits)
 TOUCH_EVERY = 600.0  # seconds between two records of a private net's use
 
 

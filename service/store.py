@@ -269,8 +269,10 @@ class FolderStore(Store):
         return net, meta
 
     def _set_aside(self, path, reason):
-        aside = path.with_name(time.strftime(f'{path.stem}.corrupt-%Y%m%d-%H%M%S-') +
-                               f'{time.time_ns() % 10 ** 9:09d}.npz')
+        now = time.time_ns()  # one instant: the names sort in the order they were made
+        aside = path.with_name(time.strftime(f'{path.stem}.corrupt-%Y%m%d-%H%M%S-',
+                                             time.localtime(now // 10 ** 9)) +
+                               f'{now % 10 ** 9:09d}.npz')
         try:
             os.replace(path, aside)
             log.error('cannot restore the net from %s (%s); moved it to %s and starting anew',

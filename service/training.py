@@ -93,7 +93,7 @@ async def current_status(app, net):
     shared = ctx.store.read_status(net.name)
     status = Job().status() if shared is None else dict(shared['status'])
     try:
-        job = await in_queue(app, 'active', net.name)
+        job = await in_queue(app, 'latest', net.name)
     except (Unavailable, InsufficientStorage):  # the queue is away: what was published
         job = None
     if job is None:
@@ -105,6 +105,9 @@ async def current_status(app, net):
     elif job['state'] == 'queued':
         status.update(running=False, state='queued',
                       position=await in_queue(app, 'position', job['id']))
+    elif job['state'] in ('done', 'failed'):  # the queue's word is final, whatever was
+        status.update(running=False, state=job['state'])  # published last (it may lag)
+        status.pop('position', None)
     elif gone(job['runner']):  # its process ended: the queue takes it back at its next round
         status.update(running=False, state='failed' if status.get('running') else 'idle')
         status.pop('position', None)
