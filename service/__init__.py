@@ -5,7 +5,8 @@
     routes/       blueprints per URL segment   training.py  jobs, progress, event streams
     guard.py      host, token, cross-site      trainer.py   the training process
     parsing.py    request bodies, messages     protocol.py  timeouts, connection and body caps
-    errors.py     statuses, one JSON shape     openapi.py   the API's description
+    errors.py     statuses, one JSON shape     openapi.py   the API's description, built
+    declare.py    a route's description        from the routes' declarations
     samples.py    users' drawings (SQLite)     postgres.py  the same state in PostgreSQL
     observability.py  request ids, text/JSON logs, Prometheus metrics (routes/health.py,
                   routes/inference.py: readiness, /metrics, the Open Inference Protocol)

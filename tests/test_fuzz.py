@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import imaging
-from service import Settings
+from service import Settings, create_app
 from service.openapi import openapi_document
 from service.store import weights_digest
 from tests.conftest import Server, write_models
@@ -384,8 +384,10 @@ def live_state(s):
 
 
 # The document of the fuzzed server (checked below to be the one it serves), built at import
-# because schemathesis's fixture-based loader does not run under pytest 9.
-DOCUMENT = openapi_document(Settings(max_epochs=2), [1, 2])
+# because schemathesis's fixture-based loader does not run under pytest 9: from the routes of
+# an app with its settings (an app's routes do not depend on its folders).
+DOCUMENT = openapi_document(Settings(max_epochs=2), [1, 2],
+                            create_app(max_epochs=2, name='fuzz_document').router.routes)
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 

@@ -5,6 +5,7 @@ import asyncio
 from sanic import Blueprint, json, raw
 from sanic.exceptions import Unauthorized
 
+from ..declare import TOKEN_SECURITY, answer, documented, error
 from ..errors import NotFound
 from ..guard import token_given
 from ..readiness import NotReady, failing, readiness
@@ -14,11 +15,22 @@ PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8'
 
 
 @bp.route('/health/live', methods=['GET', 'HEAD'])  # HEAD: load balancers' checks
+@documented(lambda ctx: {'summary': 'liveness: the process serves',
+                         'responses': {'200': answer({'type': 'object'})}})
 async def live(request):
     return json({'status': 'ok'})
 
 
 @bp.route('/health/ready', methods=['GET', 'HEAD'])  # HEAD: load balancers' checks
+@documented(lambda ctx: {
+    'summary': 'readiness: pretrained models and the live net loaded, state writable, sample '
+               'store open',
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'status': {'type': 'string', 'enum': ['ready']},
+        'checks': {'type': 'object', 'additionalProperties': {'type': 'string'},
+                   'description': 'each check: "ok" or why not (pretrained, live, storage, '
+                                  'samples; stopping while the server shuts down)'}}}),
+        '503': error('not ready: the failing checks')}})
 async def ready(request):
     """200 when every check passes, else 503 naming the failing ones. The storage check
     touches the store: off the event loop."""
@@ -48,7 +60,22 @@ def check_metrics_token(request):
                            realm='better-tensorflow')
 
 
+def metrics_operation(ctx):
+    settings = ctx.settings
+    operation = {
+        'summary': 'Prometheus metrics, summed over every worker (text format 0.0.4)',
+        'responses': {'200': {'description': 'the metrics',
+                              'content': {'text/plain': {'schema': {'type': 'string'}}}},
+                      '404': error('metrics are off (--no-metrics)')}}
+    if settings.metrics_token is not None or settings.token is not None:
+        operation['security'] = TOKEN_SECURITY
+        operation['responses']['401'] = error('no token, or a wrong one (BTF_METRICS_TOKEN, '
+                                              'else BTF_TOKEN)')
+    return operation
+
+
 @bp.get('/metrics')
+@documented(metrics_operation)
 async def metrics(request):
     app = request.app
     check_metrics_token(request)

@@ -19,6 +19,7 @@ import orjson
 from sanic import Blueprint, json, raw
 
 from .. import insight, observability
+from ..declare import INT, answer, documented, error
 from ..errors import BadRequest, Missing
 from ..parsing import require_json, shown
 from ..readiness import NotReady, failing, readiness
@@ -243,18 +244,79 @@ def infer(net, body, header_length, model):
 # ---------------------------------------------------------------------------------------
 # Routes.
 
+# The description of the routes (service/declare.py).
+NOT_READY = error('not ready: the failing checks')
+NO_MODEL = error('no such model or version')
+TENSOR = {'type': 'object', 'required': ['name', 'datatype', 'shape'], 'properties': {
+    'name': {'type': 'string'}, 'datatype': {'type': 'string', 'enum': ['FP32']},
+    'shape': {'type': 'array', 'items': INT, 'minItems': 2, 'maxItems': 2},
+    'parameters': {'type': 'object'},
+    'data': {'type': 'array', 'description': 'row-major numbers, flat or nested', 'items': {}}}}
+OUTPUT_NAME = {'type': 'string', 'enum': [OUTPUT, UNSURE]}
+INFERENCE_REQUEST = {
+    'type': 'object', 'required': ['inputs'], 'properties': {
+        'id': {'type': 'string'}, 'parameters': {'type': 'object'},
+        'inputs': {'type': 'array', 'minItems': 1, 'maxItems': 1, 'items': {
+            **TENSOR, 'example': {'name': INPUT, 'datatype': DATATYPE, 'shape': [1, PIXELS],
+                                  'data': [0.0] * PIXELS}}},
+        'outputs': {'type': 'array', 'items': {'type': 'object', 'properties': {
+            'name': OUTPUT_NAME, 'parameters': {'type': 'object'}}}}}}
+INFERENCE_RESPONSE = {
+    'type': 'object', 'properties': {
+        'model_name': {'type': 'string'}, 'model_version': {'type': 'string'},
+        'id': {'type': 'string'}, 'outputs': {'type': 'array', 'items': {
+            **TENSOR, 'properties': {
+                **TENSOR['properties'], 'name': OUTPUT_NAME,
+                'datatype': {'type': 'string', 'enum': [DATATYPE, 'BYTES']},
+                'shape': {'type': 'array', 'items': INT, 'minItems': 1, 'maxItems': 2}}}}}}
+MODEL_METADATA = {
+    'type': 'object', 'properties': {
+        'name': {'type': 'string'}, 'platform': {'type': 'string'},
+        'versions': {'type': 'array', 'items': {'type': 'string'}},
+        'inputs': {'type': 'array', 'items': {'type': 'object'}},
+        'outputs': {'type': 'array', 'items': {'type': 'object'}}}}
+
+
+def model_parameters(ctx):
+    """The path's parameters: the model's name, and its version where the path has one."""
+    name = {'name': 'name', 'in': 'path', 'required': True,
+            'schema': {'type': 'string', 'enum': ['live', 'mnist']}}
+    version = {'name': 'version', 'in': 'path', 'required': True,
+               'schema': {'type': 'string',
+                          **({'enum': [str(v) for v in ctx.versions]} if ctx.versions else {})},
+               'description': 'a version of mnist (live has none)'}
+    return [name, version] if '{version}' in ctx.path else [name]
+
+
+def about_a_model(unversioned, versioned, schema):
+    """The GET of /v2/models/{name}[/versions/{version}]...: its summary by the path."""
+    return lambda ctx: {
+        'summary': versioned if '{version}' in ctx.path else unversioned,
+        'parameters': model_parameters(ctx),
+        'responses': {'200': answer(schema(ctx)), '404': NO_MODEL}}
+
+
 @bp.get('/v2')
+@documented(lambda ctx: {
+    'summary': 'Open Inference Protocol: server metadata',
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'name': {'type': 'string'}, 'version': {'type': 'string'},
+        'extensions': {'type': 'array', 'items': {'type': 'string'}}}})}})
 async def server_metadata(request):
     return json({'name': 'better-tensorflow', 'version': VERSION, 'extensions': ['binary_data'],
                  'models': models(request.app)})
 
 
 @bp.get('/v2/health/live')
+@documented(lambda ctx: {'summary': 'Open Inference Protocol: liveness',
+                         'responses': {'200': answer({'type': 'object'})}})
 async def server_live(request):
     return json({'live': True})
 
 
 @bp.get('/v2/health/ready')
+@documented(lambda ctx: {'summary': 'Open Inference Protocol: readiness',
+                         'responses': {'200': answer({'type': 'object'}), '503': NOT_READY}})
 async def server_ready(request):
     bad = failing(readiness(request.app))
     if bad:
@@ -265,12 +327,17 @@ async def server_ready(request):
 
 @bp.get('/v2/models/<name>', name='model_metadata')
 @bp.get('/v2/models/<name>/versions/<version>', name='model_version_metadata')
+@documented(about_a_model('model metadata (no version: mnist is the best one)',
+                          'model metadata of a version',
+                          lambda ctx: ctx.schema('ModelMetadata', MODEL_METADATA)))
 async def model_metadata(request, name, version=None):
     return json(await metadata(request.app, name, version))
 
 
 @bp.get('/v2/models/<name>/ready', name='model_ready')
 @bp.get('/v2/models/<name>/versions/<version>/ready', name='model_version_ready')
+@documented(about_a_model('whether the model answers', 'whether the model version answers',
+                          lambda ctx: {'type': 'object'}))
 async def model_ready(request, name, version=None):
     _, answered, net = await find(request.app, name, version)
     return json({'name': name, 'version': answered, 'ready': net is not None})
@@ -278,6 +345,20 @@ async def model_ready(request, name, version=None):
 
 @bp.post('/v2/models/<name>/infer', name='model_infer')
 @bp.post('/v2/models/<name>/versions/<version>/infer', name='model_version_infer')
+@documented(lambda ctx: {
+    'summary': f'read n digits: {DATATYPE} [n, {PIXELS}] pixels in [0, 1] in, {DATATYPE} '
+               f'[n, {CLASSES}] out',
+    'parameters': model_parameters(ctx),
+    'requestBody': {'required': True, 'content': {
+        'application/json': {'schema': ctx.schema('InferenceRequest', INFERENCE_REQUEST)},
+        'application/octet-stream': {'schema': {
+            'type': 'string', 'format': 'binary', 'description': 'the binary data '
+            f'extension: JSON of {BINARY_HEADER} bytes, then the little-endian FP32 data'}}}},
+    'responses': {'200': answer(ctx.schema('InferenceResponse', INFERENCE_RESPONSE)),
+                  '400': error('bad JSON, input name, datatype, shape, outputs, or values '
+                               'that are not finite in [0, 1]'),
+                  '404': NO_MODEL,
+                  '413': error(f'body over {ctx.settings.max_body} bytes')}})
 async def model_infer(request, name, version=None):
     app = request.app
     label, answered, net = await find(app, name, version)

@@ -7,6 +7,20 @@ import logging
 from sanic import Blueprint, json
 
 from .. import insight
+from ..declare import (
+    EXAMPLE_PNG,
+    INT,
+    NET,
+    NET_QUERY,
+    NO_NET,
+    NOT_JSON,
+    NUMBER,
+    UNSURE,
+    answer,
+    documented,
+    error,
+    request_body,
+)
 from ..errors import BadRequest, Unavailable
 from ..inputs import image_field, pick_net, read_image
 from ..nets import is_int
@@ -87,7 +101,29 @@ def digit(query, name):
     return value
 
 
+NO_DATA = error('no test images: neither the shipped models/mnist-test.npz (`make models`) '
+                'nor training data (`make data`)')
+DIGIT = {'type': 'integer', 'minimum': 0, 'maximum': 9}
+IMAGES = {'type': 'object', 'description': 'exactly which images: how many, from where',
+          'properties': {'count': INT, 'source': {'type': 'string'},
+                         'file': {'type': 'string'}}}
+
+
+def pretrained_query(ctx):
+    return {'name': 'pretrained', 'in': 'query', 'required': False, 'schema': ctx.pretrained}
+
+
 @bp.get('/confusion')
+@documented(lambda ctx: {
+    'summary': "the net's 10x10 confusion matrix on the held-out MNIST test images "
+               '(computed once per net)',
+    'parameters': [pretrained_query(ctx), NET_QUERY],
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'model': {'type': 'string'}, 'images': IMAGES, 'accuracy': NUMBER,
+        'matrix': {'type': 'array', 'description': 'row: true digit, column: digit read; '
+                   'counts', 'items': {'type': 'array', 'items': INT}},
+        'per_class': {'type': 'array', 'items': {'type': 'number', 'nullable': True}}}}),
+        '400': error('pretrained not listed'), '404': NO_NET, '503': NO_DATA}})
 async def confusion(request):
     _, (model, net) = await chosen(request)
     (_, _, images), result = await confusion_of(request.app, model, net)
@@ -96,6 +132,26 @@ async def confusion(request):
 
 
 @bp.get('/confusion/examples')
+@documented(lambda ctx: {
+    'summary': "one cell's images as 28x28 PNG data URLs, the most confidently read first, "
+               'with the confidence of the digit read',
+    'parameters': [pretrained_query(ctx),
+                   {'name': 'true', 'in': 'query', 'required': True, 'schema': DIGIT},
+                   {'name': 'read', 'in': 'query', 'required': True, 'schema': DIGIT},
+                   {'name': 'limit', 'in': 'query', 'required': False, 'schema': {
+                       'type': 'integer', 'minimum': 1, 'maximum': insight.MAX_EXAMPLES,
+                       'default': DEFAULT_EXAMPLES}},
+                   NET_QUERY],
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'model': {'type': 'string'}, 'true': INT, 'read': INT,
+        'count': {'type': 'integer', 'description': 'images in the cell'},
+        'images': IMAGES,
+        'examples': {'type': 'array', 'maxItems': insight.MAX_EXAMPLES, 'items': {
+            'type': 'object', 'properties': {
+                'index': {'type': 'integer', 'description': 'row in the test split'},
+                'confidence': NUMBER, 'image': {'type': 'string', 'format': 'uri'}}}}}}),
+        '400': error('pretrained, true, read or limit is bad'), '404': NO_NET,
+        '503': NO_DATA}})
 async def confusion_examples(request):
     query, (model, net) = await chosen(request)
     true, read = digit(query, 'true'), digit(query, 'read')
@@ -111,6 +167,21 @@ async def confusion_examples(request):
 
 
 @bp.post('/compare')
+@documented(lambda ctx: {
+    'summary': 'the drawing (decoded once) read by the live net and every shipped model',
+    'requestBody': request_body({
+        'type': 'object', 'required': ['image'], 'additionalProperties': False,
+        'properties': {'image': {'type': 'string', 'example': EXAMPLE_PNG}, 'net': NET}}),
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'agree': {'type': 'boolean', 'description': 'every net read the same digit'},
+        'models': {'type': 'array', 'items': {'type': 'object', 'properties': {
+            'model': {'type': 'string'}, 'label': INT, 'confidence': NUMBER,
+            'unsure': UNSURE}}}}}),
+        '400': error('bad body or image'),
+        '404': NO_NET,
+        '413': error('body over the size limit, or image over 4096x4096 pixels'),
+        '415': NOT_JSON,
+        '422': error('no digit found (blank image)')}})
 async def compare(request):
     """The drawing, decoded once, read by every shipped model and the live net (or the net
     the body names)."""

@@ -8,6 +8,18 @@ import numpy as np
 from sanic import Blueprint, json, text
 
 from ..changes import replace
+from ..declare import (
+    BUSY,
+    INT,
+    NET_QUERY,
+    NO_NET,
+    NUMBER,
+    OK_TEXT,
+    SIZES,
+    answer,
+    documented,
+    error,
+)
 from ..errors import Busy, Unavailable
 from ..guard import changes_state
 from ..inputs import pick_net
@@ -20,7 +32,32 @@ log = logging.getLogger(__name__)
 bp = Blueprint('models')
 
 
+MODELS = {
+    'type': 'object',
+    'properties': {
+        'live': {'type': 'object', 'properties': {
+            'sizes': SIZES, 'epochs': INT,
+            'validation_accuracy': {'type': 'number', 'nullable': True},
+            'learning_rate': NUMBER, 'batch_size': INT, 'options': {'type': 'object'},
+            'version': {'type': 'integer', 'nullable': True}}},
+        'best': {'type': 'integer', 'nullable': True},
+        'settings': {'type': 'object', 'description': "the server's defaults: "
+                     'default_net, max_epochs, score_samples, max_body'},
+        'pretrained': {'type': 'array', 'items': {
+            'type': 'object', 'properties': {
+                'version': INT, 'sizes': SIZES, 'epochs': INT, 'test_accuracy': NUMBER,
+                'recipe': {'type': 'string'}, 'best': {'type': 'boolean'}}}}}}
+HIDDEN = {
+    'type': 'object',
+    'properties': {
+        'model': {'type': 'string'}, 'sizes': SIZES,
+        'units': {'type': 'array', 'items': {
+            'type': 'array', 'minItems': 784, 'maxItems': 784, 'items': NUMBER}}}}
+
+
 @bp.get('/models')
+@documented(lambda ctx: {'summary': 'the live net and the pretrained models',
+                         'responses': {'200': answer(ctx.schema('Models', MODELS))}})
 async def models(request):
     ctx = request.app.ctx
     live = await ctx.nets.get()
@@ -43,6 +80,12 @@ def hidden_json(model, net):
 
 
 @bp.get('/model/hidden')
+@documented(lambda ctx: {
+    'summary': "first hidden layer's input weights, one 784-vector per unit",
+    'parameters': [{'name': 'pretrained', 'in': 'query', 'required': False,
+                    'schema': ctx.pretrained}, NET_QUERY],
+    'responses': {'200': answer(ctx.schema('Hidden', HIDDEN)),
+                  '400': error('pretrained not listed'), '404': NO_NET}})
 async def hidden(request):
     """Built once per net, off the event loop (a 784-800-10 net's answer is megabytes; gzipped
     for every client that accepts it, as browsers do), and written in chunks that wait for the
@@ -91,7 +134,20 @@ def changed_net(request):
     return net_name(request)
 
 
+def replacing(summary, **responses):
+    """The operation of /reset or /pretrain, which replace a net (GET and POST alike)."""
+    def build(ctx):
+        return {'summary': summary(ctx.settings), 'parameters': [NET_QUERY],
+                'responses': {'200': OK_TEXT, '404': NO_NET, '409': BUSY, **ctx.changing,
+                              **ctx.guarded.get('responses', {}), **responses},
+                **ctx.security(ctx.guarded)}
+    return build
+
+
 @bp.route('/reset', methods=['GET', 'POST'])
+@documented(replacing(lambda settings: 'live net := untrained '
+                      f'{"-".join(map(str, settings.default_sizes))}, learning rate '
+                      f'{settings.default_learning_rate}'))
 @changes_state
 async def reset(request):
     ctx = request.app.ctx
@@ -102,6 +158,8 @@ async def reset(request):
 
 
 @bp.route('/pretrain', methods=['GET', 'POST'])
+@documented(replacing(lambda settings: 'live net := a copy of the best pretrained model',
+                      **{'503': error('no pretrained models installed')}))
 @changes_state
 async def pretrain(request):
     ctx = request.app.ctx

@@ -13,6 +13,18 @@ import time
 from sanic import Blueprint, empty, json
 
 from ..changes import acquire, outlive_request, replace
+from ..declare import (
+    BUSY,
+    INT,
+    NET,
+    NO_NET,
+    NOT_JSON,
+    SIZES,
+    answer,
+    documented,
+    error,
+    request_body,
+)
 from ..errors import BadRequest, Conflict, InsufficientStorage, Missing, TooMany, Unavailable
 from ..guard import changes_a_net, changes_state, creates_a_net
 from ..nets import describe, fresh_net, is_int
@@ -54,7 +66,28 @@ def rate_limit(app, address):
             del ctx.created[old]
 
 
+NET_ANSWER = {'type': 'object', 'properties': {
+    'net': {'type': 'string'}, 'sizes': SIZES, 'version': INT, 'epochs': INT,
+    'from': {'type': 'string', 'nullable': True},
+    'created': {'type': 'string', 'nullable': True}}}
+NAME = {'name': 'name', 'in': 'path', 'required': True, 'schema': NET}
+UNREACHABLE = error('the store is unreachable')
+
+
 @bp.post('/nets')
+@documented(lambda ctx: {
+    'summary': 'a private net of your own: a copy of the live net, of a shipped model, or a '
+               'fresh one; its name (128 random bits) is its key',
+    'requestBody': request_body({'type': 'object', 'additionalProperties': False, 'properties': {
+        'from': {'oneOf': [{'type': 'string', 'enum': ['live', 'fresh']},
+                           {'type': 'integer', 'enum': ctx.versions or [1]}],
+                 'default': 'live'}}}, required=False),
+    'responses': {'201': answer(NET_ANSWER, 'made'), '400': error('bad "from"'),
+                  '415': NOT_JSON,
+                  '429': error('this address made --nets-per-hour nets already'),
+                  '503': UNREACHABLE,
+                  '507': error('--max-nets nets, or the disk is full'),
+                  '403': error('a cross-site request')}})
 @creates_a_net
 async def create(request):
     app, ctx = request.app, request.app.ctx
@@ -85,6 +118,11 @@ async def create(request):
 
 
 @bp.get('/nets')
+@documented(lambda ctx: {
+    'summary': "the operator's list of private nets", **ctx.security(ctx.guarded),
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'total': INT, 'nets': {'type': 'array', 'items': NET_ANSWER}}}),
+        '503': UNREACHABLE, **ctx.by_name}})
 @changes_state
 async def list_nets(request):
     """The operator's view: every private net, with its size and last use."""
@@ -98,6 +136,10 @@ async def list_nets(request):
 
 
 @bp.get('/nets/<name>')
+@documented(lambda ctx: {
+    'summary': 'what a net is: sizes, version, epochs, drawings, training',
+    'parameters': [NAME],
+    'responses': {'200': answer(NET_ANSWER), '404': NO_NET, '503': UNREACHABLE}})
 async def describe_net(request, name):
     ctx = request.app.ctx
     net = await ctx.nets.get(name)
@@ -116,6 +158,12 @@ async def describe_net(request, name):
 
 
 @bp.delete('/nets/<name>')
+@documented(lambda ctx: {
+    'summary': 'delete a private net, its versions and drawings',
+    'parameters': [NAME], **ctx.security(ctx.guarded),
+    'responses': {'204': {'description': 'deleted'}, '404': NO_NET,
+                  '409': error('it trains, or it is the live net'),
+                  '503': UNREACHABLE, **ctx.by_name}})
 @changes_a_net
 async def delete_net(request, name):
     """Its versions and drawings go with it; 409 while it trains or waits to."""
@@ -145,6 +193,13 @@ async def delete_net(request, name):
 
 
 @bp.get('/nets/<name>/versions')
+@documented(lambda ctx: {
+    'summary': "a net's kept versions, oldest first, and the current one",
+    'parameters': [NAME],
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'versions': {'type': 'array', 'items': {'type': 'object'}},
+        'current': {'type': 'integer', 'nullable': True}}}),
+        '404': NO_NET, '503': UNREACHABLE}})
 async def versions(request, name):
     ctx = request.app.ctx
     net = await ctx.nets.get(name, wait=False)
@@ -154,6 +209,16 @@ async def versions(request, name):
 
 
 @bp.post('/nets/<name>/rollback')
+@documented(lambda ctx: {
+    'summary': 'the net answers as version k did (a new version, cause "rollback")',
+    'parameters': [NAME], **ctx.security(ctx.guarded),
+    'requestBody': request_body({
+        'type': 'object', 'required': ['version'], 'additionalProperties': False,
+        'properties': {'version': {'type': 'integer', 'minimum': 1}}}),
+    'responses': {'200': answer(NET_ANSWER), '400': error('bad version'),
+                  '404': error('no such net, or the version was pruned'),
+                  '409': BUSY, '415': NOT_JSON, '503': UNREACHABLE,
+                  '507': error('the disk is full'), **ctx.by_name}})
 @changes_a_net
 async def rollback(request, name):
     """{"version": k}: the net answers exactly as version k did, as a new version whose

@@ -11,6 +11,18 @@ from sanic import Blueprint, empty, json, raw
 
 import imaging
 
+from ..declare import (
+    EXAMPLE_PNG,
+    INT,
+    NET,
+    NET_QUERY,
+    NO_NET,
+    NOT_JSON,
+    answer,
+    documented,
+    error,
+    request_body,
+)
 from ..errors import (
     BadRequest,
     Missing,
@@ -31,6 +43,23 @@ MAX_ID = 2 ** 63 - 1
 MEDIA = {'PNG': 'image/png', 'JPEG': 'image/jpeg', 'WebP': 'image/webp', 'BMP': 'image/bmp'}
 
 
+SAMPLE = {'type': 'object',
+          'properties': {'id': INT, 'label': INT, 'predicted': INT, 'model': {'type': 'string'},
+                         'created': {'type': 'string', 'format': 'date-time'}}}
+SAMPLE_ID = {'name': 'sample', 'in': 'path', 'required': True,
+             'schema': {'type': 'integer', 'minimum': 1}}
+UNREACHABLE = error('the sample store is unreachable')
+
+
+def user_data(ctx, operation):
+    """``operation`` behind the guard of users' drawings: the one of the routes that change
+    state, its 403 without a token plainer."""
+    guard = ctx.guarded if ctx.settings.token is not None else {**ctx.guarded, 'responses': {
+        **ctx.guarded['responses'], '403': error('a cross-site request')}}
+    return {**operation, 'responses': {**operation['responses'], **guard['responses']},
+            **ctx.security(guard)}
+
+
 def sample_id(value):
     if not 1 <= value <= MAX_ID:
         raise Missing(f'there is no sample {clip(str(value))} (GET /samples lists them).')
@@ -38,6 +67,30 @@ def sample_id(value):
 
 
 @bp.post('/samples')
+@documented(lambda ctx: user_data(ctx, {
+    'summary': 'store a drawing with its label (the live net reads it too)',
+    'requestBody': request_body({
+        'type': 'object', 'required': ['image', 'label'], 'additionalProperties': False,
+        'properties': {
+            'image': {'type': 'string', 'example': EXAMPLE_PNG},
+            'label': {'type': 'integer', 'minimum': 0, 'maximum': 9},
+            'pretrained': {**ctx.pretrained, 'nullable': True,
+                           'enum': [None, *ctx.pretrained['enum']]},
+            'net': NET,
+            'share': {'type': 'boolean', 'default': False,
+                      'description': 'a private net\'s drawing: share it with the live net '
+                                     'too'}}}),
+    'responses': {'201': answer(ctx.schema('Sample', SAMPLE), 'stored'),
+                  '200': answer(ctx.schema('Sample', SAMPLE), 'the same image was stored '
+                                                              'before: its sample'),
+                  '400': error('bad body, image or label'),
+                  '404': NO_NET,
+                  '413': error('image over the size limits'),
+                  '415': NOT_JSON,
+                  '422': error('no digit found (blank image)'),
+                  '503': UNREACHABLE,
+                  '507': error(f'the store holds {ctx.settings.max_samples} samples, or the '
+                               'disk is full')}}))
 @holds_user_data
 async def add_sample(request):
     app, settings = request.app, request.app.ctx.settings
@@ -78,6 +131,19 @@ def query_number(query, name, default, low, high):
 
 
 @bp.get('/samples')
+@documented(lambda ctx: user_data(ctx, {
+    'summary': 'the stored samples, newest first',
+    'parameters': [
+        {'name': 'label', 'in': 'query', 'required': False,
+         'schema': {'type': 'integer', 'minimum': 0, 'maximum': 9}},
+        {'name': 'offset', 'in': 'query', 'required': False,
+         'schema': {'type': 'integer', 'minimum': 0, 'default': 0}},
+        {'name': 'limit', 'in': 'query', 'required': False,
+         'schema': {'type': 'integer', 'minimum': 1, 'maximum': MAX_LIMIT, 'default': 50}},
+        NET_QUERY],
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'total': INT, 'samples': {'type': 'array', 'items': ctx.schema('Sample', SAMPLE)}}}),
+        '400': error('bad label, offset or limit'), '404': NO_NET, '503': UNREACHABLE}}))
 @holds_user_data
 async def list_samples(request):
     query = request.get_args(keep_blank_values=True)
@@ -92,6 +158,14 @@ async def list_samples(request):
 
 
 @bp.get('/samples/<sample:int>/image')
+@documented(lambda ctx: user_data(ctx, {
+    'summary': 'the 28x28 PNG the net sees (original=1: the image as submitted)',
+    'parameters': [SAMPLE_ID, {'name': 'original', 'in': 'query', 'required': False,
+                               'schema': {'type': 'string', 'enum': ['0', '1']}}, NET_QUERY],
+    'responses': {'200': {'description': 'the image', 'content': {
+        'image/png': {}, 'image/jpeg': {}, 'image/webp': {}, 'image/bmp': {}}},
+        '400': error('original is not 0 or 1'), '404': error('no such sample'),
+        '503': UNREACHABLE}}))
 @holds_user_data
 async def sample_image(request, sample):
     original = request.get_args(keep_blank_values=True).get('original', '0')
@@ -111,6 +185,11 @@ async def sample_image(request, sample):
 
 
 @bp.delete('/samples/<sample:int>')
+@documented(lambda ctx: user_data(ctx, {
+    'summary': 'delete a sample',
+    'parameters': [SAMPLE_ID, NET_QUERY],
+    'responses': {'204': {'description': 'deleted'}, '404': error('no such sample'),
+                  '503': UNREACHABLE}}))
 @holds_user_data
 async def delete_sample(request, sample):
     net = await request.app.ctx.nets.get(net_name(request), wait=False)
@@ -121,6 +200,16 @@ async def delete_sample(request, sample):
 
 
 @bp.post('/samples/<sample:int>/share')
+@documented(lambda ctx: {
+    'summary': "share a private net's drawing with the live net, or stop",
+    'parameters': [SAMPLE_ID],
+    'requestBody': request_body({
+        'type': 'object', 'required': ['share'], 'additionalProperties': False,
+        'properties': {'net': NET, 'share': {'type': 'boolean'}}}),
+    'responses': {'200': answer({'type': 'object'}), '400': error('bad body'),
+                  '404': error('no such net, or no such sample of it'),
+                  '415': NOT_JSON, '503': UNREACHABLE, **ctx.by_name},
+    **ctx.security(ctx.guarded)})
 @holds_user_data
 async def share_sample(request, sample):
     """Share a private net's drawing with the live net ({"net": name, "share": true}), or
@@ -143,6 +232,11 @@ def npz(ids, X, y):
 
 
 @bp.get('/samples/export')
+@documented(lambda ctx: user_data(ctx, {
+    'summary': 'every sample as an NPZ: X (n, 784) uint8, y (n,) uint8, ids (n,)',
+    'parameters': [NET_QUERY],
+    'responses': {'200': {'description': 'NPZ', 'content': {'application/octet-stream': {}}},
+                  '404': NO_NET, '503': UNREACHABLE}}))
 @holds_user_data
 async def export(request):
     """Every sample as an NPZ: X (n, 784) uint8, y (n,) uint8 and ids (n,) int64; built off

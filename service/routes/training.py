@@ -2,6 +2,18 @@
 from sanic import Blueprint, json
 
 from .. import observability
+from ..declare import (
+    BUSY,
+    NET,
+    NET_QUERY,
+    NO_NET,
+    NUMBER,
+    answer,
+    documented,
+    error,
+    ref,
+    request_body,
+)
 from ..errors import BadRequest
 from ..guard import changes_state
 from ..parsing import json_body, net_name, parse_epochs, query_int, shown
@@ -11,7 +23,60 @@ from ..training import current_status, start_job
 bp = Blueprint('training')
 
 
+FIGURES = {
+    'type': 'object', 'description': 'validation accuracy on MNIST and on the held-out stored '
+    'samples (every fifth by id; null when there are none)',
+    'properties': {'mnist': NUMBER, 'samples': {'type': 'number', 'nullable': True},
+                   'samples_count': {'type': 'integer'}}}
+
+
+def train_operations(ctx):
+    settings = ctx.settings
+    max_epochs = settings.max_epochs
+    epochs = {'type': 'integer', 'minimum': 1, 'maximum': max_epochs, 'default': 1}
+    ctx.schema('Figures', FIGURES)
+    result = ctx.schema('TrainResult', {
+        'type': 'object',
+        'properties': {
+            'accuracy': {'type': 'integer', 'description': 'correct of '
+                         f'{settings.score_samples} random validation samples'},
+            'validation_accuracy': {'type': 'number', 'description': 'fraction of the whole '
+                                    'validation split'},
+            'epochs': {'type': 'integer', 'description': 'total epochs trained'},
+            'seconds': NUMBER, 'samples': {'type': 'boolean'},
+            'before': ref('Figures'), 'after': ref('Figures')}})
+    train = {
+        'summary': 'train the live net (a copy, swapped in when complete)',
+        'responses': {
+            '200': answer(result, 'after training'),
+            '400': error(f'epochs is not an integer from 1 to {max_epochs}'),
+            '404': NO_NET,
+            '409': BUSY,
+            **ctx.changing,
+            '503': error('no training data (`make data`), or the net could not be saved'),
+            **ctx.guarded.get('responses', {}),
+        },
+        **ctx.security(ctx.guarded),
+    }
+    return {
+        'get': {**train, 'parameters': [
+            {'name': 'epochs', 'in': 'query', 'required': False, 'schema': epochs},
+            {'name': 'samples', 'in': 'query', 'required': False,
+             'schema': {'type': 'string', 'enum': ['0', '1', 'true', 'false']},
+             'description': 'also train on the stored samples'},
+            NET_QUERY]},
+        'post': {**train, 'requestBody': request_body({
+            'type': 'object', 'additionalProperties': False,
+            'properties': {'epochs': epochs, 'samples': {
+                'type': 'boolean', 'default': False,
+                'description': 'also train on the stored samples, '
+                               f'{settings.sample_share:.0%} of every epoch'},
+                'net': NET}}, required=False)},
+    }
+
+
 @bp.route('/train', methods=['GET', 'POST'])
+@documented(train_operations)
 @changes_state
 async def train(request):
     settings = request.app.ctx.settings
@@ -33,12 +98,23 @@ async def train(request):
 
 
 @bp.get('/train/status')
+@documented(lambda ctx: {'summary': 'progress of the current or last job',
+                         'parameters': [NET_QUERY],
+                         'responses': {'200': answer(ref('TrainStatus')), '404': NO_NET}})
 async def train_status(request):
     net = await request.app.ctx.nets.get(net_name(request), wait=False)
     return json(await current_status(request.app, net))
 
 
 @bp.get('/train/events')
+@documented(lambda ctx: {
+    'summary': 'Server-Sent Events: "status" first, then per job "progress" (~every 100 ms), '
+               '"epoch" (loss, val_accuracy) and "done"',
+    'parameters': [NET_QUERY],
+    'responses': {'200': {'description': 'an event stream that stays open',
+                          'content': {'text/event-stream': {}}},
+                  '404': NO_NET,
+                  '503': error('too many event streams are open')}})
 async def train_events(request):
     streams = request.app.ctx.streams
     net = await request.app.ctx.nets.get(net_name(request), wait=False)
