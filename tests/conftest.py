@@ -438,16 +438,18 @@ class Process(Client):
         self.process.wait(30)
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+                try:
+                    self.process.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+        finally:  # whatever happened: no process of its group outlives the test
             try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        try:  # workers of --workers N, if any were left
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def __enter__(self):
         return self
