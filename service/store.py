@@ -439,13 +439,25 @@ class FolderStore(Store):
 
     def touch(self, name):
         about = self.about(name)
-        if about is None:
-            return
+        if about is not None:
+            self._replace_in_home(name, self.ABOUT,
+                                  json.dumps({**about, 'last_used': now_iso()}).encode())
+
+    def _replace_in_home(self, name, file, data):
+        """Replace a small file of a net's folder, never making the folder: a private net
+        deleted meanwhile (by another worker) stays deleted, not a folder without a net."""
+        home = self._home(name)
+        tmp = home / f'.{file}.{uuid.uuid4().hex[:12]}.tmp'
         try:
-            with btf.atomic_write(self._home(name) / self.ABOUT, durable=False) as f:
-                f.write(json.dumps({**about, 'last_used': now_iso()}).encode())
+            with open(tmp, 'xb') as f:  # FileNotFoundError: the folder is gone
+                f.write(data)
+            os.replace(tmp, home / file)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
         except OSError as e:
-            log.warning('cannot record the use of a net: %s', e)
+            tmp.unlink(missing_ok=True)
+            log.warning('cannot write %s of %s: %s', file,
+                        'the live net' if name == LIVE else f'net {name[:6]}...', e)
 
     # -- a net's job lock
 
@@ -477,11 +489,7 @@ class FolderStore(Store):
     # -- a net's training status
 
     def write_status(self, state, name=LIVE):
-        try:
-            with btf.atomic_write(self._home(name) / self.STATUS, durable=False) as f:
-                f.write(json.dumps(state).encode())
-        except OSError as e:
-            log.warning('cannot publish the training status in %s: %s', self.folder, e)
+        self._replace_in_home(name, self.STATUS, json.dumps(state).encode())
 
     def read_status(self, name=LIVE):
         try:

@@ -282,6 +282,9 @@ def test_private_nets_are_apart_from_the_live_net_and_each_other(store):
     store.touch(a)
     assert store.delete_net(a) is True and store.delete_net(a) is False
     assert store.about(a) is None and store.load_net(a) is None
+    store.touch(a)  # another worker's late writes do not bring it back
+    store.write_status({'job': 'late', 'status': {'running': False}}, a)
+    assert store.about(a) is None and a not in [n['net'] for n in store.list_nets()]
     assert store.versions(a) == ([], None)
     assert [n['net'] for n in store.list_nets()] == [b] and store.count_nets() == 1
     with pytest.raises(StoreError):
