@@ -1,5 +1,6 @@
 """Errors are exceptions with a status, turned into one JSON shape for every route:
 {"error": "<what was wrong and what is expected>", ...context}."""
+import asyncio
 import logging
 
 from sanic import empty, json
@@ -123,3 +124,17 @@ class JSONErrorHandler(ErrorHandler):
             message = 'internal server error (logged on the server).'
         body = {'error': message, **(getattr(exception, 'context', None) or {})}
         return json(body, status=status, headers=getattr(exception, 'headers', None))
+
+
+async def store_call(work, *args, executor=None, full='nothing was changed.',
+                     fault='{}; nothing was changed.'):
+    """A blocking store call (``work(*args)``) in a thread of ``executor``; its StoreFull as
+    507 ("<why>: ``full``") and its StoreError as 503 (``fault`` with the store's words)."""
+    from .store import StoreError, StoreFull  # the stores know nothing of HTTP
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, work, *args)
+    except StoreFull as e:
+        raise InsufficientStorage(f'{e.strerror}: {full}') from None
+    except StoreError as e:
+        log.warning('%s: %s', getattr(work, '__qualname__', work), e)
+        raise Unavailable(fault.format(e.strerror)) from None

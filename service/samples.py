@@ -14,7 +14,6 @@ net's. A private net's drawing is its owner's alone unless shared: the live net 
 trains on) its own drawings and the shared ones. Every fifth sample by id (id % 5 == 0) is
 never trained on: those are the samples' validation set.
 """
-import asyncio
 import datetime
 import hashlib
 import logging
@@ -25,7 +24,7 @@ import numpy as np
 
 from preprocess import is_sample_validation as is_validation  # noqa: F401  one rule for all
 
-from .errors import InsufficientStorage, Unavailable
+from .errors import Unavailable, store_call
 from .store import LIVE, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
@@ -240,12 +239,6 @@ async def in_store(app, method, *args):
     if app.ctx.samples is None:
         raise Unavailable('the sample store cannot be opened (see the server log); nothing was '
                           'changed.')
-    try:
-        return await asyncio.get_running_loop().run_in_executor(
-            app.ctx.db, getattr(app.ctx.samples, method), *args)
-    except StoreFull as e:
-        raise InsufficientStorage(f'{e.strerror}: nothing was stored. Delete samples (DELETE '
-                                  '/samples/{id}) or raise --max-samples.') from None
-    except StoreError as e:
-        log.error('sample store: %s', e)
-        raise Unavailable(f'{e.strerror}; nothing was changed.') from None
+    return await store_call(getattr(app.ctx.samples, method), *args, executor=app.ctx.db,
+                            full='nothing was stored. Delete samples (DELETE /samples/{id}) '
+                                 'or raise --max-samples.')

@@ -35,10 +35,11 @@ from .errors import (
     InsufficientStorage,
     SanicException,
     Unavailable,
+    store_call,
 )
 from .jobs import JobExists, QueueFull
 from .samples import in_store, is_validation
-from .store import LIVE, StoreError, StoreFull
+from .store import LIVE
 
 log = logging.getLogger(__name__)
 SPAWN = multiprocessing.get_context('spawn')  # a fresh interpreter: no copy of our threads
@@ -123,15 +124,10 @@ async def in_queue(app, method, *args):
     if app.ctx.jobs is None:
         raise Unavailable('the training queue cannot be opened (see the server log); nothing '
                           'was changed.')
-    try:
-        return await asyncio.get_running_loop().run_in_executor(
-            app.ctx.db, getattr(app.ctx.jobs, method), *args)
-    except StoreFull as e:
-        raise InsufficientStorage(f'{e.strerror}: the training could not be queued, and the '
-                                  'net is unchanged.') from None
-    except StoreError as e:
-        raise Unavailable(f'the training queue cannot be reached: {e.strerror}; nothing was '
-                          'changed.') from None
+    return await store_call(getattr(app.ctx.jobs, method), *args, executor=app.ctx.db,
+                            full='the training could not be queued, and the net is unchanged.',
+                            fault='the training queue cannot be reached: {}; nothing was '
+                                  'changed.')
 
 
 def on_step(app, net, job, info):

@@ -25,11 +25,18 @@ from ..declare import (
     error,
     request_body,
 )
-from ..errors import BadRequest, Conflict, InsufficientStorage, Missing, TooMany, Unavailable
+from ..errors import (
+    BadRequest,
+    Conflict,
+    InsufficientStorage,
+    Missing,
+    TooMany,
+    store_call,
+)
 from ..guard import changes_a_net, changes_state, creates_a_net
 from ..nets import describe, fresh_net, is_int
 from ..parsing import json_body, shown
-from ..store import LIVE, StoreError, StoreFull, new_net_name, now_iso
+from ..store import LIVE, StoreError, new_net_name, now_iso
 from ..training import current_status, in_queue
 
 log = logging.getLogger(__name__)
@@ -40,12 +47,7 @@ HOUR = 3600.0
 
 async def in_thread(app, work, *args):
     """A store call off the event loop; its errors as 507 / 503."""
-    try:
-        return await asyncio.get_running_loop().run_in_executor(None, work, *args)
-    except StoreFull as e:
-        raise InsufficientStorage(f'{e.strerror}: nothing was changed.') from None
-    except StoreError as e:
-        raise Unavailable(f'{e.strerror}; nothing was changed.') from None
+    return await store_call(work, *args)
 
 
 def rate_limit(app, address):
