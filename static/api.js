@@ -73,6 +73,7 @@ export const api = {
   createNet: (from) => call('nets', { method: 'POST', body: { from } }).then((r) => r.data),
   net: (name) => call(netPath(name)).then((r) => r.data),
   versions: (name) => call(`${netPath(name)}/versions`).then((r) => r.data),
+  ask: (name) => call(`${netPath(name)}/ask`).then((r) => r.data),
   rollback: (name, version) => call(`${netPath(name)}/rollback`,
     { method: 'POST', body: { version } }).then((r) => r.data),
   hidden: (pretrained) => get('model/hidden', { pretrained }),
@@ -88,6 +89,7 @@ export const api = {
   sampleImage: (id) => query(`samples/${id}/image`),
   sampleDataUrl: (id) => dataUrl(query(`samples/${id}/image`)),
   train: (epochs, samples) => post('train', { epochs, samples }),
+  adapt: () => post('train', { samples: true }),  // the recipe for a net's own drawings
   reset: () => post('reset'),
   pretrain: () => post('pretrain'),
   trainEvents: () => new EventSource(query('train/events')),

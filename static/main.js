@@ -15,6 +15,7 @@ import { api } from './api.js';
 import { $, $$ } from './dom.js';
 import { slot } from './messages.js';
 import { createPad } from './pad.js';
+import { adaptPanel } from './panel-adapt.js';
 import { answerPanel } from './panel-answer.js';
 import { comparePanel } from './panel-compare.js';
 import { confusionPanel } from './panel-confusion.js';
@@ -49,13 +50,23 @@ const training = trainingPanel({ models: getModels, replaced, own: nets.own, mak
 const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
   saveState });
 const gallery = galleryPanel({ messages, net });
+const kept = () => {
+  pad.clear();  // ready for the next digit
+  gallery.load().catch((err) => messages.fail(err.message, 'load'));
+};
+const adapt = adaptPanel({ messages, mine: nets.active, kept, replaced, saveState,
+  async useMine() {  // the mode teaches one's own net: it answers, not a shipped model
+    await nets.useMine();
+    if (net() !== null) {
+      model.choose('live');
+      await netChanged(true);
+    }
+  } });
 const panels = [
   answerPanel(),
   nets,
-  teachPanel({ messages, mine: nets.active, kept: () => {
-    pad.clear();  // ready for the next digit
-    gallery.load().catch((err) => messages.fail(err.message, 'load'));
-  } }),
+  teachPanel({ messages, mine: nets.active, kept }),
+  adapt,
   gallery,
   model,
   training,
@@ -97,7 +108,8 @@ const pad = createPad($('#pad'), {
 
 function saveState() {
   address.write({ net: nets.address(), pretrained: net(), cell: confusion.cell(),
-    open: sections.filter((d) => d.open).map((d) => d.dataset.panel) });
+    open: [...sections.filter((d) => d.open).map((d) => d.dataset.panel),
+      ...(adapt.isOpen() ? ['adapt'] : [])] });
 }
 
 function restoreState() {
@@ -105,6 +117,7 @@ function restoreState() {
   model.choose(state.model);
   if (state.open) for (const d of sections) d.open = state.open.includes(d.dataset.panel);
   confusion.restore(state.cell);
+  if (state.open?.includes('adapt')) adapt.open().catch((err) => messages.fail(err.message));
 }
 
 // byUser: picked in the list (not read from the address), which also unselects a cell.

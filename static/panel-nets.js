@@ -166,6 +166,7 @@ export function netsPanel({ messages, switched, replaced }) {
     name: 'nets',
     active,
     own,
+    useMine: () => use(true),  // one's own net answers (made now when there is none)
     // Whose net answers, in words: "your net" or "the class net".
     whose: () => (onMine ? 'your net' : 'the class net'),
     // The address's "net": the own net's name, "class" when the class net was chosen over it.
