@@ -185,3 +185,37 @@ def test_the_mode_asks_keeps_undoes_asks_for_more_and_adapts(browser, server):  
     expect(page.locator('#version-list li').first).to_contain_text('answers now')
     assert page.errors == []
     page.close()
+
+
+@pytest.mark.parametrize('name, viewport', [('desktop', DESKTOP), ('phone', PHONE_SMALL)])
+def test_the_mode_fits_a_phone_and_a_desktop(browser, server, name, viewport):  # noqa: F811
+    """A link with open=adapt opens the mode (making the net); on a 375x667 phone the prompt,
+    the pad, what the net reads and Keep share the first screen."""
+    phone = name == 'phone'
+    rng = np.random.default_rng(3)
+    page = open_page(browser, server + '#open=adapt', viewport=viewport, has_touch=phone,
+                     is_mobile=phone, device_scale_factor=2 if phone else 1)
+    expect(page.locator('#adapt-prompt')).to_have_text('Draw a 0 the way you write it')
+    expect(page).to_have_url(re.compile(r'#net=[A-Za-z0-9_-]{22}&'))
+    keep(page, 0, rng, touch=phone)
+    draw_digit(page, 0, rng, touch=phone)
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SHOTS / f'adapt-{name}.png')
+    page.screenshot(path=SHOTS / f'adapt-{name}-full.png', full_page=True)
+    assert page.evaluate('document.documentElement.scrollWidth') <= viewport['width']
+    for selector in ('#pad', '#adapt-prompt', '#label', '#adapt-keep', '#adapt-count'):
+        box = page.locator(selector).bounding_box()
+        assert box['x'] >= 0 and box['x'] + box['width'] <= viewport['width'], selector
+        assert box['y'] >= 0 and box['y'] + box['height'] <= viewport['height'], selector
+    for role, label in (('button', 'Keep this 0'), ('button', 'Skip'),
+                        ('button', 'Undo the last drawing kept'), ('button', 'Adapt my net'),
+                        ('progressbar', '0: 1 of 5 · 1 of 50 done'),
+                        ('list', 'Drawings of each digit')):
+        expect(page.get_by_role(role, name=label, exact=True)).to_be_visible()
+    assert page.locator('#adapt-prompt').get_attribute('aria-live') == 'polite'
+    if phone:
+        page.get_by_role('button', name='Keep this 0').tap()
+    else:
+        page.keyboard.press('Tab')  # Keep is reachable with the keyboard
+    assert page.errors == []
+    page.close()
