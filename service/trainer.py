@@ -30,6 +30,7 @@ class Assignment:
     niceness: int = 10
     samples: tuple | None = None
     share: float = 0.1
+    adapt: 'Adaptation | None' = None  # a private net's recipe (train_with_samples)
 
 
 def train(work, pipe, stop):
@@ -63,7 +64,8 @@ def train(work, pipe, stop):
             net.feed(data['train'], data['val'])
             history = net.run(epochs, callback=callback, progress=False)
         else:
-            history = train_with_samples(net, data, samples, work.share, epochs, callback, stop)
+            history = train_with_samples(net, data, samples, work.share, epochs, callback, stop,
+                                         work.adapt)
         net.train_data = net.val_data = None  # the live net must not hold the data set
         sample = np.random.default_rng().choice(len(y_val), min(work.score_samples, len(y_val)),
                                                 replace=False)
@@ -82,9 +84,14 @@ def extra_per_epoch(n_mnist, share):
     return round(share / (1 - share) * n_mnist)
 
 
-def train_with_samples(net, data, samples, share, epochs, callback, stop):
+def train_with_samples(net, data, samples, share, epochs, callback, stop, adapt=None):
+    """Train on MNIST and the samples: with ``adapt`` (a private net's few drawings), a
+    fixed number of steps on a mix (``adapt_to``); else ``epochs`` MNIST epochs, each with
+    ``share`` of freshly augmented samples."""
     from augment import augment  # OpenCV: only in the processes that train on samples
 
+    if adapt is not None:
+        return adapt_to(net, data, samples, adapt, epochs, callback, stop)
     X_train, y_train = data['train']
     X_s, y_s = samples[0], samples[1].astype(np.int64)
     extra = extra_per_epoch(len(y_train), share)
@@ -98,6 +105,106 @@ def train_with_samples(net, data, samples, share, epochs, callback, stop):
         history += net.run(1, callback=callback, progress=False)
         if stop.is_set():
             break
+    return history
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How a private net adapts to its owner's few drawings (chosen with ``bench.adapt``,
+    see docs/models.md): ``steps`` mini-batches per requested epoch, each ``share`` the
+    owner's drawings (freshly augmented, ``distortion`` times augment.py's default ranges)
+    and the rest MNIST training images (replay, against forgetting); plain SGD with momentum
+    at ``rate`` on the layers ``layers`` ('all', or 'last': only the output layer)."""
+    steps: int = 60
+    batch: int = 64
+    share: float = 0.5
+    rate: float = 0.01
+    momentum: float = 0.9
+    layers: str = 'all'
+    distortion: float = 1.0
+
+    def __post_init__(self):
+        if self.layers not in ('all', 'last'):
+            raise ValueError(f"layers must be 'all' or 'last', got {self.layers!r}.")
+        if not 0 < self.share <= 1:
+            raise ValueError(f'share must be in (0, 1], got {self.share!r}.')
+        for name in ('steps', 'batch'):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f'{name} must be a positive int, got {getattr(self, name)!r}.')
+        if not self.rate > 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f'rate must be > 0 and momentum in [0, 1), got {self.rate!r}, '
+                             f'{self.momentum!r}.')
+
+
+ADAPT = Adaptation()
+
+
+def distorted(X, rng, distortion):
+    """augment.augment with its affine ranges scaled by ``distortion`` (0: as drawn)."""
+    import augment  # OpenCV: only in the processes that train on samples
+
+    if distortion == 0:
+        return X
+    lo, hi = augment.SCALE
+    return augment.augment(X, rng, max_shift=augment.MAX_SHIFT * distortion,
+                           max_rotation=augment.MAX_ROTATION * distortion,
+                           max_shear=augment.MAX_SHEAR * distortion,
+                           scale=(1 - (1 - lo) * distortion, 1 + (hi - 1) * distortion))
+
+
+def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=None, rng=None):
+    """Adapt ``net`` to a few drawings: ``epochs`` x ``recipe.steps`` SGD steps, each on a
+    batch of ``recipe.share`` augmented drawings (samples[0], uint8, labels samples[1]) and
+    MNIST training images (``data['train']``, float in [0, 1]) for the rest. Returns the
+    history, one record per epoch (MNIST validation accuracy when ``data['val']`` is set),
+    as Graph.run does; ``callback`` gets the same batch and epoch events."""
+    rng = np.random.default_rng() if rng is None else rng
+    X_train, y_train = data['train']
+    X_s, y_s = samples[0], np.asarray(samples[1], np.int64)
+    own = max(1, round(recipe.batch * recipe.share))
+    replay = recipe.batch - own
+    moving = (range(len(net.weights)) if recipe.layers == 'all' else [len(net.weights) - 1])
+    velocity = {l: (np.zeros_like(net.weights[l]), np.zeros_like(net.biases[l]))
+                for l in moving}
+    eye = np.eye(net.sizes[-1], dtype=net.dtype)
+    history = []
+    for _ in range(epochs):
+        started, total = time.perf_counter(), 0.0
+        drawn = rng.integers(0, len(y_s), (recipe.steps, own))
+        X_own = distorted(X_s[drawn.ravel()], rng, recipe.distortion).reshape(
+            recipe.steps, own, -1).astype(net.dtype) / net.dtype.type(255)
+        mnist = rng.integers(0, len(y_train), (recipe.steps, replay))
+        stopped = False
+        for k in range(recipe.steps):
+            X = np.concatenate([X_own[k], X_train[mnist[k]]])
+            y = np.concatenate([y_s[drawn[k]], y_train[mnist[k]]])
+            loss, grad_w, grad_b = net.gradients(X, eye[y])
+            if not np.isfinite(loss):
+                raise btf.TrainingDiverged(f'loss became {loss} in step {k + 1} of adapting')
+            for l in moving:
+                for param, grad, v in ((net.weights[l], grad_w[l], velocity[l][0]),
+                                       (net.biases[l], grad_b[l], velocity[l][1])):
+                    v *= recipe.momentum
+                    v -= recipe.rate * grad.reshape(v.shape)
+                    param += v
+            total += float(loss)
+            if callback is not None and callback({'event': 'batch', 'epoch': net.epochs + 1,
+                                                  'batch': k + 1, 'batches': recipe.steps,
+                                                  'loss': float(loss)}):
+                stopped = True
+                break
+        if stopped or (stop is not None and stop.is_set()):
+            break
+        net.epochs += 1
+        record = {'epoch': net.epochs, 'loss': total / recipe.steps,
+                  'learning_rate': recipe.rate,
+                  'val_accuracy': (net.evaluate(*data['val']) if data.get('val') is not None
+                                   else None),
+                  'seconds': time.perf_counter() - started}
+        history.append(record)
+        if callback is not None:
+            callback({'event': 'epoch', 'batches': recipe.steps, 'batch': recipe.steps,
+                      **record})
     return history
 
 

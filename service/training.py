@@ -442,6 +442,8 @@ async def run_spec(app, job, stop):
         count += trainer.extra_per_epoch(count, ctx.settings.sample_share)
     epochs = spec['epochs']
     batches = -(-count // net.graph.batch_size)
+    if samples is not None and net.name != LIVE:  # a private net adapts: steps, not epochs
+        batches = trainer.ADAPT.steps
     net.job = Job(epochs, batches, net.graph.epochs, f'{ctx.worker}-{time.time_ns()}')
     publish(app, net.name, net.job)
     observability.training(app, 'started')
@@ -460,6 +462,12 @@ async def stored_samples(app, name=LIVE):
         raise BadRequest(f'there are {len(ids)} stored samples and none to train on (every '
                          'fifth is kept for validation): store some with POST /samples '
                          'first, or train without samples.')
+    digits = np.unique(y[~held])
+    if name != LIVE and len(digits) < 2:  # adapting would teach it to read that digit only
+        raise BadRequest(f'this net\'s drawings to train on are all of the digit '
+                         f'{int(digits[0])}: adapting to one digit alone teaches a net to see '
+                         'it everywhere. Store drawings of at least two digits (GET '
+                         '/nets/{name}/ask says which to draw), then train.')
     return X[~held], y[~held], X[held], y[held]
 
 
@@ -484,7 +492,9 @@ async def run_job(app, net, job, lock, samples=None, stop=None):
     receiver, sender = SPAWN.Pipe(duplex=False)
     work = trainer.Assignment(net.graph.copy(), settings.data_path, job.epochs,
                               settings.score_samples, settings.progress_interval,
-                              settings.train_niceness, samples, settings.sample_share)
+                              settings.train_niceness, samples, settings.sample_share,
+                              trainer.ADAPT if samples is not None and net.name != LIVE
+                              else None)
     stop = ctx.stopping if stop is None else stop
     process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender, stop))
     started = time.perf_counter()

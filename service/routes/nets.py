@@ -12,6 +12,7 @@ import time
 
 from sanic import Blueprint, empty, json
 
+from .. import asking
 from ..changes import acquire, outlive_request, replace
 from ..declare import (
     BUSY,
@@ -36,6 +37,7 @@ from ..errors import (
 from ..guard import changes_a_net, changes_state, creates_a_net
 from ..nets import describe, fresh_net, is_int
 from ..parsing import json_body, shown
+from ..samples import in_store
 from ..store import LIVE, StoreError, new_net_name, now_iso
 from ..training import current_status, in_queue
 
@@ -277,3 +279,31 @@ async def expire_idle(app):
             await asyncio.get_running_loop().run_in_executor(ctx.db, ctx.samples.delete_net,
                                                              found['net'])
         log.info('net %s deleted after %d idle days', found['net'][:6] + '...', idle.days)
+
+
+PER_DIGIT = {'type': 'object', 'properties': {
+    'drawings': INT, 'right': INT, 'least_margin': {'type': 'number', 'nullable': True}}}
+MAX_ASKED = 5000  # the newest drawings a GET /nets/{name}/ask reads (bounds its cost)
+
+
+@bp.get('/nets/<name>/ask')
+@documented(lambda ctx: {
+    'summary': 'which digits to draw next for this net: first 5 of each, then more of those '
+               'it reads worst or is least sure of; per digit, its drawings and how many it '
+               'reads right now',
+    'parameters': [NAME],
+    'responses': {'200': answer({'type': 'object', 'properties': {
+        'net': {'type': 'string'}, 'ask': {'type': 'array', 'items': INT},
+        'per_digit': {'type': 'object', 'additionalProperties': PER_DIGIT},
+        'each': INT, 'round': {'type': 'string', 'enum': ['first', 'more']}}}),
+        '404': NO_NET, '503': UNREACHABLE, '507': error('the disk is full')}})
+async def ask(request, name):
+    """The net's own drawings (the live net's: its own and the shared ones; the newest
+    MAX_ASKED) read by the net now, off the event loop."""
+    app, ctx = request.app, request.app.ctx
+    net = await ctx.nets.get(name)
+    _, X, y = await in_store(app, 'arrays', net.name)
+    X, y = X[-MAX_ASKED:], y[-MAX_ASKED:]
+    graph = net.graph
+    found = await asyncio.get_running_loop().run_in_executor(None, asking.ask, graph, X, y)
+    return json({'net': net.label, **found})
