@@ -41,7 +41,7 @@ def judge(before, after, tolerances, private=False):
       points: a smaller slack would fail an honest training at random).
     """
     failures, notes = [], []  # (points over the tolerance, words)
-    verdict = {'test': None, 'worst_class': None, 'samples': None,
+    verdict = {'test': None, 'worst_class': None, 'classes_failed': [], 'samples': None,
                'tolerances': dict(tolerances)}
     if before.get('test') is not None and after.get('test') is not None:
         lost = points(before['test'] - after['test'])
@@ -65,12 +65,16 @@ def judge(before, after, tolerances, private=False):
             worst = max(changes)
             verdict['worst_class'] = {'digit': worst[1], 'before': worst[2], 'after': worst[3],
                                       'lost_points': worst[0], 'allowed_points': allowed}
-            for lost_class, d, b, a in sorted(changes, reverse=True):
-                if lost_class > allowed + EPSILON:
-                    failures.append((lost_class - allowed, (
-                        f"it reads MNIST's {digits(d)} {lost_class:.1f} points worse "
-                        f'({points(a):.1f}%, was {points(b):.1f}%; at most {allowed:g} '
-                        'allowed)')))
+            over = [(lost_class, d, b, a) for lost_class, d, b, a in sorted(changes, reverse=True)
+                    if lost_class > allowed + EPSILON]
+            if over:
+                lost_class, d, b, a = over[0]
+                others = ', '.join(digits(o[1]) for o in over[1:])
+                failures.append((lost_class - allowed, (
+                    f"it reads MNIST's {digits(d)} {lost_class:.1f} points worse "
+                    f'({points(a):.1f}%, was {points(b):.1f}%; at most {allowed:g} allowed'
+                    + (f'; the {others} lost more than that too)' if others else ')'))))
+            verdict['classes_failed'] = [o[1] for o in over]
     else:
         notes.append("MNIST's test images are not on this server (models/mnist-test.npz), "
                      'so they were not checked')
