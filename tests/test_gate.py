@@ -36,14 +36,23 @@ def test_the_judgement_counts_images_and_names_the_digit():
     assert not lost['passed'] and 'test images 0.31 points worse' in lost['reason']
     assert lost['test'] == {'before': 0.95, 'after': 0.9469, 'count': 10_000,
                             'lost_points': 0.31, 'allowed_points': 0.3}
-    # One digit 3.1 points worse fails, and the reason names it first.
-    fours = list(same['test_per_class'])
-    fours[4], fours[9] = 0.919, 0.93
-    poisoned = judge(same, figures(per_class=fours), SHARED)
+    # A net that reads every digit 99.5% right (as v7 does): one digit 3.1 points worse
+    # fails, and the reason names it first; 1 point (10 of its ~1,000 images) passes.
+    good = figures(test=0.995, per_class=(0.995,) * 10)
+    fours = [0.995] * 10
+    fours[4], fours[9] = 0.964, 0.98
+    poisoned = judge(good, figures(test=0.995, per_class=fours), SHARED)
     assert not poisoned['passed'] and poisoned['classes_failed'] == [4, 9]
-    assert poisoned['reason'].startswith("it reads MNIST's 4s 3.1 points worse (91.9%, was "
-                                         '95.0%; at most 1 allowed; the 9s lost more')
+    assert poisoned['reason'].startswith("it reads MNIST's 4s 3.1 points worse (96.4%, was "
+                                         '99.5%; at most 1 allowed; the 9s lost more')
     assert poisoned['worst_class']['digit'] == 4
+    fours[4], fours[9] = 0.985, 0.995
+    assert judge(good, figures(test=0.995, per_class=fours), SHARED)['passed']
+    # A digit read 95% right may lose its 5 points of errors (one epoch of a small net
+    # moves it by a few), not 5.1.
+    assert judge(same, figures(per_class=[0.9] + [0.95] * 9), SHARED)['passed']
+    weaker = judge(same, figures(per_class=[0.899] + [0.95] * 9), SHARED)
+    assert not weaker['passed'] and weaker['worst_class']['allowed_points'] == 5
     # A net still learning (a fresh one) moves between digits: what the whole set gained
     # is allowed on top, so its first epoch passes.
     fresh = figures(test=0.098, per_class=[0, 0, 0, 0, 0.98, 0, 0, 0, 0, 0])
@@ -51,7 +60,7 @@ def test_the_judgement_counts_images_and_names_the_digit():
                                             0.85])
     assert judge(fresh, learnt, SHARED)['passed']
     # A private net: no check per digit, 0.5 points overall.
-    assert judge(same, figures(per_class=fours), PRIVATE)['passed']
+    assert judge(good, figures(test=0.995, per_class=[0.5] + [0.995] * 9), PRIVATE)['passed']
     assert not judge(same, figures(test=0.9449), PRIVATE)['passed']
 
 
