@@ -183,11 +183,12 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
 
   // Before and after, in a student's words.
   function said(result, before, after) {
-    if (result.promoted === false) {
+    if (result.promoted === false) {  // the gate held it back (service/gate.py)
       const reason = result.gate?.reason;
-      return 'Adapting did not make your net better, so it keeps its previous version'
-        + (reason ? ` (${reason})` : '') + `. It still reads ${after.right} of your `
-        + `${after.drawings} drawings right. The adapted net is in the list of versions.`;
+      return 'The adapted net was not made your net' + (reason ? `, because ${reason}` : '')
+        + `. Your net answers as before: it still reads ${after.right} of your `
+        + `${after.drawings} drawings right. The adapted one is kept as version `
+        + `${result.version}; the versions list offers "Make live" to use it anyway.`;
     }
     return `It now reads ${after.right} of your ${after.drawings} drawings right `
       + `(was ${before.right}).`;
@@ -195,11 +196,12 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
 
   // The drawings it never learns from (every fifth one is kept aside to check it).
   function heldOut({ before, after }) {
-    if (after?.samples == null || !after.samples_count) return undefined;
-    const n = after.samples_count;
+    const n = after?.samples_count;
+    if (!n || after.samples == null) return undefined;
+    const right = (figures) => figures.samples_right ?? Math.round(figures.samples * n);
     return `Of your ${plural(n, 'drawing')} kept aside to check it (it never learns from `
-      + `those), it reads ${Math.round(after.samples * n)} right`
-      + (before?.samples == null ? '.' : ` (was ${Math.round(before.samples * n)}).`)
+      + `those), it reads ${right(after)} right`
+      + (before?.samples == null ? '.' : ` (was ${right(before)}).`)
       + ` On MNIST's validation images: ${percent(after.mnist)}`
       + (before?.mnist == null ? '.' : ` (was ${percent(before.mnist)}).`);
   }

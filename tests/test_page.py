@@ -88,14 +88,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(models, data):
-    """A real server process logging to <models>/server.log; (its base URL, the process)."""
+def start_server(models, data, *options):
+    """A real server process logging to <models>/server.log, with more command-line
+    ``options``; (its base URL, the process)."""
     port = free_port()
     log = Path(models) / 'server.log'
     with open(log, 'wb') as out:
         process = subprocess.Popen(
             [sys.executable, 'server.py', '--port', str(port), '--models', str(models),
-             '--state', str(Path(models).parent / f'state-{port}'), '--data', str(data)],
+             '--state', str(Path(models).parent / f'state-{port}'), '--data', str(data),
+             *options],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}/'
     deadline = time.monotonic() + 60
