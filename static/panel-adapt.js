@@ -66,6 +66,7 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
   }
 
   function show() {
+    training.hidden = true;  // an adaptation's bar stays full until the next drawing
     const goal = targets.reduce((a, b) => a + b, 0);
     const have = DIGITS.reduce((n, d) => n + Math.min(counts[d], targets[d]), 0);
     if (digit === null) {
@@ -161,20 +162,32 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
     training.hidden = false;
     training.value = 0;
     const events = api.trainEvents();
+    const part = ({ epoch, epochs, batch, batches }) => (epoch - 1 + batch / batches) / epochs;
     events.addEventListener('progress', (event) => {
       const p = JSON.parse(event.data);
-      if (p.epochs && p.batches) training.value = (p.epoch - 1 + p.batch / p.batches) / p.epochs;
+      if (p.epochs && p.batches) training.value = part(p);
+    });
+    events.addEventListener('epoch', (event) => {
+      const { epoch, epochs } = JSON.parse(event.data);
+      if (epochs) training.value = epoch / epochs;
     });
     events.addEventListener('queued', (event) => {
       const { position } = JSON.parse(event.data);
       messages.say(`Waiting for ${plural(position, 'training')} ahead of yours…`);
     });
+    // The stream first says the net's status: from then on it sends this job's steps.
+    await new Promise((resolve) => {
+      events.addEventListener('status', resolve, { once: true });
+      events.addEventListener('error', resolve, { once: true });
+    });
     let result;
     try {
       result = await api.adapt();
+    } catch (err) {
+      training.hidden = true;
+      throw err;
     } finally {
       events.close();
-      training.hidden = true;
     }
     const after = total((await api.ask(name)).per_digit);
     messages.say(said(result, before, after), heldOut(result));

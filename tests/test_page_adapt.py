@@ -24,7 +24,6 @@ from tests.test_page import (  # noqa: F401  browser, data_file, models_dir are 
     data_file,
     draw,
     models_dir,
-    open_page,
     start_server,
     stop_server,
     touch_draw,
@@ -75,6 +74,16 @@ def strict(models_dir, data_file):  # noqa: F811
     stop_server(process)
 
 
+def open_page(browser, url, **context):  # noqa: F811
+    """test_page.open_page, with time for a busy machine to load an 800-unit net's weights."""
+    page = browser.new_page(**context)
+    page.errors = []
+    page.on('pageerror', lambda error: page.errors.append(error))
+    page.goto(url)
+    expect(page.locator('#units canvas').first).to_be_attached(timeout=60_000)
+    return page
+
+
 def strokes(digit, rng):
     """The writer's digit as pad strokes (fractions of the pad), a little different each time
     (a drawing posted twice would be the same sample)."""
@@ -101,7 +110,7 @@ def draw_digit(page, digit, rng, touch=False):
             for point in points[1:]:
                 page.mouse.move(*point)
             page.mouse.up()
-    expect(page.locator('#adapt-keep')).to_be_enabled()
+    expect(page.locator('#adapt-keep')).to_be_enabled(timeout=30_000)
     return answer(page)
 
 
@@ -121,7 +130,7 @@ def keep(page, digit, rng, touch=False):
         re.compile(rf'^Draw a {digit} the way you write it'))
     draw_digit(page, digit, rng, touch)
     page.click('#adapt-keep')
-    expect(page.locator('#status')).to_contain_text(f'Kept your {digit}')
+    expect(page.locator('#status')).to_contain_text(f'Kept your {digit}', timeout=30_000)
     expect(page.locator('#adapt-count')).not_to_have_text(shown)
     after = progress(page)
     assert after[3] == before[3] + 1
@@ -144,7 +153,8 @@ def test_the_mode_asks_keeps_undoes_asks_for_more_and_adapts(browser, server):  
     page = open_page(browser, server, viewport=DESKTOP)
     assert '#net=' not in page.url
     page.get_by_role('button', name='Teach it my handwriting').click()
-    expect(page.locator('#adapt-prompt')).to_have_text('Draw a 0 the way you write it')
+    expect(page.locator('#adapt-prompt')).to_have_text('Draw a 0 the way you write it',
+                                                       timeout=30_000)
     expect(page).to_have_url(re.compile(r'#net=[A-Za-z0-9_-]{22}&.*open=[^&]*adapt'))
     name = NAME.search(page.url).group(1)
     expect(page.locator('#use-mine')).to_have_attribute('aria-pressed', 'true')
@@ -200,6 +210,9 @@ def test_the_mode_asks_keeps_undoes_asks_for_more_and_adapts(browser, server):  
     assert (now, total, was) == (right_after, drawings, right_before)
     assert drawings_after == drawings == 50 + 3 * (len(needed) - 1)
     assert now > was  # it reads more of the writer's drawings
+    # The adaptation's progress came from its /train/events: full at its last epoch.
+    expect(page.locator('#adapt-training')).to_be_visible()
+    expect(page.locator('#adapt-training')).to_have_js_property('value', 1)
     assert request(server, f'nets/{name}/versions')['current'] > versions
     expect(page.locator('#version-list li').first).to_contain_text('answers now')
     SHOTS.mkdir(exist_ok=True)
@@ -260,7 +273,8 @@ def test_the_mode_fits_a_phone_and_a_desktop(browser, server, name, viewport):  
     rng = np.random.default_rng(3)
     page = open_page(browser, server + '#open=adapt', viewport=viewport, has_touch=phone,
                      is_mobile=phone, device_scale_factor=2 if phone else 1)
-    expect(page.locator('#adapt-prompt')).to_have_text('Draw a 0 the way you write it')
+    expect(page.locator('#adapt-prompt')).to_have_text('Draw a 0 the way you write it',
+                                                       timeout=30_000)
     expect(page).to_have_url(re.compile(r'#net=[A-Za-z0-9_-]{22}&'))
     keep(page, 0, rng, touch=phone)
     draw_digit(page, 0, rng, touch=phone)
