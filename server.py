@@ -5,7 +5,7 @@
                      [--data data/mnist_preprocessed.npz]
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
-                     [--max-samples 100000] [--sample-share 0.03]
+                     [--max-samples 100000] [--sample-share 0.1]
                      [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
                      [--net-idle-days 30] [--net-memory 512] [--max-trainings N]
                      [--max-queued 100]
@@ -89,8 +89,8 @@ def parse(argv=None, environ=os.environ):
     add('--max-samples', type=int, default=DEFAULTS.max_samples,
         help='users\' drawings kept at most (default: %(default)s)')
     add('--sample-share', type=float, default=DEFAULTS.sample_share,
-        help='share of every epoch of a training with samples drawn from them '
-             '(default: %(default)s)')
+        help='share of every batch of the live net\'s training with samples drawn from '
+             'them (default: %(default)s)')
     add('--max-nets', type=int, default=DEFAULTS.max_nets,
         help='private nets kept on the server at most (default: %(default)s)')
     add('--nets-per-hour', type=int, default=DEFAULTS.nets_per_hour,

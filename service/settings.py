@@ -103,7 +103,7 @@ class Settings:
     # Users' samples
     max_samples: int = 100_000  # stored samples (507 past it)
     max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
-    sample_share: float = 0.03  # of every epoch of a training with samples: drawn from them
+    sample_share: float = 0.1  # of every batch of the live net's training with samples
     # Nets: the shared one and private ones (routes/nets.py), their versions, the queue
     max_nets: int = 1000  # private nets on the server (507 past it)
     nets_per_hour: int = 200  # private nets one client address may create in an hour (429)

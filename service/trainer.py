@@ -30,7 +30,7 @@ class Assignment:
     niceness: int = 10
     samples: tuple | None = None
     share: float = 0.1
-    adapt: 'Adaptation | None' = None  # a private net's recipe (train_with_samples)
+    adapt: 'Adaptation | None' = None  # the recipe with samples (train_with_samples)
 
 
 def train(work, pipe, stop):
@@ -85,8 +85,8 @@ def extra_per_epoch(n_mnist, share):
 
 
 def train_with_samples(net, data, samples, share, epochs, callback, stop, adapt=None):
-    """Train on MNIST and the samples: with ``adapt`` (a private net's few drawings), a
-    fixed number of steps on a mix (``adapt_to``); else ``epochs`` MNIST epochs, each with
+    """Train on MNIST and the samples: with ``adapt`` (an Adaptation: what the server runs),
+    a fixed number of steps on a mix (``adapt_to``); else ``epochs`` MNIST epochs, each with
     ``share`` of freshly augmented samples."""
     from augment import augment  # OpenCV: only in the processes that train on samples
 
@@ -110,15 +110,16 @@ def train_with_samples(net, data, samples, share, epochs, callback, stop, adapt=
 
 @dataclass(frozen=True)
 class Adaptation:
-    """How a private net adapts to its owner's few drawings (chosen with ``bench.adapt``,
-    see docs/models.md): ``steps`` mini-batches per requested epoch, each ``share`` the
-    owner's drawings (freshly augmented, ``distortion`` times augment.py's default ranges)
-    and the rest MNIST training images (replay, against forgetting); plain SGD with momentum
-    at ``rate`` on the layers ``layers`` ('all', or 'last': only the output layer)."""
-    steps: int = 60
+    """How a net learns from drawings (chosen with ``bench.adapt``, see docs/models.md):
+    ``steps`` mini-batches of ``batch`` per requested epoch, each ``share`` drawings (freshly
+    augmented, ``distortion`` times augment.py's default ranges) and the rest MNIST training
+    images (replay, against forgetting); plain SGD with ``momentum`` at ``rate`` times the
+    net's own base learning rate, on the layers ``layers`` ('all', or 'last': only the output
+    layer)."""
+    steps: int = 120
     batch: int = 64
     share: float = 0.5
-    rate: float = 0.01
+    rate: float = 0.2
     momentum: float = 0.9
     layers: str = 'all'
     distortion: float = 1.0
@@ -136,7 +137,9 @@ class Adaptation:
                              f'{self.momentum!r}.')
 
 
-ADAPT = Adaptation()
+ADAPT = Adaptation()  # a private net: its owner's few dozen drawings, half of every batch
+SHARED = Adaptation(steps=800, share=0.1, rate=0.1)  # the live net: everyone's, by the
+#                                                       thousand (share: --sample-share)
 
 
 def distorted(X, rng, distortion):
@@ -153,7 +156,7 @@ def distorted(X, rng, distortion):
 
 
 def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=None, rng=None):
-    """Adapt ``net`` to a few drawings: ``epochs`` x ``recipe.steps`` SGD steps, each on a
+    """Train ``net`` on drawings: ``epochs`` x ``recipe.steps`` SGD steps, each on a
     batch of ``recipe.share`` augmented drawings (samples[0], uint8, labels samples[1]) and
     MNIST training images (``data['train']``, float in [0, 1]) for the rest. Returns the
     history, one record per epoch (MNIST validation accuracy when ``data['val']`` is set),
@@ -167,6 +170,7 @@ def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=Non
     velocity = {l: (np.zeros_like(net.weights[l]), np.zeros_like(net.biases[l]))
                 for l in moving}
     eye = np.eye(net.sizes[-1], dtype=net.dtype)
+    rate = recipe.rate * net.learning_rate
     history = []
     for _ in range(epochs):
         started, total = time.perf_counter(), 0.0
@@ -185,7 +189,7 @@ def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=Non
                 for param, grad, v in ((net.weights[l], grad_w[l], velocity[l][0]),
                                        (net.biases[l], grad_b[l], velocity[l][1])):
                     v *= recipe.momentum
-                    v -= recipe.rate * grad.reshape(v.shape)
+                    v -= rate * grad.reshape(v.shape)
                     param += v
             total += float(loss)
             if callback is not None and callback({'event': 'batch', 'epoch': net.epochs + 1,
@@ -197,7 +201,7 @@ def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=Non
             break
         net.epochs += 1
         record = {'epoch': net.epochs, 'loss': total / recipe.steps,
-                  'learning_rate': recipe.rate,
+                  'learning_rate': rate,
                   'val_accuracy': (net.evaluate(*data['val']) if data.get('val') is not None
                                    else None),
                   'seconds': time.perf_counter() - started}

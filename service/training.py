@@ -12,6 +12,7 @@ worker publishes the job's status for the net; the others relay it to their even
 A runner that dies stops beating: its job is run again once, elsewhere, then ends failed.
 """
 import asyncio
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -438,12 +439,10 @@ async def run_spec(app, job, stop):
     except BaseException:
         ctx.store.release_lock(lock)
         raise
-    if samples is not None:
-        count += trainer.extra_per_epoch(count, ctx.settings.sample_share)
     epochs = spec['epochs']
     batches = -(-count // net.graph.batch_size)
-    if samples is not None and net.name != LIVE:  # a private net adapts: steps, not epochs
-        batches = trainer.ADAPT.steps
+    if samples is not None:  # steps on a mix, not MNIST epochs (trainer.adapt_to)
+        batches = recipe(ctx.settings, net).steps
     net.job = Job(epochs, batches, net.graph.epochs, f'{ctx.worker}-{time.time_ns()}')
     publish(app, net.name, net.job)
     observability.training(app, 'started')
@@ -471,6 +470,15 @@ async def stored_samples(app, name=LIVE):
     return X[~held], y[~held], X[held], y[held]
 
 
+def recipe(settings, net):
+    """How a net trains with samples: a private net adapts to its owner's few drawings
+    (trainer.ADAPT), the live net learns from everyone's (trainer.SHARED, --sample-share of
+    every batch)."""
+    if net.name != LIVE:
+        return trainer.ADAPT
+    return dataclasses.replace(trainer.SHARED, share=settings.sample_share)
+
+
 def receive(pipe, loop, on_step):
     """In a thread: hand the training process's steps to the event loop; its last message."""
     while True:
@@ -493,8 +501,7 @@ async def run_job(app, net, job, lock, samples=None, stop=None):
     work = trainer.Assignment(net.graph.copy(), settings.data_path, job.epochs,
                               settings.score_samples, settings.progress_interval,
                               settings.train_niceness, samples, settings.sample_share,
-                              trainer.ADAPT if samples is not None and net.name != LIVE
-                              else None)
+                              None if samples is None else recipe(settings, net))
     stop = ctx.stopping if stop is None else stop
     process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender, stop))
     started = time.perf_counter()

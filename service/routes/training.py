@@ -69,8 +69,9 @@ def train_operations(ctx):
             'type': 'object', 'additionalProperties': False,
             'properties': {'epochs': epochs, 'samples': {
                 'type': 'boolean', 'default': False,
-                'description': 'also train on the stored samples, '
-                               f'{settings.sample_share:.0%} of every epoch'},
+                'description': 'also train on the stored samples: a private net '
+                               'adapts to its own, the live net learns from everyone\'s '
+                               f'({settings.sample_share:.0%} of every batch)'},
                 'net': NET}}, required=False)},
     }
 
