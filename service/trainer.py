@@ -113,9 +113,9 @@ class Adaptation:
     """How a net learns from drawings (chosen with ``bench.adapt``, see docs/models.md):
     ``steps`` mini-batches of ``batch`` per requested epoch, each ``share`` drawings (freshly
     augmented, ``distortion`` times augment.py's default ranges) and the rest MNIST training
-    images (replay, against forgetting); plain SGD with ``momentum`` at ``rate`` times the
-    net's own base learning rate, on the layers ``layers`` ('all', or 'last': only the output
-    layer)."""
+    images (replay, against forgetting); plain SGD with ``momentum`` taking steps ``rate``
+    times as large as the net's own training did (its base learning rate and momentum), on
+    the layers ``layers`` ('all', or 'last': only the output layer)."""
     steps: int = 120
     batch: int = 64
     share: float = 0.5
@@ -170,7 +170,8 @@ def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=Non
     velocity = {l: (np.zeros_like(net.weights[l]), np.zeros_like(net.biases[l]))
                 for l in moving}
     eye = np.eye(net.sizes[-1], dtype=net.dtype)
-    rate = recipe.rate * net.learning_rate
+    # A step as large as ``rate`` of the net's own (its base rate, with its own momentum):
+    rate = recipe.rate * net.learning_rate * (1 - recipe.momentum) / (1 - net.momentum)
     history = []
     for _ in range(epochs):
         started, total = time.perf_counter(), 0.0
