@@ -359,7 +359,8 @@ def hostile_uploads():
     btf.Graph((100, 30, 10), seed=0).save(other)
     biggest = [784, 2048, 2048, 2048, 2048, 10]  # within the limits, so a bomb needs more
     bomb = {'sizes.npy': npy(np.array(biggest)), 'learning_rate.npy': npy(np.float64(0.5)),
-            'batch_size.npy': npy(np.int64(128)), 'epochs.npy': npy(np.int64(0))}
+            'batch_size.npy': npy(np.int64(128)), 'epochs.npy': npy(np.int64(0)),
+            'options.npy': npy(np.str_(json.dumps(btf.Options().as_dict())))}  # all it needs
     for l, (n_in, n_out) in enumerate(zip(biggest[:-1], biggest[1:])):
         bomb[f'W{l}.npy'] = declared_zeros((n_in, n_out))
         bomb[f'b{l}.npy'] = declared_zeros((n_out,))

@@ -376,7 +376,8 @@ def test_bad_epochs_are_400(serve, method, epochs):
         else:
             answer = s.post('/train', {'epochs': epochs})
         assert answer.status == 400, answer
-        assert answer.json['error'].startswith('epochs must be an integer from 1 to 100 (--max-epochs), got ')
+        assert answer.json['error'].startswith(
+            'epochs must be an integer from 1 to 100 (--max-epochs), got ')
         assert s.get('/train/status').json['running'] is False
         assert s.get('/models').json['live']['epochs'] == 0
 
@@ -389,7 +390,8 @@ def test_train_body_errors_and_configured_maximum(serve):
             assert answer.status == 400 and message in answer.json['error']
         answer = s.get('/train?epochs=4')
         assert answer.status == 400
-        assert answer.json['error'] == 'epochs must be an integer from 1 to 3 (--max-epochs), got 4.'
+        assert answer.json['error'] == \
+            'epochs must be an integer from 1 to 3 (--max-epochs), got 4.'
 
 
 def test_train_without_data_is_503(serve, tmp_path):
