@@ -76,7 +76,8 @@ def test_a_fresh_net_has_the_shape_and_options_chosen(serve):
 BAD_OPTIONS = [
     ({'learning_rate': 'fast'}, "options.learning_rate must be a positive number, got 'fast'"),
     ({'learning_rate': 0}, 'options.learning_rate must be a positive number'),
-    ({'batch_size': 0}, 'options.batch_size must be a positive int, got 0'),
+    ({'batch_size': 0}, 'options.batch_size must be a positive int (below 2**63), got 0'),
+    ({'batch_size': 2 ** 70}, 'options.batch_size must be a positive int (below 2**63)'),
     ({'batch_size': 12.5}, 'options.batch_size must be a positive int'),
     ({'activation': 'swish'}, "options.activation must be one of ['relu', 'sigmoid', 'tanh']"),
     ({'output': 'relu'}, 'options.output must be one of'),
