@@ -86,7 +86,7 @@ def require_json(request, also=()):
     given = request.headers.get('content-type')
     kind = None if given is None else given.split(';')[0].strip().lower()
     if kind != 'application/json' and kind not in also:
-        others = ''.join(f' (or {kind})' for kind in also if kind is not None)
+        others = ''.join(f' (or {other})' for other in also if other is not None)
         raise UnsupportedMediaType(
             f'{request.path[:SHOWN]} takes a JSON body sent as Content-Type: application/json'
             f'{others}, got '

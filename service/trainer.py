@@ -149,7 +149,7 @@ def epoch_view(net, view):
 
 def unit_pictures(net, count=VIEW_UNITS):
     """The first layer's first ``count`` units' input weights as 28x28 grey pictures:
-    base64 of 784 bytes each, row by row, 128 for a weight of 0, 255 and 0 for the unit's
+    base64 of 784 bytes each, row by row, 128 for a weight of 0, 255 and 1 for the unit's
     largest positive and negative weight."""
     W = net.weights[0][:, :count].T.astype(np.float64)  # (units, 784)
     side = int(round(W.shape[1] ** 0.5))

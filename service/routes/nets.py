@@ -84,7 +84,7 @@ UNREACHABLE = error('the store is unreachable')
 
 
 OPTIONS_SCHEMA = {'type': 'object', 'description': 'the library\'s options (docs/api.md, '
-                  '"Options"): ' + ', '.join(NET_OPTIONS)}
+                  '"A net of one\'s own shape"): ' + ', '.join(NET_OPTIONS)}
 
 
 @bp.post('/nets')

@@ -50,7 +50,8 @@ def train_operations(ctx):
         'summary': 'train the live net (a copy, swapped in when complete)',
         'responses': {
             '200': answer(result, 'after training'),
-            '400': error(f'epochs is not an integer from 1 to {max_epochs}'),
+            '400': error(f'epochs is not an integer from 1 to {max_epochs}, or a bad option '
+                         '(the message names it)'),
             '404': NO_NET,
             '409': BUSY,
             **ctx.changing,
@@ -75,7 +76,8 @@ def train_operations(ctx):
                 'net': NET,
                 'options': {'type': 'object', 'description': 'training options applied to '
                             'the copy that trains and kept in the version it saves: '
-                            f'{", ".join(TRAINING_OPTIONS)} (docs/api.md, "Options")'}}},
+                            f'{", ".join(TRAINING_OPTIONS)} (docs/api.md, "Training '
+                            'options")'}}},
             required=False)},
     }
 
