@@ -268,6 +268,10 @@ def test_an_exported_net_imported_again_answers_identically(serve, models):
         for a, b in zip(loaded.weights, shipped[1].weights):
             np.testing.assert_array_equal(a, b)
         assert s.get('/models/9/export').status == 404
+        live = s.get('/nets/live/export?format=card')
+        assert live.status == 200 and live.body.decode().startswith('---')
+        assert live.headers['Content-Disposition'] == 'attachment; filename="live-v1.md"'
+        assert '# The shared net, version 1' in live.body.decode()
         bad = s.get(f'/nets/{name}/export?format=pickle')
         assert bad.status == 400 and 'npz, onnx, card' in bad.json['error']
         assert s.get('/nets/AAAAAAAAAAAAAAAAAAAAAA/export').status == 404
