@@ -581,3 +581,54 @@ def test_a_zip_of_many_members_is_refused_before_its_directory_is_read(tmp_path,
     assert time.process_time() - start < control + 0.01, control
     with pytest.raises(btf.RefusedModelFile, match='zip directory'):
         btf.Graph.from_file(io.BytesIO(many_members(members)))
+
+
+def _reference_outputs(net, X):
+    """The forward pass written plainly, one full product per layer (what predict_batch
+    computed before it skipped blank input columns and worked in place)."""
+    a = np.asarray(X, net.dtype)
+    for layer in net.layers():
+        a = btf.ACTIVATIONS[layer.activation](a @ layer.weights + layer.biases)
+    return a
+
+
+@pytest.mark.parametrize('version', [1, 7])
+def test_predict_batch_gives_the_plain_forward_pass(version):
+    """Shipped nets on MNIST test digits (blank borders, so the first product reads only the
+    middle columns) and on rows with ink up to the edges, one at a time and in batches."""
+    net = btf.Graph.from_file(btf.MODELS_DIR / f'model-v{version}.npz')
+    test = np.load(btf.MODELS_DIR / 'mnist-test.npz')
+    X = test['X'][:300].reshape(300, -1).astype(np.float32) / 255
+    edges = X[:20].copy()
+    edges[:10, 0] = 0.5  # ink in the first column
+    edges[10:, -1] = 0.25  # and in the last
+    blank = np.zeros((3, 784), np.float32)
+    for rows in (X[:1], X[1:2], X[:7], X[:100], X, edges, edges[:1], edges[-1:], blank,
+                 blank[:1], np.concatenate([blank, X[:5]])):
+        labels, outputs = net.predict_batch(rows)
+        expected = _reference_outputs(net, rows)
+        assert outputs.shape == expected.shape
+        np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-6)
+        assert np.array_equal(labels, np.argmax(expected, axis=1))
+    label, activations = net.predict(X[3])
+    np.testing.assert_allclose(activations[:, 0], _reference_outputs(net, X[3:4])[0], atol=1e-6)
+    assert (net.predict_batch(X)[0] == test['y'][:300]).mean() > (0.9 if version == 7 else 0.3)
+
+
+@pytest.mark.parametrize('activation', ['sigmoid', 'tanh', 'relu'])
+def test_predict_batch_gives_the_plain_forward_pass_for_every_activation(activation):
+    net = btf.Graph((784, 40, 20, 10), 0.1, 16, activation=activation, seed=3,
+                    output='sigmoid' if activation == 'tanh' else 'softmax')
+    X = np.random.default_rng(1).random((50, 784), dtype=np.float32)
+    X[:, :100] = 0  # a blank top
+    for rows in (X, X[:1], X[:16]):
+        np.testing.assert_allclose(net.predict_batch(rows)[1], _reference_outputs(net, rows),
+                                   rtol=0, atol=1e-6)
+
+
+def test_predict_batch_still_refuses_non_finite_rows():
+    net = btf.Graph((784, 30, 10), seed=0)
+    X = np.zeros((2, 784), np.float32)
+    X[1, 5] = np.nan
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        net.predict_batch(X)
