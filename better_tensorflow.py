@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -419,22 +419,31 @@ class StopTraining(Exception):
     """Raised by a ``run`` callback to stop training early (returning True does the same)."""
 
 
-# A batch's matrix products (128 x 784 x 30) are too small to share between cores: two BLAS
-# threads gained little on a quiet machine and lost much on a busy one, where every product
-# waits for a descheduled thread (docs/performance.md). So batches train on one BLAS thread.
-# The limit is process-wide: concurrent trainings share it and the last one to finish restores
-# the previous setting.
+# Whether a batch's matrix products gain from a second BLAS thread depends on the net and on
+# the machine's load at that moment: 784-30-10's (128 x 784 x 30) are too small to share and
+# lose nothing on one thread; 784-800-10's gain about 16% on a quiet machine, but on a busy
+# one every product waits for a descheduled thread and an epoch took 4x longer
+# (docs/performance.md). So training times its batches (ThreadChoice): each epoch starts by
+# trying one thread and every thread the caller allows, and keeps the faster until batches
+# slow down. The limit is process-wide: a training that runs while another does in the same
+# process stays on one thread, and the last one to finish restores the previous setting; a
+# caller that allows one thread (the server's trainer: the other core serves) gets one.
 _blas_lock = threading.Lock()
 _blas_trainings = 0
 _blas_limits = None
+_blas_ceiling = 1  # the BLAS threads in force before the first of the running trainings
 
 
 @contextmanager
 def _one_blas_thread():
-    global _blas_trainings, _blas_limits
+    global _blas_trainings, _blas_limits, _blas_ceiling
     with _blas_lock:
         if not _blas_trainings:
+            before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']
+            _blas_ceiling = max(before, default=1)
             _blas_limits = threadpool_limits(1, user_api='blas')
+        else:  # another training may be on more threads: both go on one
+            threadpool_limits(1, user_api='blas')
         _blas_trainings += 1
     try:
         yield
@@ -443,6 +452,67 @@ def _one_blas_thread():
             _blas_trainings -= 1
             if not _blas_trainings:
                 _blas_limits.restore_original_limits()
+
+
+def _thread_counts():
+    """The BLAS thread counts a training may try now: (1,) or (1, the caller's limit)."""
+    with _blas_lock:
+        alone = _blas_trainings == 1
+    return (1, _blas_ceiling) if alone and _blas_ceiling > 1 else (1,)
+
+
+def _set_blas_threads(count):
+    """Set ``count`` BLAS threads if this is the only training running; the count set."""
+    with _blas_lock:
+        count = count if _blas_trainings == 1 else 1
+        threadpool_limits(count, user_api='blas')
+    return count
+
+
+class ThreadChoice:
+    """Which of ``counts`` BLAS thread counts to train the next batch with, from the wall
+    times of the batches before: in a trial the counts take turns until each has timed
+    TRIAL batches, then the one of the lowest median time trains until the median of the
+    last RECENT batches is SLOWER times its trial's, which starts a new trial. Training
+    starts a trial at every epoch; with one count there is nothing to try."""
+
+    TRIAL = 4
+    RECENT = 16
+    SLOWER = 1.5
+
+    def __init__(self, counts):
+        self.counts = tuple(counts)
+        self.trials = 0
+        self.trial()
+
+    def trial(self):
+        self.times = {n: [] for n in self.counts} if len(self.counts) > 1 else {}
+        if self.times:
+            self.trials += 1
+        self.chosen, self.pace, self.recent = self.counts[0], None, []
+
+    def next(self):
+        """The thread count for the next batch."""
+        waiting = [n for n in self.counts if len(self.times.get(n, ())) < self.TRIAL]
+        if self.times and waiting:
+            return min(waiting, key=lambda n: len(self.times[n]))
+        return self.chosen
+
+    def record(self, count, seconds):
+        """The wall time of a batch just trained with ``count`` threads."""
+        times = self.times.get(count)
+        if times is not None and len(times) < self.TRIAL:
+            times.append(seconds)
+            if all(len(t) == self.TRIAL for t in self.times.values()):
+                medians = {n: float(np.median(t)) for n, t in self.times.items()}
+                self.chosen = min(medians, key=medians.get)
+                self.pace, self.times = medians[self.chosen], {}
+            return
+        if self.pace is None:
+            return
+        self.recent = (self.recent + [seconds])[-self.RECENT:]
+        if len(self.recent) == self.RECENT and np.median(self.recent) > self.SLOWER * self.pace:
+            self.trial()
 
 
 # OpenBLAS multiplies matrices of at most 100^3 multiply-adds with a kernel that skips
@@ -807,7 +877,13 @@ class Graph:
             stop = False
             with _one_blas_thread(), tqdm(total=batches, desc=f'epoch {self.epochs + 1}',
                                           unit='batch', leave=False, disable=not progress) as bar:
+                choice, threads = ThreadChoice(_thread_counts()), 1
                 for k in range(batches):
+                    if (wanted := choice.next()) != threads:
+                        threads = _set_blas_threads(wanted)
+                        if threads != wanted:  # another training started: one thread
+                            choice = ThreadChoice((1,))
+                    tick = time.perf_counter()
                     idx = order[k * bs:(k + 1) * bs]
                     # idx is a permutation, so mode='clip' is safe, and unlike 'raise' it
                     # writes straight into out without a buffer
@@ -820,6 +896,7 @@ class Graph:
                     grad_w, grad_b = self._backprop(activations, Yb,
                                                     cost.delta(activations[-1], Yb))
                     self.optimizer.update(self.weights + self.biases, grad_w + grad_b)
+                    choice.record(threads, time.perf_counter() - tick)
                     total_loss += loss * len(idx)
                     bar.update()
                     if callback is not None:
@@ -836,7 +913,8 @@ class Graph:
             record = {'epoch': self.epochs, 'loss': total_loss / n, 'learning_rate': rate,
                       'val_accuracy': None if self.val_data is None else
                       self.evaluate(*self.val_data),
-                      'seconds': time.perf_counter() - started}
+                      'seconds': time.perf_counter() - started,
+                      'blas_threads': choice.chosen}
             history.append(record)
             log.info('epoch %d: %.2f s, learning rate %.4g, loss %.4f, validation accuracy %s',
                      self.epochs, record['seconds'], rate, record['loss'],

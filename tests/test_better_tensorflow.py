@@ -643,3 +643,88 @@ def test_predict_batch_still_refuses_non_finite_rows():
     X[1, 5] = np.nan
     with pytest.raises(ValueError, match='NaN or infinite'):
         net.predict_batch(X)
+
+
+def _train_choice(choice, seconds_of, batches):
+    """The thread count of each of ``batches`` batches that a ThreadChoice picks when a
+    batch on n threads takes seconds_of(n, k) (k the batch's index)."""
+    used = []
+    for k in range(batches):
+        n = choice.next()
+        used.append(n)
+        choice.record(n, seconds_of(n, k))
+    return used
+
+
+def test_thread_choice_keeps_the_faster_count_after_a_trial():
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, lambda n, k: {1: 10.0, 2: 6.0}[n], 100)
+    trial = 2 * btf.ThreadChoice.TRIAL
+    assert sorted(used[:trial]) == [1] * 4 + [2] * 4  # each count timed TRIAL times
+    assert used[:4] == [1, 2, 1, 2]  # in turns, so that a change of load hits both
+    assert used[trial:] == [2] * (100 - trial) and choice.trials == 1
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, lambda n, k: {1: 10.0, 2: 13.0}[n], 100)
+    assert used[2 * btf.ThreadChoice.TRIAL:] == [1] * (100 - 2 * btf.ThreadChoice.TRIAL)
+
+
+def test_thread_choice_tries_again_when_batches_slow_down():
+    """Two threads win on a quiet machine; then the machine gets busy (two threads 4x
+    slower, one thread 1.2x): after RECENT slow batches a new trial picks one thread."""
+    busy_from = 50
+
+    def seconds(n, k):
+        busy = k >= busy_from
+        return {1: 12.0 if busy else 10.0, 2: 24.0 if busy else 6.0}[n]
+
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, seconds, 200)
+    trial, recent = 2 * btf.ThreadChoice.TRIAL, btf.ThreadChoice.RECENT
+    assert used[trial:busy_from] == [2] * (busy_from - trial)
+    # the median of the last RECENT batches passes SLOWER x 6 once half of them are slow
+    retried = busy_from + recent // 2
+    assert used[busy_from:retried] == [2] * (retried - busy_from)
+    assert sorted(used[retried:retried + trial]) == [1] * 4 + [2] * 4
+    assert used[retried + trial:] == [1] * (200 - retried - trial)
+    assert choice.trials == 2
+    # a slow-down of the one-thread count that stays under SLOWER changes nothing
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, lambda n, k: {1: 10.0 + 4 * (k > 50), 2: 20.0}[n], 300)
+    assert choice.trials == 1 and used[2 * btf.ThreadChoice.TRIAL:] == [1] * 292
+
+
+def test_thread_choice_with_one_count_never_tries():
+    choice = btf.ThreadChoice((1,))
+    assert _train_choice(choice, lambda n, k: 5.0 * (k + 1), 100) == [1] * 100
+    assert choice.trials == 0
+
+
+def test_training_never_uses_more_blas_threads_than_its_caller_allows(mnist):
+    """Under the caller's limit of one thread (the server's trainer) every batch runs on
+    one; without it, the epoch's record says which count training kept, and the caller's
+    setting is back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return max(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas')
+
+    (X, y), _ = mnist
+    seen = []
+
+    def watch(info):
+        if info['event'] == 'batch':
+            seen.append(blas_threads())
+
+    net = btf.Graph((784, 30, 10), 0.5, 128, seed=0)
+    net.feed((X[:5000], y[:5000]))
+    with threadpool_limits(1, user_api='blas'):
+        history = net.run(1, callback=watch, progress=False)
+        assert blas_threads() == 1
+    assert seen and set(seen) == {1} and history[-1]['blas_threads'] == 1
+    before, seen[:] = blas_threads(), []
+    with threadpool_limits(2, user_api='blas'):
+        history = net.run(1, callback=watch, progress=False)
+        assert blas_threads() == 2
+    assert set(seen) == {1, 2}  # the trial tried both
+    assert history[-1]['blas_threads'] in (1, 2)
+    assert blas_threads() == before
