@@ -470,11 +470,16 @@ def _set_blas_threads(count):
 
 
 class ThreadChoice:
-    """Which of ``counts`` BLAS thread counts to train the next batch with, from the wall
-    times of the batches before: in a trial the counts take turns until each has timed
-    TRIAL batches, then the one of the lowest median time trains until the median of the
-    last RECENT batches is SLOWER times its trial's, which starts a new trial. Training
-    starts a trial at every epoch; with one count there is nothing to try."""
+    """Which of ``counts`` BLAS thread counts (the first is 1) to train the next batch with,
+    from the wall times of the batches before.
+
+    A trial gives the counts turns until each has timed TRIAL batches; a count whose batch
+    took SLOWER times the median of one thread's is out of the trial at once (on a busy
+    machine a batch on two threads can take many times longer: the trial must cost one such
+    batch, not TRIAL). Then the count of the lowest median trains. More threads than one are
+    watched: when the median of the last RECENT batches is SLOWER times the trial's, the
+    machine got busier and a new trial starts. One thread is not: a busier machine makes
+    more threads worse, not better. Training starts a trial at every epoch."""
 
     TRIAL = 4
     RECENT = 16
@@ -493,8 +498,8 @@ class ThreadChoice:
 
     def next(self):
         """The thread count for the next batch."""
-        waiting = [n for n in self.counts if len(self.times.get(n, ())) < self.TRIAL]
-        if self.times and waiting:
+        waiting = [n for n, t in self.times.items() if len(t) < self.TRIAL]
+        if waiting:
             return min(waiting, key=lambda n: len(self.times[n]))
         return self.chosen
 
@@ -503,12 +508,15 @@ class ThreadChoice:
         times = self.times.get(count)
         if times is not None and len(times) < self.TRIAL:
             times.append(seconds)
+            one = self.times[self.counts[0]]
+            if count != self.counts[0] and one and seconds > self.SLOWER * np.median(one):
+                del self.times[count]  # out of this trial
             if all(len(t) == self.TRIAL for t in self.times.values()):
                 medians = {n: float(np.median(t)) for n, t in self.times.items()}
                 self.chosen = min(medians, key=medians.get)
                 self.pace, self.times = medians[self.chosen], {}
             return
-        if self.pace is None:
+        if self.pace is None or self.chosen == 1:
             return
         self.recent = (self.recent + [seconds])[-self.RECENT:]
         if len(self.recent) == self.RECENT and np.median(self.recent) > self.SLOWER * self.pace:
