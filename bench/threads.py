@@ -73,7 +73,8 @@ def report(label, times, kept):
     for case, t in times.items():
         ratio = statistics.median(b / x for b, x in zip(base, t))
         print(f'| {case} | {statistics.median(t):.3f} | {ratio:.2f}x faster |')
-    print(f'threads the choice kept, epoch by epoch: {kept}', flush=True)
+    print(f'threads the choice kept, epoch by epoch: {kept}; the rounds: ' + '; '.join(
+        ' '.join(f'{t[r]:.2f}' for t in times.values()) for r in range(len(base))), flush=True)
 
 
 def main(argv=None):
