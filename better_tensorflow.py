@@ -559,11 +559,10 @@ def _nonblank(X, W):
     a matrix-vector product bound by reading the weights); the exact columns are worth
     copying the weights they keep when the batch has enough rows to multiply by them. Either
     way the sums leave out only products of an exact 0 with a finite weight."""
-    columns = np.flatnonzero(X.any(axis=0) if len(X) > 1 else X)
+    columns = (X.any(axis=0) if len(X) > 1 else X[0]).nonzero()[0]
     if not len(columns):
         return X[:, :1], W[:1]  # all blank: one zero column keeps a shape BLAS takes
-    lo, hi = columns[[0, -1]].tolist()
-    hi += 1
+    lo, hi = int(columns[0]), int(columns[-1]) + 1
     if len(X) * (hi - lo - len(columns)) > _GATHER_ROWS * len(columns):
         return np.take(X, columns, axis=1), np.take(W, columns, axis=0)
     return X[:, lo:hi], W[lo:hi]
