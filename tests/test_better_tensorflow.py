@@ -729,8 +729,9 @@ def test_training_never_uses_more_blas_threads_than_its_caller_allows(mnist):
     assert seen and set(seen) == {1} and history[-1]['blas_threads'] == 1
     before, seen[:] = blas_threads(), []
     with threadpool_limits(2, user_api='blas'):
+        allowed = blas_threads()  # 2, or 1 where OpenBLAS started with one core
         history = net.run(1, callback=watch, progress=False)
-        assert blas_threads() == 2
-    assert set(seen) == {1, 2}  # the trial tried both
-    assert history[-1]['blas_threads'] in (1, 2)
+        assert blas_threads() == allowed
+    assert set(seen) == {1, allowed}  # the trial tried both
+    assert history[-1]['blas_threads'] in (1, allowed)
     assert blas_threads() == before
