@@ -236,3 +236,22 @@ def test_a_private_adaptation_that_reads_its_owners_drawings_worse_stays_out(
         assert versions['current'] == 1 and versions['versions'][-1]['promoted'] is False
         # The live net was not touched by its private net's training.
         assert s.get('/nets/live/versions').json['current'] == 1
+
+
+def test_the_tolerances_are_flags_and_bad_ones_are_refused(capsys):
+    import server
+    settings = server.parse(['--gate-test-points', '0.5', '--gate-class-points', '2',
+                             '--gate-samples-points', '3', '--gate-private-test-points', '1',
+                             '--gate-private-drawings', '2'], environ={})
+    assert tolerances(settings, private=False) == {
+        'test_points': 0.5, 'class_points': 2.0, 'samples_points': 3.0, 'samples_drawings': 1}
+    assert tolerances(settings, private=True) == {
+        'test_points': 1.0, 'class_points': None, 'samples_points': 0.0, 'samples_drawings': 2}
+    for bad in ({'gate_test_points': -0.1}, {'gate_class_points': 'one'},
+                {'gate_private_drawings': -1}, {'gate_private_drawings': 0.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Settings(**bad)
+    with pytest.raises(SystemExit):
+        server.parse(['--gate-samples-points', '101'], environ={})
+    assert 'gate_samples_points must be a number of points from 0 to 100' in \
+        capsys.readouterr().err
