@@ -172,7 +172,8 @@ def test_a_poisoned_training_is_kept_not_live_until_promoted(serve_data, shipped
         assert result['gate']['reason'].startswith("it reads MNIST's 4s "), result['gate']
         assert result['gate']['classes_failed'][0] == 4
         assert result['after']['test_per_class'][4] < result['before']['test_per_class'][4] - 0.01
-        assert result['version'] == 2 and result['after']['samples_count'] == 12
+        # (12 held out; drawings judged suspect may be left out of the figures)
+        assert result['version'] == 2 and result['after']['samples_count'] <= 12
         # Nothing live changed: the answers, /models, the live net's files.
         np.testing.assert_array_equal(read(s, probes), before)
         assert s.get('/models').json == models
