@@ -6,6 +6,8 @@
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
                      [--max-samples 100000] [--sample-share 0.03]
+                     [--gate-test-points 0.3] [--gate-class-points 1] [--gate-samples-points 1]
+                     [--gate-private-test-points 0.5] [--gate-private-drawings 0]
                      [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
                      [--net-idle-days 30] [--net-memory 512] [--max-trainings N]
                      [--max-queued 100] [--max-hidden-layers 4] [--max-units 2048]
@@ -92,6 +94,21 @@ def parse(argv=None, environ=os.environ):
     add('--sample-share', type=float, default=DEFAULTS.sample_share,
         help='share of every epoch of a training with samples drawn from them '
              '(default: %(default)s)')
+    add('--gate-test-points', type=float, default=DEFAULTS.gate_test_points,
+        help="the gate of the shared net: most points a training may lose on MNIST's test "
+             'images, else it is kept as a version that is not live (default: %(default)s)')
+    add('--gate-class-points', type=float, default=DEFAULTS.gate_class_points,
+        help="the gate of the shared net: most points lost on any digit of MNIST's test "
+             'images (default: %(default)s)')
+    add('--gate-samples-points', type=float, default=DEFAULTS.gate_samples_points,
+        help='the gate of the shared net: most points lost on the held-out drawings, never '
+             'less than one drawing (default: %(default)s)')
+    add('--gate-private-test-points', type=float, default=DEFAULTS.gate_private_test_points,
+        help="the gate of a private net: most points lost on MNIST's test images "
+             '(default: %(default)s)')
+    add('--gate-private-drawings', type=int, default=DEFAULTS.gate_private_drawings,
+        help="the gate of a private net: how many more of its owner's held-out drawings "
+             'it may read wrong (default: %(default)s)')
     add('--max-nets', type=int, default=DEFAULTS.max_nets,
         help='private nets kept on the server at most (default: %(default)s)')
     add('--nets-per-hour', type=int, default=DEFAULTS.nets_per_hour,
@@ -147,6 +164,10 @@ def parse(argv=None, environ=os.environ):
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
             max_samples=args.max_samples, sample_share=args.sample_share,
+            gate_test_points=args.gate_test_points, gate_class_points=args.gate_class_points,
+            gate_samples_points=args.gate_samples_points,
+            gate_private_test_points=args.gate_private_test_points,
+            gate_private_drawings=args.gate_private_drawings,
             max_nets=args.max_nets, nets_per_hour=args.nets_per_hour,
             max_versions=args.max_versions, net_idle_days=args.net_idle_days,
             net_memory=args.net_memory * 2 ** 20, max_trainings=args.max_trainings,

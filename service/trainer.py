@@ -24,7 +24,10 @@ class Assignment:
     ``data_path`` (and, with ``samples`` (X_train, y_train, X_val, y_val) of users' drawings,
     uint8, on them too: ``share`` of every epoch); report a batch at most every ``interval``
     / 2 seconds and score the result on ``score_samples`` validation samples; run at
-    ``niceness``, with ``options`` applied to the net first (they are saved with it)."""
+    ``niceness``, with ``options`` applied to the net first (they are saved with it).
+    ``test_path``: MNIST's official test images (models/mnist-test.npz), on
+    which the gate's figures are measured before and after (None, or a missing file: not
+    measured)."""
     net: btf.Graph
     data_path: Path
     epochs: int
@@ -34,6 +37,7 @@ class Assignment:
     samples: tuple | None = None
     share: float = 0.1
     options: dict | None = None  # Graph.configure's (learning rate, batch size, optimiser...)
+    test_path: Path | None = None
 
 
 def train(work, pipe, stop):
@@ -65,7 +69,8 @@ def train(work, pipe, stop):
         data = preprocess.load_dataset(work.data_path)
         view = view_data(data)
         X_val, y_val = data['val']
-        before = compare(net, data['val'], samples)
+        test = official_test(work.test_path)
+        before = compare(net, data['val'], samples, test)
         pipe.send(('step', {'event': 'before', 'before': before}))
         if samples is None:
             net.feed(data['train'], data['val'])
@@ -75,7 +80,7 @@ def train(work, pipe, stop):
         net.train_data = net.val_data = None  # the live net must not hold the data set
         sample = np.random.default_rng().choice(len(y_val), min(work.score_samples, len(y_val)),
                                                 replace=False)
-        comparison = {'before': before, 'after': compare(net, data['val'], samples)}
+        comparison = {'before': before, 'after': compare(net, data['val'], samples, test)}
         pipe.send(('done', net, history, net.validate((X_val[sample], y_val[sample])),
                    comparison))
     except btf.TrainingDiverged as e:
@@ -109,14 +114,42 @@ def train_with_samples(net, data, samples, share, epochs, callback, stop):
     return history
 
 
-def compare(net, val, samples):
-    """Validation accuracy on MNIST, and on the held-out samples (None without them)."""
-    figures = {'mnist': round(net.evaluate(*val), 4), 'samples': None, 'samples_count': 0}
+def official_test(path):
+    """(X (10000, 784) uint8, y (10000,) int64) of MNIST's official test images in the file
+    the server ships (models/mnist-test.npz), or None when there is none (logged when it
+    cannot be read)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            X, y = f['X'], f['y'].astype(np.int64)
+        if X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != 784 or y.shape != (len(X),):
+            raise ValueError(f'it holds {X.dtype} images {X.shape} and labels {y.shape}')
+    except (OSError, ValueError, KeyError) as e:
+        log.error('the test images in %s cannot be read (%s): the gate does without them',
+                  path, e)
+        return None
+    return X, y
+
+
+def compare(net, val, samples, test=None):
+    """What the net reads right, on images it does not train on: MNIST's validation split
+    ("mnist"), the held-out samples ("samples", "samples_right" of "samples_count"; None
+    without them) and MNIST's official test images ``test`` (X, y), overall and per digit
+    ("test", "test_per_class", "test_count"; None without them)."""
+    figures = {'mnist': round(net.evaluate(*val), 4), 'samples': None, 'samples_count': 0,
+               'samples_right': None, 'test': None, 'test_per_class': None, 'test_count': 0}
     if samples is not None and len(samples[3]):
-        X, y = samples[2], samples[3]
-        figures.update(samples=round(net.evaluate(X.astype(np.float32) / np.float32(255),
-                                                  y.astype(np.int64)), 4),
-                       samples_count=len(y))
+        X, y = samples[2], samples[3].astype(np.int64)
+        right = int((net.predict_batch(X)[0] == y).sum())  # uint8 pixels: scaled by the net
+        figures.update(samples=round(right / len(y), 4), samples_count=len(y),
+                       samples_right=right)
+    if test is not None:
+        X, y = test
+        read = net.predict_batch(X)[0] == y
+        figures.update(test=round(float(read.mean()), 4), test_count=len(y),
+                       test_per_class=[round(float(read[y == d].mean()), 4)
+                                       for d in range(10)])
     return figures
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 import better_tensorflow as btf
 
-from . import observability, trainer
+from . import gate, observability, trainer
 from .changes import acquire
 from .errors import (
     BadRequest,
@@ -37,6 +37,7 @@ from .errors import (
     Unavailable,
     store_call,
 )
+from .insight import TEST_IMAGES_FILE
 from .jobs import JobExists, QueueFull
 from .samples import in_store, is_validation
 from .store import LIVE
@@ -487,17 +488,19 @@ def receive(pipe, loop, on_step):
 
 
 async def run_job(app, net, job, lock, samples=None, stop=None, options=None):
-    """Train a copy of the net in a process, save it as its new version, then make that
-    current; the /train answer. Releases the net's job ``lock`` when done. ``stop``: set, the
-    process stops after its batch and nothing is saved. ``options``: Graph.configure's, for
-    the copy."""
+    """Train a copy of the net in a process and save it as its new version; make that
+    current if it passes the gate (``gate.judge``), else keep it as a candidate and leave the
+    net as it was; the /train answer, which says which ("promoted", "gate"). Releases the
+    net's job ``lock`` when done. ``stop``: set, the process stops after its batch and
+    nothing is saved. ``options``: Graph.configure's, for the copy."""
     ctx, settings = app.ctx, app.ctx.settings
     loop = asyncio.get_running_loop()
     receiver, sender = SPAWN.Pipe(duplex=False)
     work = trainer.Assignment(net.graph.copy(), settings.data_path, job.epochs,
                               settings.score_samples, settings.progress_interval,
                               settings.train_niceness, samples, settings.sample_share,
-                              options or {})
+                              options or {},
+                              test_path=settings.models_dir / TEST_IMAGES_FILE)
     stop = ctx.stopping if stop is None else stop
     process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender, stop))
     started = time.perf_counter()
@@ -522,15 +525,24 @@ async def run_job(app, net, job, lock, samples=None, stop=None, options=None):
             raise Conflict('this training was taken back by the queue (its server could not '
                            'reach it); the net is unchanged here.')
         graph, history, accuracy, comparison = result
+        private = net.name != LIVE
+        verdict = gate.judge(comparison['before'], comparison['after'],
+                             gate.tolerances(settings, private), private)
+        validation = round(history[-1]['val_accuracy'], 4)
         version = await ctx.nets.save(
-            net, graph, {'validation_accuracy': round(history[-1]['val_accuracy'], 4),
-                         'trained_on_samples': samples is not None}, 'train')
-        answer = {'accuracy': accuracy, 'validation_accuracy': net.meta['validation_accuracy'],
+            net, graph, {'validation_accuracy': validation,
+                         'trained_on_samples': samples is not None,
+                         'promoted': verdict['passed'], 'gate': verdict}, 'train',
+            current=verdict['passed'])
+        answer = {'accuracy': accuracy, 'validation_accuracy': validation,
                   'epochs': graph.epochs, 'seconds': round(time.perf_counter() - started, 2),
-                  'samples': samples is not None, 'version': version, **comparison}
-        log.info('trained %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d',
+                  'samples': samples is not None, 'version': version,
+                  'promoted': verdict['passed'], 'gate': verdict, **comparison}
+        log.info('trained %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d; %s',
                  net.title, job.epochs, answer['seconds'], answer['validation_accuracy'],
-                 accuracy, settings.score_samples)
+                 accuracy, settings.score_samples,
+                 f'version {version} is current' if verdict['passed'] else
+                 f'version {version} kept, not current: {verdict["reason"]}')
         finish(app, net, job, answer)
         return answer
     except btf.TrainingDiverged as e:

@@ -75,6 +75,8 @@ export const api = {
   versions: (name) => call(`${netPath(name)}/versions`).then((r) => r.data),
   rollback: (name, version) => call(`${netPath(name)}/rollback`,
     { method: 'POST', body: { version } }).then((r) => r.data),
+  promote: (name, version) => call(`${netPath(name)}/promote`,
+    { method: 'POST', body: { version } }).then((r) => r.data),
   hidden: (pretrained) => get('model/hidden', { pretrained }),
   predict: (body) => post('predict', body),
   compare: (image) => post('compare', { image }),

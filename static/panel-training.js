@@ -55,7 +55,8 @@ export function trainingPanel({ models, replaced, own, makes, whose }) {
       messages.say(`Training ${whose()} for ${plural(epochs, 'epoch')}`
         + `${samples ? ' on MNIST and your drawings' : ''}…`);
       const result = await api.train(epochs, samples);
-      messages.say(trained(result, epochs, settings), details(result, settings));
+      if (result.promoted === false) messages.fail(notLive(result));
+      else messages.say(trained(result, epochs, settings), details(result, settings));
       replaced();
     } catch (err) {
       messages.fail(err.message, err.status === 409 ? 'busy' : 'action');
@@ -71,6 +72,12 @@ export function trainingPanel({ models, replaced, own, makes, whose }) {
     return `Trained ${plural(epochs, 'more epoch')}: ${whose()} now reads `
       + `${percent(now)} of digits it never trained on right`
       + (before?.mnist == null ? '.' : ` (${percent(before.mnist)} before).`);
+  }
+
+  // A training the gate held back: kept as a version, not answering (service/gate.py).
+  function notLive(result) {
+    return `Trained, but kept as version ${result.version}, not live: ${result.gate.reason}. `
+      + `${Whose()} answers as before; its versions offer "Make live" to use it anyway.`;
   }
 
   function details(result, settings) {

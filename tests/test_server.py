@@ -317,8 +317,9 @@ def test_train_answers_after_training_and_streams_progress(serve_data, dataset):
 
         # The answer: numbers that agree with the saved net on the real validation split.
         assert set(result) == {'accuracy', 'validation_accuracy', 'epochs', 'seconds',
-                               'samples', 'before', 'after', 'version'}
+                               'samples', 'before', 'after', 'version', 'promoted', 'gate'}
         assert result['version'] == 2  # the first start saved version 1
+        assert result['promoted'] is True and result['gate']['passed'] is True
         assert result['samples'] is False and result['before']['samples'] is None
         saved = btf.Graph.from_file(folder / 'live.npz')
         assert result['epochs'] == saved.epochs == 2

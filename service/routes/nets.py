@@ -2,8 +2,9 @@
 shipped model, or a fresh one) and answers with its name, 128 random bits: the name is the
 capability, never listed publicly; every route that reads or changes a net takes it ("net").
 GET /nets is the operator's list (guarded); /nets/{name} describes or deletes one;
-/nets/{name}/versions lists its versions and /nets/{name}/rollback brings one back (a new
-version holding the old one's weights)."""
+/nets/{name}/versions lists its versions (with each training's gate) and
+/nets/{name}/rollback brings one back (a new version holding the old one's weights);
+/nets/{name}/promote does the same for a candidate the gate held back."""
 import asyncio
 import collections
 import datetime
@@ -287,21 +288,25 @@ async def versions(request, name):
                  'kept': ctx.settings.max_versions})
 
 
-@bp.post('/nets/<name>/rollback')
-@documented(lambda ctx: {
-    'summary': 'the net answers as version k did (a new version, cause "rollback")',
-    'parameters': [NAME], **ctx.security(ctx.guarded),
-    'requestBody': request_body({
-        'type': 'object', 'required': ['version'], 'additionalProperties': False,
-        'properties': {'version': {'type': 'integer', 'minimum': 1}}}),
-    'responses': {'200': answer(NET_ANSWER), '400': error('bad version'),
-                  '404': error('no such net, or the version was pruned'),
-                  '409': BUSY, '415': NOT_JSON, '503': UNREACHABLE,
-                  '507': error('the disk is full'), **ctx.by_name}})
-@changes_a_net
-async def rollback(request, name):
-    """{"version": k}: the net answers exactly as version k did, as a new version whose
-    cause is "rollback"; 404 for a version pruned or never made."""
+def bring_back_operation(summary, cause):
+    """The OpenAPI of rollback and promote: the same guard, body and answers."""
+    return lambda ctx: {
+        'summary': summary, 'parameters': [NAME], **ctx.security(ctx.guarded),
+        'requestBody': request_body({
+            'type': 'object', 'required': ['version'], 'additionalProperties': False,
+            'properties': {'version': {'type': 'integer', 'minimum': 1}}}),
+        'responses': {'200': answer(NET_ANSWER), '400': error('bad version'),
+                      '404': error('no such net, or the version was pruned'),
+                      '409': BUSY if cause == 'rollback' else
+                      error('a training job is running, or the version is not a candidate'),
+                      '415': NOT_JSON, '503': UNREACHABLE,
+                      '507': error('the disk is full'), **ctx.by_name}}
+
+
+async def bring_back(request, name, cause):
+    """A kept version ({"version": k}) made the net's current one, as a new version whose
+    cause is ``cause`` ("rollback", "promote": only a candidate the gate held back); 404 for
+    a version pruned or never made."""
     app, ctx = request.app, request.app.ctx
     example = '{"version": 3}'
     body = json_body(request, ('version',), example)
@@ -318,12 +323,44 @@ async def rollback(request, name):
                       f'{[v["version"] for v in kept]} (the oldest are pruned past '
                       f'{ctx.settings.max_versions}).')
     graph, meta = found
-    new = await replace(app, net, 'roll back', lambda: graph, 'rollback',
-                        {'validation_accuracy': meta.get('validation_accuracy'),
-                         'rolled_back_to': version})
-    log.info('%s rolled back to version %d (now version %d)', net.title, version, new)
-    return json({'net': net.label, 'version': new, 'rolled_back_to': version,
+    if cause == 'promote':
+        if meta.get('promoted') is not False:
+            raise Conflict(f'version {version} is not a candidate held back by the gate (only '
+                           'a training that failed it is); POST /nets/{name}/rollback brings '
+                           'any kept version back.')
+        record, key = {'validation_accuracy': meta.get('validation_accuracy'),
+                       'promoted_from': version, 'promoted': True,
+                       'gate': meta.get('gate')}, 'promoted_from'
+    else:
+        record, key = {'validation_accuracy': meta.get('validation_accuracy'),
+                       'rolled_back_to': version}, 'rolled_back_to'
+    new = await replace(app, net, 'roll back' if cause == 'rollback' else 'promote',
+                        lambda: graph, cause, record)
+    log.info('%s: version %d made current by a %s (now version %d)', net.title, version,
+             cause, new)
+    return json({'net': net.label, 'version': new, key: version,
                  **describe(net.graph, net.meta)})
+
+
+@bp.post('/nets/<name>/rollback')
+@documented(bring_back_operation('the net answers as version k did (a new version, cause '
+                                 '"rollback")', 'rollback'))
+@changes_a_net
+async def rollback(request, name):
+    """{"version": k}: the net answers exactly as version k did, as a new version whose
+    cause is "rollback"; 404 for a version pruned or never made."""
+    return await bring_back(request, name, 'rollback')
+
+
+@bp.post('/nets/<name>/promote')
+@documented(bring_back_operation('make a candidate the gate held back live on purpose (a new '
+                                 'version, cause "promote")', 'promote'))
+@changes_a_net
+async def promote(request, name):
+    """{"version": k}: the candidate version k (a training that failed the gate) becomes
+    the net's current one, as a new version whose cause is "promote"; 409 for a version
+    that is not a candidate."""
+    return await bring_back(request, name, 'promote')
 
 
 async def expire_idle(app):

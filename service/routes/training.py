@@ -25,10 +25,24 @@ bp = Blueprint('training')
 
 
 FIGURES = {
-    'type': 'object', 'description': 'validation accuracy on MNIST and on the held-out stored '
-    'samples (every fifth by id; null when there are none)',
+    'type': 'object', 'description': 'validation accuracy on MNIST, on the held-out stored '
+    "samples (every fifth by id; null when there are none) and on MNIST's official test "
+    'images, overall and per digit (null when the server has none)',
     'properties': {'mnist': NUMBER, 'samples': {'type': 'number', 'nullable': True},
-                   'samples_count': {'type': 'integer'}}}
+                   'samples_count': {'type': 'integer'},
+                   'samples_right': {'type': 'integer', 'nullable': True},
+                   'test': {'type': 'number', 'nullable': True},
+                   'test_per_class': {'type': 'array', 'items': NUMBER, 'nullable': True},
+                   'test_count': {'type': 'integer'}}}
+GATE = {
+    'type': 'object', 'description': 'the gate the trained net passed, or failed: then it is '
+    'kept as a version that is not current (POST /nets/{name}/promote makes it live)',
+    'properties': {'passed': {'type': 'boolean'}, 'reason': {'type': 'string'},
+                   'test': {'type': 'object', 'nullable': True},
+                   'worst_class': {'type': 'object', 'nullable': True},
+                   'classes_failed': {'type': 'array', 'items': {'type': 'integer'}},
+                   'samples': {'type': 'object', 'nullable': True},
+                   'tolerances': {'type': 'object'}}}
 
 
 def train_operations(ctx):
@@ -36,6 +50,7 @@ def train_operations(ctx):
     max_epochs = settings.max_epochs
     epochs = {'type': 'integer', 'minimum': 1, 'maximum': max_epochs, 'default': 1}
     ctx.schema('Figures', FIGURES)
+    ctx.schema('Gate', GATE)
     result = ctx.schema('TrainResult', {
         'type': 'object',
         'properties': {
@@ -45,6 +60,10 @@ def train_operations(ctx):
                                     'validation split'},
             'epochs': {'type': 'integer', 'description': 'total epochs trained'},
             'seconds': NUMBER, 'samples': {'type': 'boolean'},
+            'version': {'type': 'integer', 'description': 'the version the training made'},
+            'promoted': {'type': 'boolean', 'description': 'whether that version passed the '
+                         'gate and answers now'},
+            'gate': ref('Gate'),
             'before': ref('Figures'), 'after': ref('Figures')}})
     train = {
         'summary': 'train the live net (a copy, swapped in when complete)',
