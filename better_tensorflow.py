@@ -404,6 +404,8 @@ class Options:
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Options))
+TRAINING_OPTIONS = ('optimizer', 'momentum', 'nesterov', 'weight_decay', 'schedule')  # what
+#   Graph.configure may change on a made net (the others say what the net is)
 
 
 class RefusedModelFile(ValueError):
@@ -567,9 +569,7 @@ class Graph:
             raise ValueError('sizes must list at least 2 layers of positive ints, '
                              f'got {sizes!r}.')
         _check_learning_rate(learning_rate)
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-                or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
+        _check_batch_size(batch_size)
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
             raise TypeError(f'unknown option {", ".join(map(repr, unknown))}: the options are '
@@ -652,6 +652,34 @@ class Graph:
     def copy(self):
         """A deep copy: training the copy never changes this net."""
         return copy.deepcopy(self)
+
+    def configure(self, learning_rate=None, batch_size=None, **options):
+        """Change how the net trains from now on: its learning rate, batch size and the
+        options of TRAINING_OPTIONS (optimizer, momentum, nesterov, weight_decay, schedule);
+        what it is (sizes, activation, output, cost, init, dtype) stays. Everything is
+        checked before anything changes (ValueError naming the value; TypeError for another
+        option). A change of optimizer, momentum or nesterov starts a new optimiser (its
+        state, e.g. Adam's moments, starts from zero); returns the net."""
+        fixed = sorted(set(options) - set(TRAINING_OPTIONS))
+        if fixed:
+            raise TypeError(f'{", ".join(map(repr, fixed))} cannot change once a net is made: '
+                            f'configure takes learning_rate, batch_size and '
+                            f'{", ".join(TRAINING_OPTIONS)}.')
+        if learning_rate is not None:
+            _check_learning_rate(learning_rate)
+        if batch_size is not None:
+            _check_batch_size(batch_size)
+        config = dataclasses.replace(self.config, **options)
+        if learning_rate is not None:
+            self.learning_rate = float(learning_rate)
+        if batch_size is not None:
+            self.batch_size = int(batch_size)
+        renewed = any(getattr(config, k) != getattr(self.config, k)
+                      for k in ('optimizer', 'momentum', 'nesterov'))
+        self.config = config
+        if renewed:
+            self.optimizer = self._new_optimizer()
+        return self
 
     # -- the layers, as a reader of the net sees them -------------------------------
 
@@ -910,14 +938,16 @@ class Graph:
         return path
 
     @classmethod
-    def from_file(cls, path, max_parameters=MAX_PARAMETERS):
+    def from_file(cls, path, max_parameters=MAX_PARAMETERS, max_inflated=None):
         """Build a net, architecture, options and optimiser state included, from a path or
         a binary file object written by save() (files of format 1 load too).
 
         Every member's .npy header is checked against the net that ``sizes`` declares (at
         most ``max_parameters`` weights and biases) before any member is read: a file whose
         members declare other shapes, or inflate to more than their shapes hold (a zip
-        bomb), is refused with a ValueError naming the member, having read a few bytes."""
+        bomb), is refused with a ValueError naming the member, having read a few bytes;
+        so is one whose members declare more than ``max_inflated`` bytes in all (when given:
+        what a file of known size may cost to read)."""
         if hasattr(path, 'read'):
             source, name = path, getattr(path, 'name', 'the file object')
         else:
@@ -925,7 +955,7 @@ class Graph:
         try:
             _check_directory(source, name)
             with zipfile.ZipFile(source) as archive:
-                data = _read_members(archive, name, max_parameters)
+                data = _read_members(archive, name, max_parameters, max_inflated)
         except (FileNotFoundError, RefusedModelFile):
             raise
         except Exception as e:  # zip and format errors all mean "not our file"
@@ -1038,7 +1068,7 @@ def _expected_shapes(sizes):
     return shapes
 
 
-def _read_members(archive, name, max_parameters):
+def _read_members(archive, name, max_parameters, max_inflated=None):
     """{member: array} of a model file, each member's header checked before it is read."""
     infos = {}
     for info in archive.infolist():
@@ -1085,7 +1115,17 @@ def _read_members(archive, name, max_parameters):
         if infos[key].file_size != inflated:
             raise RefusedModelFile(f'{name}: member {member} inflates to {infos[key].file_size} '
                              f'bytes, its header declares {dtype} {shape}: {inflated} bytes')
+    total = sum(inflated for _, _, inflated in declared.values())
+    if max_inflated is not None and total > max_inflated:
+        raise RefusedModelFile(f'{name}: its members declare {total} bytes of arrays, more than '
+                               f'the {max_inflated} bytes a file of its size may hold')
     return {key: read(key) for key in infos}
+
+
+def _check_batch_size(batch_size):
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+            or batch_size < 1:
+        raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
 
 
 def _check_learning_rate(learning_rate):

@@ -145,7 +145,8 @@ def query_int(value):
 
 def parse_epochs(value, maximum):
     if not is_int(value) or not 1 <= value <= maximum:
-        raise BadRequest(f'epochs must be an integer from 1 to {maximum}, got {shown(value)}.')
+        raise BadRequest(f'epochs must be an integer from 1 to {maximum} (--max-epochs), got '
+                         f'{shown(value)}.')
     return value
 
 

@@ -114,6 +114,10 @@ class Settings:
     max_trainings: int = field(default_factory=lambda: max(1, usable_cpus() - 1))  # at once;
     #                                              0: none here (other servers run the queue)
     max_queued: int = 100  # trainings waiting in the queue (503 past it)
+    # A learner's own net (service/playground.py): its shape, and a net brought in
+    max_hidden_layers: int = 4  # hidden layers of a fresh net (POST /nets "sizes")
+    max_units: int = 2048  # units per hidden layer
+    max_import_bytes: int = 16 * 2 ** 20  # an NPZ body of POST /nets/import (and --max-body)
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments
@@ -134,7 +138,8 @@ class Settings:
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
                      'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
-                     'nets_per_hour', 'max_versions', 'net_memory', 'max_queued'):
+                     'nets_per_hour', 'max_versions', 'net_memory', 'max_queued',
+                     'max_hidden_layers', 'max_units', 'max_import_bytes'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')

@@ -1,5 +1,6 @@
 """The training process: imports only the library and the data loader (no web server, no
 image decoder), trains a copy of the live net and sends it back through a pipe."""
+import base64
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ import better_tensorflow as btf
 import preprocess
 
 log = logging.getLogger(__name__)
+VIEW_SAMPLES = 2000  # the first images of each split that the per-epoch view measures
+VIEW_UNITS = 16  # first-layer units pictured per epoch (784 bytes each)
 
 
 @dataclass
@@ -21,7 +24,7 @@ class Assignment:
     ``data_path`` (and, with ``samples`` (X_train, y_train, X_val, y_val) of users' drawings,
     uint8, on them too: ``share`` of every epoch); report a batch at most every ``interval``
     / 2 seconds and score the result on ``score_samples`` validation samples; run at
-    ``niceness``."""
+    ``niceness``, with ``options`` applied to the net first (they are saved with it)."""
     net: btf.Graph
     data_path: Path
     epochs: int
@@ -30,6 +33,7 @@ class Assignment:
     niceness: int = 10
     samples: tuple | None = None
     share: float = 0.1
+    options: dict | None = None  # Graph.configure's (learning rate, batch size, optimiser...)
 
 
 def train(work, pipe, stop):
@@ -49,13 +53,17 @@ def train(work, pipe, stop):
 
     def callback(info):
         nonlocal last_batch
+        if info['event'] == 'epoch':  # what a learner sees of the net, once per epoch
+            info = {**info, **epoch_view(net, view)}
         if info['event'] == 'epoch' or time.monotonic() - last_batch >= interval / 2:
             last_batch = time.monotonic()
             pipe.send(('step', info))
         return stop.is_set()
 
     try:
+        net.configure(**(work.options or {}))  # checked by the server before it queued them
         data = preprocess.load_dataset(work.data_path)
+        view = view_data(data)
         X_val, y_val = data['val']
         before = compare(net, data['val'], samples)
         pipe.send(('step', {'event': 'before', 'before': before}))
@@ -110,3 +118,43 @@ def compare(net, val, samples):
                                                   y.astype(np.int64)), 4),
                        samples_count=len(y))
     return figures
+
+
+# ---------------------------------------------------------------------------------------
+# What a learner sees of the net once per epoch (service/playground.py, the page's curves,
+# matrix and pictures): cheap next to an epoch, on fixed images so that epochs compare.
+
+def view_data(data):
+    """(X_train, y_train, X_val, y_val): the first VIEW_SAMPLES images of each split."""
+    (X, y), (Xv, yv) = data['train'], data['val']
+    return X[:VIEW_SAMPLES], y[:VIEW_SAMPLES], Xv[:VIEW_SAMPLES], yv[:VIEW_SAMPLES]
+
+
+def epoch_view(net, view):
+    """What a learner sees of the net after an epoch: training accuracy and validation loss
+    on the fixed images of ``view``, the validation confusion matrix (rows: the true digit,
+    columns: the net's answer; counts) and the first layer's first units as pictures."""
+    X, y, Xv, yv = view
+    classes = net.sizes[-1]
+    train_labels = net.predict_batch(X)[0]
+    labels, outputs = net.predict_batch(Xv)
+    loss = btf.COSTS[net.config.cost, net.config.output].fn(
+        outputs, np.eye(classes, dtype=outputs.dtype)[yv])
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (yv, labels), 1)
+    return {'train_accuracy': round(float(np.mean(train_labels == y)), 4),
+            'val_loss': round(float(loss), 6), 'view_samples': len(yv),
+            'confusion': confusion.tolist(), 'units': unit_pictures(net)}
+
+
+def unit_pictures(net, count=VIEW_UNITS):
+    """The first layer's first ``count`` units' input weights as 28x28 grey pictures:
+    base64 of 784 bytes each, row by row, 128 for a weight of 0, 255 and 0 for the unit's
+    largest positive and negative weight."""
+    W = net.weights[0][:, :count].T.astype(np.float64)  # (units, 784)
+    side = int(round(W.shape[1] ** 0.5))
+    scale = np.abs(W).max(axis=1, keepdims=True)
+    scale[scale == 0] = 1
+    pixels = np.clip(np.round(128 + 127 * W / scale), 0, 255).astype(np.uint8)
+    return {'layer': 0, 'total': net.sizes[1], 'shape': [side, side],
+            'pixels': [base64.b64encode(row.tobytes()).decode() for row in pixels]}
