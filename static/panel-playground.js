@@ -16,8 +16,8 @@ import { unitImage } from './weights.js';
 // The optimizer as a learner names it: the library's optimizer with momentum and nesterov.
 const OPTIMIZERS = {
   sgd: { label: 'SGD', options: { optimizer: 'sgd', momentum: 0, nesterov: false } },
-  momentum: { label: 'SGD with momentum', options: { optimizer: 'sgd', nesterov: false } },
-  nesterov: { label: 'SGD with Nesterov momentum', options: { optimizer: 'sgd', nesterov: true } },
+  momentum: { label: 'SGD + momentum', options: { optimizer: 'sgd', nesterov: false } },
+  nesterov: { label: 'SGD + Nesterov', options: { optimizer: 'sgd', nesterov: true } },
   adam: { label: 'Adam', options: { optimizer: 'adam', momentum: 0, nesterov: false } },
 };
 const WITH_MOMENTUM = ['momentum', 'nesterov'];
@@ -33,8 +33,8 @@ const FIELDS = [
   ['schedule', 'Learning-rate schedule', 'select'],
   ['epochs', 'Epochs', 'number'],
 ];
-const SCHEDULES = { constant: 'constant', step: 'step (halves every 10 epochs)',
-  exponential: 'exponential (x0.95 per epoch)', cosine: 'cosine (over 50 epochs)' };
+const SCHEDULES = { constant: 'constant', step: 'step: x0.5 every 10 epochs',
+  exponential: 'exponential: x0.95 per epoch', cosine: 'cosine over 50 epochs' };
 // Controls a link may hide (hide=name,...): the playground's fields and buttons, and the
 // page's own. docs/api.md lists them.
 export const HIDEABLE = {
@@ -364,7 +364,7 @@ export function playgroundPanel({ models, adopt, saveState, whose, active, net }
     $('#pg-downloads').replaceChildren(...[['npz', 'NPZ', 'npz'], ['onnx', 'ONNX', 'onnx'],
       ['card', 'Model card', 'md']].map(([format, text, extension]) => el('a', {
       class: 'button', id: `pg-download-${format}`, href: api.exportUrl(format, pretrained),
-      download: `${name}.${extension}`, text,
+      download: true, text,
       'aria-label': `Download ${who} as ${format === 'card' ? 'a model card (Markdown)'
         : `${text}`}` })));
   }
@@ -395,7 +395,7 @@ export function playgroundPanel({ models, adopt, saveState, whose, active, net }
       .map((h) => [h.epoch, h[key]]);
     drawLines($('#pg-loss'), [{ name: 'training', points: series('loss') },
       { name: 'validation', points: series('val_loss') }],
-    { what: 'Loss', format: (v) => v.toFixed(v < 1 ? 3 : 2), low: 0 });
+    { what: 'Loss', format: (v) => String(Number(v.toPrecision(2))), low: 0 });
     drawLines($('#pg-accuracy'), [{ name: 'training', points: series('train_accuracy') },
       { name: 'validation', points: series('val_accuracy') }],
     { what: 'Accuracy', format: (v) => percent(v, 0), high: 1 });
