@@ -340,6 +340,7 @@ export function playgroundPanel({ models, adopt, saveState, whose, active, net }
     try {
       const made = await api.importNet(await file.arrayBuffer());
       await adopt(made.net);
+      describeNet(made);
       messages.say(`Your net is now the one in ${file.name}: ${describe(made.sizes)}, `
         + `${plural(made.epochs ?? 0, 'epoch')} trained.`);
     } catch (err) {
@@ -375,6 +376,33 @@ export function playgroundPanel({ models, adopt, saveState, whose, active, net }
     trainButton.textContent = active() ? 'Train it' : 'Make and train it';
   }
 
+  // A net's options in words: "relu; SGD + momentum 0.9, learning rate 0.05, batch 32".
+  function recipe({ options = {}, learning_rate: rate, batch_size: batch }) {
+    const optimizer = options.optimizer === 'sgd' && options.momentum
+      ? (options.nesterov ? 'nesterov' : 'momentum') : options.optimizer;
+    const schedule = [options.schedule ?? []].flat()[0];
+    return [options.activation, [
+      `${OPTIMIZERS[optimizer]?.label ?? optimizer}`
+        + (WITH_MOMENTUM.includes(optimizer) ? ` ${options.momentum}` : ''),
+      `learning rate ${rate}` + (schedule && schedule !== 'constant' ? ` (${schedule})` : ''),
+      `batch ${batch}`,
+      options.weight_decay ? `weight decay ${options.weight_decay}` : null,
+    ].filter(Boolean).join(', ')].filter(Boolean).join('; ');
+  }
+
+  // The form takes a net's own set-up (one brought in: the form then describes it).
+  function describeNet(live) {
+    const { options = {} } = live;
+    const optimizer = options.optimizer === 'sgd' && options.momentum
+      ? (options.nesterov ? 'nesterov' : 'momentum') : options.optimizer;
+    fill({ ...setup(), hidden: live.sizes.slice(1, -1).join('-') || 'none',
+      activation: options.activation, optimizer, learning_rate: String(live.learning_rate),
+      batch_size: String(live.batch_size), weight_decay: String(options.weight_decay ?? 0),
+      schedule: [options.schedule ?? []].flat()[0],
+      ...(options.momentum ? { momentum: String(options.momentum) } : {}) });
+    saveState();
+  }
+
   // What the net that trains is, beside the form that may describe another.
   function showNet() {
     const live = models()?.live;
@@ -383,7 +411,8 @@ export function playgroundPanel({ models, adopt, saveState, whose, active, net }
     const same = own && describe(live.sizes) === describe(chosen().sizes);
     $('#pg-net').textContent = !own
       ? 'The class net answers now: "Make this net" makes you your own, of this shape.'
-      : `Your net: ${describe(live.sizes)}, ${plural(live.epochs ?? 0, 'epoch')} trained.`
+      : `Your net: ${describe(live.sizes)}, ${plural(live.epochs ?? 0, 'epoch')} trained `
+        + `(${recipe(live)}).`
         + (same ? '' : ' The shape above is not its shape: "Make this net" makes a new one;'
           + ' "Train it" trains this one with the learning options above.');
   }
@@ -405,8 +434,9 @@ export function playgroundPanel({ models, adopt, saveState, whose, active, net }
     epochLine.textContent = `Epoch ${epoch.epoch} of ${epoch.epochs}: validation accuracy `
       + `${percent(epoch.val_accuracy)}`
       + (epoch.train_accuracy == null ? '' : `, training ${percent(epoch.train_accuracy)}`)
-      + (epoch.view_samples ? ` (on ${epoch.view_samples.toLocaleString('en')} images).`
-        : '.');
+      + (epoch.view_samples ? ` (on ${epoch.view_samples.toLocaleString('en')} images)` : '')
+      + (epoch.learning_rate == null ? '.'
+        : `; learning rate ${Number(epoch.learning_rate.toPrecision(3))}.`);
     const watch = $('#pg-watch');
     watch.dataset.epoch = epoch.epoch;
     if (epoch.confusion) drawMatrix($('#pg-matrix'), { matrix: epoch.confusion });

@@ -33,8 +33,8 @@ export function write({ net, pretrained, open, cell, setup = {}, hide = [] }) {
   if (net) state.set('net', net);
   state.set('model', pretrained === null ? 'live' : `v${pretrained}`);
   state.set('open', open.join(','));
-  if (cell) state.set('cell', cell.join('-'));
   for (const key of SETUP) if (setup[key] != null && setup[key] !== '') state.set(key, setup[key]);
   if (hide.length) state.set('hide', hide.join(','));
+  if (cell) state.set('cell', cell.join('-'));
   window.history.replaceState(null, '', `#${state}`);
 }

@@ -297,6 +297,10 @@ def test_downloads_load_elsewhere_and_an_upload_answers(browser, server, mnist, 
     name = NAME.search(page.url).group(1)
     assert request(server, f'nets/{name}')['sizes'] == sizes
     expect(page.locator('#use-mine')).to_have_attribute('aria-pressed', 'true')
+    # The form now describes the net brought in.
+    expect(page.locator('#pg-layers')).to_have_value(str(len(sizes) - 2))
+    expect(page.locator('#pg-units-0')).to_have_value(str(sizes[1]))
+    expect(page.locator('#pg-net')).to_contain_text(f'Your net: {"-".join(map(str, sizes))}')
     draw(page, DIGITS[4])
     label, who, mine = answer(page)
     assert who == 'Answered by your net.'
