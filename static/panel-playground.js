@@ -31,7 +31,7 @@ const FIELDS = [
   ['batch_size', 'Batch size', 'number', 'images per step'],
   ['weight_decay', 'Weight decay (L2)', 'number', '0: none'],
   ['schedule', 'Learning-rate schedule', 'select'],
-  ['epochs', 'Epochs', 'number'],
+  ['epochs', 'Epochs to train', 'number'],
 ];
 const SCHEDULES = { constant: 'constant', step: 'step: x0.5 every 10 epochs',
   exponential: 'exponential: x0.95 per epoch', cosine: 'cosine over 50 epochs' };
@@ -466,6 +466,9 @@ export function playgroundPanel({ models, adopt, saveState, whose, active, net }
       running = !!status.running || status.state === 'queued';
       history = [...(status.history ?? [])];
       drawCurves();
+      // The last epoch's matrix and pictures (a page opened after, or during, a training).
+      const last = history.find((h) => h.epoch === status.view?.epoch);
+      if (last) showEpoch({ ...last, ...status.view, epochs: status.epochs });
       showButtons();
     });
     events.addEventListener('progress', () => {

@@ -151,8 +151,14 @@ def test_a_net_of_my_design_trains_and_the_page_shows_each_epoch(  # noqa: F811
     assert mine.config.weight_decay == pytest.approx(0.0001)
     assert mine.config.schedule[0] == 'cosine'
 
-    # Another browser profile opens the link: the same net and the same set-up.
-    other = open_at(browser, page.url)
+    # Another browser profile opens the link (on a phone): the same net, the same set-up, and
+    # the last epoch's curves, matrix and pictures.
+    other = open_at(browser, page.url, viewport=PHONE_SMALL)
+    expect(other.locator('#pg-loss g[data-series="validation"] circle')).to_have_count(3)
+    expect(other.locator('#pg-pictures canvas')).to_have_count(16)
+    expect(other.locator('#pg-matrix')).to_be_visible()
+    assert other.eval_on_selector('#pg-pictures canvas', 'c => c.toDataURL()') \
+        == seen[-1]['pictures'][0]
     expect(other.locator('#use-mine')).to_have_attribute('aria-pressed', 'true')
     expect(other.locator('#pg-units-1')).to_have_value('12')
     expect(other.locator('#pg-optimizer')).to_have_value('momentum')
@@ -162,6 +168,8 @@ def test_a_net_of_my_design_trains_and_the_page_shows_each_epoch(  # noqa: F811
     assert other.errors == [] and page.errors == []
     SHOTS.mkdir(exist_ok=True)
     page.locator('#playground').screenshot(path=SHOTS / 'playground-desktop.png')
+    other.locator('#pg-watch').screenshot(path=SHOTS / 'playground-phone-trained.png')
+    assert other.evaluate('document.documentElement.scrollWidth') <= PHONE_SMALL['width']
     other.context.close()
     page.context.close()
 
@@ -291,8 +299,8 @@ def test_downloads_load_elsewhere_and_an_upload_answers(browser, server, mnist, 
     # that model does.
     page.select_option('#model-choice', index=0)
     page.set_input_files('#pg-upload', str(ROOT / 'models' / f'model-v{best}.npz'))
-    expect(page.locator('#pg-status')).to_contain_text(f'Your net is now the one in '
-                                                       f'model-v{best}.npz')
+    expect(page.locator('#pg-status')).to_contain_text(
+        f'Your net is now the one in model-v{best}.npz', timeout=60_000)
     expect(page).not_to_have_url(re.compile(f'net={made["net"]}'))
     name = NAME.search(page.url).group(1)
     assert request(server, f'nets/{name}')['sizes'] == sizes
