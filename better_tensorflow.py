@@ -1124,8 +1124,9 @@ def _read_members(archive, name, max_parameters, max_inflated=None):
 
 def _check_batch_size(batch_size):
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-            or batch_size < 1:
-        raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
+            or not 1 <= batch_size < 2 ** 63:  # a model file holds it as an int64
+        raise ValueError(f'batch_size must be a positive int (below 2**63), got '
+                         f'{batch_size!r}.')
 
 
 def _check_learning_rate(learning_rate):

@@ -581,3 +581,44 @@ def test_a_zip_of_many_members_is_refused_before_its_directory_is_read(tmp_path,
     assert time.process_time() - start < control + 0.01, control
     with pytest.raises(btf.RefusedModelFile, match='zip directory'):
         btf.Graph.from_file(io.BytesIO(many_members(members)))
+
+
+def test_configure_changes_how_a_net_trains_and_checks_first():
+    X = np.random.default_rng(0).random((64, 784), np.float32)
+    y = np.arange(64) % 10
+    net = btf.Graph((784, 12, 10), 0.5, 16, optimizer='adam', seed=0)
+    net.feed((X, y))
+    net.run(1, progress=False)
+    moments = [m.copy() for m in net.optimizer.m]
+    assert net.configure(learning_rate=0.01, batch_size=8) is net
+    assert (net.learning_rate, net.batch_size) == (0.01, 8)
+    for a, b in zip(net.optimizer.m, moments):  # the same optimiser goes on
+        np.testing.assert_array_equal(a, b)
+    # Refused values change nothing, and name themselves.
+    for kwargs, error, words in (({'momentum': 0.9}, ValueError, 'momentum applies'),
+                                 ({'learning_rate': -1}, ValueError, 'learning_rate must'),
+                                 ({'batch_size': 0, 'weight_decay': 0.1}, ValueError,
+                                  'batch_size must'),
+                                 ({'activation': 'relu'}, TypeError, "'activation' cannot")):
+        with pytest.raises(error, match=words):
+            net.configure(**kwargs)
+        assert (net.learning_rate, net.batch_size, net.config.weight_decay) == (0.01, 8, 0.0)
+    # A new optimiser starts from zero; the change is saved with the net.
+    net.configure(optimizer='sgd', momentum=0.9, nesterov=True, schedule=('step', 2, 0.5))
+    assert isinstance(net.optimizer, btf.SGD) and net.optimizer.nesterov
+    assert all(not v.any() for v in net.optimizer.velocities)
+    buffer = io.BytesIO()
+    net.save(buffer)
+    loaded = btf.Graph.from_file(io.BytesIO(buffer.getvalue()))
+    assert loaded.options == net.options and loaded.batch_size == 8
+    assert loaded.options['schedule'] == ['step', 2.0, 0.5]
+
+
+def test_max_inflated_bounds_what_a_file_may_cost_to_read():
+    buffer = io.BytesIO()
+    btf.Graph((784, 30, 10), seed=0).save(buffer)
+    data = buffer.getvalue()
+    arrays = 4 * (784 * 30 + 30 + 30 * 10 + 10)
+    with pytest.raises(btf.RefusedModelFile, match='bytes of arrays'):
+        btf.Graph.from_file(io.BytesIO(data), max_inflated=arrays)
+    assert btf.Graph.from_file(io.BytesIO(data), max_inflated=len(data)).sizes == (784, 30, 10)

@@ -77,7 +77,8 @@ def rate_limit(app, address):
 NET_ANSWER = {'type': 'object', 'properties': {
     'net': {'type': 'string'}, 'sizes': SIZES, 'version': INT, 'epochs': INT,
     'from': {'type': 'string', 'nullable': True},
-    'created': {'type': 'string', 'nullable': True}}}
+    'created': {'type': 'string', 'nullable': True},
+    'learning_rate': {'type': 'number'}, 'batch_size': INT, 'options': {'type': 'object'}}}
 NAME = {'name': 'name', 'in': 'path', 'required': True, 'schema': NET}
 UNREACHABLE = error('the store is unreachable')
 
