@@ -151,14 +151,27 @@ def test_a_net_of_my_design_trains_and_the_page_shows_each_epoch(  # noqa: F811
     assert mine.config.weight_decay == pytest.approx(0.0001)
     assert mine.config.schedule[0] == 'cosine'
 
+    # Trained again with other learning options: they go with the training and stay with
+    # the net; the curves start again with the new job.
+    choose(page, [24, 12], learning_rate='0.02', optimizer='adam', epochs='1')
+    page.click('#pg-train')
+    expect(page.locator('#pg-status')).to_contain_text('Trained 1 epoch:', timeout=180_000)
+    again = request(server, f'nets/{name}')
+    assert again['epochs'] == 4 and again['learning_rate'] == pytest.approx(0.02)
+    assert again['options']['optimizer'] == 'adam' and again['options']['activation'] == 'relu'
+    expect(page.locator('#pg-loss g[data-series="training"] circle')).to_have_count(1)
+    expect(page.locator('#pg-net')).to_contain_text('4 epochs trained (relu; Adam')
+    choose(page, [24, 12], learning_rate='0.05', optimizer='momentum', epochs='3')
+
     # Another browser profile opens the link (on a phone): the same net, the same set-up, and
     # the last epoch's curves, matrix and pictures.
     other = open_at(browser, page.url, viewport=PHONE_SMALL)
-    expect(other.locator('#pg-loss g[data-series="validation"] circle')).to_have_count(3)
+    expect(other.locator('#pg-loss g[data-series="validation"] circle')).to_have_count(1)
     expect(other.locator('#pg-pictures canvas')).to_have_count(16)
     expect(other.locator('#pg-matrix')).to_be_visible()
+    expect(other.locator('#pg-epoch')).to_contain_text('Epoch 1 of 1')
     assert other.eval_on_selector('#pg-pictures canvas', 'c => c.toDataURL()') \
-        == seen[-1]['pictures'][0]
+        == page.eval_on_selector('#pg-pictures canvas', 'c => c.toDataURL()')
     expect(other.locator('#use-mine')).to_have_attribute('aria-pressed', 'true')
     expect(other.locator('#pg-units-1')).to_have_value('12')
     expect(other.locator('#pg-optimizer')).to_have_value('momentum')
