@@ -73,10 +73,8 @@ def check_sizes(sizes, settings):
 
 
 def check_options(options, allowed, current=None):
-    """The ``options`` object of a body (None: {}), checked by the library on a 1x1 net
-    together with the ``current`` options it changes; 400 "options.<field> ..." else."""
-    if options is None:
-        return {}
+    """The ``options`` object of a body, checked by the library on a 1x1 net together with
+    the ``current`` options it changes; 400 "options.<field> ..." else."""
     if not isinstance(options, dict):
         raise BadRequest(f'options must be an object like {{"learning_rate": 0.1, '
                          f'"optimizer": "adam"}}; got {shown(options)}.')

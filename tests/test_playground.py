@@ -108,6 +108,7 @@ BAD_SHAPES = [
     ({'sizes': [784, 30.5, 10]}, 'sizes must be a list of layer sizes', '30.5'),
     ({'sizes': [784, True, 10]}, 'sizes must be a list of layer sizes', 'true'),
     ({'options': [1, 2]}, 'options must be an object', '[1, 2]'),
+    ({'options': None}, 'options must be an object', 'null'),
 ]
 
 
@@ -165,7 +166,8 @@ def test_training_options_are_applied_kept_and_each_epoch_is_shown(serve_data, d
                                  ({'activation': 'tanh'}, 'options.activation is not an '
                                                           'option here'),
                                  ({'nesterov': True}, 'options.nesterov=True needs momentum'),
-                                 ('fast', 'options must be an object')]:
+                                 ('fast', 'options must be an object'),
+                                 (None, 'options must be an object')]:
             answer = s.post('/train', {'net': name, 'epochs': 1, 'options': options})
             assert answer.status == 400 and message in answer.json['error'], answer
         assert s.get(f'/train/status?net={name}').json['state'] == 'idle'

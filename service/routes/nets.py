@@ -121,7 +121,7 @@ async def create(request):
         graph = (await ctx.nets.get()).graph.copy()
     elif source == 'fresh' and ('sizes' in body or 'options' in body):
         graph = chosen_net(body.get('sizes', list(ctx.settings.default_sizes)),
-                           body.get('options'), ctx.settings)
+                           body.get('options', {}), ctx.settings)
     elif source == 'fresh':
         graph = fresh_net(ctx.settings)
     elif is_int(source) and source in ctx.pretrained:

@@ -88,10 +88,10 @@ async def train(request):
     body = json_body(request, ('epochs', 'samples', 'net', 'options'),
                      '{"epochs": 5, "samples": false, "net": "live", '
                      '"options": {"learning_rate": 0.1}}')
-    options = None
+    options = {}
     if body is not None:
         epochs, samples = body.get('epochs', 1), body.get('samples', False)
-        options = body.get('options')
+        options = body.get('options', {})
     else:
         query = request.get_args(keep_blank_values=True)  # "?epochs=" is an error, not 1
         epochs = query_int(query.get('epochs', 1))
