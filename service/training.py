@@ -528,20 +528,23 @@ async def run_job(app, net, job, lock, samples=None, stop=None, options=None):
         private = net.name != LIVE
         verdict = gate.judge(comparison['before'], comparison['after'],
                              gate.tolerances(settings, private), private)
+        # A private net trained without drawings is its learner's experiment (the
+        # playground): measured and said, never held back.
+        verdict['applied'] = not private or samples is not None
+        promoted = verdict['passed'] or not verdict['applied']
         validation = round(history[-1]['val_accuracy'], 4)
         version = await ctx.nets.save(
             net, graph, {'validation_accuracy': validation,
                          'trained_on_samples': samples is not None,
-                         'promoted': verdict['passed'], 'gate': verdict}, 'train',
-            current=verdict['passed'])
+                         'promoted': promoted, 'gate': verdict}, 'train', current=promoted)
         answer = {'accuracy': accuracy, 'validation_accuracy': validation,
                   'epochs': graph.epochs, 'seconds': round(time.perf_counter() - started, 2),
                   'samples': samples is not None, 'version': version,
-                  'promoted': verdict['passed'], 'gate': verdict, **comparison}
+                  'promoted': promoted, 'gate': verdict, **comparison}
         log.info('trained %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d; %s',
                  net.title, job.epochs, answer['seconds'], answer['validation_accuracy'],
                  accuracy, settings.score_samples,
-                 f'version {version} is current' if verdict['passed'] else
+                 f'version {version} is current' if promoted else
                  f'version {version} kept, not current: {verdict["reason"]}')
         finish(app, net, job, answer)
         return answer
