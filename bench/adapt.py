@@ -12,14 +12,19 @@ held out, as the sample store does); ``trainer.adapt_to``, the code /train runs 
 net; then the writer's other digits read before and after, and MNIST's official test set on
 the other writers' images. The second figure does the same for writers drawn with
 handwriting.py's styles (one style per digit, a writer's own pen, slant and size), 5 drawings
-per digit to adapt and 20 fresh ones read. Seconds are the adaptation's own, on one core.
+per digit to adapt and 20 fresh ones read. Seconds are the adaptation's own CPU seconds
+(one core: BLAS runs one thread, as in the training process).
 
-``--shared``: the shared net's training with samples (``trainer.train_with_samples``, the
-default recipe or the flags), with the digits of 30 test-set writers as everyone's shared
-drawings, then 14 other writers read before and after, and MNIST's test set on the rest.
+``--shared``: the shared net's training with samples (``trainer.train_with_samples`` with
+``trainer.SHARED``, or the flags; ``--shared-recipe epochs``: the MNIST epochs used before),
+with 30 test-set writers' digits and 30 handwriting.py writers' drawings (250 each) as
+everyone's shared drawings; then 14 other writers of each kind read before and after, and
+MNIST's test set on the remaining writers' images.
 """
 import argparse
+import dataclasses
 import gzip
+import threading
 import time
 from pathlib import Path
 
@@ -51,14 +56,14 @@ def held_out(n, rng):
 
 
 def adapt_one(base, data, X_own, y_own, recipe, rng):
-    """(adapted net, seconds): a copy of ``base`` adapted to the drawings the server would
+    """(adapted net, CPU seconds): a copy of ``base`` adapted to the drawings the server would
     train on (4 in 5 of X_own, uint8)."""
     keep = ~held_out(len(y_own), rng)
     net = base.copy()
-    started = time.perf_counter()
+    started = time.process_time()  # one core's seconds, however busy the machine is
     trainer.adapt_to(net, {'train': data['train']}, (X_own[keep], y_own[keep]), recipe,
                      rng=rng)
-    return net, time.perf_counter() - started
+    return net, time.process_time() - started
 
 
 def errors(net, X, y):
@@ -76,7 +81,8 @@ def mnist_writers(base, data, test, writers, recipe, count, seed):
     rows, per_class = [], np.zeros((2, 10), int)
     for w in eligible[:count]:
         mine = np.flatnonzero(writers == w)
-        chosen = np.concatenate([rng.choice(mine[y_test[mine] == d], PER_CLASS, replace=False)
+        pick = np.random.default_rng([seed, int(w)])  # the same digits whatever the recipe
+        chosen = np.concatenate([pick.choice(mine[y_test[mine] == d], PER_CLASS, replace=False)
                                  for d in range(10)])
         rest = np.setdiff1d(mine, chosen)
         others = writers != w
@@ -122,9 +128,9 @@ def style_writers(base, data, test, recipe, count, seed, read=20):
     X_test, y_test = test[0].astype(np.float32) / 255, test[1].astype(np.int64)
     rows, per_class = [], np.zeros((2, 10), int)
     before_mnist = base.evaluate(X_test, y_test)
+    X_styles, y_styles = style_drawings(count, PER_CLASS + read, seed)
     for w in range(count):
-        styles = [int(rng.integers(len(handwriting.STYLES[d]))) for d in range(10)]
-        X_all, y_all = drawn_writer(rng, PER_CLASS + read, styles)
+        X_all, y_all = X_styles[w], y_styles[w]
         first = np.arange(len(y_all)) % (PER_CLASS + read) < PER_CLASS
         net, seconds = adapt_one(base, data, X_all[first], y_all[first], recipe, rng)
         Xr, yr = X_all[~first].astype(np.float32) / 255, y_all[~first]
@@ -155,57 +161,83 @@ def report(title, rows, per_class):
           'errors')
     print(f'MNIST test: {100 * rows[:, 4].mean():.2f}% -> {100 * rows[:, 5].mean():.2f}% '
           f'(mean; worst {100 * (rows[:, 5] - rows[:, 4]).min():+.2f} points)')
-    print(f'seconds per adaptation (one core): mean {rows[:, 6].mean():.2f}, max '
+    print(f'CPU seconds per adaptation (one core): mean {rows[:, 6].mean():.2f}, max '
           f'{rows[:, 6].max():.2f}')
     print('errors per class before: ' + ' '.join(f'{d}:{n}' for d, n in enumerate(per_class[0])))
     print('errors per class after:  ' + ' '.join(f'{d}:{n}' for d, n in enumerate(per_class[1])))
     return cut
 
 
+def style_drawings(count, per_digit, seed, cache=Path('/tmp')):
+    """``count`` handwriting.py writers' drawings: X (count, 10 * per_digit, 784) uint8, y;
+    kept in ``cache`` (rendering thousands of canvases takes a while)."""
+    path = cache / f'bench-adapt-styles-{count}-{per_digit}-{seed}.npz'
+    if path.is_file():
+        with np.load(path) as f:
+            return f['X'], f['y']
+    rng = np.random.default_rng(seed)
+    drawn = [drawn_writer(rng, per_digit, [int(rng.integers(len(handwriting.STYLES[d])))
+                                           for d in range(10)]) for _ in range(count)]
+    X, y = np.stack([X for X, _ in drawn]), np.stack([y for _, y in drawn])
+    np.savez(path, X=X, y=y)
+    return X, y
+
+
 def shared(base, data, test, writers, args):
-    """The shared net trained once with 30 writers' digits as samples, 14 others read."""
+    """The shared net trained once with 30 writers' digits as samples, 14 others read: the
+    MNIST test-set writers with most digits, and handwriting.py writers (25 drawings of each
+    digit to learn from, 10 of each read)."""
     X_test, y_test = test
     ids, counts = np.unique(writers, return_counts=True)
     order = ids[np.argsort(-counts, kind='stable')]
-    teach, read = order[:30], order[30:44]
-    taught, reading = np.isin(writers, teach), np.isin(writers, read)
+    taught, reading = np.isin(writers, order[:30]), np.isin(writers, order[30:44])
     rest = ~taught & ~reading
-    rng = np.random.default_rng(args.seed)
+    X_styles, y_styles = style_drawings(44, 25, args.seed + 1)
     picked = np.flatnonzero(taught)
-    keep = ~held_out(len(picked), rng)
-    samples = (X_test[picked][keep], y_test[picked][keep], X_test[picked][~keep],
-               y_test[picked][~keep])
+    X_all = np.concatenate([X_test[picked], X_styles[:30].reshape(-1, 784)])
+    y_all = np.concatenate([y_test[picked], y_styles[:30].ravel()]).astype(np.int64)
+    rng = np.random.default_rng(args.seed)
+    keep = ~held_out(len(y_all), rng)
+    samples = X_all[keep], y_all[keep], X_all[~keep], y_all[~keep]
     net = base.copy()
-    started = time.perf_counter()
-    trainer.train_with_samples(net, data, samples, args.sample_share, args.epochs, None, None)
-    seconds = time.perf_counter() - started
+    started = time.process_time()
+    recipe = None if args.shared_recipe == 'epochs' else args.recipe
+    trainer.train_with_samples(net, data, samples, args.sample_share, args.epochs, None,
+                               threading.Event(), recipe)
+    seconds = time.process_time() - started
     f = np.float32(255)
-    for name, mask in (('14 other writers', reading), ('MNIST test (other writers)', rest)):
-        X, y = X_test[mask] / f, y_test[mask].astype(np.int64)
+    read = (('14 other MNIST test-set writers', X_test[reading], y_test[reading]),
+            ('14 other handwriting.py writers', X_styles[30:].reshape(-1, 784),
+             y_styles[30:].ravel()),
+            ('MNIST test (the other writers)', X_test[rest], y_test[rest]))
+    for name, X, y in read:
+        X, y = X / f, y.astype(np.int64)
         print(f'{name}: {100 * base.evaluate(X, y):.2f}% -> {100 * net.evaluate(X, y):.2f}% '
-              f'({mask.sum()} images)')
-    print(f'{len(picked)} digits of 30 writers as samples ({keep.sum()} trained on), '
-          f'share {args.sample_share}, {args.epochs} epoch(s): {seconds:.0f} s')
+              f'({len(y)} images)')
+    print(f'{len(y_all)} drawings of 30 + 30 writers as samples ({keep.sum()} trained on), '
+          f'{"share " + str(args.sample_share) if recipe is None else recipe}, '
+          f'{args.epochs} epoch(s): {seconds:.0f} s')
 
 
 def main(argv=None):
-    default = trainer.ADAPT
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', type=Path, default=ROOT / 'models' / 'model-v7.npz')
     p.add_argument('--data', type=Path, default=preprocess.DEFAULT_OUTPUT)
     p.add_argument('--writers', type=int, default=40, help='MNIST test-set writers (at most)')
     p.add_argument('--styles', type=int, default=20, help='handwriting.py writers (0: none)')
-    p.add_argument('--steps', type=int, default=default.steps)
-    p.add_argument('--batch', type=int, default=default.batch)
-    p.add_argument('--share', type=float, default=default.share)
-    p.add_argument('--rate', type=float, default=default.rate)
-    p.add_argument('--momentum', type=float, default=default.momentum)
-    p.add_argument('--layers', default=default.layers, choices=('all', 'last'))
-    p.add_argument('--distortion', type=float, default=default.distortion)
+    for name, kind in (('steps', int), ('batch', int), ('share', float), ('rate', float),
+                       ('momentum', float), ('distortion', float)):
+        p.add_argument(f'--{name}', type=kind, help='the recipe\'s (trainer.ADAPT, with '
+                       '--shared trainer.SHARED); --rate times the net\'s learning rate')
+    p.add_argument('--layers', choices=('all', 'last'))
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--shared', action='store_true', help='the shared-net protocol instead')
-    p.add_argument('--sample-share', type=float, default=0.03)
+    p.add_argument('--sample-share', type=float, default=trainer.SHARED.share,
+                   help='--shared: the share of samples (the server\'s --sample-share)')
     p.add_argument('--epochs', type=int, default=1)
+    p.add_argument('--shared-recipe', choices=('epochs', 'steps'), default='steps',
+                   help='--shared: the steps of adapt_to (the server\'s), or MNIST epochs with '
+                        '--sample-share of samples (before)')
     args = p.parse_args(argv)
     threadpool_limits(1, user_api='blas')  # one core, as the training process runs
     base = btf.Graph.from_file(args.model)
@@ -213,11 +245,15 @@ def main(argv=None):
     with np.load(ROOT / 'models' / 'mnist-test.npz') as f:
         test = f['X'], f['y']
     writers = test_writers()
+    given = {k: getattr(args, k) for k in ('steps', 'batch', 'share', 'rate', 'momentum',
+                                           'layers', 'distortion') if getattr(args, k) is not None}
+    if args.shared:
+        given.setdefault('share', args.sample_share)
+    recipe = args.recipe = dataclasses.replace(trainer.SHARED if args.shared else trainer.ADAPT,
+                                               **given)
     if args.shared:
         shared(base, data, test, writers, args)
         return
-    recipe = trainer.Adaptation(args.steps, args.batch, args.share, args.rate, args.momentum,
-                                args.layers, args.distortion)
     print(f'{args.model.name}, {recipe}')
     if args.writers:
         report('MNIST test-set writers (unseen by every shipped model)',

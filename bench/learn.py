@@ -62,7 +62,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--k', type=int, nargs='+', default=list(KS))
     parser.add_argument('--epochs', type=int, default=EPOCHS)
-    parser.add_argument('--sample-share', default='0.03',
+    parser.add_argument('--sample-share', default='0.1',
                         help="the server's --sample-share (default: %(default)s)")
     args = parser.parse_args(argv)
     source = preprocess.find_mnist()

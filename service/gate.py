@@ -96,7 +96,8 @@ def judge(before, after, tolerances, private=False):
                  f'{right_before}')
         if right_before - right_after > allowed:
             failures.append((100 * (right_before - right_after - allowed) / count,
-                             f'{words}; at most {allowed} fewer allowed)'))
+                             f'{words}; ' + ('not one fewer allowed)' if allowed == 0 else
+                                             f'at most {allowed} fewer allowed)')))
         else:
             notes.append(words + ')')
     verdict['passed'] = not failures

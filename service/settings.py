@@ -103,7 +103,7 @@ class Settings:
     # Users' samples
     max_samples: int = 100_000  # stored samples (507 past it)
     max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
-    sample_share: float = 0.03  # of every epoch of a training with samples: drawn from them
+    sample_share: float = 0.1  # of every batch of the live net's training with samples
     # The gate a training passes before it goes live (service/gate.py, docs/models.md): the
     # most it may lose, in points, on MNIST's test images and on the held-out drawings
     gate_test_points: float = 0.3  # the shared net: overall on MNIST's test images
@@ -121,6 +121,10 @@ class Settings:
     max_trainings: int = field(default_factory=lambda: max(1, usable_cpus() - 1))  # at once;
     #                                              0: none here (other servers run the queue)
     max_queued: int = 100  # trainings waiting in the queue (503 past it)
+    # A learner's own net (service/playground.py): its shape, and a net brought in
+    max_hidden_layers: int = 4  # hidden layers of a fresh net (POST /nets "sizes")
+    max_units: int = 2048  # units per hidden layer
+    max_import_bytes: int = 16 * 2 ** 20  # an NPZ body of POST /nets/import (and --max-body)
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments
@@ -141,7 +145,8 @@ class Settings:
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
                      'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
-                     'nets_per_hour', 'max_versions', 'net_memory', 'max_queued'):
+                     'nets_per_hour', 'max_versions', 'net_memory', 'max_queued',
+                     'max_hidden_layers', 'max_units', 'max_import_bytes'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')

@@ -1,5 +1,6 @@
 """The training process: imports only the library and the data loader (no web server, no
 image decoder), trains a copy of the live net and sends it back through a pipe."""
+import base64
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ import better_tensorflow as btf
 import preprocess
 
 log = logging.getLogger(__name__)
+VIEW_SAMPLES = 2000  # the first images of each split that the per-epoch view measures
+VIEW_UNITS = 16  # first-layer units pictured per epoch (784 bytes each)
 
 
 @dataclass
@@ -21,7 +24,8 @@ class Assignment:
     ``data_path`` (and, with ``samples`` (X_train, y_train, X_val, y_val) of users' drawings,
     uint8, on them too: ``share`` of every epoch); report a batch at most every ``interval``
     / 2 seconds and score the result on ``score_samples`` validation samples; run at
-    ``niceness``. ``test_path``: MNIST's official test images (models/mnist-test.npz), on
+    ``niceness``, with ``options`` applied to the net first (they are saved with it).
+    ``test_path``: MNIST's official test images (models/mnist-test.npz), on
     which the gate's figures are measured before and after (None, or a missing file: not
     measured)."""
     net: btf.Graph
@@ -32,8 +36,9 @@ class Assignment:
     niceness: int = 10
     samples: tuple | None = None
     share: float = 0.1
-    adapt: 'Adaptation | None' = None  # a private net's recipe (train_with_samples)
+    options: dict | None = None  # Graph.configure's (learning rate, batch size, optimiser...)
     test_path: Path | None = None
+    adapt: 'Adaptation | None' = None  # the recipe with samples (train_with_samples)
 
 
 def train(work, pipe, stop):
@@ -53,13 +58,17 @@ def train(work, pipe, stop):
 
     def callback(info):
         nonlocal last_batch
+        if info['event'] == 'epoch':  # what a learner sees of the net, once per epoch
+            info = {**info, **epoch_view(net, view)}
         if info['event'] == 'epoch' or time.monotonic() - last_batch >= interval / 2:
             last_batch = time.monotonic()
             pipe.send(('step', info))
         return stop.is_set()
 
     try:
+        net.configure(**(work.options or {}))  # checked by the server before it queued them
         data = preprocess.load_dataset(work.data_path)
+        view = view_data(data)
         X_val, y_val = data['val']
         test = official_test(work.test_path)
         before = compare(net, data['val'], samples, test)
@@ -89,8 +98,8 @@ def extra_per_epoch(n_mnist, share):
 
 
 def train_with_samples(net, data, samples, share, epochs, callback, stop, adapt=None):
-    """Train on MNIST and the samples: with ``adapt`` (a private net's few drawings), a
-    fixed number of steps on a mix (``adapt_to``); else ``epochs`` MNIST epochs, each with
+    """Train on MNIST and the samples: with ``adapt`` (an Adaptation: what the server runs),
+    a fixed number of steps on a mix (``adapt_to``); else ``epochs`` MNIST epochs, each with
     ``share`` of freshly augmented samples."""
     from augment import augment  # OpenCV: only in the processes that train on samples
 
@@ -114,15 +123,16 @@ def train_with_samples(net, data, samples, share, epochs, callback, stop, adapt=
 
 @dataclass(frozen=True)
 class Adaptation:
-    """How a private net adapts to its owner's few drawings (chosen with ``bench.adapt``,
-    see docs/models.md): ``steps`` mini-batches per requested epoch, each ``share`` the
-    owner's drawings (freshly augmented, ``distortion`` times augment.py's default ranges)
-    and the rest MNIST training images (replay, against forgetting); plain SGD with momentum
-    at ``rate`` on the layers ``layers`` ('all', or 'last': only the output layer)."""
-    steps: int = 60
+    """How a net learns from drawings (chosen with ``bench.adapt``, see docs/models.md):
+    ``steps`` mini-batches of ``batch`` per requested epoch, each ``share`` drawings (freshly
+    augmented, ``distortion`` times augment.py's default ranges) and the rest MNIST training
+    images (replay, against forgetting); plain SGD with ``momentum`` taking steps ``rate``
+    times as large as the net's own training did (its base learning rate and momentum), on
+    the layers ``layers`` ('all', or 'last': only the output layer)."""
+    steps: int = 120
     batch: int = 64
     share: float = 0.5
-    rate: float = 0.01
+    rate: float = 0.2
     momentum: float = 0.9
     layers: str = 'all'
     distortion: float = 1.0
@@ -140,7 +150,9 @@ class Adaptation:
                              f'{self.momentum!r}.')
 
 
-ADAPT = Adaptation()
+ADAPT = Adaptation()  # a private net: its owner's few dozen drawings, half of every batch
+SHARED = Adaptation(steps=800, share=0.1, rate=0.1)  # the live net: everyone's, by the
+#                                                       thousand (share: --sample-share)
 
 
 def distorted(X, rng, distortion):
@@ -157,7 +169,7 @@ def distorted(X, rng, distortion):
 
 
 def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=None, rng=None):
-    """Adapt ``net`` to a few drawings: ``epochs`` x ``recipe.steps`` SGD steps, each on a
+    """Train ``net`` on drawings: ``epochs`` x ``recipe.steps`` SGD steps, each on a
     batch of ``recipe.share`` augmented drawings (samples[0], uint8, labels samples[1]) and
     MNIST training images (``data['train']``, float in [0, 1]) for the rest. Returns the
     history, one record per epoch (MNIST validation accuracy when ``data['val']`` is set),
@@ -171,6 +183,8 @@ def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=Non
     velocity = {l: (np.zeros_like(net.weights[l]), np.zeros_like(net.biases[l]))
                 for l in moving}
     eye = np.eye(net.sizes[-1], dtype=net.dtype)
+    # A step as large as ``rate`` of the net's own (its base rate, with its own momentum):
+    rate = recipe.rate * net.learning_rate * (1 - recipe.momentum) / (1 - net.momentum)
     history = []
     for _ in range(epochs):
         started, total = time.perf_counter(), 0.0
@@ -189,7 +203,7 @@ def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=Non
                 for param, grad, v in ((net.weights[l], grad_w[l], velocity[l][0]),
                                        (net.biases[l], grad_b[l], velocity[l][1])):
                     v *= recipe.momentum
-                    v -= recipe.rate * grad.reshape(v.shape)
+                    v -= rate * grad.reshape(v.shape)
                     param += v
             total += float(loss)
             if callback is not None and callback({'event': 'batch', 'epoch': net.epochs + 1,
@@ -201,7 +215,7 @@ def adapt_to(net, data, samples, recipe=ADAPT, epochs=1, callback=None, stop=Non
             break
         net.epochs += 1
         record = {'epoch': net.epochs, 'loss': total / recipe.steps,
-                  'learning_rate': recipe.rate,
+                  'learning_rate': rate,
                   'val_accuracy': (net.evaluate(*data['val']) if data.get('val') is not None
                                    else None),
                   'seconds': time.perf_counter() - started}
@@ -249,3 +263,43 @@ def compare(net, val, samples, test=None):
                        test_per_class=[round(float(read[y == d].mean()), 4)
                                        for d in range(10)])
     return figures
+
+
+# ---------------------------------------------------------------------------------------
+# What a learner sees of the net once per epoch (service/playground.py, the page's curves,
+# matrix and pictures): cheap next to an epoch, on fixed images so that epochs compare.
+
+def view_data(data):
+    """(X_train, y_train, X_val, y_val): the first VIEW_SAMPLES images of each split."""
+    (X, y), (Xv, yv) = data['train'], data['val']
+    return X[:VIEW_SAMPLES], y[:VIEW_SAMPLES], Xv[:VIEW_SAMPLES], yv[:VIEW_SAMPLES]
+
+
+def epoch_view(net, view):
+    """What a learner sees of the net after an epoch: training accuracy and validation loss
+    on the fixed images of ``view``, the validation confusion matrix (rows: the true digit,
+    columns: the net's answer; counts) and the first layer's first units as pictures."""
+    X, y, Xv, yv = view
+    classes = net.sizes[-1]
+    train_labels = net.predict_batch(X)[0]
+    labels, outputs = net.predict_batch(Xv)
+    loss = btf.COSTS[net.config.cost, net.config.output].fn(
+        outputs, np.eye(classes, dtype=outputs.dtype)[yv])
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (yv, labels), 1)
+    return {'train_accuracy': round(float(np.mean(train_labels == y)), 4),
+            'val_loss': round(float(loss), 6), 'view_samples': len(yv),
+            'confusion': confusion.tolist(), 'units': unit_pictures(net)}
+
+
+def unit_pictures(net, count=VIEW_UNITS):
+    """The first layer's first ``count`` units' input weights as 28x28 grey pictures:
+    base64 of 784 bytes each, row by row, 128 for a weight of 0, 255 and 1 for the unit's
+    largest positive and negative weight."""
+    W = net.weights[0][:, :count].T.astype(np.float64)  # (units, 784)
+    side = int(round(W.shape[1] ** 0.5))
+    scale = np.abs(W).max(axis=1, keepdims=True)
+    scale[scale == 0] = 1
+    pixels = np.clip(np.round(128 + 127 * W / scale), 0, 255).astype(np.uint8)
+    return {'layer': 0, 'total': net.sizes[1], 'shape': [side, side],
+            'pixels': [base64.b64encode(row.tobytes()).decode() for row in pixels]}

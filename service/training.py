@@ -12,6 +12,7 @@ worker publishes the job's status for the net; the others relay it to their even
 A runner that dies stops beating: its job is run again once, elsewhere, then ends failed.
 """
 import asyncio
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -61,6 +62,7 @@ class Job:
         self.epoch, self.batch = min(epochs, 1), 0
         self.history = []
         self.before = self.after = None  # validation figures before and after the job
+        self.view = None  # the last epoch's confusion matrix and pictures (playground.py)
         self.last_progress = 0.0
 
     def progress(self):
@@ -69,8 +71,9 @@ class Job:
 
     def status(self):
         figures = {} if self.before is None else {'before': self.before, 'after': self.after}
+        view = {} if self.view is None else {'view': self.view}
         return {'running': self.running, 'state': 'running' if self.running else 'idle',
-                **self.progress(), 'history': list(self.history), **figures}
+                **self.progress(), 'history': list(self.history), **figures, **view}
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,10 +146,16 @@ def on_step(app, net, job, info):
     if info['event'] == 'epoch':
         record = {'epoch': job.epoch, 'loss': round(info['loss'], 6),
                   'val_accuracy': round(info['val_accuracy'], 4),
-                  'seconds': round(info['seconds'], 2)}
+                  'seconds': round(info['seconds'], 2),
+                  'learning_rate': info.get('learning_rate'),
+                  'train_accuracy': info.get('train_accuracy'),
+                  'val_loss': info.get('val_loss')}
         job.history.append(record)
+        # The large part, only the last epoch's: the status is written at every progress.
+        job.view = {'epoch': job.epoch, 'view_samples': info.get('view_samples'),
+                    'confusion': info.get('confusion'), 'units': info.get('units')}
         observability.training(app, 'epoch', info['seconds'])
-        ctx.streams.send(name, 'epoch', {**record, 'epochs': job.epochs})
+        ctx.streams.send(name, 'epoch', {**record, 'epochs': job.epochs, **job.view})
         publish(app, name, job)
     elif time.monotonic() - job.last_progress >= ctx.settings.progress_interval:
         job.last_progress = time.monotonic()
@@ -192,16 +201,18 @@ def can_train(settings):
     return (True, None) if settings.data_path.is_file() else (False, NO_DATA)
 
 
-async def start_job(app, net, epochs, with_samples=False):
+async def start_job(app, net, epochs, with_samples=False, options=None):
     """Queue a job for the net (409 when it has one queued or running, 503 when the queue is
     full) and answer when it is done, whichever worker or server runs it. What would make it
     fail at once (no training data, no samples to train on) is checked first. A client that
-    hangs up leaves its job in the queue: it runs all the same."""
+    hangs up leaves its job in the queue: it runs all the same. ``options``: training
+    options (playground.TRAINING_OPTIONS, checked) for the copy that trains."""
     ctx = app.ctx
     training_samples(ctx.settings)
     if with_samples:
         await stored_samples(app, net.name)
-    spec = {'epochs': epochs, 'samples': with_samples}
+    spec = {'epochs': epochs, 'samples': with_samples, **({'options': options} if options
+                                                            else {})}
     try:
         try:
             job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued,
@@ -441,16 +452,17 @@ async def run_spec(app, job, stop):
         raise
     if samples is not None:
         count += trainer.extra_per_epoch(count, ctx.settings.sample_share)
-    epochs = spec['epochs']
-    batches = -(-count // net.graph.batch_size)
-    if samples is not None and net.name != LIVE:  # a private net adapts: steps, not epochs
-        batches = trainer.ADAPT.steps
+    epochs, options = spec['epochs'], spec.get('options') or {}
+    batches = -(-count // options.get('batch_size', net.graph.batch_size))
+    if samples is not None:  # steps on a mix, not MNIST epochs (trainer.adapt_to)
+        batches = recipe(ctx.settings, net).steps
     net.job = Job(epochs, batches, net.graph.epochs, f'{ctx.worker}-{time.time_ns()}')
     publish(app, net.name, net.job)
     observability.training(app, 'started')
     log.info('training %s: %d epochs of %d batches%s', net.title, epochs, batches,
              f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
-    net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples, stop))
+    net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples, stop,
+                                               options))
     return await asyncio.shield(net.job_task)
 
 
@@ -472,6 +484,15 @@ async def stored_samples(app, name=LIVE):
     return X[~held], y[~held], X[held], y[held]
 
 
+def recipe(settings, net):
+    """How a net trains with samples: a private net adapts to its owner's few drawings
+    (trainer.ADAPT), the live net learns from everyone's (trainer.SHARED, --sample-share of
+    every batch)."""
+    if net.name != LIVE:
+        return trainer.ADAPT
+    return dataclasses.replace(trainer.SHARED, share=settings.sample_share)
+
+
 def receive(pipe, loop, on_step):
     """In a thread: hand the training process's steps to the event loop; its last message."""
     while True:
@@ -484,20 +505,21 @@ def receive(pipe, loop, on_step):
         loop.call_soon_threadsafe(on_step, message[1])
 
 
-async def run_job(app, net, job, lock, samples=None, stop=None):
+async def run_job(app, net, job, lock, samples=None, stop=None, options=None):
     """Train a copy of the net in a process and save it as its new version; make that
     current if it passes the gate (``gate.judge``), else keep it as a candidate and leave the
     net as it was; the /train answer, which says which ("promoted", "gate"). Releases the
     net's job ``lock`` when done. ``stop``: set, the process stops after its batch and
-    nothing is saved."""
+    nothing is saved. ``options``: Graph.configure's, for the copy."""
     ctx, settings = app.ctx, app.ctx.settings
     loop = asyncio.get_running_loop()
     receiver, sender = SPAWN.Pipe(duplex=False)
     work = trainer.Assignment(net.graph.copy(), settings.data_path, job.epochs,
                               settings.score_samples, settings.progress_interval,
                               settings.train_niceness, samples, settings.sample_share,
-                              trainer.ADAPT if samples is not None and net.name != LIVE
-                              else None, test_path=settings.models_dir / TEST_IMAGES_FILE)
+                              options or {},
+                              test_path=settings.models_dir / TEST_IMAGES_FILE,
+                              adapt=None if samples is None else recipe(settings, net))
     stop = ctx.stopping if stop is None else stop
     process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender, stop))
     started = time.perf_counter()
@@ -525,20 +547,23 @@ async def run_job(app, net, job, lock, samples=None, stop=None):
         private = net.name != LIVE
         verdict = gate.judge(comparison['before'], comparison['after'],
                              gate.tolerances(settings, private), private)
+        # A private net trained without drawings is its learner's experiment (the
+        # playground): measured and said, never held back.
+        verdict['applied'] = not private or samples is not None
+        promoted = verdict['passed'] or not verdict['applied']
         validation = round(history[-1]['val_accuracy'], 4)
         version = await ctx.nets.save(
             net, graph, {'validation_accuracy': validation,
                          'trained_on_samples': samples is not None,
-                         'promoted': verdict['passed'], 'gate': verdict}, 'train',
-            current=verdict['passed'])
+                         'promoted': promoted, 'gate': verdict}, 'train', current=promoted)
         answer = {'accuracy': accuracy, 'validation_accuracy': validation,
                   'epochs': graph.epochs, 'seconds': round(time.perf_counter() - started, 2),
                   'samples': samples is not None, 'version': version,
-                  'promoted': verdict['passed'], 'gate': verdict, **comparison}
+                  'promoted': promoted, 'gate': verdict, **comparison}
         log.info('trained %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d; %s',
                  net.title, job.epochs, answer['seconds'], answer['validation_accuracy'],
                  accuracy, settings.score_samples,
-                 f'version {version} is current' if verdict['passed'] else
+                 f'version {version} is current' if promoted else
                  f'version {version} kept, not current: {verdict["reason"]}')
         finish(app, net, job, answer)
         return answer

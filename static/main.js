@@ -24,6 +24,7 @@ import { hiddenPanel } from './panel-hidden.js';
 import { insidePanel } from './panel-inside.js';
 import { modelPanel } from './panel-model.js';
 import { netsPanel } from './panel-nets.js';
+import { playgroundPanel } from './panel-playground.js';
 import { teachPanel } from './panel-teach.js';
 import { trainingPanel } from './panel-training.js';
 import { createPredictor } from './predictor.js';
@@ -46,7 +47,10 @@ const { net } = model;
 const weightsOf = () => weights.load(net(), net() === null
   ? `${nets.active() ?? 'live'}:${version}` : 'shipped')
   .catch((err) => { messages.fail(err.message, 'load'); return null; });
-const training = trainingPanel({ models: getModels, replaced, own: nets.own, makes, whose });
+const playground = playgroundPanel({ models: getModels, saveState, whose, active: nets.active,
+  net, adopt: async (name) => { await nets.restore(name); await switched(); } });
+const training = trainingPanel({ models: getModels, replaced, own: nets.own, makes, whose,
+  opened: playground.listen });
 const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
   saveState });
 const gallery = galleryPanel({ messages, net });
@@ -74,6 +78,7 @@ const panels = [
   insidePanel({ weightsOf }),
   confusion,
   hiddenPanel({ weightsOf }),
+  playground,
 ];
 
 // Every panel's hook, called at once (in order); a failed load is shown, in words.
@@ -109,7 +114,8 @@ const pad = createPad($('#pad'), {
 function saveState() {
   address.write({ net: nets.address(), pretrained: net(), cell: confusion.cell(),
     open: [...sections.filter((d) => d.open).map((d) => d.dataset.panel),
-      ...(adapt.isOpen() ? ['adapt'] : [])] });
+      ...(adapt.isOpen() ? ['adapt'] : [])],
+    setup: playground.setup(), hide: playground.hidden() });
 }
 
 function restoreState() {
@@ -118,6 +124,7 @@ function restoreState() {
   if (state.open) for (const d of sections) d.open = state.open.includes(d.dataset.panel);
   confusion.restore(state.cell);
   if (state.open?.includes('adapt')) adapt.open().catch((err) => messages.fail(err.message));
+  playground.restore(state);
 }
 
 // byUser: picked in the list (not read from the address), which also unselects a cell.

@@ -161,7 +161,7 @@ export function netsPanel({ messages, switched, replaced }) {
       if ((err.status === 401 || err.status === 403) && name === 'live') {
         said.fail(`${candidate ? 'Making a version live' : 'Going back'} on the class net is `
           + 'for the teacher: it needs the server\'s token, which this page does not have. '
-          + 'Your own net can do it any time.');
+          + `Your own net can ${candidate ? 'do it' : 'go back'} any time.`);
       } else {
         said.fail(err.message);
       }

@@ -8,7 +8,8 @@ import { drawChart } from './chart.js';
 import { $, describe, percent, plural, words } from './dom.js';
 import { clearEverywhere, slot } from './messages.js';
 
-export function trainingPanel({ models, replaced, own, makes, whose }) {
+// opened(events): another panel listens to the same /train/events (the playground).
+export function trainingPanel({ models, replaced, own, makes, whose, opened }) {
   const messages = slot($('#train-status'), $('#train-error'));
   const trainButton = $('#train');
   const why = $('#train-why');
@@ -181,6 +182,7 @@ export function trainingPanel({ models, replaced, own, makes, whose }) {
   function listen() {
     events?.close();
     events = api.trainEvents();
+    opened?.(events);
     waiting = null;
     events.addEventListener('status', (event) => {
       const status = JSON.parse(event.data);

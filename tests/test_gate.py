@@ -78,8 +78,8 @@ def test_the_held_out_drawings_allow_for_noise_on_the_shared_net_only():
     # A private net: its owner's drawings, not one fewer read right.
     mine = judge(figures(right=9, count=10), figures(right=8, count=10), PRIVATE, True)
     assert not mine['passed']
-    assert mine['reason'] == ('it reads 8 of your 10 held-out drawings right (was 9; at most '
-                              '0 fewer allowed)')
+    assert mine['reason'] == ('it reads 8 of your 10 held-out drawings right (was 9; not one '
+                              'fewer allowed)')
     better = judge(figures(right=8, count=10), figures(right=10, count=10), PRIVATE, True)
     assert better['passed'] and 'it reads 10 of your 10 held-out drawings right (was 8)' in \
         better['reason']
@@ -172,7 +172,8 @@ def test_a_poisoned_training_is_kept_not_live_until_promoted(serve_data, shipped
         assert result['gate']['reason'].startswith("it reads MNIST's 4s "), result['gate']
         assert result['gate']['classes_failed'][0] == 4
         assert result['after']['test_per_class'][4] < result['before']['test_per_class'][4] - 0.01
-        assert result['version'] == 2 and result['after']['samples_count'] == 12
+        # (12 held out; drawings judged suspect may be left out of the figures)
+        assert result['version'] == 2 and result['after']['samples_count'] <= 12
         # Nothing live changed: the answers, /models, the live net's files.
         np.testing.assert_array_equal(read(s, probes), before)
         assert s.get('/models').json == models
@@ -236,3 +237,22 @@ def test_a_private_adaptation_that_reads_its_owners_drawings_worse_stays_out(
         assert versions['current'] == 1 and versions['versions'][-1]['promoted'] is False
         # The live net was not touched by its private net's training.
         assert s.get('/nets/live/versions').json['current'] == 1
+
+
+def test_the_tolerances_are_flags_and_bad_ones_are_refused(capsys):
+    import server
+    settings = server.parse(['--gate-test-points', '0.5', '--gate-class-points', '2',
+                             '--gate-samples-points', '3', '--gate-private-test-points', '1',
+                             '--gate-private-drawings', '2'], environ={})
+    assert tolerances(settings, private=False) == {
+        'test_points': 0.5, 'class_points': 2.0, 'samples_points': 3.0, 'samples_drawings': 1}
+    assert tolerances(settings, private=True) == {
+        'test_points': 1.0, 'class_points': None, 'samples_points': 0.0, 'samples_drawings': 2}
+    for bad in ({'gate_test_points': -0.1}, {'gate_class_points': 'one'},
+                {'gate_private_drawings': -1}, {'gate_private_drawings': 0.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Settings(**bad)
+    with pytest.raises(SystemExit):
+        server.parse(['--gate-samples-points', '101'], environ={})
+    assert 'gate_samples_points must be a number of points from 0 to 100' in \
+        capsys.readouterr().err

@@ -32,19 +32,25 @@ from ..errors import (
     Conflict,
     InsufficientStorage,
     Missing,
+    SanicException,
     TooMany,
+    UnsupportedMediaType,
     store_call,
 )
-from ..guard import changes_a_net, changes_state, creates_a_net
+from ..exporting import read_npz
+from ..guard import changes_a_net, changes_state, creates_a_net, imports_a_net
 from ..nets import describe, fresh_net, is_int
 from ..parsing import json_body, shown
+from ..playground import NET_OPTIONS, check_sizes
+from ..playground import fresh_net as chosen_net
 from ..samples import in_store
 from ..store import LIVE, StoreError, new_net_name, now_iso
 from ..training import current_status, in_queue
 
 log = logging.getLogger(__name__)
 bp = Blueprint('nets')
-CREATE = '{"from": "live"}  ("live", "fresh", or a shipped model\'s version)'
+CREATE = ('{"from": "live"}  ("live", "fresh", or a shipped model\'s version; a fresh one '
+          'may have "sizes": [784, ..., 10] and "options": {...})')
 HOUR = 3600.0
 
 
@@ -74,20 +80,33 @@ def rate_limit(app, address):
 NET_ANSWER = {'type': 'object', 'properties': {
     'net': {'type': 'string'}, 'sizes': SIZES, 'version': INT, 'epochs': INT,
     'from': {'type': 'string', 'nullable': True},
-    'created': {'type': 'string', 'nullable': True}}}
+    'created': {'type': 'string', 'nullable': True},
+    'learning_rate': {'type': 'number'}, 'batch_size': INT, 'options': {'type': 'object'}}}
 NAME = {'name': 'name', 'in': 'path', 'required': True, 'schema': NET}
 UNREACHABLE = error('the store is unreachable')
+
+
+OPTIONS_SCHEMA = {'type': 'object', 'description': 'the library\'s options (docs/api.md, '
+                  '"A net of one\'s own shape"): ' + ', '.join(NET_OPTIONS)}
 
 
 @bp.post('/nets')
 @documented(lambda ctx: {
     'summary': 'a private net of your own: a copy of the live net, of a shipped model, or a '
-               'fresh one; its name (128 random bits) is its key',
+               'fresh one of the shape and options you choose; its name (128 random bits) is '
+               'its key',
     'requestBody': request_body({'type': 'object', 'additionalProperties': False, 'properties': {
         'from': {'oneOf': [{'type': 'string', 'enum': ['live', 'fresh']},
                            {'type': 'integer', 'enum': ctx.versions or [1]}],
-                 'default': 'live'}}}, required=False),
-    'responses': {'201': answer(NET_ANSWER, 'made'), '400': error('bad "from"'),
+                 'default': 'live'},
+        'sizes': {**SIZES, 'description': f'from "fresh": [784, hidden..., 10], at most '
+                  f'{ctx.settings.max_hidden_layers} hidden layers of at most '
+                  f'{ctx.settings.max_units} units', 'minItems': 2,
+                  'maxItems': ctx.settings.max_hidden_layers + 2},
+        'options': OPTIONS_SCHEMA}}, required=False),
+    'responses': {'201': answer(NET_ANSWER, 'made'),
+                  '400': error('bad "from", "sizes" or "options" (the message names the field '
+                               'or the limit)'),
                   '415': NOT_JSON,
                   '429': error('this address made --nets-per-hour nets already'),
                   '503': UNREACHABLE,
@@ -95,11 +114,17 @@ UNREACHABLE = error('the store is unreachable')
                   '403': error('a cross-site request')}})
 @creates_a_net
 async def create(request):
-    app, ctx = request.app, request.app.ctx
-    body = json_body(request, ('from',), CREATE) or {}
+    ctx = request.app.ctx
+    body = json_body(request, ('from', 'sizes', 'options'), CREATE) or {}
     source = body.get('from', LIVE)
+    if source != 'fresh' and ('sizes' in body or 'options' in body):
+        raise BadRequest(f'"sizes" and "options" choose a fresh net: send them with '
+                         f'"from": "fresh" (a copy keeps its own); got "from": {shown(source)}.')
     if source == LIVE:
         graph = (await ctx.nets.get()).graph.copy()
+    elif source == 'fresh' and ('sizes' in body or 'options' in body):
+        graph = chosen_net(body.get('sizes', list(ctx.settings.default_sizes)),
+                           body.get('options', {}), ctx.settings)
     elif source == 'fresh':
         graph = fresh_net(ctx.settings)
     elif is_int(source) and source in ctx.pretrained:
@@ -108,18 +133,70 @@ async def create(request):
         raise BadRequest(f'from must be "live" (a copy of the shared net), "fresh" (a new '
                          f'untrained net) or a shipped model\'s version '
                          f'{sorted(ctx.pretrained)}; got {shown(source)}.')
+    origin = source if isinstance(source, str) else f'v{source}'
+    return await add_net(request, graph, origin)
+
+
+async def add_net(request, graph, origin):
+    """Store ``graph`` as a new private net (within --max-nets and --nets-per-hour): 201 with
+    its name."""
+    app, ctx = request.app, request.app.ctx
     existing = await in_thread(app, ctx.store.count_nets)
     if existing >= ctx.settings.max_nets:
         raise InsufficientStorage(f'this server holds {existing} nets, the most it keeps '
                                   '(--max-nets); delete one (DELETE /nets/{name}) or try later.')
     rate_limit(app, request.ip or 'unknown')
     name = new_net_name()
-    origin = source if isinstance(source, str) else f'v{source}'
     meta = {'validation_accuracy': None}
     await in_thread(app, ctx.store.create_net, name, graph, meta, {'from': origin})
     log.info('net %s made from %s: %s', name[:6] + '...', origin, graph)
     return json({'net': name, 'sizes': list(graph.sizes), 'version': 1, 'from': origin,
-                 'epochs': graph.epochs, 'created': now_iso()}, status=201)
+                 'epochs': graph.epochs, 'options': graph.options,
+                 'learning_rate': graph.learning_rate, 'batch_size': graph.batch_size,
+                 'created': now_iso()}, status=201)
+
+
+@bp.post('/nets/import')
+@documented(lambda ctx: {
+    'summary': 'a private net from an NPZ file (as GET /nets/{name}/export?format=npz gives '
+               'it): the body is the file itself',
+    'requestBody': {'required': True, 'content': {'application/octet-stream': {
+        'schema': {'type': 'string', 'format': 'binary',
+                   'maxLength': min(ctx.settings.max_import_bytes, ctx.settings.max_body)}}}},
+    'responses': {'201': answer(NET_ANSWER, 'made'),
+                  '400': error('not a model file this server takes (the message says why)'),
+                  '413': error('larger than --max-import-bytes'),
+                  '415': error('a body that is not application/octet-stream'),
+                  '429': error('this address made --nets-per-hour nets already'),
+                  '503': UNREACHABLE,
+                  '507': error('--max-nets nets, or the disk is full'),
+                  '403': error('a cross-site request')}})
+@imports_a_net
+async def import_net(request):
+    """The file goes through Graph.from_file's checks (no pickle; every member's declared
+    shape checked against the sizes, and their total against the file's size, before any
+    array is read), then the server's: 784 inputs, 10 outputs, its layer and unit limits."""
+    ctx, settings = request.app.ctx, request.app.ctx.settings
+    given = request.headers.get('content-type')
+    if given is None or given.split(';')[0].strip().lower() != 'application/octet-stream':
+        raise UnsupportedMediaType(
+            'POST /nets/import takes the NPZ file itself as the body, sent as Content-Type: '
+            'application/octet-stream; got '
+            f'{"no Content-Type" if given is None else "Content-Type " + shown(given)}.')
+    limit = min(settings.max_import_bytes, settings.max_body)
+    if not request.body:
+        raise BadRequest('the body is empty: send a net\'s NPZ file (GET '
+                         '/nets/{name}/export?format=npz gives one).')
+    if len(request.body) > limit:
+        raise SanicException(f'the file has {len(request.body)} bytes, more than this server '
+                             f'takes (--max-import-bytes {limit}).', 413, quiet=True)
+    graph = await asyncio.get_running_loop().run_in_executor(
+        ctx.decoders, read_npz, request.body, settings)
+    try:
+        check_sizes(list(graph.sizes), settings)
+    except BadRequest as e:
+        raise BadRequest(f'the file holds a {"-".join(map(str, graph.sizes))} net: {e}') from None
+    return await add_net(request, graph, 'import')
 
 
 @bp.get('/nets')

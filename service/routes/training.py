@@ -17,6 +17,7 @@ from ..declare import (
 from ..errors import BadRequest
 from ..guard import changes_state
 from ..parsing import json_body, net_name, parse_epochs, query_int, shown
+from ..playground import TRAINING_OPTIONS, training_options
 from ..streams import sse
 from ..training import current_status, start_job
 
@@ -68,7 +69,8 @@ def train_operations(ctx):
         'summary': 'train the live net (a copy, swapped in when complete)',
         'responses': {
             '200': answer(result, 'after training'),
-            '400': error(f'epochs is not an integer from 1 to {max_epochs}'),
+            '400': error(f'epochs is not an integer from 1 to {max_epochs}, or a bad option '
+                         '(the message names it)'),
             '404': NO_NET,
             '409': BUSY,
             **ctx.changing,
@@ -88,9 +90,15 @@ def train_operations(ctx):
             'type': 'object', 'additionalProperties': False,
             'properties': {'epochs': epochs, 'samples': {
                 'type': 'boolean', 'default': False,
-                'description': 'also train on the stored samples, '
-                               f'{settings.sample_share:.0%} of every epoch'},
-                'net': NET}}, required=False)},
+                'description': 'also train on the stored samples: a private net '
+                               'adapts to its own, the live net learns from everyone\'s '
+                               f'({settings.sample_share:.0%} of every batch)'},
+                'net': NET,
+                'options': {'type': 'object', 'description': 'training options applied to '
+                            'the copy that trains and kept in the version it saves: '
+                            f'{", ".join(TRAINING_OPTIONS)} (docs/api.md, "Training '
+                            'options")'}}},
+            required=False)},
     }
 
 
@@ -99,10 +107,13 @@ def train_operations(ctx):
 @changes_state
 async def train(request):
     settings = request.app.ctx.settings
-    body = json_body(request, ('epochs', 'samples', 'net'),
-                     '{"epochs": 5, "samples": false, "net": "live"}')
+    body = json_body(request, ('epochs', 'samples', 'net', 'options'),
+                     '{"epochs": 5, "samples": false, "net": "live", '
+                     '"options": {"learning_rate": 0.1}}')
+    options = {}
     if body is not None:
         epochs, samples = body.get('epochs', 1), body.get('samples', False)
+        options = body.get('options', {})
     else:
         query = request.get_args(keep_blank_values=True)  # "?epochs=" is an error, not 1
         epochs = query_int(query.get('epochs', 1))
@@ -113,7 +124,8 @@ async def train(request):
         raise BadRequest(f'samples must be true or false (1 or 0 in a query), got '
                          f'{shown(samples)}.')
     net = await request.app.ctx.nets.get(net_name(request))
-    return json(await start_job(request.app, net, epochs, samples))
+    options = training_options(options, net.graph)
+    return json(await start_job(request.app, net, epochs, samples, options))
 
 
 @bp.get('/train/status')
@@ -128,7 +140,8 @@ async def train_status(request):
 @bp.get('/train/events')
 @documented(lambda ctx: {
     'summary': 'Server-Sent Events: "status" first, then per job "progress" (~every 100 ms), '
-               '"epoch" (loss, val_accuracy) and "done"',
+               '"epoch" (loss, val_accuracy, train_accuracy, val_loss, learning_rate, '
+               'confusion, units: docs/api.md) and "done"',
     'parameters': [NET_QUERY],
     'responses': {'200': {'description': 'an event stream that stays open',
                           'content': {'text/event-stream': {}}},
