@@ -7,7 +7,7 @@
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
                      [--max-samples 100000] [--sample-share 0.1]
                      [--gate-test-points 0.3] [--gate-class-points 1] [--gate-samples-points 1]
-                     [--gate-private-test-points 0.5] [--gate-private-drawings 0]
+                     [--gate-private-test-points 1.0] [--gate-private-drawings 0]
                      [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
                      [--net-idle-days 30] [--net-memory 512] [--max-trainings N]
                      [--max-queued 100] [--max-hidden-layers 4] [--max-units 2048]
