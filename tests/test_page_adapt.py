@@ -57,9 +57,9 @@ def serving(models, data, test_points):
 
 @pytest.fixture(scope='module')
 def server(models_dir, data_file):  # noqa: F811
-    """Adapting the best model to this writer costs it about 0.7 points of MNIST's test
-    images (the default gate allows 0.5): here 3 are allowed, so that the adaptation is
-    promoted and the page's before and after are seen."""
+    """Adapting the best model to this writer cost it 0.4 to 0.7 points of MNIST's test
+    images in our runs (the default gate allows 1): here 3 are allowed, so that the
+    adaptation is promoted whatever its draw and the page's before and after are seen."""
     url, process = serving(models_dir, data_file, 3)
     yield url
     stop_server(process)
