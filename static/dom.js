@@ -37,3 +37,17 @@ export const whoAnswers = (model) => (model === 'live' ? 'the class net'
   : shipped(model) ? `pretrained model ${model}` : 'your net');
 // On a touch screen without a mouse, keyboard hints are noise.
 export const touchOnly = () => matchMedia('(hover: none) and (pointer: coarse)').matches;
+
+// A finger's tap keeps on lifting: Chromium drops the click of a tap that comes right after a
+// quick stroke on the pad (it takes the tap for the end of a fling). For buttons beside it.
+export function onPress(button, action) {
+  let touched = -Infinity;  // when a finger last pressed it
+  button.addEventListener('pointerup', (event) => {
+    if (event.pointerType !== 'touch' || button.disabled) return;
+    touched = event.timeStamp;
+    action();
+  });
+  button.addEventListener('click', (event) => {
+    if (event.timeStamp - touched > 1000) action();  // else the tap's own click
+  });
+}

@@ -7,7 +7,7 @@
 // While the mode is open it takes the place of the Right / digit buttons beside the pad.
 
 import { api } from './api.js';
-import { $, el, percent, plural } from './dom.js';
+import { $, el, onPress, percent, plural } from './dom.js';
 
 const ROUND = 5;  // drawings of every digit in the first round (unless ask says its "each")
 const MORE = 3;  // then this many more of each of the digits the net needs most
@@ -248,9 +248,9 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
     saveState();
   }
 
-  keepButton.addEventListener('click', keep);
-  skipButton.addEventListener('click', skip);
-  undoButton.addEventListener('click', undo);
+  onPress(keepButton, keep);  // (beside the pad: a tap right after a stroke counts)
+  onPress(skipButton, skip);
+  onPress(undoButton, undo);
   runButton.addEventListener('click', adapt);
   $('#adapt-close').addEventListener('click', close);
   $('#adapt-open').addEventListener('click', () => open().catch((err) => {

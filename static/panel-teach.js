@@ -2,26 +2,13 @@
 // ready for the next digit.
 
 import { api } from './api.js';
-import { $, el } from './dom.js';
+import { $, el, onPress } from './dom.js';
 
 export function teachPanel({ messages, kept, mine }) {
   const right = $('#right');
   const digits = $('#digit-buttons');
   let shown = null;  // {image, label} of the drawing whose answer is on screen
 
-  // A finger's tap keeps on lifting: Chromium drops the click of a tap that comes right
-  // after a quick stroke on the pad (it takes the tap for the end of a fling).
-  function onPress(button, action) {
-    let touched = -Infinity;  // when a finger last pressed it
-    button.addEventListener('pointerup', (event) => {
-      if (event.pointerType !== 'touch' || button.disabled) return;
-      touched = event.timeStamp;
-      action();
-    });
-    button.addEventListener('click', (event) => {
-      if (event.timeStamp - touched > 1000) action();  // else the tap's own click
-    });
-  }
   for (let digit = 0; digit < 10; digit += 1) {
     const button = el('button', { type: 'button', text: digit, disabled: true,
       'aria-label': `It's a ${digit}` });
