@@ -33,6 +33,7 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
   const undoButton = $('#adapt-undo');
   const runButton = $('#adapt-run');
   const training = $('#adapt-training');
+  const openButton = $('#adapt-open');
 
   let on = false;
   let each = ROUND;  // drawings of every digit in the first round
@@ -234,7 +235,7 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
     done = [];
     on = true;
     group.hidden = false;
-    teach.hidden = true;
+    teach.hidden = openButton.hidden = true;
     saveState();
     await next();
     prompt.focus({ preventScroll: true });  // (the button that opened it is gone)
@@ -244,7 +245,7 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
     if (!on) return;
     on = false;
     group.hidden = true;
-    teach.hidden = false;
+    teach.hidden = openButton.hidden = false;
     saveState();
   }
 
@@ -253,7 +254,7 @@ export function adaptPanel({ messages, mine, useMine, kept, replaced, saveState 
   onPress(undoButton, undo);
   runButton.addEventListener('click', adapt);
   $('#adapt-close').addEventListener('click', close);
-  $('#adapt-open').addEventListener('click', () => open().catch((err) => {
+  openButton.addEventListener('click', () => open().catch((err) => {
     close();
     messages.fail(err.message);
   }));
