@@ -5,7 +5,8 @@
                      [--data data/mnist_preprocessed.npz]
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
-                     [--max-samples 100000] [--sample-share 0.03]
+                     [--max-samples 100000] [--sample-share 0.03] [--no-hold-suspect]
+                     [--sample-rate 50] [--sample-burst 500] [--samples-per-hour 20000]
                      [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
                      [--net-idle-days 30] [--net-memory 512] [--max-trainings N]
                      [--max-queued 100]
@@ -91,6 +92,17 @@ def parse(argv=None, environ=os.environ):
     add('--sample-share', type=float, default=DEFAULTS.sample_share,
         help='share of every epoch of a training with samples drawn from them '
              '(default: %(default)s)')
+    add('--no-hold-suspect', dest='hold_suspect', action='store_false',
+        help='drawings judged mislabelled train the shared net all the same (an operator '
+             'with trusted users)')
+    add('--sample-rate', type=float, default=DEFAULTS.sample_rate,
+        help='drawings one client address may store per second, on average, per worker '
+             '(default: %(default)s)')
+    add('--sample-burst', type=int, default=DEFAULTS.sample_burst,
+        help='... and at once (default: %(default)s)')
+    add('--samples-per-hour', type=int, default=DEFAULTS.samples_per_hour,
+        help='drawings one client address may store in an hour, per worker (default: '
+             '%(default)s)')
     add('--max-nets', type=int, default=DEFAULTS.max_nets,
         help='private nets kept on the server at most (default: %(default)s)')
     add('--nets-per-hour', type=int, default=DEFAULTS.nets_per_hour,
@@ -139,6 +151,8 @@ def parse(argv=None, environ=os.environ):
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
             max_samples=args.max_samples, sample_share=args.sample_share,
+            hold_suspect=args.hold_suspect, sample_rate=args.sample_rate,
+            sample_burst=args.sample_burst, samples_per_hour=args.samples_per_hour,
             max_nets=args.max_nets, nets_per_hour=args.nets_per_hour,
             max_versions=args.max_versions, net_idle_days=args.net_idle_days,
             net_memory=args.net_memory * 2 ** 20, max_trainings=args.max_trainings,

@@ -104,6 +104,10 @@ class Settings:
     max_samples: int = 100_000  # stored samples (507 past it)
     max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
     sample_share: float = 0.03  # of every epoch of a training with samples: drawn from them
+    hold_suspect: bool = True  # drawings judged mislabelled wait for a review (judge.py)
+    sample_rate: float = 50.0  # drawings one client address may store per second per worker
+    sample_burst: int = 500  # ... and at once (a token bucket: routes/samples.py)
+    samples_per_hour: int = 20_000  # ... and in an hour; the token holder is exempt
     # Nets: the shared one and private ones (routes/nets.py), their versions, the queue
     max_nets: int = 1000  # private nets on the server (507 past it)
     nets_per_hour: int = 200  # private nets one client address may create in an hour (429)
@@ -134,7 +138,8 @@ class Settings:
         for name in ('max_epochs', 'score_samples', 'max_body', 'max_buffered',
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
                      'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
-                     'nets_per_hour', 'max_versions', 'net_memory', 'max_queued'):
+                     'nets_per_hour', 'max_versions', 'net_memory', 'max_queued',
+                     'sample_burst', 'samples_per_hour'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
@@ -147,6 +152,12 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f'{name} must be a positive number of seconds, got {value!r}.')
+        if not isinstance(self.sample_rate, (int, float)) or isinstance(self.sample_rate, bool) \
+                or not self.sample_rate > 0:
+            raise ValueError(f'sample_rate must be a positive number of drawings per second, '
+                             f'got {self.sample_rate!r}.')
+        if not isinstance(self.hold_suspect, bool):
+            raise ValueError(f'hold_suspect must be true or false, got {self.hold_suspect!r}.')
         if not isinstance(self.sample_share, (int, float)) or not 0 < self.sample_share < 1:
             raise ValueError(f'sample_share must be a fraction between 0 and 1, got '
                              f'{self.sample_share!r}.')
