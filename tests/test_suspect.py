@@ -264,3 +264,21 @@ def test_an_old_database_is_identified_by_pixels_keeping_one_of_each(database):
         digests = dict(conn.execute('SELECT id, sha256 FROM btf_samples').fetchall())
     assert digests[3] == digest_of(pixels[2], 'live')
     assert digests[4] == digest_of(pixels[2], 'a' * 22)  # the database's digest is Python's
+
+
+def test_after_a_training_the_drawings_it_never_saw_are_judged_again(serve, models, digits,
+                                                                     data_file, tmp_path):
+    """Kept while no net could judge (the test's untrained shipped models): nothing suspect.
+    With the real shipped models, a training with samples judges again what its new version
+    never trained on (the held-out fifth), not the drawings it learned from."""
+    poison, _, _ = digits
+    data = tiny_data(data_file, tmp_path)
+    with serve(data_path=data) as s:  # untrained v1, v2: no judge
+        for k in range(10):
+            assert s.post('/samples', {'image': url(poison[k]), 'label': 9}).json['suspect'] \
+                is False
+    with serve(models_dir=MODELS, data_path=data) as s:
+        assert s.get('/samples?suspect=1').json['total'] == 0
+        assert s.post('/train', {'epochs': 1, 'samples': True}).status == 200
+        held = [row['id'] for row in s.get('/samples?suspect=1').json['samples']]
+        assert held == [10, 5]  # the held-out fifth; the others trained already
