@@ -1,0 +1,160 @@
+"""Poisoned drawings beside honest ones: how many the server holds back, and what one training
+with samples does to the shared net.
+
+    python -m bench.poison                      # the table in docs/models.md; ~15 minutes
+    python -m bench.poison --runs 400:400:4to9 --epochs 1
+
+A run is N honest corrections plus M poisoned drawings, posted to a real server
+(`server.py`, the shipped models, its live net a copy of the best) as the page would, then
+one `/train` with samples, once with drawings judged mislabelled held back (the default) and
+once with `--no-hold-suspect`. Honest corrections are handwriting.py canvases of every digit
+and style (seeded, labelled right). Poison is real MNIST writers' digits no shipped net
+trained on (official training images in preprocess's validation part): ``4to9`` posts 4s
+labelled 9 (the attack in issue 23), ``random`` digits of every class with a random wrong
+label. Reported: poisoned and honest drawings held back, the trained version's accuracy on
+MNIST's official test set (overall, and on the worst-hit class), and on fresh handwriting.py
+canvases (another seed: what the honest drawings teach).
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import better_tensorflow as btf
+import handwriting
+import imaging
+import preprocess
+from bench.learn import drawings
+from tests.conftest import IDX_FILES, Process, read_idx
+
+RUNS = ('400:0:4to9', '400:400:4to9', '0:1353:4to9', '2000:2000:4to9', '2000:1000:random')
+EPOCHS = 1
+TOKEN = 'bench-poison'  # the harness holds the token: the per-client limits do not apply
+FRESH = 20  # fresh canvases per digit and style, read after training
+SEED = 3
+
+
+def honest(n, seed):
+    """n handwriting.py canvases spread over every digit and style, with their labels."""
+    styles = [(d, s) for d, group in handwriting.STYLES.items() for s in range(len(group))]
+    out = []
+    for k, (digit, style) in enumerate(styles):
+        count = n // len(styles) + (k < n % len(styles))
+        out += [(handwriting.data_url(canvas), digit)
+                for digit, canvas, _ in drawings(digit, style, count, seed + k)]
+    return out
+
+
+def poison(kind, m, X, y, rng):
+    """m (data URL, label) of real MNIST digits with a wrong label."""
+    if kind == '4to9':
+        chosen = rng.choice(np.flatnonzero(y == 4), m, replace=False)
+        labels = np.full(m, 9)
+    elif kind == 'random':
+        chosen = rng.choice(len(y), m, replace=False)
+        labels = (y[chosen] + rng.integers(1, 10, m)) % 10
+    else:
+        raise SystemExit(f'poison must be 4to9 or random, got {kind!r}')
+    return [(png_url(X[i]), int(label)) for i, label in zip(chosen, labels)]
+
+
+def png_url(x):
+    import base64
+
+    import cv2
+    big = cv2.resize(x.reshape(28, 28), (56, 56), interpolation=cv2.INTER_LINEAR)
+    return 'data:image/png;base64,' + base64.b64encode(cv2.imencode('.png', 255 - big)[1]
+                                                         ).decode()
+
+
+def run(tmp, data, good, bad, hold, epochs):
+    """Post the drawings, train once; (held-back poison, held-back honest, trained net)."""
+    folder = Path(tempfile.mkdtemp(dir=tmp))
+    args = ('--data', str(data), *(() if hold else ('--no-hold-suspect',)))
+    auth = {'Authorization': f'Bearer {TOKEN}'}
+    with Process(folder, *args, env={'BTF_TOKEN': TOKEN}) as server:
+        drawn = [(url, label, False) for url, label in good] + \
+            [(url, label, True) for url, label in bad]
+        order = np.random.default_rng(SEED).permutation(len(drawn))
+        held = {False: 0, True: 0}
+        for k in order:
+            url, label, poisoned = drawn[k]
+            answer = server.post('/samples', {'image': url, 'label': label}, headers=auth)
+            assert answer.status in (200, 201), answer
+            held[poisoned] += answer.json['suspect']
+        started = time.perf_counter()
+        trained = server.post('/train', {'epochs': epochs, 'samples': True}, headers=auth,
+                              timeout=3600)
+        assert trained.status == 200, trained
+        seconds = time.perf_counter() - started
+        version = trained.json['version']
+        net = btf.Graph.from_file(server.state / 'versions' / 'live' / f'{version:06d}.npz')
+    return held[True], held[False], net, seconds
+
+
+def per_class(net, X, y):
+    labels = net.predict_batch(X)[0]
+    return float(np.mean(labels == y)), [float(np.mean(labels[y == c] == c)) for c in range(10)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--runs', nargs='+', default=list(RUNS),
+                        help='N:M:kind (kind 4to9 or random) (default: %(default)s)')
+    parser.add_argument('--epochs', type=int, default=EPOCHS)
+    args = parser.parse_args(argv)
+    source = preprocess.find_mnist()
+    if source is None:
+        raise SystemExit('no raw MNIST: set MNIST_DIR or run `make data`')
+    X_train = read_idx(source / IDX_FILES[0]).reshape(-1, 784)
+    y_train = read_idx(source / IDX_FILES[1]).astype(np.int64)
+    X_test = read_idx(source / IDX_FILES[2]).reshape(-1, 784).astype(np.float32) / 255
+    y_test = read_idx(source / IDX_FILES[3]).astype(np.int64)
+    unseen = preprocess.split_indices(70_000, 60_000)['val']
+    unseen = unseen[unseen < 60_000]  # official training images no shipped net trained on
+    fresh = honest(FRESH * sum(map(len, handwriting.STYLES.values())), seed=1000)
+    X_fresh = np.stack([imaging.prepare(url).reshape(-1) for url, _ in fresh])
+    y_fresh = np.array([label for _, label in fresh])
+    best = btf.Graph.from_file(Path(__file__).resolve().parent.parent / 'models' /
+                               'model-v7.npz')
+    overall, classes = per_class(best, X_test, y_test)
+    print(f'before: v7 reads {100 * overall:.2f}% of MNIST\'s test, '
+          f'{100 * best.evaluate(X_fresh, y_fresh):.1f}% of {len(y_fresh)} fresh canvases; '
+          'per class ' + ' '.join(f'{100 * c:.2f}' for c in classes), flush=True)
+    print('| N honest | M poisoned | held back: poisoned | held back: honest | '
+          'test (held back) | worst class (held back) | canvases (held back) | '
+          'test (all trained) | worst class (all trained) | canvases (all trained) |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / 'mnist.npz'
+        preprocess.build(source, data)
+        for spec in args.runs:
+            n, m, kind = spec.split(':')
+            n, m = int(n), int(m)
+            rng = np.random.default_rng(SEED)
+            good = honest(n, seed=10)
+            bad = poison(kind, m, X_train[unseen], y_train[unseen], rng)
+            cells = []
+            for hold in (True, False):
+                held_bad, held_good, net, seconds = run(tmp, data, good, bad, hold,
+                                                        args.epochs)
+                acc, by_class = per_class(net, X_test, y_test)
+                drop = [by_class[c] - classes[c] for c in range(10)]
+                worst = int(np.argmin(drop))
+                if hold:
+                    held = (f'{held_bad} of {m}', f'{held_good} of {n}')
+                cells += [f'{100 * acc:.2f}%',
+                          f'{worst}: {100 * by_class[worst]:.2f}% ({100 * drop[worst]:+.2f})',
+                          f'{100 * net.evaluate(X_fresh, y_fresh):.1f}%']
+                print(f'  ({spec}, hold={hold}: trained in {seconds:.0f} s)', file=sys.stderr,
+                      flush=True)
+            print(f'| {n} | {m} {kind} | {held[0]} | {held[1]} | ' + ' | '.join(cells) + ' |',
+                  flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
