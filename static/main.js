@@ -48,7 +48,7 @@ const weightsOf = () => weights.load(net(), net() === null
 const training = trainingPanel({ models: getModels, replaced, own: nets.own, makes, whose });
 const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
   saveState });
-const gallery = galleryPanel({ messages, net });
+const gallery = galleryPanel({ messages, net, mine: nets.active });
 const panels = [
   answerPanel(),
   nets,
