@@ -75,6 +75,7 @@ def test_drawings_are_judged_listed_and_reviewed_by_the_token_holder(serve, digi
         refused = s.post(f'/samples/{one}/review', {'verdict': 'approve'})
         assert refused.status == 401 and 'token' in refused.json['error']
         for body, field in (({'verdict': 'yes'}, 'verdict'), ({}, 'verdict'),
+                            ({'verdict': {'a': 1}}, 'verdict'), ({'verdict': [1]}, 'verdict'),
                             ({'verdict': 'approve', 'x': 1}, 'x')):
             bad = s.post(f'/samples/{one}/review', body, headers=AUTH)
             assert bad.status == 400 and field in bad.json['error'], bad

@@ -206,7 +206,7 @@ async def review_sample(request, sample):
                          'on all of its owner\'s drawings (delete one with DELETE '
                          '/samples/{id}?net=<name>).')
     verdict = None if body is None else body.get('verdict')
-    if verdict not in VERDICTS:
+    if not isinstance(verdict, str) or verdict not in VERDICTS:
         raise BadRequest(f'verdict must be "approve" or "reject", got {shown(verdict)}; '
                          f'expected JSON like {example}.')
     row = await in_store(request.app, 'review', sample_id(sample), verdict)
