@@ -3,6 +3,7 @@ with samples does to the shared net.
 
     python -m bench.poison                      # the table in docs/models.md; ~15 minutes
     python -m bench.poison --runs 400:400:4to9 --epochs 1
+    python -m bench.poison --thresholds          # how judge.py's LOW and HIGH were chosen
 
 A run is N honest corrections plus M poisoned drawings, posted to a real server
 (`server.py`, the shipped models, its live net a copy of the best) as the page would, then
@@ -100,11 +101,46 @@ def per_class(net, X, y):
     return float(np.mean(labels == y)), [float(np.mean(labels[y == c] == c)) for c in range(10)]
 
 
+def thresholds(X_test, y_test):
+    """Share of drawings judge.py's rule calls suspect, for thresholds around its own: on
+    MNIST's test digits (out of sample for the shipped judges) relabelled (poison), and on
+    honest ones, every one and those v7 misreads; on handwriting.py's 400 canvases."""
+    from service import judge
+    models = Path(__file__).resolve().parent.parent / 'models'
+    graphs = [btf.Graph.from_file(models / f'model-v{v}.npz') for v in (6, 7)]
+    X_hand, y_hand = handwriting.dataset()
+    X_hand = np.rint(X_hand * 255).astype(np.uint8)
+    X_test = np.rint(X_test * 255).astype(np.uint8)
+    rng = np.random.default_rng(SEED)
+    fours = y_test == 4
+    wrong_labels = (y_test + rng.integers(1, 10, len(y_test))) % 10
+    v7 = graphs[1]
+    misread = v7.predict_batch(X_test / np.float32(255))[0] != y_test
+    misread_hand = v7.predict_batch(X_hand / np.float32(255))[0] != y_hand
+    sets = [('4s labelled 9', X_test[fours], np.full(fours.sum(), 9)),
+            ('random wrong labels', X_test, wrong_labels),
+            (f'MNIST test, right ({len(y_test)})', X_test, y_test),
+            (f'v7 misreads, right ({misread.sum()})', X_test[misread], y_test[misread]),
+            (f'canvases, right ({len(y_hand)})', X_hand, y_hand),
+            (f'canvases v7 misreads ({misread_hand.sum()})', X_hand[misread_hand],
+             y_hand[misread_hand])]
+    print('| label below | other digit at least | ' + ' | '.join(n for n, _, _ in sets) + ' |')
+    print('|---|---|' + '---|' * len(sets))
+    for low in (0.005, 0.01, 0.02, 0.05, 0.1):
+        for high in (0.5, 0.9):
+            shares = [judge.verdicts(graphs, X, y, low, high)[0].mean() for _, X, y in sets]
+            mark = '**' if (low, high) == (judge.LOW, judge.HIGH) else ''
+            print(f'| {mark}{100 * low:g}%{mark} | {mark}{100 * high:g}%{mark} | '
+                  + ' | '.join(f'{100 * s:.1f}%' for s in shares) + ' |')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--runs', nargs='+', default=list(RUNS),
                         help='N:M:kind (kind 4to9 or random) (default: %(default)s)')
     parser.add_argument('--epochs', type=int, default=EPOCHS)
+    parser.add_argument('--thresholds', action='store_true',
+                        help="only the table of judge.py's thresholds")
     args = parser.parse_args(argv)
     source = preprocess.find_mnist()
     if source is None:
@@ -113,6 +149,8 @@ def main(argv=None):
     y_train = read_idx(source / IDX_FILES[1]).astype(np.int64)
     X_test = read_idx(source / IDX_FILES[2]).reshape(-1, 784).astype(np.float32) / 255
     y_test = read_idx(source / IDX_FILES[3]).astype(np.int64)
+    if args.thresholds:
+        return thresholds(X_test, y_test)
     unseen = preprocess.split_indices(70_000, 60_000)['val']
     unseen = unseen[unseen < 60_000]  # official training images no shipped net trained on
     fresh = honest(FRESH * sum(map(len, handwriting.STYLES.values())), seed=1000)

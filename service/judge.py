@@ -52,9 +52,10 @@ def probabilities(graphs, X):
     return np.stack(out)
 
 
-def verdicts(graphs, X, y):
+def verdicts(graphs, X, y, low=LOW, high=HIGH):
     """(suspect (n,) bool, reads_as (n,) int, label_p (n,), reads_p (n,)) of drawings X
-    (n, 784) uint8 labelled y (n,), by the judges ``graphs``; none suspect without judges."""
+    (n, 784) uint8 labelled y (n,), by the judges ``graphs``; none suspect without judges.
+    ``low``, ``high``: the thresholds (bench.poison --thresholds tries others)."""
     n = len(y)
     y = np.asarray(y, np.int64)
     if not graphs or n == 0:
@@ -68,7 +69,7 @@ def verdicts(graphs, X, y):
     reads_as = others.argmax(axis=1)
     reads_p = mean[rows, reads_as]
     agree = (P.argmax(axis=2) == reads_as[None]).all(axis=0)
-    suspect = (label_p < LOW) & (reads_p >= HIGH) & agree
+    suspect = (label_p < low) & (reads_p >= high) & agree
     return suspect, reads_as, label_p, reads_p
 
 
