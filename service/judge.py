@@ -13,7 +13,10 @@ name another class), a stored drawing is judged by the nets that did not learn f
 
 Each judge's ten outputs are normalised to sum to 1 and averaged over the judges. The drawing
 is **suspect** when that mean gives its label less than ``LOW`` and another digit at least
-``HIGH``, and every judge reads that other digit. A drawing is judged alone: never by its
+``HIGH``, and every judge reads that other digit. The shipped judges' verdict stands on its
+own: a net trained on users' drawings may add its voice to find a drawing suspect, never to
+clear one the shipped judges find suspect (poison that got through once would otherwise vouch
+for more of its kind). A drawing is judged alone: never by its
 sender's other drawings (a school's class shares one address, a harness posts thousands).
 The thresholds were tuned on real digits (docs/models.md, "Drawings held back"): real MNIST
 4s labelled 9 are poison, MNIST test digits and handwriting.py canvases that v7 misreads are
@@ -33,13 +36,13 @@ HIGH = 0.5  # ... and another digit's mean probability at least this
 
 
 def judges(app, net=None):
-    """The shipped models strong enough to judge (by their test accuracy), and ``net`` (a
-    service Net, or None) when it reads at least JUDGE_ACCURACY of the validation digits."""
-    found = [graph for _, (entry, graph) in sorted(app.ctx.pretrained.items())
-             if (entry.get('test_accuracy') or 0) >= JUDGE_ACCURACY]
-    if net is not None and (net.meta.get('validation_accuracy') or 0) >= JUDGE_ACCURACY:
-        found.append(net.graph)
-    return found
+    """(the shipped models strong enough to judge (by their test accuracy), [``net``'s graph]
+    when ``net`` (a service Net, or None) reads at least JUDGE_ACCURACY of the validation
+    digits, else [])."""
+    shipped = [graph for _, (entry, graph) in sorted(app.ctx.pretrained.items())
+               if (entry.get('test_accuracy') or 0) >= JUDGE_ACCURACY]
+    good = net is not None and (net.meta.get('validation_accuracy') or 0) >= JUDGE_ACCURACY
+    return shipped, [net.graph] if good else []
 
 
 def probabilities(graphs, X):
@@ -73,9 +76,20 @@ def verdicts(graphs, X, y, low=LOW, high=HIGH):
     return suspect, reads_as, label_p, reads_p
 
 
+def judged(shipped, trained, X, y):
+    """``verdicts`` of the shipped judges, where they find a drawing suspect; else of every
+    judge (the trained ones add their voice)."""
+    alone = verdicts(shipped, X, y)
+    if not trained:
+        return alone
+    together = verdicts(shipped + trained, X, y)
+    keep = alone[0]
+    return tuple(np.where(keep, a, b) for a, b in zip(alone, together))
+
+
 def judge_one(app, net, pixels, label):
     """The judgement of one drawing as it is stored: {suspect, reads_as, label_p, reads_p}."""
-    suspect, reads_as, label_p, reads_p = verdicts(judges(app, net), pixels[None], [label])
+    suspect, reads_as, label_p, reads_p = judged(*judges(app, net), pixels[None], [label])
     return {'suspect': bool(suspect[0]), 'reads_as': int(reads_as[0]),
             'label_p': round(float(label_p[0]), 4), 'reads_p': round(float(reads_p[0]), 4)}
 
@@ -115,10 +129,9 @@ async def after_training(app, name):
         out = is_validation(ids) | ~np.isin(ids, usable)  # what the new version never saw
         if not out.any():
             return
-        graphs = judges(app, net)
         loop = asyncio.get_running_loop()
         suspect, reads_as, label_p, reads_p = await loop.run_in_executor(
-            app.ctx.decoders, verdicts, graphs, X[out], y[out])
+            app.ctx.decoders, judged, *judges(app, net), X[out], y[out])
         rows = [(int(i), bool(s), int(r), round(float(lp), 4), round(float(rp), 4))
                 for i, s, r, lp, rp in zip(ids[out], suspect, reads_as, label_p, reads_p)]
         await in_store(app, 'judge', rows)

@@ -283,3 +283,23 @@ def test_after_a_training_the_drawings_it_never_saw_are_judged_again(serve, mode
         assert s.post('/train', {'epochs': 1, 'samples': True}).status == 200
         held = [row['id'] for row in s.get('/samples?suspect=1').json['samples']]
         assert held == [10, 5]  # the held-out fifth; the others trained already
+
+
+def test_a_net_trained_on_users_drawings_never_clears_what_the_shipped_judges_hold(mnist):
+    """Poison that got into the shared net (here: a net that reads every drawing as a 9) adds
+    its voice, but cannot vouch for more 4s labelled 9."""
+    from service.judge import judged
+    _, (X, y) = mnist
+    fours = X[np.flatnonzero(y == 4)[:50]]
+    shipped = [btf.Graph.from_file(MODELS / f'model-v{v}.npz') for v in (6, 7)]
+    nines = btf.Graph((784, 10, 10), 0.5, 32, seed=0)
+    for W in nines.weights:
+        W[:] = 0
+    nines.biases[-1][:] = -10
+    nines.biases[-1].reshape(-1)[9] = 10
+    alone = judged(shipped, [], fours, np.full(50, 9))[0]
+    assert alone.sum() >= 45
+    together = judged(shipped, [nines], fours, np.full(50, 9))[0]
+    assert (together == alone).all()
+    mean_of_all = judged(shipped + [nines], [], fours, np.full(50, 9))[0]
+    assert mean_of_all.sum() == 0  # what the rule prevents: the poisoned vote clears them all
