@@ -127,7 +127,8 @@ def thresholds(X_test, y_test):
             (f'v7 misreads, right ({misread.sum()})', X_test[misread], y_test[misread]),
             (f'canvases, right ({len(y_hand)})', X_hand, y_hand),
             (f'canvases v7 misreads ({misread_hand.sum()})', X_hand[misread_hand],
-             y_hand[misread_hand])]
+             y_hand[misread_hand]),
+            ('a 1 with a long upstroke, right (100)', *upstroke())]
     print('| label below | other digit at least | ' + ' | '.join(n for n, _, _ in sets) + ' |')
     print('|---|---|' + '---|' * len(sets))
     for low in (0.005, 0.01, 0.02, 0.05, 0.1):
@@ -136,6 +137,13 @@ def thresholds(X_test, y_test):
             mark = '**' if (low, high) == (judge.LOW, judge.HIGH) else ''
             print(f'| {mark}{100 * low:g}%{mark} | {mark}{100 * high:g}%{mark} | '
                   + ' | '.join(f'{100 * s:.1f}%' for s in shares) + ' |')
+
+
+def upstroke():
+    """100 canvases of handwriting.py's style v7 reads worst (bench.learn: the 1 with a long
+    upstroke), labelled right: honest corrections of a style."""
+    drawn = drawings(1, 3, 100, seed=1)
+    return np.rint(handwriting.prepare(drawn) * 255).astype(np.uint8), np.ones(100, np.int64)
 
 
 def main(argv=None):
