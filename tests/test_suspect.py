@@ -3,6 +3,7 @@ limits of /samples, through real HTTP with the shipped models as judges and real
 poison is real 4s labelled 9, honest drawings are real digits with their own labels
 (including ones the best shipped model misreads)."""
 import base64
+import io
 import sqlite3
 
 import cv2
@@ -91,6 +92,9 @@ def test_drawings_are_judged_listed_and_reviewed_by_the_token_holder(serve, digi
         assert one not in ids and two in ids and honest_id in ids
         bad = s.get('/samples?suspect=yes', headers=AUTH)
         assert bad.status == 400 and 'suspect must be 1' in bad.json['error']
+        exported = s.get('/samples/export?suspect=0', headers=AUTH)  # to merge into training
+        with np.load(io.BytesIO(exported.body), allow_pickle=False) as f:
+            assert len(f['ids']) == 37 - len(ids) and not set(f['ids'].tolist()) & ids
 
 
 def test_a_private_net_sees_the_judgement_and_trains_on_its_drawings(serve, digits, data_file,
