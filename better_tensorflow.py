@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def tanh(z, out=None):
 
 
 def relu(z, out=None):
-    return np.maximum(z, 0, out=out)
+    # against a row of zeros: numpy's maximum with a scalar 0 takes a loop about twice as slow
+    return np.maximum(z, np.zeros(z.shape[-1], z.dtype), out=out)
 
 
 def softmax(z, out=None):
@@ -404,6 +405,8 @@ class Options:
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Options))
+TRAINING_OPTIONS = ('optimizer', 'momentum', 'nesterov', 'weight_decay', 'schedule')  # what
+#   Graph.configure may change on a made net (the others say what the net is)
 
 
 class RefusedModelFile(ValueError):
@@ -418,22 +421,31 @@ class StopTraining(Exception):
     """Raised by a ``run`` callback to stop training early (returning True does the same)."""
 
 
-# A batch's matrix products (128 x 784 x 30) are too small to share between cores: two BLAS
-# threads gained little on a quiet machine and lost much on a busy one, where every product
-# waits for a descheduled thread (docs/performance.md). So batches train on one BLAS thread.
-# The limit is process-wide: concurrent trainings share it and the last one to finish restores
-# the previous setting.
+# Whether a batch's matrix products gain from a second BLAS thread depends on the net and on
+# the machine's load at that moment: 784-30-10's (128 x 784 x 30) are too small to share and
+# lose nothing on one thread; 784-800-10's gain about 16% on a quiet machine, but on a busy
+# one every product waits for a descheduled thread and an epoch took 4x longer
+# (docs/performance.md). So training times its batches (ThreadChoice): each epoch starts by
+# trying one thread and every thread the caller allows, and keeps the faster until batches
+# slow down. The limit is process-wide: a training that runs while another does in the same
+# process stays on one thread, and the last one to finish restores the previous setting; a
+# caller that allows one thread (the server's trainer: the other core serves) gets one.
 _blas_lock = threading.Lock()
 _blas_trainings = 0
 _blas_limits = None
+_blas_ceiling = 1  # the BLAS threads in force before the first of the running trainings
 
 
 @contextmanager
 def _one_blas_thread():
-    global _blas_trainings, _blas_limits
+    global _blas_trainings, _blas_limits, _blas_ceiling
     with _blas_lock:
         if not _blas_trainings:
+            before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']
+            _blas_ceiling = max(before, default=1)
             _blas_limits = threadpool_limits(1, user_api='blas')
+        else:  # another training may be on more threads: both go on one
+            threadpool_limits(1, user_api='blas')
         _blas_trainings += 1
     try:
         yield
@@ -442,6 +454,75 @@ def _one_blas_thread():
             _blas_trainings -= 1
             if not _blas_trainings:
                 _blas_limits.restore_original_limits()
+
+
+def _thread_counts():
+    """The BLAS thread counts a training may try now: (1,) or (1, the caller's limit)."""
+    with _blas_lock:
+        alone = _blas_trainings == 1
+    return (1, _blas_ceiling) if alone and _blas_ceiling > 1 else (1,)
+
+
+def _set_blas_threads(count):
+    """Set ``count`` BLAS threads if this is the only training running; the count set."""
+    with _blas_lock:
+        count = count if _blas_trainings == 1 else 1
+        threadpool_limits(count, user_api='blas')
+    return count
+
+
+class ThreadChoice:
+    """Which of ``counts`` BLAS thread counts (the first is 1) to train the next batch with,
+    from the wall times of the batches before.
+
+    A trial gives the counts turns until each has timed TRIAL batches; a count whose batch
+    took SLOWER times the median of one thread's is out of the trial at once (on a busy
+    machine a batch on two threads can take many times longer: the trial must cost one such
+    batch, not TRIAL). Then the count of the lowest median trains. More threads than one are
+    watched: when the median of the last RECENT batches is SLOWER times the trial's, the
+    machine got busier and a new trial starts. One thread is not: a busier machine makes
+    more threads worse, not better. Training starts a trial at every epoch."""
+
+    TRIAL = 4
+    RECENT = 16
+    SLOWER = 1.5
+
+    def __init__(self, counts):
+        self.counts = tuple(counts)
+        self.trials = 0
+        self.trial()
+
+    def trial(self):
+        self.times = {n: [] for n in self.counts} if len(self.counts) > 1 else {}
+        if self.times:
+            self.trials += 1
+        self.chosen, self.pace, self.recent = self.counts[0], None, []
+
+    def next(self):
+        """The thread count for the next batch."""
+        waiting = [n for n, t in self.times.items() if len(t) < self.TRIAL]
+        if waiting:
+            return min(waiting, key=lambda n: len(self.times[n]))
+        return self.chosen
+
+    def record(self, count, seconds):
+        """The wall time of a batch just trained with ``count`` threads."""
+        times = self.times.get(count)
+        if times is not None and len(times) < self.TRIAL:
+            times.append(seconds)
+            one = self.times[self.counts[0]]
+            if count != self.counts[0] and one and seconds > self.SLOWER * np.median(one):
+                del self.times[count]  # out of this trial
+            if all(len(t) == self.TRIAL for t in self.times.values()):
+                medians = {n: float(np.median(t)) for n, t in self.times.items()}
+                self.chosen = min(medians, key=medians.get)
+                self.pace, self.times = medians[self.chosen], {}
+            return
+        if self.pace is None or self.chosen == 1:
+            return
+        self.recent = (self.recent + [seconds])[-self.RECENT:]
+        if len(self.recent) == self.RECENT and np.median(self.recent) > self.SLOWER * self.pace:
+            self.trial()
 
 
 # OpenBLAS multiplies matrices of at most 100^3 multiply-adds with a kernel that skips
@@ -456,12 +537,37 @@ _MIN_BLOCK_ROWS = 8
 def _matmul(a, b):
     """a @ b, as one stacked product of equal row blocks of at most _SMALL_PRODUCT each
     when such blocks hold _MIN_BLOCK_ROWS rows or more, else as one plain product."""
-    if _SMALL_PRODUCT // (a.shape[1] * b.shape[1]) < _MIN_BLOCK_ROWS:
+    if len(a) < 2 * _MIN_BLOCK_ROWS \
+            or _SMALL_PRODUCT // (a.shape[1] * b.shape[1]) < _MIN_BLOCK_ROWS:
         return a @ b
     blocks = max(1, min(len(a), -(-len(a) * a.shape[1] * b.shape[1] // _SMALL_PRODUCT)))
     while len(a) % blocks:  # the next divisor of len(a)
         blocks += 1
     return (a.reshape(blocks, -1, a.shape[1]) @ b).reshape(len(a), b.shape[1])
+
+
+# Copying a row of weights costs about as much as multiplying this many rows of inputs by it
+# (measured at (100, 784) @ (784, 800), one thread).
+_GATHER_ROWS = 8
+
+
+def _nonblank(X, W):
+    """X[:, kept] and W[kept]: the columns of X (n, k) that are not zero in every row, and
+    the rows of W (k, m) they multiply; X[:, kept] @ W[kept] is X @ W for less work.
+
+    A digit is drawn in the middle of its 28 x 28 box: a single MNIST row is blank outside
+    a span of about 2/3 of the 784 columns, a batch of 100 outside 9/10, and a batch of 100
+    has ink in fewer than 2/3 of them. The span is a view of both (nothing copied: batch 1 is
+    a matrix-vector product bound by reading the weights); the exact columns are worth
+    copying the weights they keep when the batch has enough rows to multiply by them. Either
+    way the sums leave out only products of an exact 0 with a finite weight."""
+    columns = (X.any(axis=0) if len(X) > 1 else X[0]).nonzero()[0]
+    if not len(columns):
+        return X[:, :1], W[:1]  # all blank: one zero column keeps a shape BLAS takes
+    lo, hi = int(columns[0]), int(columns[-1]) + 1
+    if len(X) * (hi - lo - len(columns)) > _GATHER_ROWS * len(columns):
+        return np.take(X, columns, axis=1), np.take(W, columns, axis=0)
+    return X[:, lo:hi], W[lo:hi]
 
 
 # ---------------------------------------------------------------------------------------
@@ -512,7 +618,7 @@ def _pixels(X, dtype, unit_range):
     if X.dtype == np.uint8:
         return X.astype(dtype) / dtype(255)
     X = np.ascontiguousarray(X, dtype=dtype)
-    if not np.all(np.isfinite(X)):
+    if not np.isfinite(X).all():
         raise ValueError('X contains NaN or infinite values.')
     if unit_range:
         lo, hi = float(X.min()), float(X.max())
@@ -567,9 +673,7 @@ class Graph:
             raise ValueError('sizes must list at least 2 layers of positive ints, '
                              f'got {sizes!r}.')
         _check_learning_rate(learning_rate)
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-                or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
+        _check_batch_size(batch_size)
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
             raise TypeError(f'unknown option {", ".join(map(repr, unknown))}: the options are '
@@ -652,6 +756,34 @@ class Graph:
     def copy(self):
         """A deep copy: training the copy never changes this net."""
         return copy.deepcopy(self)
+
+    def configure(self, learning_rate=None, batch_size=None, **options):
+        """Change how the net trains from now on: its learning rate, batch size and the
+        options of TRAINING_OPTIONS (optimizer, momentum, nesterov, weight_decay, schedule);
+        what it is (sizes, activation, output, cost, init, dtype) stays. Everything is
+        checked before anything changes (ValueError naming the value; TypeError for another
+        option). A change of optimizer, momentum or nesterov starts a new optimiser (its
+        state, e.g. Adam's moments, starts from zero); returns the net."""
+        fixed = sorted(set(options) - set(TRAINING_OPTIONS))
+        if fixed:
+            raise TypeError(f'{", ".join(map(repr, fixed))} cannot change once a net is made: '
+                            f'configure takes learning_rate, batch_size and '
+                            f'{", ".join(TRAINING_OPTIONS)}.')
+        if learning_rate is not None:
+            _check_learning_rate(learning_rate)
+        if batch_size is not None:
+            _check_batch_size(batch_size)
+        config = dataclasses.replace(self.config, **options)
+        if learning_rate is not None:
+            self.learning_rate = float(learning_rate)
+        if batch_size is not None:
+            self.batch_size = int(batch_size)
+        renewed = any(getattr(config, k) != getattr(self.config, k)
+                      for k in ('optimizer', 'momentum', 'nesterov'))
+        self.config = config
+        if renewed:
+            self.optimizer = self._new_optimizer()
+        return self
 
     # -- the layers, as a reader of the net sees them -------------------------------
 
@@ -780,7 +912,13 @@ class Graph:
             stop = False
             with _one_blas_thread(), tqdm(total=batches, desc=f'epoch {self.epochs + 1}',
                                           unit='batch', leave=False, disable=not progress) as bar:
+                choice, threads = ThreadChoice(_thread_counts()), 1
                 for k in range(batches):
+                    if (wanted := choice.next()) != threads:
+                        threads = _set_blas_threads(wanted)
+                        if threads != wanted:  # another training started: one thread
+                            choice = ThreadChoice((1,))
+                    tick = time.perf_counter()
                     idx = order[k * bs:(k + 1) * bs]
                     # idx is a permutation, so mode='clip' is safe, and unlike 'raise' it
                     # writes straight into out without a buffer
@@ -793,6 +931,7 @@ class Graph:
                     grad_w, grad_b = self._backprop(activations, Yb,
                                                     cost.delta(activations[-1], Yb))
                     self.optimizer.update(self.weights + self.biases, grad_w + grad_b)
+                    choice.record(threads, time.perf_counter() - tick)
                     total_loss += loss * len(idx)
                     bar.update()
                     if callback is not None:
@@ -809,7 +948,8 @@ class Graph:
             record = {'epoch': self.epochs, 'loss': total_loss / n, 'learning_rate': rate,
                       'val_accuracy': None if self.val_data is None else
                       self.evaluate(*self.val_data),
-                      'seconds': time.perf_counter() - started}
+                      'seconds': time.perf_counter() - started,
+                      'blas_threads': choice.chosen}
             history.append(record)
             log.info('epoch %d: %.2f s, learning rate %.4g, loss %.4f, validation accuracy %s',
                      self.epochs, record['seconds'], rate, record['loss'],
@@ -853,8 +993,23 @@ class Graph:
         X = np.asarray(X)
         _check_rows(X, self.sizes[0])
         X = _pixels(X, self.dtype.type, unit_range=False)
-        outputs = self._forward(X)[-1]
+        outputs = self._output(X)
         return np.argmax(outputs, axis=1), outputs
+
+    def _output(self, X):
+        """The output layer's activations (n, sizes[-1]) for rows X (n, sizes[0]) of the
+        net's dtype: _forward's sums without keeping the hidden layers, each layer computed in
+        place in its product's array, the first from the input's columns that are not blank."""
+        a = _matmul(*_nonblank(X, self.weights[0]))  # (n, sizes[1])
+        last = len(self.weights) - 1
+        hidden = ACTIVATIONS[self.config.activation]
+        for l in range(len(self.weights)):
+            if l:
+                a = _matmul(a, self.weights[l])  # (n, sizes[l+1])
+            a += self.biases[l]
+            f = ACTIVATIONS[self.config.output] if l == last else hidden
+            a = f(a, out=a)
+        return a
 
     def predict(self, x):
         """Label and output activations (sizes[-1], 1) of one input of sizes[0] values."""
@@ -910,14 +1065,16 @@ class Graph:
         return path
 
     @classmethod
-    def from_file(cls, path, max_parameters=MAX_PARAMETERS):
+    def from_file(cls, path, max_parameters=MAX_PARAMETERS, max_inflated=None):
         """Build a net, architecture, options and optimiser state included, from a path or
         a binary file object written by save() (files of format 1 load too).
 
         Every member's .npy header is checked against the net that ``sizes`` declares (at
         most ``max_parameters`` weights and biases) before any member is read: a file whose
         members declare other shapes, or inflate to more than their shapes hold (a zip
-        bomb), is refused with a ValueError naming the member, having read a few bytes."""
+        bomb), is refused with a ValueError naming the member, having read a few bytes;
+        so is one whose members declare more than ``max_inflated`` bytes in all (when given:
+        what a file of known size may cost to read)."""
         if hasattr(path, 'read'):
             source, name = path, getattr(path, 'name', 'the file object')
         else:
@@ -925,7 +1082,7 @@ class Graph:
         try:
             _check_directory(source, name)
             with zipfile.ZipFile(source) as archive:
-                data = _read_members(archive, name, max_parameters)
+                data = _read_members(archive, name, max_parameters, max_inflated)
         except (FileNotFoundError, RefusedModelFile):
             raise
         except Exception as e:  # zip and format errors all mean "not our file"
@@ -1038,7 +1195,7 @@ def _expected_shapes(sizes):
     return shapes
 
 
-def _read_members(archive, name, max_parameters):
+def _read_members(archive, name, max_parameters, max_inflated=None):
     """{member: array} of a model file, each member's header checked before it is read."""
     infos = {}
     for info in archive.infolist():
@@ -1085,7 +1242,18 @@ def _read_members(archive, name, max_parameters):
         if infos[key].file_size != inflated:
             raise RefusedModelFile(f'{name}: member {member} inflates to {infos[key].file_size} '
                              f'bytes, its header declares {dtype} {shape}: {inflated} bytes')
+    total = sum(inflated for _, _, inflated in declared.values())
+    if max_inflated is not None and total > max_inflated:
+        raise RefusedModelFile(f'{name}: its members declare {total} bytes of arrays, more than '
+                               f'the {max_inflated} bytes a file of its size may hold')
     return {key: read(key) for key in infos}
+
+
+def _check_batch_size(batch_size):
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+            or not 1 <= batch_size < 2 ** 63:  # a model file holds it as an int64
+        raise ValueError(f'batch_size must be a positive int (below 2**63), got '
+                         f'{batch_size!r}.')
 
 
 def _check_learning_rate(learning_rate):

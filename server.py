@@ -7,9 +7,12 @@
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
                      [--max-samples 100000] [--sample-share 0.03] [--no-hold-suspect]
                      [--sample-rate 50] [--sample-burst 500] [--samples-per-hour 20000]
+                     [--gate-test-points 0.3] [--gate-class-points 1] [--gate-samples-points 1]
+                     [--gate-private-test-points 0.5] [--gate-private-drawings 0]
                      [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
                      [--net-idle-days 30] [--net-memory 512] [--max-trainings N]
-                     [--max-queued 100]
+                     [--max-queued 100] [--max-hidden-layers 4] [--max-units 2048]
+                     [--max-import-bytes 16777216]
                      [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
                      [--metrics-token T] [--metrics-interval 0.2] [--graceful-timeout 15]
     environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_ALLOWED_HOSTS, BTF_TOKEN (then
@@ -103,6 +106,21 @@ def parse(argv=None, environ=os.environ):
     add('--samples-per-hour', type=int, default=DEFAULTS.samples_per_hour,
         help='drawings one client address may store in an hour, per worker (default: '
              '%(default)s)')
+    add('--gate-test-points', type=float, default=DEFAULTS.gate_test_points,
+        help="the gate of the shared net: most points a training may lose on MNIST's test "
+             'images, else it is kept as a version that is not live (default: %(default)s)')
+    add('--gate-class-points', type=float, default=DEFAULTS.gate_class_points,
+        help="the gate of the shared net: most points lost on any digit of MNIST's test "
+             'images (default: %(default)s)')
+    add('--gate-samples-points', type=float, default=DEFAULTS.gate_samples_points,
+        help='the gate of the shared net: most points lost on the held-out drawings, never '
+             'less than one drawing (default: %(default)s)')
+    add('--gate-private-test-points', type=float, default=DEFAULTS.gate_private_test_points,
+        help="the gate of a private net: most points lost on MNIST's test images "
+             '(default: %(default)s)')
+    add('--gate-private-drawings', type=int, default=DEFAULTS.gate_private_drawings,
+        help="the gate of a private net: how many more of its owner's held-out drawings "
+             'it may read wrong (default: %(default)s)')
     add('--max-nets', type=int, default=DEFAULTS.max_nets,
         help='private nets kept on the server at most (default: %(default)s)')
     add('--nets-per-hour', type=int, default=DEFAULTS.nets_per_hour,
@@ -119,6 +137,13 @@ def parse(argv=None, environ=os.environ):
              'CPUs minus one, at least one: %(default)s)')
     add('--max-queued', type=int, default=DEFAULTS.max_queued,
         help='trainings waiting in the queue at most (default: %(default)s)')
+    add('--max-hidden-layers', type=int, default=DEFAULTS.max_hidden_layers,
+        help='hidden layers a fresh or imported net may have (default: %(default)s)')
+    add('--max-units', type=int, default=DEFAULTS.max_units,
+        help='units per hidden layer of a fresh or imported net (default: %(default)s)')
+    add('--max-import-bytes', type=int, default=DEFAULTS.max_import_bytes,
+        help='bytes of an NPZ uploaded to POST /nets/import; any request body is also held '
+             'to the server\'s body limit, 16 MiB (default: %(default)s)')
     add('--log-format', choices=('text', 'json'), default=DEFAULTS.log_format,
         help='text lines, or one JSON object per line (default: %(default)s)')
     add('--access-log', action='store_true',
@@ -153,10 +178,15 @@ def parse(argv=None, environ=os.environ):
             max_samples=args.max_samples, sample_share=args.sample_share,
             hold_suspect=args.hold_suspect, sample_rate=args.sample_rate,
             sample_burst=args.sample_burst, samples_per_hour=args.samples_per_hour,
+            gate_test_points=args.gate_test_points, gate_class_points=args.gate_class_points,
+            gate_samples_points=args.gate_samples_points,
+            gate_private_test_points=args.gate_private_test_points,
+            gate_private_drawings=args.gate_private_drawings,
             max_nets=args.max_nets, nets_per_hour=args.nets_per_hour,
             max_versions=args.max_versions, net_idle_days=args.net_idle_days,
             net_memory=args.net_memory * 2 ** 20, max_trainings=args.max_trainings,
-            max_queued=args.max_queued,
+            max_queued=args.max_queued, max_hidden_layers=args.max_hidden_layers,
+            max_units=args.max_units, max_import_bytes=args.max_import_bytes,
             log_format=args.log_format, access_log=args.access_log, metrics=args.metrics,
             request_ids=args.request_ids, metrics_token=args.metrics_token or None,
             metrics_interval=args.metrics_interval,

@@ -9,6 +9,8 @@ models (the best one answers both routes).
 
     python -m bench.inference                 # about a minute
     python -m bench.inference --batches 1 10 100 --concurrency 1 --seconds 3
+    python -m bench.inference --peers         # in-process against onnxruntime and PyTorch,
+                                              # one thread each (bench/peers.py)
 """
 import argparse
 import asyncio
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import preprocess
+from bench import peers
 from bench.serve import canvases, start_server, training_file
 
 # Defaults (flags override them).
@@ -116,7 +119,14 @@ def main(argv=None):
     parser.add_argument('--concurrency', type=int, nargs='+', default=CONCURRENCY)
     parser.add_argument('--seconds', type=float, default=SECONDS)
     parser.add_argument('--data', type=Path, default=preprocess.DEFAULT_OUTPUT)
+    parser.add_argument('--peers', action='store_true',
+                        help='Graph.predict_batch in-process against onnxruntime and PyTorch '
+                             'on the same weights, one thread each (no server)')
+    parser.add_argument('--rounds', type=int, default=peers.ROUNDS, help='with --peers')
     args = parser.parse_args(argv)
+    if args.peers:
+        peers.run(args.batches, args.rounds, min(args.seconds, peers.SECONDS))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = training_file(args.data, folder)

@@ -19,6 +19,8 @@ soak zero errors and resident memory growing by at most 10%.
     python -m bench.serve --observability --aa  # the same with both off: the noise floor
     python -m bench.serve --observability --instructions  # the same cost counted in CPU
                                                 # instructions under valgrind: no noise
+    python -m bench.serve --peer                # against the same /predict in FastAPI +
+                                                # uvicorn (bench/peer_app.py), alternating
 
 Data: data/mnist_preprocessed.npz when it exists, else built from the raw files that
 preprocess.find_mnist finds ($MNIST_DIR, then data/raw/) into the temporary directory.
@@ -63,6 +65,7 @@ PROCESSES = 3                 # server processes on each side of --observability
 COUNTED = 400                 # /predict requests counted by --instructions
 SLOWDOWN = 100                # about how much slower a server runs under callgrind
 OFF = ('--no-metrics', '--no-request-ids')
+PEER_ROUNDS = 3               # of --peer: each round measures both servers at each level
 
 
 def canvases(X, count, size=CANVAS):
@@ -256,11 +259,27 @@ def start_server(folder, data, workers, *extra, wrap=(), env=None, patience=60):
         [*wrap, sys.executable, str(ROOT / 'server.py'), '--port', str(port), '--state',
          str(folder / 'state'), '--data', str(data), '--workers', str(workers), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return process, listening(process, port, patience)
+
+
+def start_peer(model, patience=60):
+    """bench/peer_app.py under uvicorn (uvloop, httptools, no access log), one process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'uvicorn', 'bench.peer_app:app', '--port', str(port),
+         '--loop', 'uvloop', '--http', 'httptools', '--no-access-log', '--log-level',
+         'warning'], cwd=ROOT, env=dict(os.environ, BTF_PEER_MODEL=str(model)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, listening(process, port, patience)
+
+
+def listening(process, port, patience):
+    """``port`` once ``process`` accepts connections on it."""
     deadline = time.monotonic() + patience
     while True:
         try:
             with socket.create_connection(('127.0.0.1', port), timeout=1):
-                return process, port
+                return port
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit('the server did not start (exit code '
@@ -466,6 +485,9 @@ def main(argv=None):
                         'instead of timing')
     parser.add_argument('--requests', type=int, default=COUNTED,
                         help='/predict requests counted by --instructions (default: %(default)s)')
+    parser.add_argument('--peer', action='store_true',
+                        help='only compare /predict with the same in FastAPI + uvicorn '
+                        '(bench/peer_app.py), alternating, same-round ratios')
     parser.add_argument('--client', choices=('auto', 'wrk', 'asyncio'), default='auto',
                         help='load generator (default: wrk when installed, else asyncio)')
     args = parser.parse_args(argv)
@@ -483,6 +505,8 @@ def main(argv=None):
             return compare_instructions(args, folder, data, bodies)
         if args.observability:
             return compare_observability(args, folder, data, bodies, client)
+        if args.peer:
+            return compare_peer(args, folder, data, bodies, client)
         process, port = start_server(folder, data, args.workers)
         size = np.mean([len(b) for b in bodies]) / 1024
         print(f'server.py --workers {args.workers} on 127.0.0.1:{port}, {os.cpu_count()} '
@@ -528,6 +552,120 @@ def compare_observability(args, folder, data, bodies, client):
     print('\n' + ('\n'.join(f'MISSED: {f}' for f in failures) if failures else
                   'all targets met'))
     return 1 if failures else 0
+
+
+
+def work_floor(bodies, model):
+    """CPU ms per prediction of the work itself, warm, in this process: the canvas decoded
+    and prepared, the net's answer, the answer's JSON (what no server can skip)."""
+    import better_tensorflow as btf
+    import imaging
+    from service.parsing import dump_numpy
+    net = btf.Graph.from_file(model)
+    texts = [json.loads(body)['image'] for body in bodies]
+
+    def one(text):
+        x = imaging.prepare(imaging.decode_base64(text))
+        label, outputs = net.predict(x.reshape(-1))
+        return dump_numpy({'label': label, 'predictions': [
+            {'label': k, 'confidence': c} for k, c in enumerate(outputs[:, 0])], 'input': x})
+
+    for text in texts:
+        one(text)
+    best = float('inf')
+    for _ in range(5):
+        started = time.thread_time()
+        for text in texts:
+            one(text)
+        best = min(best, (time.thread_time() - started) / len(texts))
+    return best * 1000
+
+
+def peer_answers_agree(ours, peer, body):
+    """The two servers' answers to one body: the same label, input (the peer writes float32
+    values in float64's digits) and confidences (to float32's rounding: the peer's numpy sums
+    in its own order)."""
+    import urllib.request
+    answers = []
+    for port in (ours, peer):
+        request = urllib.request.Request(f'http://127.0.0.1:{port}/predict', body,
+                                         {'Content-Type': 'application/json'})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answers.append(json.loads(answer.read()))
+    a, b = answers
+    same = a['label'] == b['label'] and np.allclose(
+        [p['confidence'] for p in a['predictions']],
+        [p['confidence'] for p in b['predictions']], atol=1e-6) \
+        and np.array_equal(np.float32(a['input']), np.float32(b['input']))
+    if not same:
+        raise SystemExit(f"the peer answers otherwise: {a['predictions']} against "
+                         f"{b['predictions']}")
+
+
+async def peer_rounds(args, bodies, servers, client):
+    ours, peer = servers['server.py'], servers['FastAPI']
+    peer_answers_agree(ours[0], peer[0], bodies[0])
+    for server in servers.values():  # warm-up
+        await load(server, client, '/predict', bodies, max(args.concurrency), 2)
+    health = await load(ours, client, '/health', None, 8, args.seconds)
+    results = {(name, c): [] for name in servers for c in args.concurrency}
+    for r in range(args.rounds):
+        for c in args.concurrency:
+            names = list(servers) if (r + c) % 2 == 0 else list(servers)[::-1]
+            for name in names:
+                results[name, c].append(
+                    await load(servers[name], client, '/predict', bodies, c, args.seconds))
+            print(f'round {r + 1}, {c} connections: ' + ', '.join(
+                f"{name} {results[name, c][-1]['rps']:,.0f}/s p99 "
+                f"{results[name, c][-1]['p99']:.1f} ms" for name in servers)
+                + f" (load average {os.getloadavg()[0]:.2f})", flush=True)
+    return results, health
+
+
+def compare_peer(args, folder, data, bodies, client):
+    """server.py (metrics and request ids on, the defaults) and bench/peer_app.py, both up,
+    loaded in turns (who goes first alternates); ratios of the same round, then medians."""
+    import statistics
+    model = json.loads((ROOT / 'models' / 'models.json').read_text())['best']
+    model = ROOT / 'models' / f'model-v{model}.npz'
+    args.rounds = args.rounds if args.rounds != ROUNDS else PEER_ROUNDS
+    load_before = os.getloadavg()
+    ours, port = start_server(folder, data, args.workers)
+    peer, peer_port = start_peer(model)
+    servers = {'server.py': (port, ours.pid), 'FastAPI': (peer_port, peer.pid)}
+    print(f'server.py --workers {args.workers} (metrics and request ids on) against FastAPI '
+          f'{_version("fastapi")} + uvicorn {_version("uvicorn")} (bench/peer_app.py), '
+          f'{model.name}, {len(bodies)} canvases, {os.cpu_count()} cores, load from '
+          f'{args.client} (one thread), {args.rounds} rounds of {args.seconds:g} s, load '
+          f'average {" ".join(f"{x:.2f}" for x in load_before)}\n')
+    try:
+        results, health = asyncio.run(peer_rounds(args, bodies, servers, client))
+    finally:
+        for process in (ours, peer):
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+    floor = work_floor(bodies, model)
+    median = statistics.median
+    print('\n| /predict | connections | server.py requests/s | FastAPI requests/s | '
+          'ratio (same round, median) | p99 ms server.py / FastAPI | server CPU ms per '
+          'request server.py / FastAPI |')
+    print('|---|---|---|---|---|---|---|')
+    for c in args.concurrency:
+        a, b = results['server.py', c], results['FastAPI', c]
+        print(f"| | {c} | {median(x['rps'] for x in a):,.0f} | "
+              f"{median(x['rps'] for x in b):,.0f} | "
+              f"{median(x['rps'] / y['rps'] for x, y in zip(a, b)):.2f}x | "
+              f"{median(x['p99'] for x in a):.1f} / {median(x['p99'] for x in b):.1f} | "
+              f"{median(x['cpu_ms'] for x in a):.3f} / {median(x['cpu_ms'] for x in b):.3f} |")
+    print(f"\nfloor: the work itself {floor:.3f} ms per prediction (in-process, warm) + "
+          f"server.py's /health {health['cpu_ms']:.3f} ms = {floor + health['cpu_ms']:.3f} ms; "
+          f'load average after {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+    return 0
+
+
+def _version(name):
+    from importlib.metadata import version
+    return version(name)
 
 
 if __name__ == '__main__':

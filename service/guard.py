@@ -81,7 +81,7 @@ def cross_site(request):
     return None
 
 
-def guarded(what, net_in_path=False, private=False):
+def guarded(what, net_in_path=False, private=False, body_types=()):
     """The one guard of the routes that change state or hold users' data (see the module's
     docstring); ``what`` ends the messages' "<path> ..." (e.g. 'changes the live net').
 
@@ -89,15 +89,16 @@ def guarded(what, net_in_path=False, private=False):
     "net") guards the live net so, and a private net by its name alone: whoever holds the name
     may use and change it, with no token, but a page on another site still may not (unless it
     sends the token or its origin is listed). ``private``: the route acts on no net yet (it
-    creates one): guarded as a private net."""
+    creates one): guarded as a private net. ``body_types``: the Content-Types a body may
+    have besides JSON (each one a browser cannot send cross-site without a preflight)."""
 
     def decorate(handler):
         @functools.wraps(handler)
         async def guarded_handler(request, *args, **kwargs):
             settings = request.app.ctx.settings
             token = settings.token
-            name = net_name(request, kwargs.get('name') if net_in_path else None)
-            mine = private or name != LIVE
+            mine = private or \
+                net_name(request, kwargs.get('name') if net_in_path else None) != LIVE
             subject = f'{request.path} {what}' if not mine else \
                 f'{request.path} changes or reads a private net'
             given = token_given(request, token) if token is not None else None
@@ -112,7 +113,8 @@ def guarded(what, net_in_path=False, private=False):
                                     'it. Start the server with a token (BTF_TOKEN) and send it, '
                                     'or list that origin with --cors-origins.')
             if request.method in ('POST', 'PUT', 'PATCH', 'DELETE') and request.body:
-                require_json(request)  # a page elsewhere cannot send it without a preflight
+                # a page elsewhere cannot send it without a preflight
+                require_json(request, also=body_types)
             return await handler(request, *args, **kwargs)
 
         guarded_handler.guarded = True
@@ -124,3 +126,7 @@ changes_state = guarded('changes the live net')
 holds_user_data = guarded("holds users' drawings")
 changes_a_net = guarded('changes a net', net_in_path=True)
 creates_a_net = guarded('creates a net', private=True)
+# POST /nets/import's body is the NPZ itself: application/octet-stream is not one of the
+# types a page on another site may send without a preflight (text/plain, form data), so it
+# is as safe as JSON here, and a model file travels as the bytes it is.
+imports_a_net = guarded('creates a net', private=True, body_types=('application/octet-stream',))

@@ -330,17 +330,19 @@ class Registry:
 
     # -- changing a net
 
-    async def save(self, net, graph, meta, cause):
+    async def save(self, net, graph, meta, cause, current=True):
         """Save ``graph`` as a new version of ``net``, then make it current here: if the save
         fails, the net stays as it was, here and in every other worker (507 when the disk is
-        full, 503 otherwise). The caller holds the net's job lock."""
+        full, 503 otherwise). With ``current=False`` (a candidate the gate held back) the
+        version is only kept: the net stays as it was. The caller holds the net's job lock."""
         settings = self.app.ctx.settings
         keep = settings.max_versions
         async with net.save_lock:
             loop = asyncio.get_running_loop()
             try:
                 version = await loop.run_in_executor(
-                    None, lambda: self.store.save_net(net.name, graph, meta, cause, keep))
+                    None, lambda: self.store.save_net(net.name, graph, meta, cause, keep,
+                                                      current))
                 token = self.store.net_version(net.name)
             except StoreFull as e:
                 log.error('the new version of %s was not saved: %s', net.title, e)
@@ -351,6 +353,8 @@ class Registry:
                 log.error('the new version of %s was not saved: %s', net.title, e)
                 raise Unavailable(f'{e.strerror}: the new net could not be saved, so the net '
                                   'is unchanged.') from None
+            if not current:
+                return version
             record = {**meta, 'version': version, 'cause': cause, 'epochs': graph.epochs}
             net.swap(graph, record, token)
         return version

@@ -86,9 +86,11 @@ def require_json(request, also=()):
     given = request.headers.get('content-type')
     kind = None if given is None else given.split(';')[0].strip().lower()
     if kind != 'application/json' and kind not in also:
+        others = ''.join(f' (or {other})' for other in also if other is not None)
         raise UnsupportedMediaType(
-            f'{request.path[:SHOWN]} takes a JSON body sent as Content-Type: application/json, '
-            f'got {"no Content-Type" if given is None else "Content-Type " + shown(given)}.')
+            f'{request.path[:SHOWN]} takes a JSON body sent as Content-Type: application/json'
+            f'{others}, got '
+            f'{"no Content-Type" if given is None else "Content-Type " + shown(given)}.')
 
 
 def shown(value, quote=True):
@@ -145,7 +147,8 @@ def query_int(value):
 
 def parse_epochs(value, maximum):
     if not is_int(value) or not 1 <= value <= maximum:
-        raise BadRequest(f'epochs must be an integer from 1 to {maximum}, got {shown(value)}.')
+        raise BadRequest(f'epochs must be an integer from 1 to {maximum} (--max-epochs), got '
+                         f'{shown(value)}.')
     return value
 
 

@@ -421,19 +421,21 @@ class PostgresStore(Store):
         meta.pop('digest', None)
         return net, meta
 
-    def save_net(self, name, net, meta, cause='save', keep=None):
+    def save_net(self, name, net, meta, cause='save', keep=None, current=True):
         _check_name(name)
         data = net_bytes(net)
         try:
             version = self._run(lambda conn: self._save(conn, name, net, data, meta, cause,
-                                                        keep), transaction=True)
+                                                        keep, current), transaction=True)
         except psycopg.errors.IntegrityError as e:
             raise StoreError(0, f'the database refused the new version: {e}') from e
-        self._saw(name, version)
+        if current:
+            self._saw(name, version)
         return version
 
-    def _save(self, conn, name, net, data, meta, cause, keep):
-        """In a transaction: a new version of the net, current; its number."""
+    def _save(self, conn, name, net, data, meta, cause, keep, current=True):
+        """In a transaction: a new version of the net, current unless not ``current``
+        (then nobody is notified: the net did not change); its number."""
         # The net's row, locked: two servers' saves of a net are one after the other.
         if conn.execute('SELECT 1 FROM btf_nets WHERE name = %s FOR UPDATE',
                         (name,)).fetchone() is None:
@@ -443,11 +445,14 @@ class PostgresStore(Store):
         record = version_record(net, meta, version, cause)
         conn.execute('INSERT INTO btf_versions (name, version, net, meta) VALUES '
                      '(%s, %s, %s, %s)', (name, version, data, Jsonb(record)))
-        conn.execute('UPDATE btf_nets SET current = %s WHERE name = %s', (version, name))
-        if keep is not None:
-            conn.execute('DELETE FROM btf_versions WHERE name = %s AND version <= %s',
-                         (name, version - keep))
-        conn.execute("SELECT pg_notify('btf_nets', %s)", (f'{name} {version}',))
+        if current:
+            conn.execute('UPDATE btf_nets SET current = %s WHERE name = %s', (version, name))
+        if keep is not None:  # never the current version
+            conn.execute('DELETE FROM btf_versions WHERE name = %s AND version <= %s AND '
+                         'version IS DISTINCT FROM (SELECT current FROM btf_nets WHERE '
+                         'name = %s)', (name, version - keep, name))
+        if current:
+            conn.execute("SELECT pg_notify('btf_nets', %s)", (f'{name} {version}',))
         return version
 
     def net_version(self, name):

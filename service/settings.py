@@ -108,6 +108,13 @@ class Settings:
     sample_rate: float = 50.0  # drawings one client address may store per second per worker
     sample_burst: int = 500  # ... and at once (a token bucket: routes/samples.py)
     samples_per_hour: int = 20_000  # ... and in an hour; the token holder is exempt
+    # The gate a training passes before it goes live (service/gate.py, docs/models.md): the
+    # most it may lose, in points, on MNIST's test images and on the held-out drawings
+    gate_test_points: float = 0.3  # the shared net: overall on MNIST's test images
+    gate_class_points: float = 1.0  # the shared net: any one digit of them
+    gate_samples_points: float = 1.0  # the shared net: the held-out drawings (at least 1)
+    gate_private_test_points: float = 0.5  # a private net: overall on MNIST's test images
+    gate_private_drawings: int = 0  # a private net: its owner's held-out drawings read worse
     # Nets: the shared one and private ones (routes/nets.py), their versions, the queue
     max_nets: int = 1000  # private nets on the server (507 past it)
     nets_per_hour: int = 200  # private nets one client address may create in an hour (429)
@@ -118,6 +125,10 @@ class Settings:
     max_trainings: int = field(default_factory=lambda: max(1, usable_cpus() - 1))  # at once;
     #                                              0: none here (other servers run the queue)
     max_queued: int = 100  # trainings waiting in the queue (503 past it)
+    # A learner's own net (service/playground.py): its shape, and a net brought in
+    max_hidden_layers: int = 4  # hidden layers of a fresh net (POST /nets "sizes")
+    max_units: int = 2048  # units per hidden layer
+    max_import_bytes: int = 16 * 2 ** 20  # an NPZ body of POST /nets/import (and --max-body)
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments
@@ -139,7 +150,8 @@ class Settings:
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
                      'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
                      'nets_per_hour', 'max_versions', 'net_memory', 'max_queued',
-                     'sample_burst', 'samples_per_hour'):
+                     'sample_burst', 'samples_per_hour', 'max_hidden_layers', 'max_units',
+                     'max_import_bytes'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
@@ -158,6 +170,17 @@ class Settings:
                              f'got {self.sample_rate!r}.')
         if not isinstance(self.hold_suspect, bool):
             raise ValueError(f'hold_suspect must be true or false, got {self.hold_suspect!r}.')
+        for name in ('gate_test_points', 'gate_class_points', 'gate_samples_points',
+                     'gate_private_test_points'):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                    not 0 <= value <= 100:
+                raise ValueError(f'{name} must be a number of points from 0 to 100, got '
+                                 f'{value!r}.')
+        if not isinstance(self.gate_private_drawings, int) or \
+                isinstance(self.gate_private_drawings, bool) or self.gate_private_drawings < 0:
+            raise ValueError(f'gate_private_drawings must be an int, 0 or more, got '
+                             f'{self.gate_private_drawings!r}.')
         if not isinstance(self.sample_share, (int, float)) or not 0 < self.sample_share < 1:
             raise ValueError(f'sample_share must be a fraction between 0 and 1, got '
                              f'{self.sample_share!r}.')

@@ -7,7 +7,8 @@ passes). ``FolderStore`` keeps the state in one folder, shared by a machine's wo
 Saving is all or nothing: ``save_net`` either completes or raises and leaves the previous
 version current (``StoreFull`` when the disk is full), so callers make a net current only
 after its save succeeded. Every save is a new version (1, 2, ...); the oldest are pruned
-past ``keep``, never the current one.
+past ``keep``, never the current one. A version saved with ``current=False`` (a candidate
+that failed the gate: service/gate.py) is kept and listed, and the net stays as it was.
 """
 import errno
 import fcntl
@@ -82,11 +83,12 @@ class Store:
         also set aside, never overwritten."""
         raise NotImplementedError
 
-    def save_net(self, name, net, meta, cause='save', keep=None):
+    def save_net(self, name, net, meta, cause='save', keep=None, current=True):
         """Save a new version and make it current, atomically: readers see the old or the
-        new one, whole. Returns its number. Prunes the oldest past ``keep`` versions (never
-        the current one). Raises StoreError (StoreFull when out of space) and then nothing
-        changed."""
+        new one, whole. Returns its number. With ``current=False`` the version is only kept
+        (listed, loadable by ``load_version``); the current one, and the change token, stay.
+        Prunes the oldest past ``keep`` versions, the new one counted (never the current
+        one). Raises StoreError (StoreFull when out of space) and then nothing changed."""
         raise NotImplementedError
 
     def net_version(self, name):
@@ -181,7 +183,8 @@ def version_record(net, meta, version, cause):
 
 def version_summary(record):
     return {k: record.get(k) for k in ('version', 'created', 'cause', 'epochs', 'sizes',
-                                       'validation_accuracy', 'rolled_back_to')}
+                                       'validation_accuracy', 'rolled_back_to',
+                                       'promoted_from', 'promoted', 'gate')}
 
 
 def _check_name(name):
@@ -289,16 +292,12 @@ class FolderStore(Store):
             return []
         return sorted(int(n[:-5]) for n in names if n.endswith('.json') and n[:-5].isdigit())
 
-    def save_net(self, name, net, meta, cause='save', keep=None):
+    def save_net(self, name, net, meta, cause='save', keep=None, current=True):
         if not self._exists(name):
             raise StoreError(errno.ENOENT, f'there is no net {name!r}')
         path, meta_path = self._files(name)
         folder = self._versions(name)
-        try:
-            current = json.loads(meta_path.read_text()).get('version') or 0
-        except (OSError, ValueError, AttributeError):
-            current = 0
-        version = max([current, *self._numbers(name)]) + 1
+        version = max([self._current(name) or 0, *self._numbers(name)]) + 1
         record = version_record(net, meta, version, cause)
         data = json.dumps(record).encode()
         kept = folder / f'{version:06d}.npz'
@@ -309,19 +308,21 @@ class FolderStore(Store):
             # The metadata first (a full disk shows before anything changed), the version's
             # net, then the current net replaced atomically (a hard link to the version's
             # file), then its metadata renamed beside it.
-            with open(meta_tmp, 'xb') as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            if current:
+                with open(meta_tmp, 'xb') as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
             net.save(kept)
             with btf.atomic_write(folder / f'{version:06d}.json') as f:
                 f.write(data)
-            try:
-                os.link(kept, tmp)
-            except OSError:  # a file system without hard links
-                shutil.copyfile(kept, tmp)
-            os.replace(tmp, path)
-            os.replace(meta_tmp, meta_path)
+            if current:
+                try:
+                    os.link(kept, tmp)
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(kept, tmp)
+                os.replace(tmp, path)
+                os.replace(meta_tmp, meta_path)
         except OSError as e:
             for leftover in (meta_tmp, tmp, kept, folder / f'{version:06d}.json'):
                 leftover.unlink(missing_ok=True)
@@ -329,11 +330,19 @@ class FolderStore(Store):
                 raise StoreFull(e.errno, f'the disk holding {self.folder} is full') from e
             raise StoreError(e.errno, f'cannot write to {self.folder}: {e.strerror}') from e
         if keep is not None:
+            live = version if current else self._current(name)
             for old in self._numbers(name)[:-keep]:
-                if old != version:
+                if old != live:
                     for suffix in ('.json', '.npz'):
                         (folder / f'{old:06d}{suffix}').unlink(missing_ok=True)
         return version
+
+    def _current(self, name):
+        """The current version's number, None when there is none."""
+        try:
+            return json.loads(self._files(name)[1].read_text()).get('version')
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def net_version(self, name):
         path, meta_path = self._files(name)
@@ -347,11 +356,7 @@ class FolderStore(Store):
                     (folder / f'{number:06d}.json').read_text())))
             except (OSError, ValueError, AttributeError):
                 continue
-        try:
-            current = json.loads(self._files(name)[1].read_text()).get('version')
-        except (OSError, ValueError, AttributeError):
-            current = None
-        return found, current
+        return found, self._current(name)
 
     def load_version(self, name, version):
         folder = self._versions(name)

@@ -80,8 +80,12 @@ def replay(streams, net, seen, state):
         streams.send(net, 'queued', {'position': new.get('position')})
     if new.get('before') is not None and old.get('before') is None:
         streams.send(net, 'before', new['before'])
+    view = new.get('view') or {}
     for record in new['history'][len(old['history']):]:
-        streams.send(net, 'epoch', {**record, 'epochs': new['epochs']})
+        # the last epoch's confusion matrix and pictures are in the status; earlier ones
+        # (several epochs between two reads) are gone
+        shown = view if view.get('epoch') == record['epoch'] else {}
+        streams.send(net, 'epoch', {**record, 'epochs': new['epochs'], **shown})
     if new['running'] and (new['epoch'], new['batch']) != (old['epoch'], old['batch']):
         streams.send(net, 'progress', {k: new[k] for k in ('epoch', 'epochs', 'batch',
                                                            'batches')})

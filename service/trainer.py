@@ -1,5 +1,6 @@
 """The training process: imports only the library and the data loader (no web server, no
 image decoder), trains a copy of the live net and sends it back through a pipe."""
+import base64
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ import better_tensorflow as btf
 import preprocess
 
 log = logging.getLogger(__name__)
+VIEW_SAMPLES = 2000  # the first images of each split that the per-epoch view measures
+VIEW_UNITS = 16  # first-layer units pictured per epoch (784 bytes each)
 
 
 @dataclass
@@ -21,7 +24,10 @@ class Assignment:
     ``data_path`` (and, with ``samples`` (X_train, y_train, X_val, y_val) of users' drawings,
     uint8, on them too: ``share`` of every epoch); report a batch at most every ``interval``
     / 2 seconds and score the result on ``score_samples`` validation samples; run at
-    ``niceness``."""
+    ``niceness``, with ``options`` applied to the net first (they are saved with it).
+    ``test_path``: MNIST's official test images (models/mnist-test.npz), on
+    which the gate's figures are measured before and after (None, or a missing file: not
+    measured)."""
     net: btf.Graph
     data_path: Path
     epochs: int
@@ -30,6 +36,8 @@ class Assignment:
     niceness: int = 10
     samples: tuple | None = None
     share: float = 0.1
+    options: dict | None = None  # Graph.configure's (learning rate, batch size, optimiser...)
+    test_path: Path | None = None
 
 
 def train(work, pipe, stop):
@@ -49,15 +57,20 @@ def train(work, pipe, stop):
 
     def callback(info):
         nonlocal last_batch
+        if info['event'] == 'epoch':  # what a learner sees of the net, once per epoch
+            info = {**info, **epoch_view(net, view)}
         if info['event'] == 'epoch' or time.monotonic() - last_batch >= interval / 2:
             last_batch = time.monotonic()
             pipe.send(('step', info))
         return stop.is_set()
 
     try:
+        net.configure(**(work.options or {}))  # checked by the server before it queued them
         data = preprocess.load_dataset(work.data_path)
+        view = view_data(data)
         X_val, y_val = data['val']
-        before = compare(net, data['val'], samples)
+        test = official_test(work.test_path)
+        before = compare(net, data['val'], samples, test)
         pipe.send(('step', {'event': 'before', 'before': before}))
         if samples is None:
             net.feed(data['train'], data['val'])
@@ -67,7 +80,7 @@ def train(work, pipe, stop):
         net.train_data = net.val_data = None  # the live net must not hold the data set
         sample = np.random.default_rng().choice(len(y_val), min(work.score_samples, len(y_val)),
                                                 replace=False)
-        comparison = {'before': before, 'after': compare(net, data['val'], samples)}
+        comparison = {'before': before, 'after': compare(net, data['val'], samples, test)}
         pipe.send(('done', net, history, net.validate((X_val[sample], y_val[sample])),
                    comparison))
     except btf.TrainingDiverged as e:
@@ -101,12 +114,80 @@ def train_with_samples(net, data, samples, share, epochs, callback, stop):
     return history
 
 
-def compare(net, val, samples):
-    """Validation accuracy on MNIST, and on the held-out samples (None without them)."""
-    figures = {'mnist': round(net.evaluate(*val), 4), 'samples': None, 'samples_count': 0}
+def official_test(path):
+    """(X (10000, 784) uint8, y (10000,) int64) of MNIST's official test images in the file
+    the server ships (models/mnist-test.npz), or None when there is none (logged when it
+    cannot be read)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            X, y = f['X'], f['y'].astype(np.int64)
+        if X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != 784 or y.shape != (len(X),):
+            raise ValueError(f'it holds {X.dtype} images {X.shape} and labels {y.shape}')
+    except (OSError, ValueError, KeyError) as e:
+        log.error('the test images in %s cannot be read (%s): the gate does without them',
+                  path, e)
+        return None
+    return X, y
+
+
+def compare(net, val, samples, test=None):
+    """What the net reads right, on images it does not train on: MNIST's validation split
+    ("mnist"), the held-out samples ("samples", "samples_right" of "samples_count"; None
+    without them) and MNIST's official test images ``test`` (X, y), overall and per digit
+    ("test", "test_per_class", "test_count"; None without them)."""
+    figures = {'mnist': round(net.evaluate(*val), 4), 'samples': None, 'samples_count': 0,
+               'samples_right': None, 'test': None, 'test_per_class': None, 'test_count': 0}
     if samples is not None and len(samples[3]):
-        X, y = samples[2], samples[3]
-        figures.update(samples=round(net.evaluate(X.astype(np.float32) / np.float32(255),
-                                                  y.astype(np.int64)), 4),
-                       samples_count=len(y))
+        X, y = samples[2], samples[3].astype(np.int64)
+        right = int((net.predict_batch(X)[0] == y).sum())  # uint8 pixels: scaled by the net
+        figures.update(samples=round(right / len(y), 4), samples_count=len(y),
+                       samples_right=right)
+    if test is not None:
+        X, y = test
+        read = net.predict_batch(X)[0] == y
+        figures.update(test=round(float(read.mean()), 4), test_count=len(y),
+                       test_per_class=[round(float(read[y == d].mean()), 4)
+                                       for d in range(10)])
     return figures
+
+
+# ---------------------------------------------------------------------------------------
+# What a learner sees of the net once per epoch (service/playground.py, the page's curves,
+# matrix and pictures): cheap next to an epoch, on fixed images so that epochs compare.
+
+def view_data(data):
+    """(X_train, y_train, X_val, y_val): the first VIEW_SAMPLES images of each split."""
+    (X, y), (Xv, yv) = data['train'], data['val']
+    return X[:VIEW_SAMPLES], y[:VIEW_SAMPLES], Xv[:VIEW_SAMPLES], yv[:VIEW_SAMPLES]
+
+
+def epoch_view(net, view):
+    """What a learner sees of the net after an epoch: training accuracy and validation loss
+    on the fixed images of ``view``, the validation confusion matrix (rows: the true digit,
+    columns: the net's answer; counts) and the first layer's first units as pictures."""
+    X, y, Xv, yv = view
+    classes = net.sizes[-1]
+    train_labels = net.predict_batch(X)[0]
+    labels, outputs = net.predict_batch(Xv)
+    loss = btf.COSTS[net.config.cost, net.config.output].fn(
+        outputs, np.eye(classes, dtype=outputs.dtype)[yv])
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (yv, labels), 1)
+    return {'train_accuracy': round(float(np.mean(train_labels == y)), 4),
+            'val_loss': round(float(loss), 6), 'view_samples': len(yv),
+            'confusion': confusion.tolist(), 'units': unit_pictures(net)}
+
+
+def unit_pictures(net, count=VIEW_UNITS):
+    """The first layer's first ``count`` units' input weights as 28x28 grey pictures:
+    base64 of 784 bytes each, row by row, 128 for a weight of 0, 255 and 1 for the unit's
+    largest positive and negative weight."""
+    W = net.weights[0][:, :count].T.astype(np.float64)  # (units, 784)
+    side = int(round(W.shape[1] ** 0.5))
+    scale = np.abs(W).max(axis=1, keepdims=True)
+    scale[scale == 0] = 1
+    pixels = np.clip(np.round(128 + 127 * W / scale), 0, 255).astype(np.uint8)
+    return {'layer': 0, 'total': net.sizes[1], 'shape': [side, side],
+            'pixels': [base64.b64encode(row.tobytes()).decode() for row in pixels]}

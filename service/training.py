@@ -26,7 +26,7 @@ import numpy as np
 
 import better_tensorflow as btf
 
-from . import judge, observability, trainer
+from . import gate, judge, observability, trainer
 from .changes import acquire
 from .errors import (
     BadRequest,
@@ -37,6 +37,7 @@ from .errors import (
     Unavailable,
     store_call,
 )
+from .insight import TEST_IMAGES_FILE
 from .jobs import JobExists, QueueFull
 from .samples import in_store, is_validation
 from .store import LIVE
@@ -60,6 +61,7 @@ class Job:
         self.epoch, self.batch = min(epochs, 1), 0
         self.history = []
         self.before = self.after = None  # validation figures before and after the job
+        self.view = None  # the last epoch's confusion matrix and pictures (playground.py)
         self.last_progress = 0.0
 
     def progress(self):
@@ -68,8 +70,9 @@ class Job:
 
     def status(self):
         figures = {} if self.before is None else {'before': self.before, 'after': self.after}
+        view = {} if self.view is None else {'view': self.view}
         return {'running': self.running, 'state': 'running' if self.running else 'idle',
-                **self.progress(), 'history': list(self.history), **figures}
+                **self.progress(), 'history': list(self.history), **figures, **view}
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,10 +145,16 @@ def on_step(app, net, job, info):
     if info['event'] == 'epoch':
         record = {'epoch': job.epoch, 'loss': round(info['loss'], 6),
                   'val_accuracy': round(info['val_accuracy'], 4),
-                  'seconds': round(info['seconds'], 2)}
+                  'seconds': round(info['seconds'], 2),
+                  'learning_rate': info.get('learning_rate'),
+                  'train_accuracy': info.get('train_accuracy'),
+                  'val_loss': info.get('val_loss')}
         job.history.append(record)
+        # The large part, only the last epoch's: the status is written at every progress.
+        job.view = {'epoch': job.epoch, 'view_samples': info.get('view_samples'),
+                    'confusion': info.get('confusion'), 'units': info.get('units')}
         observability.training(app, 'epoch', info['seconds'])
-        ctx.streams.send(name, 'epoch', {**record, 'epochs': job.epochs})
+        ctx.streams.send(name, 'epoch', {**record, 'epochs': job.epochs, **job.view})
         publish(app, name, job)
     elif time.monotonic() - job.last_progress >= ctx.settings.progress_interval:
         job.last_progress = time.monotonic()
@@ -191,16 +200,18 @@ def can_train(settings):
     return (True, None) if settings.data_path.is_file() else (False, NO_DATA)
 
 
-async def start_job(app, net, epochs, with_samples=False):
+async def start_job(app, net, epochs, with_samples=False, options=None):
     """Queue a job for the net (409 when it has one queued or running, 503 when the queue is
     full) and answer when it is done, whichever worker or server runs it. What would make it
     fail at once (no training data, no samples to train on) is checked first. A client that
-    hangs up leaves its job in the queue: it runs all the same."""
+    hangs up leaves its job in the queue: it runs all the same. ``options``: training
+    options (playground.TRAINING_OPTIONS, checked) for the copy that trains."""
     ctx = app.ctx
     training_samples(ctx.settings)
     if with_samples:
         await stored_samples(app, net.name)
-    spec = {'epochs': epochs, 'samples': with_samples}
+    spec = {'epochs': epochs, 'samples': with_samples, **({'options': options} if options
+                                                            else {})}
     try:
         try:
             job_id = await in_queue(app, 'submit', net.name, spec, ctx.settings.max_queued,
@@ -440,14 +451,15 @@ async def run_spec(app, job, stop):
         raise
     if samples is not None:
         count += trainer.extra_per_epoch(count, ctx.settings.sample_share)
-    epochs = spec['epochs']
-    batches = -(-count // net.graph.batch_size)
+    epochs, options = spec['epochs'], spec.get('options') or {}
+    batches = -(-count // options.get('batch_size', net.graph.batch_size))
     net.job = Job(epochs, batches, net.graph.epochs, f'{ctx.worker}-{time.time_ns()}')
     publish(app, net.name, net.job)
     observability.training(app, 'started')
     log.info('training %s: %d epochs of %d batches%s', net.title, epochs, batches,
              f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
-    net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples, stop))
+    net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples, stop,
+                                               options))
     answer = await asyncio.shield(net.job_task)
     if samples is not None:  # what the new version never trained on, judged again
         await judge.after_training(app, net.name)
@@ -481,16 +493,20 @@ def receive(pipe, loop, on_step):
         loop.call_soon_threadsafe(on_step, message[1])
 
 
-async def run_job(app, net, job, lock, samples=None, stop=None):
-    """Train a copy of the net in a process, save it as its new version, then make that
-    current; the /train answer. Releases the net's job ``lock`` when done. ``stop``: set, the
-    process stops after its batch and nothing is saved."""
+async def run_job(app, net, job, lock, samples=None, stop=None, options=None):
+    """Train a copy of the net in a process and save it as its new version; make that
+    current if it passes the gate (``gate.judge``), else keep it as a candidate and leave the
+    net as it was; the /train answer, which says which ("promoted", "gate"). Releases the
+    net's job ``lock`` when done. ``stop``: set, the process stops after its batch and
+    nothing is saved. ``options``: Graph.configure's, for the copy."""
     ctx, settings = app.ctx, app.ctx.settings
     loop = asyncio.get_running_loop()
     receiver, sender = SPAWN.Pipe(duplex=False)
     work = trainer.Assignment(net.graph.copy(), settings.data_path, job.epochs,
                               settings.score_samples, settings.progress_interval,
-                              settings.train_niceness, samples, settings.sample_share)
+                              settings.train_niceness, samples, settings.sample_share,
+                              options or {},
+                              test_path=settings.models_dir / TEST_IMAGES_FILE)
     stop = ctx.stopping if stop is None else stop
     process = SPAWN.Process(target=trainer.train, name='train', args=(work, sender, stop))
     started = time.perf_counter()
@@ -515,15 +531,27 @@ async def run_job(app, net, job, lock, samples=None, stop=None):
             raise Conflict('this training was taken back by the queue (its server could not '
                            'reach it); the net is unchanged here.')
         graph, history, accuracy, comparison = result
+        private = net.name != LIVE
+        verdict = gate.judge(comparison['before'], comparison['after'],
+                             gate.tolerances(settings, private), private)
+        # A private net trained without drawings is its learner's experiment (the
+        # playground): measured and said, never held back.
+        verdict['applied'] = not private or samples is not None
+        promoted = verdict['passed'] or not verdict['applied']
+        validation = round(history[-1]['val_accuracy'], 4)
         version = await ctx.nets.save(
-            net, graph, {'validation_accuracy': round(history[-1]['val_accuracy'], 4),
-                         'trained_on_samples': samples is not None}, 'train')
-        answer = {'accuracy': accuracy, 'validation_accuracy': net.meta['validation_accuracy'],
+            net, graph, {'validation_accuracy': validation,
+                         'trained_on_samples': samples is not None,
+                         'promoted': promoted, 'gate': verdict}, 'train', current=promoted)
+        answer = {'accuracy': accuracy, 'validation_accuracy': validation,
                   'epochs': graph.epochs, 'seconds': round(time.perf_counter() - started, 2),
-                  'samples': samples is not None, 'version': version, **comparison}
-        log.info('trained %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d',
+                  'samples': samples is not None, 'version': version,
+                  'promoted': promoted, 'gate': verdict, **comparison}
+        log.info('trained %s %d epochs in %.1f s: validation accuracy %.4f, %d/%d; %s',
                  net.title, job.epochs, answer['seconds'], answer['validation_accuracy'],
-                 accuracy, settings.score_samples)
+                 accuracy, settings.score_samples,
+                 f'version {version} is current' if promoted else
+                 f'version {version} kept, not current: {verdict["reason"]}')
         finish(app, net, job, answer)
         return answer
     except btf.TrainingDiverged as e:

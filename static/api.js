@@ -21,13 +21,15 @@ function query(path, params = {}, net = chosen) {
   return text ? `${path}?${text}` : path;
 }
 
-async function call(path, { method = 'GET', body } = {}) {
+// body: sent as JSON; bytes (an ArrayBuffer or Blob): sent as they are (a net's NPZ file).
+async function call(path, { method = 'GET', body, bytes } = {}) {
   let response;
   try {
     response = await fetch(path, {
       method,
-      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
+      headers: bytes !== undefined ? { 'Content-Type': 'application/octet-stream' }
+        : body === undefined ? {} : { 'Content-Type': 'application/json' },
+      body: bytes ?? (body === undefined ? undefined : JSON.stringify(body)),
     });
   } catch (err) {
     throw new ApiError(0, `Cannot reach the server (${err.message}). Is it still running?`);
@@ -70,10 +72,19 @@ async function dataUrl(path) {
 export const api = {
   useNet: (name) => { chosen = name; },  // then every request goes with it
   models: async () => (await call('models')).data,
-  createNet: (from) => call('nets', { method: 'POST', body: { from } }).then((r) => r.data),
+  // shape: {sizes, options} of a fresh net (the playground's)
+  createNet: (from, shape = {}) => call('nets', { method: 'POST', body: { from, ...shape } })
+    .then((r) => r.data),
+  importNet: (bytes) => call('nets/import', { method: 'POST', bytes }).then((r) => r.data),
+  // A download of the chosen net (a shipped model's when one is given): npz, onnx or card.
+  exportUrl: (format, pretrained = null) => (pretrained == null
+    ? `${netPath(chosen ?? 'live')}/export?format=${format}`
+    : `models/${pretrained}/export?format=${format}`),
   net: (name) => call(netPath(name)).then((r) => r.data),
   versions: (name) => call(`${netPath(name)}/versions`).then((r) => r.data),
   rollback: (name, version) => call(`${netPath(name)}/rollback`,
+    { method: 'POST', body: { version } }).then((r) => r.data),
+  promote: (name, version) => call(`${netPath(name)}/promote`,
     { method: 'POST', body: { version } }).then((r) => r.data),
   hidden: (pretrained) => get('model/hidden', { pretrained }),
   predict: (body) => post('predict', body),
@@ -90,6 +101,7 @@ export const api = {
   sampleImage: (id) => query(`samples/${id}/image`),
   sampleDataUrl: (id) => dataUrl(query(`samples/${id}/image`)),
   train: (epochs, samples) => post('train', { epochs, samples }),
+  trainWith: (epochs, options) => post('train', { epochs, options }),  // the playground's
   reset: () => post('reset'),
   pretrain: () => post('pretrain'),
   trainEvents: () => new EventSource(query('train/events')),

@@ -23,6 +23,7 @@ import { hiddenPanel } from './panel-hidden.js';
 import { insidePanel } from './panel-inside.js';
 import { modelPanel } from './panel-model.js';
 import { netsPanel } from './panel-nets.js';
+import { playgroundPanel } from './panel-playground.js';
 import { teachPanel } from './panel-teach.js';
 import { trainingPanel } from './panel-training.js';
 import { createPredictor } from './predictor.js';
@@ -45,7 +46,10 @@ const { net } = model;
 const weightsOf = () => weights.load(net(), net() === null
   ? `${nets.active() ?? 'live'}:${version}` : 'shipped')
   .catch((err) => { messages.fail(err.message, 'load'); return null; });
-const training = trainingPanel({ models: getModels, replaced, own: nets.own, makes, whose });
+const playground = playgroundPanel({ models: getModels, saveState, whose, active: nets.active,
+  net, adopt: async (name) => { await nets.restore(name); await switched(); } });
+const training = trainingPanel({ models: getModels, replaced, own: nets.own, makes, whose,
+  opened: playground.listen });
 const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
   saveState });
 const gallery = galleryPanel({ messages, net, mine: nets.active });
@@ -63,6 +67,7 @@ const panels = [
   insidePanel({ weightsOf }),
   confusion,
   hiddenPanel({ weightsOf }),
+  playground,
 ];
 
 // Every panel's hook, called at once (in order); a failed load is shown, in words.
@@ -97,7 +102,8 @@ const pad = createPad($('#pad'), {
 
 function saveState() {
   address.write({ net: nets.address(), pretrained: net(), cell: confusion.cell(),
-    open: sections.filter((d) => d.open).map((d) => d.dataset.panel) });
+    open: sections.filter((d) => d.open).map((d) => d.dataset.panel),
+    setup: playground.setup(), hide: playground.hidden() });
 }
 
 function restoreState() {
@@ -105,6 +111,7 @@ function restoreState() {
   model.choose(state.model);
   if (state.open) for (const d of sections) d.open = state.open.includes(d.dataset.panel);
   confusion.restore(state.cell);
+  playground.restore(state);
 }
 
 // byUser: picked in the list (not read from the address), which also unselects a cell.

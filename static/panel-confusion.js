@@ -7,6 +7,33 @@ import { $, $$, confidence, el, modelName, percent, touchOnly, words } from './d
 const CELL_EXAMPLES = 48;
 const MOVES = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
 
+// A 10x10 confusion matrix into a <table> (its thead and tbody), a row's accuracy beside it;
+// with onCell(t, r) its cells are buttons (one tab stop), else numbers (the playground's).
+export function drawMatrix(table, { matrix, per_class: perClass }, onCell = null) {
+  const th = (digit, scope) => el('th', { scope, text: digit });
+  table.tHead.replaceChildren(el('tr', {},
+    el('td', {}, el('span', { class: 'visually-hidden', text: 'true digit, read as' })),
+    ...matrix.map((_, d) => th(d, 'col')), el('th', { scope: 'col', text: 'right' })));
+  table.tBodies[0].replaceChildren(...matrix.map((row, t) => {
+    const total = row.reduce((a, b) => a + b, 0);
+    const right = perClass ? perClass[t] : total ? row[t] / total : null;
+    return el('tr', {}, th(t, 'row'), ...row.map((count, r) => {
+      const label = t === r ? `${count} ${t}s read right` : `${count} ${t}s read as ${r}`;
+      const b = onCell ? el('button', { type: 'button', text: count,
+        dataset: { true: t, read: r }, tabindex: t === 0 && r === 0 ? 0 : -1,  // one tab stop
+        'aria-pressed': 'false', 'aria-label': label, onclick: () => onCell(t, r) })
+        : el('span', { text: count, title: label });
+      // Green for right answers, red for mistakes, stronger for a larger share of the row.
+      const share = count / (total || 1);
+      b.style.setProperty('--cell', t === r ? `rgba(46, 125, 50, ${0.15 + 0.6 * share})`
+        : `rgba(179, 38, 30, ${count ? Math.min(0.8, 0.08 + 4 * share) : 0})`);
+      return el('td', { class: count === 0 ? 'zero' : null }, b);
+    }), el('td', { class: 'accuracy',
+      text: right == null ? '–' : percent(right, 0) }));
+  }));
+  table.hidden = false;
+}
+
 export function confusionPanel({ net, isOpen, messages, saveState }) {
   const table = $('#matrix');
   const info = $('#confusion-info');
@@ -40,28 +67,7 @@ export function confusionPanel({ net, isOpen, messages, saveState }) {
     }
   }
 
-  function showMatrix({ matrix, per_class: perClass }) {
-    const th = (digit, scope) => el('th', { scope, text: digit });
-    table.tHead.replaceChildren(el('tr', {},
-      el('td', {}, el('span', { class: 'visually-hidden', text: 'true digit, read as' })),
-      ...matrix.map((_, d) => th(d, 'col')), el('th', { scope: 'col', text: 'right' })));
-    table.tBodies[0].replaceChildren(...matrix.map((row, t) => {
-      const total = row.reduce((a, b) => a + b, 0) || 1;
-      return el('tr', {}, th(t, 'row'), ...row.map((count, r) => {
-        const b = el('button', { type: 'button', text: count, dataset: { true: t, read: r },
-          tabindex: t === 0 && r === 0 ? 0 : -1, 'aria-pressed': 'false',  // one tab stop
-          'aria-label': t === r ? `${count} ${t}s read right` : `${count} ${t}s read as ${r}`,
-          onclick: () => showCell(t, r) });
-        // Green for right answers, red for mistakes, stronger for a larger share of the row.
-        const share = count / total;
-        b.style.setProperty('--cell', t === r ? `rgba(46, 125, 50, ${0.15 + 0.6 * share})`
-          : `rgba(179, 38, 30, ${count ? Math.min(0.8, 0.08 + 4 * share) : 0})`);
-        return el('td', { class: count === 0 ? 'zero' : null }, b);
-      }), el('td', { class: 'accuracy',
-        text: perClass[t] == null ? '–' : percent(perClass[t], 0) }));
-    }));
-    table.hidden = false;
-  }
+  const showMatrix = (data) => drawMatrix(table, data, showCell);
 
   // Arrow keys move between the cells (a grid is one tab stop); Enter opens one (a button).
   table.addEventListener('keydown', (event) => {

@@ -22,6 +22,7 @@ function cause(version, before) {
     }
     case 'reset': return 'reset to an untrained net';
     case 'pretrain': return 'copied from the best pretrained model';
+    case 'promote': return `made version ${version.promoted_from} live on purpose`;
     case 'rollback': return version.rolled_back_to
       ? `went back to version ${version.rolled_back_to}` : 'went back to an earlier version';
     default: return version.cause || 'changed';
@@ -133,28 +134,34 @@ export function netsPanel({ messages, switched, replaced }) {
 
   function item(v, before, current) {
     const now = v.version === current;
+    const candidate = v.promoted === false && !now;
     return el('li', { class: now ? 'current' : null, dataset: { version: v.version } },
       el('span', { class: 'number', text: `Version ${v.version}` }),
       el('span', { class: 'what', text: cause(v, before) }),
       el('span', { class: 'when', text: when(v.created) }),
       el('span', { class: 'accuracy', text: v.validation_accuracy == null ? 'not measured'
         : `${percent(v.validation_accuracy)} validation accuracy` }),
+      // A training the gate held back: never live yet, with the reason.
+      candidate ? el('span', { class: 'held', text: `not live: ${v.gate?.reason ?? ''}` }) : null,
       now ? el('span', { class: 'tag', text: 'answers now' })
-        : el('button', { type: 'button', text: 'Go back to this version',
-          'aria-label': `Go back to version ${v.version}`, onclick: () => back(v.version) }));
+        : el('button', { type: 'button', text: candidate ? 'Make live' : 'Go back to this version',
+          'aria-label': `${candidate ? 'Make live' : 'Go back to'} version ${v.version}`,
+          onclick: () => back(v.version, candidate) }));
   }
 
-  async function back(version) {
+  async function back(version, candidate) {
     const name = active() ?? 'live';
     try {
-      const done = await api.rollback(name, version);
-      said.say(`Went back to version ${version}: the net answers as it did then `
+      const done = await (candidate ? api.promote : api.rollback)(name, version);
+      said.say(candidate ? `Version ${version} is live now (as version ${done.version}).`
+        : `Went back to version ${version}: the net answers as it did then `
         + `(now version ${done.version}).`);
       replaced();
     } catch (err) {
       if ((err.status === 401 || err.status === 403) && name === 'live') {
-        said.fail('Going back on the class net is for the teacher: it needs the server\'s '
-          + 'token, which this page does not have. Your own net can go back any time.');
+        said.fail(`${candidate ? 'Making a version live' : 'Going back'} on the class net is `
+          + 'for the teacher: it needs the server\'s token, which this page does not have. '
+          + `Your own net can ${candidate ? 'do it' : 'go back'} any time.`);
       } else {
         said.fail(err.message);
       }

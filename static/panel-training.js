@@ -8,7 +8,8 @@ import { drawChart } from './chart.js';
 import { $, describe, percent, plural, words } from './dom.js';
 import { clearEverywhere, slot } from './messages.js';
 
-export function trainingPanel({ models, replaced, own, makes, whose }) {
+// opened(events): another panel listens to the same /train/events (the playground).
+export function trainingPanel({ models, replaced, own, makes, whose, opened }) {
   const messages = slot($('#train-status'), $('#train-error'));
   const trainButton = $('#train');
   const why = $('#train-why');
@@ -55,7 +56,8 @@ export function trainingPanel({ models, replaced, own, makes, whose }) {
       messages.say(`Training ${whose()} for ${plural(epochs, 'epoch')}`
         + `${samples ? ' on MNIST and your drawings' : ''}…`);
       const result = await api.train(epochs, samples);
-      messages.say(trained(result, epochs, settings), details(result, settings));
+      if (result.promoted === false) messages.fail(notLive(result));
+      else messages.say(trained(result, epochs, settings), details(result, settings));
       replaced();
     } catch (err) {
       messages.fail(err.message, err.status === 409 ? 'busy' : 'action');
@@ -71,6 +73,12 @@ export function trainingPanel({ models, replaced, own, makes, whose }) {
     return `Trained ${plural(epochs, 'more epoch')}: ${whose()} now reads `
       + `${percent(now)} of digits it never trained on right`
       + (before?.mnist == null ? '.' : ` (${percent(before.mnist)} before).`);
+  }
+
+  // A training the gate held back: kept as a version, not answering (service/gate.py).
+  function notLive(result) {
+    return `Trained, but kept as version ${result.version}, not live: ${result.gate.reason}. `
+      + `${Whose()} answers as before; its versions offer "Make live" to use it anyway.`;
   }
 
   function details(result, settings) {
@@ -174,6 +182,7 @@ export function trainingPanel({ models, replaced, own, makes, whose }) {
   function listen() {
     events?.close();
     events = api.trainEvents();
+    opened?.(events);
     waiting = null;
     events.addEventListener('status', (event) => {
       const status = JSON.parse(event.data);

@@ -581,3 +581,198 @@ def test_a_zip_of_many_members_is_refused_before_its_directory_is_read(tmp_path,
     assert time.process_time() - start < control + 0.01, control
     with pytest.raises(btf.RefusedModelFile, match='zip directory'):
         btf.Graph.from_file(io.BytesIO(many_members(members)))
+
+
+def test_configure_changes_how_a_net_trains_and_checks_first():
+    X = np.random.default_rng(0).random((64, 784), np.float32)
+    y = np.arange(64) % 10
+    net = btf.Graph((784, 12, 10), 0.5, 16, optimizer='adam', seed=0)
+    net.feed((X, y))
+    net.run(1, progress=False)
+    moments = [m.copy() for m in net.optimizer.m]
+    assert net.configure(learning_rate=0.01, batch_size=8) is net
+    assert (net.learning_rate, net.batch_size) == (0.01, 8)
+    for a, b in zip(net.optimizer.m, moments):  # the same optimiser goes on
+        np.testing.assert_array_equal(a, b)
+    # Refused values change nothing, and name themselves.
+    for kwargs, error, words in (({'momentum': 0.9}, ValueError, 'momentum applies'),
+                                 ({'learning_rate': -1}, ValueError, 'learning_rate must'),
+                                 ({'batch_size': 0, 'weight_decay': 0.1}, ValueError,
+                                  'batch_size must'),
+                                 ({'activation': 'relu'}, TypeError, "'activation' cannot")):
+        with pytest.raises(error, match=words):
+            net.configure(**kwargs)
+        assert (net.learning_rate, net.batch_size, net.config.weight_decay) == (0.01, 8, 0.0)
+    # A new optimiser starts from zero; the change is saved with the net.
+    net.configure(optimizer='sgd', momentum=0.9, nesterov=True, schedule=('step', 2, 0.5))
+    assert isinstance(net.optimizer, btf.SGD) and net.optimizer.nesterov
+    assert all(not v.any() for v in net.optimizer.velocities)
+    buffer = io.BytesIO()
+    net.save(buffer)
+    loaded = btf.Graph.from_file(io.BytesIO(buffer.getvalue()))
+    assert loaded.options == net.options and loaded.batch_size == 8
+    assert loaded.options['schedule'] == ['step', 2.0, 0.5]
+
+
+def test_max_inflated_bounds_what_a_file_may_cost_to_read():
+    buffer = io.BytesIO()
+    btf.Graph((784, 30, 10), seed=0).save(buffer)
+    data = buffer.getvalue()
+    arrays = 4 * (784 * 30 + 30 + 30 * 10 + 10)
+    with pytest.raises(btf.RefusedModelFile, match='bytes of arrays'):
+        btf.Graph.from_file(io.BytesIO(data), max_inflated=arrays)
+    assert btf.Graph.from_file(io.BytesIO(data), max_inflated=len(data)).sizes == (784, 30, 10)
+
+
+def _reference_outputs(net, X, dtype=None):
+    """The forward pass written plainly, one full product per layer (what predict_batch
+    computed before it skipped blank input columns and worked in place)."""
+    dtype = dtype or net.dtype
+    a = np.asarray(X, dtype)
+    for layer in net.layers():
+        a = btf.ACTIVATIONS[layer.activation](a @ layer.weights.astype(dtype)
+                                              + layer.biases.astype(dtype))
+    return a
+
+
+def assert_same_outputs(net, rows):
+    """predict_batch's outputs are the plain float32 pass's to 1e-6, or where float32's
+    rounding of 784-term sums in another order differs by more, no further from the float64
+    pass than the plain float32 pass is."""
+    labels, outputs = net.predict_batch(rows)
+    plain = _reference_outputs(net, rows)
+    exact = _reference_outputs(net, rows, np.float64)
+    assert outputs.shape == plain.shape and outputs.dtype == plain.dtype
+    far = np.abs(outputs - plain) > 1e-6
+    assert np.all(np.abs(outputs - exact)[far] <= 2 * np.abs(plain - exact).max() + 1e-7)
+    assert far.mean() < 0.01
+    assert np.array_equal(labels, np.argmax(exact, axis=1))
+
+
+@pytest.mark.parametrize('version', [1, 7])
+def test_predict_batch_gives_the_plain_forward_pass(version):
+    """Shipped nets on MNIST test digits (blank borders, so the first product reads only the
+    middle columns) and on rows with ink up to the edges, one at a time and in batches."""
+    net = btf.Graph.from_file(btf.MODELS_DIR / f'model-v{version}.npz')
+    test = np.load(btf.MODELS_DIR / 'mnist-test.npz')
+    X = test['X'][:300].reshape(300, -1).astype(np.float32) / 255
+    edges = X[:20].copy()
+    edges[:10, 0] = 0.5  # ink in the first column
+    edges[10:, -1] = 0.25  # and in the last
+    blank = np.zeros((3, 784), np.float32)
+    for rows in (X[:1], X[1:2], X[:7], X[:100], X, edges, edges[:1], edges[-1:], blank,
+                 blank[:1], np.concatenate([blank, X[:5]])):
+        assert_same_outputs(net, rows)
+    label, activations = net.predict(X[3])
+    np.testing.assert_allclose(activations[:, 0], _reference_outputs(net, X[3:4])[0], atol=1e-6)
+    assert (net.predict_batch(X)[0] == test['y'][:300]).mean() > (0.9 if version == 7 else 0.3)
+
+
+@pytest.mark.parametrize('activation', ['sigmoid', 'tanh', 'relu'])
+def test_predict_batch_gives_the_plain_forward_pass_for_every_activation(activation):
+    net = btf.Graph((784, 40, 20, 10), 0.1, 16, activation=activation, seed=3,
+                    output='sigmoid' if activation == 'tanh' else 'softmax')
+    X = np.random.default_rng(1).random((50, 784), dtype=np.float32)
+    X[:, :100] = 0  # a blank top
+    for rows in (X, X[:1], X[:16]):
+        assert_same_outputs(net, rows)
+
+
+def test_predict_batch_still_refuses_non_finite_rows():
+    net = btf.Graph((784, 30, 10), seed=0)
+    X = np.zeros((2, 784), np.float32)
+    X[1, 5] = np.nan
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        net.predict_batch(X)
+
+
+def _train_choice(choice, seconds_of, batches):
+    """The thread count of each of ``batches`` batches that a ThreadChoice picks when a
+    batch on n threads takes seconds_of(n, k) (k the batch's index)."""
+    used = []
+    for k in range(batches):
+        n = choice.next()
+        used.append(n)
+        choice.record(n, seconds_of(n, k))
+    return used
+
+
+def test_thread_choice_keeps_the_faster_count_after_a_trial():
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, lambda n, k: {1: 10.0, 2: 6.0}[n], 100)
+    trial = 2 * btf.ThreadChoice.TRIAL
+    assert used[:trial] == [1, 2] * 4  # in turns, so that a change of load hits both
+    assert used[trial:] == [2] * (100 - trial) and choice.trials == 1
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, lambda n, k: {1: 10.0, 2: 13.0}[n], 100)
+    assert used[:trial] == [1, 2] * 4 and used[trial:] == [1] * (100 - trial)
+
+
+def test_thread_choice_drops_a_count_after_one_much_slower_batch():
+    """On a busy machine a batch on two threads takes many times one thread's: the trial
+    spends one such batch, not TRIAL."""
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, lambda n, k: {1: 10.0, 2: 80.0}[n], 100)
+    assert used.count(2) == 1 and used[:2] == [1, 2] and choice.chosen == 1
+
+
+def test_thread_choice_tries_again_when_more_threads_slow_down():
+    """Two threads win on a quiet machine; then the machine gets busy (two threads 4x
+    slower, one thread 1.2x): after RECENT / 2 slow batches a new trial picks one thread,
+    which then is not watched (a busier machine never favours more threads)."""
+    busy_from = 50
+
+    def seconds(n, k):
+        busy = k >= busy_from
+        return {1: 12.0 if busy else 10.0, 2: 24.0 if busy else 6.0}[n]
+
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, seconds, 200)
+    trial, recent = 2 * btf.ThreadChoice.TRIAL, btf.ThreadChoice.RECENT
+    assert used[trial:busy_from] == [2] * (busy_from - trial)
+    # the median of the last RECENT batches passes SLOWER x 6 once half of them are slow
+    retried = busy_from + recent // 2
+    assert used[busy_from:retried] == [2] * (retried - busy_from)
+    assert used[retried:] == [1, 2] + [1] * (200 - retried - 2)  # 24 > 1.5 x 12: dropped
+    assert choice.trials == 2
+    choice = btf.ThreadChoice((1, 2))
+    used = _train_choice(choice, lambda n, k: {1: 10.0 * (1 + 2 * (k > 50)), 2: 20.0}[n], 300)
+    assert choice.trials == 1 and used[2:] == [1] * 298
+
+
+def test_thread_choice_with_one_count_never_tries():
+    choice = btf.ThreadChoice((1,))
+    assert _train_choice(choice, lambda n, k: 5.0 * (k + 1), 100) == [1] * 100
+    assert choice.trials == 0
+
+
+def test_training_never_uses_more_blas_threads_than_its_caller_allows(mnist):
+    """Under the caller's limit of one thread (the server's trainer) every batch runs on
+    one; without it, the epoch's record says which count training kept, and the caller's
+    setting is back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return max(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas')
+
+    (X, y), _ = mnist
+    seen = []
+
+    def watch(info):
+        if info['event'] == 'batch':
+            seen.append(blas_threads())
+
+    net = btf.Graph((784, 30, 10), 0.5, 128, seed=0)
+    net.feed((X[:5000], y[:5000]))
+    with threadpool_limits(1, user_api='blas'):
+        history = net.run(1, callback=watch, progress=False)
+        assert blas_threads() == 1
+    assert seen and set(seen) == {1} and history[-1]['blas_threads'] == 1
+    before, seen[:] = blas_threads(), []
+    with threadpool_limits(2, user_api='blas'):
+        allowed = blas_threads()  # 2, or 1 where OpenBLAS started with one core
+        history = net.run(1, callback=watch, progress=False)
+        assert blas_threads() == allowed
+    assert set(seen) == {1, allowed}  # the trial tried both
+    assert history[-1]['blas_threads'] in (1, allowed)
+    assert blas_threads() == before

@@ -297,8 +297,13 @@ def test_a_private_net_trains_on_its_own_drawings(serve_data, data_file, tmp_pat
                           ).status == 201
         trained = s.post('/train', {'epochs': 1, 'samples': True, 'net': name})
         assert trained.status == 200 and trained.json['samples'] is True
-        saved = btf.Graph.from_file(tmp_path / 'state' / 'nets' / name / 'net.npz')
+        home = tmp_path / 'state' / 'nets' / name
+        saved = btf.Graph.from_file(home / 'versions' / f'{trained.json["version"]:06d}.npz')
         assert saved.epochs == trained.json['epochs']
+        # Current only if it passed the gate (an untrained net may read the held-out drawing
+        # right by chance, and three batches later not: then it is kept, not current).
+        current = btf.Graph.from_file(home / 'net.npz')
+        assert (current.epochs == saved.epochs) == trained.json['promoted']
 
 
 def test_logs_never_hold_a_private_nets_name_whole(tmp_path, models):

@@ -128,6 +128,7 @@ def server(models_dir, data_file):
 
 @pytest.fixture(scope='module')
 def browser():
+    expect.set_options(timeout=15_000)  # waits for the page, never a measure of its speed
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -141,7 +142,8 @@ def open_page(browser, url, **context):
     page.errors = []
     page.on('pageerror', lambda error: page.errors.append(error))
     page.goto(url)
-    expect(page.locator('#units canvas').first).to_be_attached()
+    # A cold server's first page on a busy machine takes seconds: a wait, not a measure.
+    expect(page.locator('#units canvas').first).to_be_attached(timeout=60_000)
     return page
 
 

@@ -206,8 +206,11 @@ def test_training_with_samples_reports_before_and_after(serve, tmp_path, data_fi
         result = answer.json
         assert result['samples'] is True and result['epochs'] == 2
         for figures in (result['before'], result['after']):
-            assert set(figures) == {'mnist', 'samples', 'samples_count'}
+            assert set(figures) == {'mnist', 'samples', 'samples_count', 'samples_right',
+                                    'test', 'test_per_class', 'test_count'}
             assert figures['samples_count'] == 5 and 0 <= figures['samples'] <= 1
+            assert figures['samples_right'] == round(5 * figures['samples'])
+            assert figures['test'] is None  # the test's models folder has no test images
         assert result['after']['mnist'] == result['validation_accuracy']
         assert result['after']['mnist'] > result['before']['mnist']  # the untrained v2 learns
         status = s.get('/train/status').json

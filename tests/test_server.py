@@ -317,8 +317,9 @@ def test_train_answers_after_training_and_streams_progress(serve_data, dataset):
 
         # The answer: numbers that agree with the saved net on the real validation split.
         assert set(result) == {'accuracy', 'validation_accuracy', 'epochs', 'seconds',
-                               'samples', 'before', 'after', 'version'}
+                               'samples', 'before', 'after', 'version', 'promoted', 'gate'}
         assert result['version'] == 2  # the first start saved version 1
+        assert result['promoted'] is True and result['gate']['passed'] is True
         assert result['samples'] is False and result['before']['samples'] is None
         saved = btf.Graph.from_file(folder / 'live.npz')
         assert result['epochs'] == saved.epochs == 2
@@ -344,7 +345,9 @@ def test_train_answers_after_training_and_streams_progress(serve_data, dataset):
         assert names[0] == 'status' and names[-1] == 'done'
         assert names.count('epoch') == 2 and 'progress' in names
         assert names.index('epoch') < len(names) - 1
-        assert [data for name, data in events if name == 'epoch'] == \
+        view = ('view_samples', 'confusion', 'units')  # the large part: not in the history
+        assert [{k: v for k, v in data.items() if k not in view}
+                for name, data in events if name == 'epoch'] == \
             [{**h, 'epochs': 2} for h in status['history']]
         for name, data in events:
             if name == 'progress':
@@ -376,7 +379,8 @@ def test_bad_epochs_are_400(serve, method, epochs):
         else:
             answer = s.post('/train', {'epochs': epochs})
         assert answer.status == 400, answer
-        assert answer.json['error'].startswith('epochs must be an integer from 1 to 100, got ')
+        assert answer.json['error'].startswith(
+            'epochs must be an integer from 1 to 100 (--max-epochs), got ')
         assert s.get('/train/status').json['running'] is False
         assert s.get('/models').json['live']['epochs'] == 0
 
@@ -389,7 +393,8 @@ def test_train_body_errors_and_configured_maximum(serve):
             assert answer.status == 400 and message in answer.json['error']
         answer = s.get('/train?epochs=4')
         assert answer.status == 400
-        assert answer.json['error'] == 'epochs must be an integer from 1 to 3, got 4.'
+        assert answer.json['error'] == \
+            'epochs must be an integer from 1 to 3 (--max-epochs), got 4.'
 
 
 def test_train_without_data_is_503(serve, tmp_path):
@@ -535,7 +540,7 @@ def test_command_line_and_environment(tmp_path):
         answer = conn.getresponse()
         assert answer.status == 400
         assert json.loads(answer.read())['error'] == \
-            'epochs must be an integer from 1 to 7, got 8.'
+            'epochs must be an integer from 1 to 7 (--max-epochs), got 8.'
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]

@@ -288,6 +288,37 @@ def test_every_save_is_a_version_and_old_ones_are_pruned(store):
     assert store.versions(LIVE)[1] == 6
 
 
+def test_a_candidate_is_kept_not_current_and_never_pruned_while_current(store):
+    """save_net(current=False): a version listed and loadable, the net and its change token
+    as they were; pruning counts it, and never deletes the current version."""
+    assert store.save_net(LIVE, net(1), {'validation_accuracy': 0.1}, 'c1', keep=3) == 1
+    token = store.live_version()
+    gate = {'passed': False, 'reason': "it reads MNIST's 4s 13.1 points worse"}
+    for seed in (2, 3, 4):  # three candidates the gate held back
+        assert store.save_net(LIVE, net(seed), {'promoted': False, 'gate': gate}, 'train',
+                              keep=3, current=False) == seed
+    assert weights_digest(store.load_live()[0]) == weights_digest(net(1))
+    assert store.load_live()[1]['version'] == 1 and store.live_version() == token
+    kept, current = store.versions(LIVE)
+    assert current == 1 and [v['version'] for v in kept] == [1, 2, 3, 4]  # 1: current
+    assert [v['promoted'] for v in kept] == [None, False, False, False]
+    assert kept[1]['gate'] == gate and kept[0]['gate'] is None
+    candidate, meta = store.load_version(LIVE, 4)
+    assert weights_digest(candidate) == weights_digest(net(4)) and meta['promoted'] is False
+    # Made current (promote): a new version; now the oldest candidates may go.
+    assert store.save_net(LIVE, candidate, {'promoted': True}, 'promote', keep=3) == 5
+    assert settled(store, lambda: store.live_version() != token)
+    assert weights_digest(store.load_live()[0]) == weights_digest(net(4))
+    kept, current = store.versions(LIVE)
+    assert current == 5 and [v['version'] for v in kept] == [3, 4, 5]
+    # A private net's candidate does not touch the live net, nor the other way round.
+    name = new_net_name()
+    store.create_net(name, net(6), {}, {'from': 'live'})
+    assert store.save_net(name, net(7), {'promoted': False}, 'train', current=False) == 2
+    assert weights_digest(store.load_net(name)[0]) == weights_digest(net(6))
+    assert store.versions(name)[1] == 1 and store.versions(LIVE)[1] == 5
+
+
 def test_private_nets_are_apart_from_the_live_net_and_each_other(store):
     store.save_live(net(1), {})
     a, b = new_net_name(), new_net_name()

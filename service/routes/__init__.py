@@ -2,10 +2,12 @@
 segment: pages (/, /static, /health, /openapi.json), prediction (/predict), models (/models,
 /model, /reset, /pretrain), nets (/nets: private nets, versions, rollback), training
 (/train), samples (/samples), insight (/confusion,
-/compare: what the page teaches with), health (/health/live, /health/ready, /metrics) and
-inference (/v2, the Open Inference Protocol)."""
+/compare: what the page teaches with), health (/health/live, /health/ready, /metrics),
+inference (/v2, the Open Inference Protocol) and exports (/nets/{name}/export,
+/models/{k}/export: a net as a download)."""
 from sanic import Blueprint
 
+from .exports import bp as exports
 from .health import bp as health
 from .inference import bp as inference
 from .insight import bp as insight
@@ -17,4 +19,4 @@ from .samples import bp as samples
 from .training import bp as training
 
 routes = Blueprint.group(pages, prediction, models, nets, training, samples, insight, health,
-                         inference)
+                         inference, exports)

@@ -25,6 +25,7 @@ from ..guard import changes_state
 from ..inputs import pick_net
 from ..nets import MANIFEST, describe, fresh_net
 from ..parsing import dump_numpy, json_body, net_name, query_int
+from ..playground import offered
 from ..protocol import send_chunked
 from ..training import can_train
 
@@ -69,7 +70,8 @@ async def models(request):
                         'test_accuracy': entry.get('test_accuracy'),
                         'recipe': entry.get('recipe'), 'best': v == ctx.best}
                        for v, (entry, net) in sorted(ctx.pretrained.items())],
-        'settings': {**ctx.settings.public, 'can_train': trains, 'cannot_train': why}})
+        'settings': {**ctx.settings.public, 'can_train': trains, 'cannot_train': why,
+                     'playground': offered(ctx.settings)}})
 
 
 def hidden_json(model, net):

@@ -17,6 +17,7 @@ from ..declare import (
 from ..errors import BadRequest
 from ..guard import changes_state
 from ..parsing import json_body, net_name, parse_epochs, query_int, shown
+from ..playground import TRAINING_OPTIONS, training_options
 from ..streams import sse
 from ..training import current_status, start_job
 
@@ -24,10 +25,24 @@ bp = Blueprint('training')
 
 
 FIGURES = {
-    'type': 'object', 'description': 'validation accuracy on MNIST and on the held-out stored '
-    'samples (every fifth by id; null when there are none)',
+    'type': 'object', 'description': 'validation accuracy on MNIST, on the held-out stored '
+    "samples (every fifth by id; null when there are none) and on MNIST's official test "
+    'images, overall and per digit (null when the server has none)',
     'properties': {'mnist': NUMBER, 'samples': {'type': 'number', 'nullable': True},
-                   'samples_count': {'type': 'integer'}}}
+                   'samples_count': {'type': 'integer'},
+                   'samples_right': {'type': 'integer', 'nullable': True},
+                   'test': {'type': 'number', 'nullable': True},
+                   'test_per_class': {'type': 'array', 'items': NUMBER, 'nullable': True},
+                   'test_count': {'type': 'integer'}}}
+GATE = {
+    'type': 'object', 'description': 'the gate the trained net passed, or failed: then it is '
+    'kept as a version that is not current (POST /nets/{name}/promote makes it live)',
+    'properties': {'passed': {'type': 'boolean'}, 'reason': {'type': 'string'},
+                   'test': {'type': 'object', 'nullable': True},
+                   'worst_class': {'type': 'object', 'nullable': True},
+                   'classes_failed': {'type': 'array', 'items': {'type': 'integer'}},
+                   'samples': {'type': 'object', 'nullable': True},
+                   'tolerances': {'type': 'object'}}}
 
 
 def train_operations(ctx):
@@ -35,6 +50,7 @@ def train_operations(ctx):
     max_epochs = settings.max_epochs
     epochs = {'type': 'integer', 'minimum': 1, 'maximum': max_epochs, 'default': 1}
     ctx.schema('Figures', FIGURES)
+    ctx.schema('Gate', GATE)
     result = ctx.schema('TrainResult', {
         'type': 'object',
         'properties': {
@@ -44,12 +60,17 @@ def train_operations(ctx):
                                     'validation split'},
             'epochs': {'type': 'integer', 'description': 'total epochs trained'},
             'seconds': NUMBER, 'samples': {'type': 'boolean'},
+            'version': {'type': 'integer', 'description': 'the version the training made'},
+            'promoted': {'type': 'boolean', 'description': 'whether that version passed the '
+                         'gate and answers now'},
+            'gate': ref('Gate'),
             'before': ref('Figures'), 'after': ref('Figures')}})
     train = {
         'summary': 'train the live net (a copy, swapped in when complete)',
         'responses': {
             '200': answer(result, 'after training'),
-            '400': error(f'epochs is not an integer from 1 to {max_epochs}'),
+            '400': error(f'epochs is not an integer from 1 to {max_epochs}, or a bad option '
+                         '(the message names it)'),
             '404': NO_NET,
             '409': BUSY,
             **ctx.changing,
@@ -71,7 +92,12 @@ def train_operations(ctx):
                 'type': 'boolean', 'default': False,
                 'description': 'also train on the stored samples, '
                                f'{settings.sample_share:.0%} of every epoch'},
-                'net': NET}}, required=False)},
+                'net': NET,
+                'options': {'type': 'object', 'description': 'training options applied to '
+                            'the copy that trains and kept in the version it saves: '
+                            f'{", ".join(TRAINING_OPTIONS)} (docs/api.md, "Training '
+                            'options")'}}},
+            required=False)},
     }
 
 
@@ -80,10 +106,13 @@ def train_operations(ctx):
 @changes_state
 async def train(request):
     settings = request.app.ctx.settings
-    body = json_body(request, ('epochs', 'samples', 'net'),
-                     '{"epochs": 5, "samples": false, "net": "live"}')
+    body = json_body(request, ('epochs', 'samples', 'net', 'options'),
+                     '{"epochs": 5, "samples": false, "net": "live", '
+                     '"options": {"learning_rate": 0.1}}')
+    options = {}
     if body is not None:
         epochs, samples = body.get('epochs', 1), body.get('samples', False)
+        options = body.get('options', {})
     else:
         query = request.get_args(keep_blank_values=True)  # "?epochs=" is an error, not 1
         epochs = query_int(query.get('epochs', 1))
@@ -94,7 +123,8 @@ async def train(request):
         raise BadRequest(f'samples must be true or false (1 or 0 in a query), got '
                          f'{shown(samples)}.')
     net = await request.app.ctx.nets.get(net_name(request))
-    return json(await start_job(request.app, net, epochs, samples))
+    options = training_options(options, net.graph)
+    return json(await start_job(request.app, net, epochs, samples, options))
 
 
 @bp.get('/train/status')
@@ -109,7 +139,8 @@ async def train_status(request):
 @bp.get('/train/events')
 @documented(lambda ctx: {
     'summary': 'Server-Sent Events: "status" first, then per job "progress" (~every 100 ms), '
-               '"epoch" (loss, val_accuracy) and "done"',
+               '"epoch" (loss, val_accuracy, train_accuracy, val_loss, learning_rate, '
+               'confusion, units: docs/api.md) and "done"',
     'parameters': [NET_QUERY],
     'responses': {'200': {'description': 'an event stream that stays open',
                           'content': {'text/event-stream': {}}},
