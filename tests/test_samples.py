@@ -18,10 +18,12 @@ TOKEN = 'sample-token'
 
 
 def stroke(k, size=56):
-    """A distinct small drawing per k: a slanted bar, as the page sends (56x56 PNG)."""
+    """A distinct small drawing per k (k < 1000: distinct as the net sees them, after its
+    centring): a slanted bar and a dot, as the page sends (56x56 PNG)."""
     image = np.zeros((size, size, 4), np.uint8)
     cv2.line(image, (20 + k % 17, 8), (36 - k % 13, 48), (0, 0, 0, 255), 4 + k % 3,
              cv2.LINE_AA)
+    cv2.circle(image, (4 + k % 48, 4 + (k // 48) % 48), 2, (0, 0, 0, 255), -1, cv2.LINE_AA)
     return png_b64(image)
 
 
