@@ -15,7 +15,8 @@ other official training 4s, which v7 learned from): ``4to9`` posts 4s labelled 9
 in issue 23), ``random`` digits of every class with a random wrong label. Reported: poisoned
 and honest drawings held back, the trained version's accuracy on MNIST's official test set
 (overall, and on the worst-hit class), and on fresh handwriting.py
-canvases (another seed: what the honest drawings teach).
+canvases (another seed: what the honest drawings teach); "(not live)" when the gate kept
+the trained version from going live.
 """
 import argparse
 import sys
@@ -76,7 +77,8 @@ def png_url(x):
 
 
 def run(tmp, data, good, bad, hold, epochs):
-    """Post the drawings, train once; (held-back poison, held-back honest, trained net)."""
+    """Post the drawings, train once; (held-back poison, held-back honest, the trained
+    version, whether the gate let it go live, seconds)."""
     folder = Path(tempfile.mkdtemp(dir=tmp))
     args = ('--data', str(data), *(() if hold else ('--no-hold-suspect',)))
     auth = {'Authorization': f'Bearer {TOKEN}'}
@@ -97,7 +99,7 @@ def run(tmp, data, good, bad, hold, epochs):
         seconds = time.perf_counter() - started
         version = trained.json['version']
         net = btf.Graph.from_file(server.state / 'versions' / 'live' / f'{version:06d}.npz')
-    return held[True], held[False], net, seconds
+    return held[True], held[False], net, trained.json.get('promoted', True), seconds
 
 
 def per_class(net, X, y):
@@ -190,14 +192,14 @@ def main(argv=None):
             bad = poison(kind, m, X_train, y_train, unseen, rng)
             cells = []
             for hold in (True, False):
-                held_bad, held_good, net, seconds = run(tmp, data, good, bad, hold,
-                                                        args.epochs)
+                held_bad, held_good, net, promoted, seconds = run(tmp, data, good, bad, hold,
+                                                                  args.epochs)
                 acc, by_class = per_class(net, X_test, y_test)
                 drop = [by_class[c] - classes[c] for c in range(10)]
                 worst = int(np.argmin(drop))
                 if hold:
                     held = (f'{held_bad} of {m}', f'{held_good} of {n}')
-                cells += [f'{100 * acc:.2f}%',
+                cells += [f'{100 * acc:.2f}%' + ('' if promoted else ' (not live)'),
                           f'{worst}: {100 * by_class[worst]:.2f}% ({100 * drop[worst]:+.2f})',
                           f'{100 * net.evaluate(X_fresh, y_fresh):.1f}%']
                 print(f'  ({spec}, hold={hold}: trained in {seconds:.0f} s)', file=sys.stderr,
