@@ -52,7 +52,7 @@ const training = trainingPanel({ models: getModels, replaced, own: nets.own, mak
   opened: playground.listen });
 const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
   saveState });
-const gallery = galleryPanel({ messages, net });
+const gallery = galleryPanel({ messages, net, mine: nets.active });
 const panels = [
   answerPanel(),
   nets,
