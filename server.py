@@ -5,7 +5,8 @@
                      [--data data/mnist_preprocessed.npz]
                      [--max-epochs 100] [--cors-origins '*'] [--allowed-hosts ...]
                      [--request-timeout 30] [--max-connections 1000] [--max-streams 100]
-                     [--max-samples 100000] [--sample-share 0.1]
+                     [--max-samples 100000] [--sample-share 0.1] [--no-hold-suspect]
+                     [--sample-rate 50] [--sample-burst 500] [--samples-per-hour 20000]
                      [--gate-test-points 0.3] [--gate-class-points 1] [--gate-samples-points 1]
                      [--gate-private-test-points 1.0] [--gate-private-drawings 0]
                      [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
@@ -94,6 +95,17 @@ def parse(argv=None, environ=os.environ):
     add('--sample-share', type=float, default=DEFAULTS.sample_share,
         help='share of every batch of the live net\'s training with samples drawn from '
              'them (default: %(default)s)')
+    add('--no-hold-suspect', dest='hold_suspect', action='store_false',
+        help='drawings judged mislabelled train the shared net all the same (an operator '
+             'with trusted users)')
+    add('--sample-rate', type=float, default=DEFAULTS.sample_rate,
+        help='drawings one client address may store per second, on average, per worker '
+             '(default: %(default)s)')
+    add('--sample-burst', type=int, default=DEFAULTS.sample_burst,
+        help='... and at once (default: %(default)s)')
+    add('--samples-per-hour', type=int, default=DEFAULTS.samples_per_hour,
+        help='drawings one client address may store in an hour, per worker (default: '
+             '%(default)s)')
     add('--gate-test-points', type=float, default=DEFAULTS.gate_test_points,
         help="the gate of the shared net: most points a training may lose on MNIST's test "
              'images, else it is kept as a version that is not live (default: %(default)s)')
@@ -164,6 +176,8 @@ def parse(argv=None, environ=os.environ):
             allowed_hosts=hosts, request_timeout=args.request_timeout,
             max_connections=args.max_connections, max_streams=args.max_streams,
             max_samples=args.max_samples, sample_share=args.sample_share,
+            hold_suspect=args.hold_suspect, sample_rate=args.sample_rate,
+            sample_burst=args.sample_burst, samples_per_hour=args.samples_per_hour,
             gate_test_points=args.gate_test_points, gate_class_points=args.gate_class_points,
             gate_samples_points=args.gate_samples_points,
             gate_private_test_points=args.gate_private_test_points,

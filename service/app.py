@@ -195,6 +195,7 @@ async def setup(app):
     ctx.large_answers = asyncio.Semaphore(settings.max_large_answers)
     ctx.held_out, ctx.confusion, ctx.insight_tasks = None, {}, {}  # routes/insight.py
     ctx.created = {}  # client address -> times it created nets (routes/nets.py)
+    ctx.posting = {}  # client address -> its limits.Poster (routes/samples.py)
     ctx.stopping = SPAWN.Event()  # set at shutdown: the training process stops
     # Sanic's worker processes are daemonic, and multiprocessing refuses to start a child
     # from one. The training process cannot outlive its worker anyway: it sends through a

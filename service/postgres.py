@@ -36,7 +36,7 @@ from psycopg.types.json import Jsonb
 
 import better_tensorflow as btf
 
-from .samples import SampleStore, digest_of, visible
+from .samples import JUDGED, VERDICTS, SampleStore, digest_of, held_condition, judged, visible
 from .store import (
     LIVE,
     Store,
@@ -48,7 +48,8 @@ from .store import (
 )
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 2  # 1: one live net (btf_live, btf_status); 2: many nets, versions, jobs
+SCHEMA_VERSION = 3  # 1: one live net (btf_live, btf_status); 2: many nets, versions, jobs;
+#                    3: samples judged, reviewed, identified by their pixels
 # Advisory lock keys ('btf' 2, 3, 4; 1 was the one job lock of schema 1; nets' are lock_key's)
 MIGRATION_LOCK = 0x627466_02
 SAMPLES_LOCK = 0x627466_03
@@ -94,6 +95,12 @@ CREATE INDEX IF NOT EXISTS btf_samples_label ON btf_samples (label, id);
 ALTER TABLE btf_samples ADD COLUMN IF NOT EXISTS net text NOT NULL DEFAULT 'live';
 ALTER TABLE btf_samples ADD COLUMN IF NOT EXISTS shared boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS btf_samples_net ON btf_samples (net, id);
+ALTER TABLE btf_samples ADD COLUMN IF NOT EXISTS judged_suspect boolean NOT NULL DEFAULT false;
+ALTER TABLE btf_samples ADD COLUMN IF NOT EXISTS reads_as smallint;
+ALTER TABLE btf_samples ADD COLUMN IF NOT EXISTS label_p real;
+ALTER TABLE btf_samples ADD COLUMN IF NOT EXISTS reads_p real;
+ALTER TABLE btf_samples ADD COLUMN IF NOT EXISTS review text
+    CHECK (review IN ('approved', 'rejected'));
 CREATE TABLE IF NOT EXISTS btf_jobs (
     id bigserial PRIMARY KEY,
     net text NOT NULL,
@@ -163,9 +170,28 @@ def migrate(url):
         else:
             if row[0] < 2:
                 _from_one_net(conn)
+            if row[0] < 3:
+                _identify_by_pixels(conn)
             conn.execute('UPDATE btf_schema SET version = %s', (SCHEMA_VERSION,))
             log.warning('migrated the database at %s from schema version %d to %d', where(url),
                         row[0], SCHEMA_VERSION)
+
+
+# A sample's identity (samples.digest_of) computed by the database: its pixels, per net.
+PIXEL_DIGEST = ("encode(sha256(CASE WHEN net = 'live' THEN pixels ELSE "
+                "convert_to(net, 'UTF8') || '\\x00'::bytea || pixels END), 'hex')")
+
+
+def _identify_by_pixels(conn):
+    """Schema 2 to 3: samples identified by their bytes get their pixels' identity (the later
+    of two rows with the same pixels and net goes: it was the same drawing)."""
+    gone = conn.execute('DELETE FROM btf_samples s WHERE EXISTS (SELECT 1 FROM btf_samples t '
+                        'WHERE t.id < s.id AND t.net = s.net AND t.pixels = s.pixels)').rowcount
+    conn.execute('UPDATE btf_samples SET sha256 = sha256 || \'-old\'')  # no clash midway
+    kept = conn.execute(f'UPDATE btf_samples SET sha256 = {PIXEL_DIGEST}').rowcount
+    if kept or gone:
+        log.warning('samples identified by their pixels now: %d kept, %d duplicates deleted',
+                    kept, gone)
 
 
 def _from_one_net(conn):
@@ -592,7 +618,8 @@ class PostgresStore(Store):
 class PostgresSampleStore(SampleStore):
     """The samples in PostgreSQL (called from one thread: a connection of its own)."""
 
-    KEYS = ('id', 'label', 'predicted', 'model', 'shared')
+    KEYS = ('id', 'label', 'predicted', 'model', 'shared', *JUDGED)
+    ROW = ', '.join(KEYS)
 
     def __init__(self, url, limit):
         self.url, self.limit = url, limit
@@ -616,41 +643,72 @@ class PostgresSampleStore(SampleStore):
             self._conn = None
             raise unreachable(self.url, e) from e
 
-    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False):
-        digest = digest_of(original, net)
+    def _row(self, row):
+        out = dict(zip(self.KEYS, row))
+        for name in ('label_p', 'reads_p'):  # real: as the SQLite store rounds them
+            if out[name] is not None:
+                out[name] = round(out[name], 4)
+        return out
+
+    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False,
+            judgement=None):
+        digest = digest_of(pixels, net)
+        verdict = judged(judgement)
 
         def work(db):
             with db.transaction():
                 db.execute('SELECT pg_advisory_xact_lock(%s)', (SAMPLES_LOCK,))
-                row = db.execute('SELECT id, label, predicted, model, shared FROM btf_samples '
-                                 'WHERE sha256 = %s', (digest,)).fetchone()
+                row = db.execute(f'SELECT {self.ROW} FROM btf_samples WHERE sha256 = %s',
+                                 (digest,)).fetchone()
                 if row is not None:
-                    return dict(zip(self.KEYS, row)), False
+                    return self._row(row), False
                 (count,) = db.execute('SELECT count(*) FROM btf_samples').fetchone()
                 if count >= self.limit:
                     raise StoreFull(errno.ENOSPC, f'the sample store holds {count} samples, '
                                                   'its limit (--max-samples)')
                 (made,) = db.execute(
                     'INSERT INTO btf_samples (sha256, label, predicted, model, pixels, original, '
-                    'net, shared) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id',
+                    'net, shared, judged_suspect, reads_as, label_p, reads_p) VALUES (%s, %s, '
+                    '%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id',
                     (digest, label, predicted, model, bytes(pixels), bytes(original), net,
-                     bool(shared))).fetchone()
-            return dict(zip(self.KEYS, (made, label, predicted, model, bool(shared)))), True
+                     bool(shared), *verdict)).fetchone()
+            return self._row((made, label, predicted, model, bool(shared), *verdict,
+                              None)), True
         return self._run(work)
 
-    def list(self, label=None, offset=0, limit=50, net=LIVE):
+    def list(self, label=None, offset=0, limit=50, net=LIVE, held=None):
         condition, args = visible(net, '%s')
+        condition += held_condition(held)
         if label is not None:
             condition, args = f'{condition} AND label = %s', (*args, label)
 
         def work(db):
             (total,) = db.execute(f'SELECT count(*) FROM btf_samples WHERE {condition}',
                                   args).fetchone()
-            rows = db.execute(f'SELECT id, label, predicted, model, created, shared FROM '
-                              f'btf_samples WHERE {condition} ORDER BY id DESC LIMIT %s '
-                              'OFFSET %s', (*args, limit, offset)).fetchall()
-            keys = ('id', 'label', 'predicted', 'model', 'created', 'shared')
-            return total, [dict(zip(keys, (*r[:4], _iso(r[4]), r[5]))) for r in rows]
+            rows = db.execute(f'SELECT {self.ROW}, created FROM btf_samples WHERE {condition} '
+                              'ORDER BY id DESC LIMIT %s OFFSET %s',
+                              (*args, limit, offset)).fetchall()
+            return total, [{**self._row(r[:-1]), 'created': _iso(r[-1])} for r in rows]
+        return self._run(work)
+
+    def judge(self, rows):
+        def work(db):
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    'UPDATE btf_samples SET judged_suspect = %s, reads_as = %s, label_p = %s, '
+                    'reads_p = %s WHERE id = %s',
+                    [(bool(s), r, lp, rp, i) for i, s, r, lp, rp in rows])
+            return len(rows)
+        return self._run(work)
+
+    def review(self, sample_id, verdict):
+        condition, args = visible(LIVE, '%s')
+
+        def work(db):
+            row = db.execute(f'UPDATE btf_samples SET review = %s WHERE id = %s AND {condition} '
+                             f'RETURNING {self.ROW}, created',
+                             (VERDICTS[verdict], sample_id, *args)).fetchone()
+            return None if row is None else {**self._row(row[:-1]), 'created': _iso(row[-1])}
         return self._run(work)
 
     def image(self, sample_id, original=False, net=LIVE):
@@ -678,8 +736,9 @@ class PostgresSampleStore(SampleStore):
         return self._run(lambda db: db.execute('DELETE FROM btf_samples WHERE net = %s',
                                                (net,)).rowcount)
 
-    def arrays(self, net=LIVE):
+    def arrays(self, net=LIVE, held=None):
         condition, args = visible(net, '%s')
+        condition += held_condition(held)
 
         def work(db):
             rows = db.execute(f'SELECT id, label, pixels FROM btf_samples WHERE {condition} '

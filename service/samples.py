@@ -7,12 +7,17 @@ every worker of the machine: a sample is seen by all as soon as its insert commi
 process killed mid-insert leaves no half-written row.
 
 A sample is the image as submitted, less what imaging.strip_metadata leaves out (a PNG's
-text, profile and other chunks; its sha256 makes a second post of the same image to the same
-net the same sample), the 28x28 uint8 image the net sees, the label the user gave, what the
-net read when it was stored, and the net it was kept with: the live net's own, or a private
-net's. A private net's drawing is its owner's alone unless shared: the live net sees (lists,
-trains on) its own drawings and the shared ones. Every fifth sample by id (id % 5 == 0) is
-never trained on: those are the samples' validation set.
+text, profile and other chunks), the 28x28 uint8 image the net sees (its sha256 is the
+sample's identity per net: the same drawing re-encoded, with bytes appended after its end or
+other metadata is the same sample), the label the user gave, what the net read when it was
+stored, the net it was kept with (the live net's own, or a private net's) and how nets that
+never learned from it judged its label (judge.py): ``judged_suspect``, the digit it
+``reads_as`` and the judges' mean probability of its label (``label_p``) and of that digit
+(``reads_p``); and the shared net's ``review`` of it (None, 'approved' or 'rejected'). A
+drawing is *held back* from the shared net's training while it is judged suspect and not
+approved, or once it is rejected. A private net's drawing is its owner's alone unless
+shared: the live net sees (lists, trains on) its own drawings and the shared ones. Every
+fifth sample by id (id % 5 == 0) is never trained on: those are the samples' validation set.
 """
 import datetime
 import hashlib
@@ -30,10 +35,30 @@ from .store import LIVE, StoreError, StoreFull
 log = logging.getLogger(__name__)
 
 
-def digest_of(original, net):
-    """A sample's identity: its bytes, per net (the live net's as before nets had names)."""
-    return hashlib.sha256(original if net == LIVE else
-                          net.encode() + b'\0' + original).hexdigest()
+def digest_of(pixels, net):
+    """A sample's identity: the 784 pixels the net sees, per net (the live net's unprefixed,
+    as before nets had names)."""
+    pixels = bytes(pixels)
+    return hashlib.sha256(pixels if net == LIVE else net.encode() + b'\0' + pixels).hexdigest()
+
+
+# The samples held back from the shared net's training (SQL, both stores' dialects).
+HELD = "((judged_suspect = TRUE AND review IS NULL) OR coalesce(review, '') = 'rejected')"
+VERDICTS = {'approve': 'approved', 'reject': 'rejected'}
+JUDGED = ('judged_suspect', 'reads_as', 'label_p', 'reads_p', 'review')
+
+
+def judged(judgement):
+    """The judgement columns' values of a judge.judge_one answer (None: not judged)."""
+    j = judgement or {}
+    return (bool(j.get('suspect', False)), j.get('reads_as'), j.get('label_p'),
+            j.get('reads_p'))
+
+
+def held_condition(held):
+    """The SQL condition of arrays(held=...): every sample (None), the held-back ones only
+    (True) or the others (False)."""
+    return '' if held is None else f' AND {HELD}' if held else f' AND NOT {HELD}'
 
 
 def visible(net, mark):
@@ -48,16 +73,28 @@ class SampleStore:
     """The interface; every method may raise StoreError (StoreFull at the limit). ``net``:
     the net the samples belong to (``live`` sees its own and the shared ones)."""
 
-    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False):
+    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False,
+            judgement=None):
         """Store a sample: ``original`` bytes, ``pixels`` (784,) uint8, ``label`` 0..9, what
-        ``model`` read (``predicted``), kept with ``net`` (shared with the live net or not).
-        Returns ({id, label, predicted, model, shared}, created); created is False when the
-        same original bytes were stored with that net before: that sample is returned and
-        nothing changes."""
+        ``model`` read (``predicted``), kept with ``net`` (shared with the live net or not),
+        as judged (``judgement``: judge.judge_one's answer, or None). Returns ({id, label,
+        predicted, model, shared, judged_suspect, reads_as, label_p, reads_p, review},
+        created); created is False when the same pixels were stored with that net before:
+        that sample is returned and nothing changes."""
         raise NotImplementedError
 
-    def list(self, label=None, offset=0, limit=50, net=LIVE):
-        """(total matching, [{id, label, predicted, model, created, shared}] newest first)."""
+    def list(self, label=None, offset=0, limit=50, net=LIVE, held=None):
+        """(total matching, [{id, label, predicted, model, created, shared, judged_suspect,
+        reads_as, label_p, reads_p, review}] newest first); ``held``: see ``arrays``."""
+        raise NotImplementedError
+
+    def judge(self, rows):
+        """Record new judgements: rows of (id, judged_suspect, reads_as, label_p, reads_p)."""
+        raise NotImplementedError
+
+    def review(self, sample_id, verdict):
+        """The shared net's review of a sample it sees ('approve' or 'reject'); the sample
+        as ``list`` gives it, or None if the live net does not see it."""
         raise NotImplementedError
 
     def image(self, sample_id, original=False, net=LIVE):
@@ -76,8 +113,9 @@ class SampleStore:
         """Delete every sample kept with a private net; how many."""
         raise NotImplementedError
 
-    def arrays(self, net=LIVE):
-        """(ids (n,), X (n, 784) uint8, y (n,) uint8) of every sample, oldest first."""
+    def arrays(self, net=LIVE, held=None):
+        """(ids (n,), X (n, 784) uint8, y (n,) uint8) of every sample, oldest first; ``held``
+        True: only the ones held back from the shared net, False: only the others."""
         raise NotImplementedError
 
     def count(self):
@@ -102,8 +140,15 @@ class SQLiteSampleStore(SampleStore):
     );
     CREATE INDEX IF NOT EXISTS samples_label ON samples (label, id);
     """
-    # Added when nets got names: the net a sample was kept with, and whether it is shared.
-    COLUMNS = {'net': "TEXT NOT NULL DEFAULT 'live'", 'shared': 'INTEGER NOT NULL DEFAULT 0'}
+    # Added when nets got names: the net a sample was kept with, and whether it is shared;
+    # then the judgement and the review (judge.py).
+    COLUMNS = {'net': "TEXT NOT NULL DEFAULT 'live'", 'shared': 'INTEGER NOT NULL DEFAULT 0',
+               'judged_suspect': 'INTEGER NOT NULL DEFAULT 0', 'reads_as': 'INTEGER',
+               'label_p': 'REAL', 'reads_p': 'REAL',
+               'review': "TEXT CHECK (review IN ('approved', 'rejected'))"}
+    ROW = ('id, label, predicted, model, shared, judged_suspect, reads_as, label_p, reads_p, '
+           'review')
+    IDENTITY = 1  # PRAGMA user_version: 0 identified a sample by its bytes, 1 by its pixels
 
     def __init__(self, path, limit):
         self.path, self.limit = path, limit
@@ -126,10 +171,46 @@ class SQLiteSampleStore(SampleStore):
                     if name not in have:
                         db.execute(f'ALTER TABLE samples ADD COLUMN {name} {kind}')
                 db.execute('CREATE INDEX IF NOT EXISTS samples_net ON samples (net, id)')
+                if db.execute('PRAGMA user_version').fetchone()[0] < self.IDENTITY:
+                    self._identify_by_pixels(db)
             except sqlite3.Error as e:
                 raise StoreError(0, f'cannot open the sample store {self.path}: {e}') from e
             self._local.db = db
         return db
+
+    def _identify_by_pixels(self, db):
+        """Rows stored when a sample's identity was its bytes get their pixels' (the later
+        of two rows with the same pixels and net goes: it was the same drawing)."""
+        db.execute('BEGIN IMMEDIATE')
+        try:
+            if db.execute('PRAGMA user_version').fetchone()[0] < self.IDENTITY:  # not done
+                seen, gone = set(), []  # by another process meanwhile
+                for row_id, net, pixels in db.execute(
+                        'SELECT id, net, pixels FROM samples ORDER BY id').fetchall():
+                    digest = digest_of(pixels, net)
+                    if digest in seen:
+                        gone.append((row_id,))
+                    else:
+                        seen.add(digest)
+                        db.execute('UPDATE samples SET sha256 = ? WHERE id = ?',
+                                   (digest, row_id))
+                db.executemany('DELETE FROM samples WHERE id = ?', gone)
+                db.execute(f'PRAGMA user_version = {self.IDENTITY}')
+                if seen or gone:
+                    log.warning('samples identified by their pixels now: %d kept, %d '
+                                'duplicates deleted', len(seen), len(gone))
+            db.execute('COMMIT')
+        except BaseException:
+            if db.in_transaction:
+                db.execute('ROLLBACK')
+            raise
+
+    @staticmethod
+    def _row(row):
+        keys = ('id', 'label', 'predicted', 'model', 'shared', *JUDGED)
+        out = dict(zip(keys, row))
+        out['shared'], out['judged_suspect'] = bool(out['shared']), bool(out['judged_suspect'])
+        return out
 
     def _run(self, work):
         try:
@@ -141,19 +222,20 @@ class SQLiteSampleStore(SampleStore):
         except sqlite3.Error as e:  # e.g. a row the schema refuses
             raise StoreError(0, f'the sample store {self.path} refused it: {e}') from e
 
-    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False):
-        digest = digest_of(original, net)
+    def add(self, original, pixels, label, predicted, model, net=LIVE, shared=False,
+            judgement=None):
+        digest = digest_of(pixels, net)
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')
-        keys = ('id', 'label', 'predicted', 'model', 'shared')
+        verdict = judged(judgement)
 
         def work(db):
             db.execute('BEGIN IMMEDIATE')  # one writer at a time, across processes
             try:
-                row = db.execute('SELECT id, label, predicted, model, shared FROM samples '
-                                 'WHERE sha256 = ?', (digest,)).fetchone()
+                row = db.execute(f'SELECT {self.ROW} FROM samples WHERE sha256 = ?',
+                                 (digest,)).fetchone()
                 if row is not None:
                     db.execute('COMMIT')
-                    return {**dict(zip(keys, row)), 'shared': bool(row[4])}, False
+                    return self._row(row), False
                 (count,) = db.execute('SELECT count(*) FROM samples').fetchone()
                 if count >= self.limit:
                     db.execute('ROLLBACK')
@@ -161,31 +243,54 @@ class SQLiteSampleStore(SampleStore):
                                         '(--max-samples)')
                 cursor = db.execute(
                     'INSERT INTO samples (sha256, label, predicted, model, pixels, original, '
-                    'created, net, shared) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    'created, net, shared, judged_suspect, reads_as, label_p, reads_p) VALUES '
+                    '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                     (digest, label, predicted, model, bytes(pixels), bytes(original), created,
-                     net, int(bool(shared))))
+                     net, int(bool(shared)), int(verdict[0]), *verdict[1:]))
                 db.execute('COMMIT')
-                return {'id': cursor.lastrowid, 'label': label, 'predicted': predicted,
-                        'model': model, 'shared': bool(shared)}, True
+                return self._row((cursor.lastrowid, label, predicted, model, shared, *verdict,
+                                  None)), True
             except BaseException:
                 if db.in_transaction:
                     db.execute('ROLLBACK')
                 raise
         return self._run(work)
 
-    def list(self, label=None, offset=0, limit=50, net=LIVE):
+    def list(self, label=None, offset=0, limit=50, net=LIVE, held=None):
         where, args = visible(net, '?')
+        where += held_condition(held)
         if label is not None:
             where, args = f'{where} AND label = ?', (*args, label)
 
         def work(db):
             (total,) = db.execute(f'SELECT count(*) FROM samples WHERE {where}',
                                   args).fetchone()
-            rows = db.execute(f'SELECT id, label, predicted, model, created, shared FROM '
-                              f'samples WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?',
-                              (*args, limit, offset))
-            keys = ('id', 'label', 'predicted', 'model', 'created', 'shared')
-            return total, [{**dict(zip(keys, row)), 'shared': bool(row[5])} for row in rows]
+            rows = db.execute(f'SELECT {self.ROW}, created FROM samples WHERE {where} '
+                              'ORDER BY id DESC LIMIT ? OFFSET ?', (*args, limit, offset))
+            return total, [{**self._row(row[:-1]), 'created': row[-1]} for row in rows]
+        return self._run(work)
+
+    def judge(self, rows):
+        return self._run(lambda db: db.executemany(
+            'UPDATE samples SET judged_suspect = ?, reads_as = ?, label_p = ?, reads_p = ? '
+            'WHERE id = ?', [(int(s), r, lp, rp, i) for i, s, r, lp, rp in rows]).rowcount)
+
+    def review(self, sample_id, verdict):
+        where, args = visible(LIVE, '?')
+
+        def work(db):
+            db.execute('BEGIN IMMEDIATE')
+            try:
+                db.execute(f'UPDATE samples SET review = ? WHERE id = ? AND {where}',
+                           (VERDICTS[verdict], sample_id, *args))
+                row = db.execute(f'SELECT {self.ROW}, created FROM samples WHERE id = ? AND '
+                                 f'{where}', (sample_id, *args)).fetchone()
+                db.execute('COMMIT')
+            except BaseException:
+                if db.in_transaction:
+                    db.execute('ROLLBACK')
+                raise
+            return None if row is None else {**self._row(row[:-1]), 'created': row[-1]}
         return self._run(work)
 
     def image(self, sample_id, original=False, net=LIVE):
@@ -212,8 +317,9 @@ class SQLiteSampleStore(SampleStore):
         return self._run(lambda db: db.execute('DELETE FROM samples WHERE net = ?',
                                                (net,)).rowcount)
 
-    def arrays(self, net=LIVE):
+    def arrays(self, net=LIVE, held=None):
         where, args = visible(net, '?')
+        where += held_condition(held)
 
         def work(db):
             rows = db.execute(f'SELECT id, label, pixels FROM samples WHERE {where} '

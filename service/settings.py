@@ -104,6 +104,10 @@ class Settings:
     max_samples: int = 100_000  # stored samples (507 past it)
     max_sample_bytes: int = 64 * 1024  # an image kept as a sample, as submitted
     sample_share: float = 0.1  # of every batch of the live net's training with samples
+    hold_suspect: bool = True  # drawings judged mislabelled wait for a review (judge.py)
+    sample_rate: float = 50.0  # drawings one client address may store per second per worker
+    sample_burst: int = 500  # ... and at once (a token bucket: routes/samples.py)
+    samples_per_hour: int = 20_000  # ... and in an hour; the token holder is exempt
     # The gate a training passes before it goes live (service/gate.py, docs/models.md): the
     # most it may lose, in points, on MNIST's test images and on the held-out drawings
     gate_test_points: float = 0.3  # the shared net: overall on MNIST's test images
@@ -146,7 +150,8 @@ class Settings:
                      'max_json_values', 'max_connections', 'max_streams', 'decoders', 'workers',
                      'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
                      'nets_per_hour', 'max_versions', 'net_memory', 'max_queued',
-                     'max_hidden_layers', 'max_units', 'max_import_bytes'):
+                     'sample_burst', 'samples_per_hour', 'max_hidden_layers', 'max_units',
+                     'max_import_bytes'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')
@@ -159,6 +164,12 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f'{name} must be a positive number of seconds, got {value!r}.')
+        if not isinstance(self.sample_rate, (int, float)) or isinstance(self.sample_rate, bool) \
+                or not self.sample_rate > 0:
+            raise ValueError(f'sample_rate must be a positive number of drawings per second, '
+                             f'got {self.sample_rate!r}.')
+        if not isinstance(self.hold_suspect, bool):
+            raise ValueError(f'hold_suspect must be true or false, got {self.hold_suspect!r}.')
         for name in ('gate_test_points', 'gate_class_points', 'gate_samples_points',
                      'gate_private_test_points'):
             value = getattr(self, name)

@@ -46,6 +46,8 @@ class WorkerState:
     insight_tasks: dict  # computations under way
     # Nets made per client address (routes/nets.py)
     created: dict
+    # Drawings stored per client address: token buckets and hourly counts (routes/samples.py)
+    posting: dict
     refused_connections: int  # protocol: connections closed at once past the cap
 
     def __init__(self, settings):

@@ -27,7 +27,7 @@ import numpy as np
 
 import better_tensorflow as btf
 
-from . import gate, observability, trainer
+from . import gate, judge, observability, trainer
 from .changes import acquire
 from .errors import (
     BadRequest,
@@ -463,17 +463,23 @@ async def run_spec(app, job, stop):
              f', with {len(samples[1])} + {len(samples[3])} samples' if samples else '')
     net.job_task = asyncio.create_task(run_job(app, net, net.job, lock, samples, stop,
                                                options))
-    return await asyncio.shield(net.job_task)
+    answer = await asyncio.shield(net.job_task)
+    if samples is not None:  # what the new version never trained on, judged again
+        await judge.after_training(app, net.name)
+    return answer
 
 
 async def stored_samples(app, name=LIVE):
     """(X_train, y_train, X_val, y_val) of the samples a net trains on: every fifth by id
-    held out."""
-    ids, X, y = await in_store(app, 'arrays', name)
+    held out; the shared net's without the drawings held back (judge.py), in both parts."""
+    hold = judge.hold(app, name)
+    ids, X, y = await in_store(app, 'arrays', name, False if hold else None)
     held = is_validation(ids)
     if held.all():
-        raise BadRequest(f'there are {len(ids)} stored samples and none to train on (every '
-                         'fifth is kept for validation): store some with POST /samples '
+        waiting = f' ({(await in_store(app, "list", None, 0, 1, name, True))[0]} more are held '\
+                  'back as possibly mislabelled: GET /samples?suspect=1)' if hold else ''
+        raise BadRequest(f'there are {len(ids)} stored samples{waiting} and none to train on '
+                         '(every fifth is kept for validation): store some with POST /samples '
                          'first, or train without samples.')
     digits = np.unique(y[~held])
     if name != LIVE and len(digits) < 2:  # adapting would teach it to read that digit only

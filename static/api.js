@@ -97,6 +97,8 @@ export const api = {
   keep: (image, label, share) => call('samples', { method: 'POST',
     body: withNet(share ? { image, label, share } : { image, label }) }),
   deleteSample: (id) => call(query(`samples/${id}`), { method: 'DELETE' }),
+  // the class net's review of a drawing judged mislabelled: 'approve' or 'reject' (the token)
+  review: (id, verdict) => call(`samples/${id}/review`, { method: 'POST', body: { verdict } }),
   sampleImage: (id) => query(`samples/${id}/image`),
   sampleDataUrl: (id) => dataUrl(query(`samples/${id}/image`)),
   train: (epochs, samples) => post('train', { epochs, samples }),

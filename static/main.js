@@ -53,7 +53,7 @@ const training = trainingPanel({ models: getModels, replaced, own: nets.own, mak
   opened: playground.listen });
 const confusion = confusionPanel({ net, isOpen: () => isOpen('confusion'), messages,
   saveState });
-const gallery = galleryPanel({ messages, net });
+const gallery = galleryPanel({ messages, net, mine: nets.active });
 const kept = () => {
   pad.clear();  // ready for the next digit
   gallery.load().catch((err) => messages.fail(err.message, 'load'));

@@ -137,7 +137,8 @@ def test_token_guards_the_routes_that_change_the_live_net(serve_data, models):
         ('/samples/{sample}/image', 'get'), ('/samples/{sample}', 'delete'), ('/metrics', 'get'),
         # the live net's by the token, a private net's by its name (test_nets.py)
         ('/nets', 'get'), ('/nets/{name}', 'delete'), ('/nets/{name}/rollback', 'post'),
-        ('/nets/{name}/promote', 'post'), ('/samples/{sample}/share', 'post')}
+        ('/nets/{name}/promote', 'post'), ('/samples/{sample}/share', 'post'),
+        ('/samples/{sample}/review', 'post')}
     for path, method in guarded:
         operation = document['paths'][path][method]
         assert operation['security'] == [{'bearer': []}, {'token': []}]

@@ -19,10 +19,12 @@ TOKEN = 'sample-token'
 
 
 def stroke(k, size=56):
-    """A distinct small drawing per k: a slanted bar, as the page sends (56x56 PNG)."""
+    """A distinct small drawing per k (k < 1000: distinct as the net sees them, after its
+    centring): a slanted bar and a dot, as the page sends (56x56 PNG)."""
     image = np.zeros((size, size, 4), np.uint8)
     cv2.line(image, (20 + k % 17, 8), (36 - k % 13, 48), (0, 0, 0, 255), 4 + k % 3,
              cv2.LINE_AA)
+    cv2.circle(image, (4 + k % 48, 4 + (k // 48) % 48), 2, (0, 0, 0, 255), -1, cv2.LINE_AA)
     return png_b64(image)
 
 
@@ -36,8 +38,8 @@ def test_store_list_read_export_and_delete(serve):
         assert first.status == 201, first
         live = s.post('/predict', {'image': DIGIT}).json['label']
         assert first.json == {'id': 1, 'label': 4, 'predicted': live, 'model': 'live',
-                              'shared': False}
-        again = s.post('/samples', {'image': DIGIT, 'label': 9})  # the same bytes
+                              'shared': False, 'suspect': False, 'review': None}
+        again = s.post('/samples', {'image': DIGIT, 'label': 9})  # the same drawing
         assert again.status == 200 and again.json['id'] == 1 and again.json['label'] == 4
         second = s.post('/samples', {'image': stroke(1), 'label': 1, 'pretrained': 1})
         assert second.status == 201 and second.json['model'] == 'v1'
@@ -45,7 +47,7 @@ def test_store_list_read_export_and_delete(serve):
         listed = s.get('/samples').json
         assert listed['total'] == 2 and [r['id'] for r in listed['samples']] == [2, 1]
         assert set(listed['samples'][0]) == {'id', 'label', 'predicted', 'model', 'created',
-                                          'shared'}
+                                          'shared', 'suspect', 'review'}
         assert s.get('/samples?label=4').json['total'] == 1
         assert [r['id'] for r in s.get('/samples?offset=1&limit=1').json['samples']] == [1]
 

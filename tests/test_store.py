@@ -166,15 +166,20 @@ def pixels(k):
     return np.full(784, k, np.uint8)
 
 
+UNJUDGED = {'judged_suspect': False, 'reads_as': None, 'label_p': None, 'reads_p': None,
+            'review': None}
+
+
 def test_samples_add_dedupe_list_image_delete(samples):
-    one = {'id': 1, 'label': 1, 'predicted': 7, 'model': 'live', 'shared': False}
+    one = {'id': 1, 'label': 1, 'predicted': 7, 'model': 'live', 'shared': False, **UNJUDGED}
     assert samples.add(b'one', pixels(1), 1, 7, 'live') == (one, True)
     assert samples.add(b'two', pixels(2), 2, 2, 'v3')[0]['id'] == 2
-    assert samples.add(b'one', pixels(9), 9, 9, 'live') == (one, False)  # same bytes
+    # the same pixels (other bytes: re-encoded, appended to) are the same sample
+    assert samples.add(b'one, again', pixels(1), 9, 9, 'live') == (one, False)
     total, rows = samples.list()
     assert total == 2 and [r['id'] for r in rows] == [2, 1]
     assert rows[1] == {'id': 1, 'label': 1, 'predicted': 7, 'model': 'live',
-                       'created': rows[1]['created'], 'shared': False}
+                       'created': rows[1]['created'], 'shared': False, **UNJUDGED}
     assert samples.list(label=2)[0] == 1 and samples.list(offset=1, limit=1)[1][0]['id'] == 1
     assert samples.image(1) == bytes(pixels(1)) and samples.image(1, original=True) == b'one'
     assert samples.image(3) is None
@@ -187,8 +192,8 @@ def test_samples_belong_to_their_net_and_the_shared_ones_to_live_too(samples):
     assert samples.add(b'l', pixels(1), 1, 1, 'live')[0]['id'] == 1
     kept, created = samples.add(b'm', pixels(2), 2, 3, 'live', net=mine)
     assert created and kept['id'] == 2 and kept['shared'] is False
-    assert samples.add(b'm', pixels(2), 2, 3, 'live', net=other)[1]  # the same bytes, apart
-    assert samples.add(b'm', pixels(9), 9, 9, 'live', net=mine) == (kept, False)
+    assert samples.add(b'm', pixels(2), 2, 3, 'live', net=other)[1]  # the same image, apart
+    assert samples.add(b'n', pixels(2), 9, 9, 'live', net=mine) == (kept, False)
     assert [r['id'] for r in samples.list(net=mine)[1]] == [2]
     assert [r['id'] for r in samples.list()[1]] == [1]  # live: its own
     assert samples.image(2) is None and samples.image(2, net=other) is None
@@ -213,6 +218,38 @@ def test_samples_arrays_and_their_validation_part(samples):
     assert is_validation(ids).tolist() == [False, False, False, False, True]
 
 
+def test_samples_judged_reviewed_and_held_back(samples):
+    """Held back from the shared net: judged suspect and not approved, or rejected."""
+    suspect = {'suspect': True, 'reads_as': 4, 'label_p': 0.001, 'reads_p': 0.98}
+    fine = {'suspect': False, 'reads_as': 3, 'label_p': 0.9, 'reads_p': 0.05}
+    made, _ = samples.add(b'a', pixels(1), 9, 4, 'live', judgement=suspect)
+    assert made == {'id': 1, 'label': 9, 'predicted': 4, 'model': 'live', 'shared': False,
+                    'judged_suspect': True, 'reads_as': 4, 'label_p': 0.001, 'reads_p': 0.98,
+                    'review': None}
+    samples.add(b'b', pixels(2), 2, 2, 'live', judgement=fine)
+    samples.add(b'c', pixels(3), 3, 3, 'live')
+    mine = new_net_name()
+    samples.add(b'd', pixels(4), 9, 4, 'live', net=mine, judgement=suspect)
+
+    def ids(held, net=LIVE):
+        return samples.arrays(net, held)[0].tolist()
+    assert ids(None) == [1, 2, 3] and ids(True) == [1] and ids(False) == [2, 3]
+    assert samples.list(held=True)[0] == 1 and samples.list(held=False)[0] == 2
+    assert ids(True, mine) == [4]  # judged alike; whether it trains is the service's rule
+    assert samples.review(1, 'approve')['review'] == 'approved'
+    assert ids(True) == [] and ids(False) == [1, 2, 3]
+    rejected = samples.review(2, 'reject')
+    assert rejected['review'] == 'rejected' and rejected['created']
+    assert ids(True) == [2] and ids(False) == [1, 3]
+    assert samples.review(4, 'approve') is None  # a private net's drawing, not shared
+    assert samples.review(99, 'reject') is None
+    assert samples.judge([(3, True, 7, 0.01, 0.9), (1, False, 9, 0.5, 0.4)]) == 2
+    assert ids(True) == [2, 3]  # 1 was approved: a new judgement leaves the review
+    rows = {r['id']: r for r in samples.list()[1]}
+    assert (rows[3]['judged_suspect'], rows[3]['reads_as'], rows[3]['reads_p']) == \
+        (True, 7, 0.9)
+
+
 def test_samples_limit_and_bad_rows(samples):
     for k in range(5):
         samples.add(bytes([k]), pixels(k), k, k, 'live')
@@ -221,7 +258,7 @@ def test_samples_limit_and_bad_rows(samples):
     assert samples.count() == 5
     samples.delete(5)
     with pytest.raises(StoreError):  # the schema refuses what the service never sends
-        samples.add(b'bad', pixels(1), 10, 1, 'live')
+        samples.add(b'bad', pixels(7), 10, 1, 'live')
     assert samples.count() == 4
 
 

@@ -28,12 +28,15 @@ from ..errors import (
     Missing,
     clip,
 )
-from ..guard import holds_user_data
+from ..guard import changes_state, holds_user_data, token_given
 from ..inputs import image_field, pick_net, read_image
+from ..judge import judge_one, listed
+from ..limits import take_sample_slot
 from ..nets import is_int
 from ..parsing import json_body, net_name, query_int, shown
 from ..protocol import send_chunked
-from ..samples import in_store
+from ..samples import VERDICTS, in_store
+from ..store import LIVE
 
 log = logging.getLogger(__name__)
 bp = Blueprint('samples')
@@ -45,10 +48,22 @@ MEDIA = {'PNG': 'image/png', 'JPEG': 'image/jpeg', 'WebP': 'image/webp', 'BMP': 
 
 SAMPLE = {'type': 'object',
           'properties': {'id': INT, 'label': INT, 'predicted': INT, 'model': {'type': 'string'},
-                         'created': {'type': 'string', 'format': 'date-time'}}}
+                         'created': {'type': 'string', 'format': 'date-time'},
+                         'shared': {'type': 'boolean'},
+                         'suspect': {'type': 'boolean', 'description':
+                                     'held back from the shared net\'s training: judged '
+                                     'mislabelled and not approved, or rejected'},
+                         'reason': {'type': 'string', 'description': 'why, when suspect'},
+                         'reads_as': INT,
+                         'review': {'type': 'string', 'nullable': True,
+                                    'enum': ['approved', 'rejected', None]}}}
 SAMPLE_ID = {'name': 'sample', 'in': 'path', 'required': True,
              'schema': {'type': 'integer', 'minimum': 1}}
 UNREACHABLE = error('the sample store is unreachable')
+SUSPECT_QUERY = {'name': 'suspect', 'in': 'query', 'required': False,
+                 'description': '1: only the drawings held back from the shared net (judged '
+                                'mislabelled and not approved, or rejected); 0: only the others',
+                 'schema': {'type': 'string', 'enum': ['0', '1']}}
 
 
 def user_data(ctx, operation):
@@ -88,12 +103,16 @@ def sample_id(value):
                   '413': error('image over the size limits'),
                   '415': NOT_JSON,
                   '422': error('no digit found (blank image)'),
+                  '429': error('this address stores drawings past --sample-rate, '
+                               '--sample-burst or --samples-per-hour (Retry-After)'),
                   '503': UNREACHABLE,
                   '507': error(f'the store holds {ctx.settings.max_samples} samples, or the '
                                'disk is full')}}))
 @holds_user_data
 async def add_sample(request):
     app, settings = request.app, request.app.ctx.settings
+    if settings.token is None or token_given(request, settings.token) is not True:
+        take_sample_slot(app, request.ip or 'unknown')
     body = json_body(request, ('image', 'label', 'pretrained', 'net', 'share'), EXAMPLE)
     if body is None:
         raise BadRequest(f'the body is empty; expected JSON like {EXAMPLE}.')
@@ -115,12 +134,22 @@ async def add_sample(request):
     original = imaging.strip_metadata(original)
     pixels = np.rint(x.reshape(-1) * 255).astype(np.uint8)
     predicted, _ = net.predict(x.reshape(-1))
+    judgement = judge_one(app, owner, pixels, label)  # by nets that never learned from it
     sample, created = await in_store(app, 'add', original, pixels, label, predicted, model,
-                                     owner.name, share)
+                                     owner.name, share, judgement)
     if created:
-        log.info('sample %d stored: a %d, read as %d by %s', sample['id'], label, predicted,
-                 model)
-    return json(sample, status=201 if created else 200)
+        log.info('sample %d stored: a %d, read as %d by %s%s', sample['id'], label, predicted,
+                 model, ', suspect' if sample['judged_suspect'] else '')
+    return json(listed(sample), status=201 if created else 200)
+
+
+def held_query(query):
+    """?suspect=1: only the drawings held back (True), 0: only the others (False), else None."""
+    suspect = query.get('suspect')
+    if suspect not in (None, '0', '1'):
+        raise BadRequest(f'suspect must be 1 (only the held-back drawings) or 0 (only the '
+                         f'others), got {shown(suspect)}.')
+    return None if suspect is None else suspect == '1'
 
 
 def query_number(query, name, default, low, high):
@@ -140,10 +169,11 @@ def query_number(query, name, default, low, high):
          'schema': {'type': 'integer', 'minimum': 0, 'default': 0}},
         {'name': 'limit', 'in': 'query', 'required': False,
          'schema': {'type': 'integer', 'minimum': 1, 'maximum': MAX_LIMIT, 'default': 50}},
-        NET_QUERY],
+        SUSPECT_QUERY, NET_QUERY],
     'responses': {'200': answer({'type': 'object', 'properties': {
         'total': INT, 'samples': {'type': 'array', 'items': ctx.schema('Sample', SAMPLE)}}}),
-        '400': error('bad label, offset or limit'), '404': NO_NET, '503': UNREACHABLE}}))
+        '400': error('bad label, offset, limit or suspect'), '404': NO_NET,
+        '503': UNREACHABLE}}))
 @holds_user_data
 async def list_samples(request):
     query = request.get_args(keep_blank_values=True)
@@ -152,9 +182,44 @@ async def list_samples(request):
         label = query_number(query, 'label', None, 0, 9)
     offset = query_number(query, 'offset', 0, 0, 10 ** 9 - 1)  # query_int reads 9 digits
     limit = query_number(query, 'limit', 50, 1, MAX_LIMIT)
+    held = held_query(query)
     net = await request.app.ctx.nets.get(net_name(request), wait=False)
-    total, rows = await in_store(request.app, 'list', label, offset, limit, net.name)
-    return json({'total': total, 'samples': rows})
+    total, rows = await in_store(request.app, 'list', label, offset, limit, net.name, held)
+    return json({'total': total, 'samples': [listed(row) for row in rows]})
+
+
+@bp.post('/samples/<sample:int>/review')
+@documented(lambda ctx: {
+    'summary': "the shared net's review of a drawing: approve it (it trains the live net even "
+               'if judged mislabelled) or reject it (it never does)',
+    'parameters': [SAMPLE_ID],
+    'requestBody': request_body({
+        'type': 'object', 'required': ['verdict'], 'additionalProperties': False,
+        'properties': {'verdict': {'type': 'string', 'enum': sorted(VERDICTS)}}}),
+    'responses': {'200': answer(ctx.schema('Sample', SAMPLE), 'the sample as reviewed'),
+                  '400': error('bad verdict'), '404': error('no such sample of the live net'),
+                  '415': NOT_JSON, '503': UNREACHABLE, **ctx.guarded['responses']},
+    **ctx.security(ctx.guarded)})
+@changes_state
+async def review_sample(request, sample):
+    """Approve or reject a drawing the live net sees (its own or a shared one): a change of
+    what the shared net learns from, guarded like its other changes (the token)."""
+    example = '{"verdict": "approve"}  ("approve" or "reject")'
+    body = json_body(request, ('verdict', 'net'), example)
+    if net_name(request) != LIVE:
+        raise BadRequest('net: only the live net\'s drawings are reviewed; a private net trains '
+                         'on all of its owner\'s drawings (delete one with DELETE '
+                         '/samples/{id}?net=<name>).')
+    verdict = None if body is None else body.get('verdict')
+    if not isinstance(verdict, str) or verdict not in VERDICTS:
+        raise BadRequest(f'verdict must be "approve" or "reject", got {shown(verdict)}; '
+                         f'expected JSON like {example}.')
+    row = await in_store(request.app, 'review', sample_id(sample), verdict)
+    if row is None:
+        raise Missing(f'the live net has no sample {clip(str(sample))} (GET /samples lists '
+                      'them; a private net trains on all of its owner\'s drawings).')
+    log.info('sample %d %s', sample, VERDICTS[verdict])
+    return json(listed(row))
 
 
 @bp.get('/samples/<sample:int>/image')
@@ -233,10 +298,11 @@ def npz(ids, X, y):
 
 @bp.get('/samples/export')
 @documented(lambda ctx: user_data(ctx, {
-    'summary': 'every sample as an NPZ: X (n, 784) uint8, y (n,) uint8, ids (n,)',
-    'parameters': [NET_QUERY],
+    'summary': 'every sample as an NPZ: X (n, 784) uint8, y (n,) uint8, ids (n,) '
+               '(?suspect=0: without the drawings held back)',
+    'parameters': [SUSPECT_QUERY, NET_QUERY],
     'responses': {'200': {'description': 'NPZ', 'content': {'application/octet-stream': {}}},
-                  '404': NO_NET, '503': UNREACHABLE}}))
+                  '400': error('bad suspect'), '404': NO_NET, '503': UNREACHABLE}}))
 @holds_user_data
 async def export(request):
     """Every sample as an NPZ: X (n, 784) uint8, y (n,) uint8 and ids (n,) int64; built off
@@ -245,9 +311,10 @@ async def export(request):
     ctx = request.app.ctx
     # The slot first: a request waiting for it holds nothing (100 unread exports each built
     # before waiting held 1.1 GB for 6,300 samples).
+    held = held_query(request.get_args(keep_blank_values=True))
     net = await ctx.nets.get(net_name(request), wait=False)
     async with ctx.large_answers:
-        ids, X, y = await in_store(request.app, 'arrays', net.name)
+        ids, X, y = await in_store(request.app, 'arrays', net.name, held)
         body = await asyncio.get_running_loop().run_in_executor(ctx.decoders, npz, ids, X, y)
         await send_chunked(request, body, 'application/octet-stream',
                            {'Content-Disposition': 'attachment; filename="samples.npz"'})
