@@ -61,16 +61,22 @@ def activations(net, x, top=TOP_UNITS, full=FULL_LAYER):
 # ---------------------------------------------------------------------------------------
 # "Not sure".
 
+_INDEX = np.arange(28, dtype=np.float64)  # constants, read only: what a row's mass is at
+_INDEX.flags.writeable = False
+_SQUARES = _INDEX ** 2
+_SQUARES.flags.writeable = False
+
+
 def shape_of(x):
     """(ink fraction, horizontal / vertical spread of the ink) of a 28x28 input in [0, 1]."""
     image = np.asarray(x, np.float64).reshape(28, 28)
     mass = image.sum()
     if mass <= 0:
         return 0.0, 0.0
-    index = np.arange(28)
+    index, squares = _INDEX, _SQUARES
     rows, columns = image.sum(axis=1) / mass, image.sum(axis=0) / mass
-    var_y = rows @ index ** 2 - (rows @ index) ** 2
-    var_x = columns @ index ** 2 - (columns @ index) ** 2
+    var_y = rows @ squares - (rows @ index) ** 2
+    var_x = columns @ squares - (columns @ index) ** 2
     return float(image.mean()), float(np.sqrt(var_x / var_y)) if var_y > 0 else float('inf')
 
 

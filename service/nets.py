@@ -271,10 +271,11 @@ class Registry:
         version; requests go on with the version loaded until the new one is. One attempt
         at a time; after a failed one, the next waits longer."""
         loop = asyncio.get_running_loop()
-        if (net.reload_task is None or net.reload_task.done()) and \
-                loop.time() >= net.after and self.behind(net):
+        behind = self.behind(net)  # once: two stats a request for the folder store
+        if behind and (net.reload_task is None or net.reload_task.done()) and \
+                loop.time() >= net.after:
             net.reload_task = asyncio.create_task(self.reload(net))
-        if not self.behind(net):
+        if not behind:
             net.problem, net.delay = None, RELOAD_DELAYS[0]
         return net.reload_task
 

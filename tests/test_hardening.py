@@ -440,6 +440,34 @@ def test_two_workers_on_one_folder_act_as_one_service(serve_data, models, datase
         assert b.get('/train?epochs=1').json['epochs'] == 31
 
 
+def test_a_prediction_checks_the_stores_version_once_and_still_sees_every_change(serve,
+                                                                                 models):
+    """A request looks at the store's version of its net once (the folder store: two stats),
+    not twice; the first answer after another worker's change still comes from the new net."""
+    import sys
+    _, nets = models
+    with serve() as a, serve() as b:
+        store, checks = b.app.ctx.store, []
+        version = store.net_version
+
+        def counted(name):
+            if sys._getframe(3).f_code.co_name == 'get':  # behind <- sync <- Registry.get
+                checks.append(name)
+            return version(name)
+        store.net_version = counted
+        for _ in range(5):
+            assert b.post('/predict', {'image': DIGIT}).status == 200
+        assert checks == ['live'] * 5  # the old code: two checks a request
+        for change in ('/reset', '/pretrain', '/reset'):
+            assert a.get(change).body == b'OK'
+            new = btf.Graph.from_file(a.state / 'live.npz')
+            np.testing.assert_allclose(confidences(b.post('/predict', {'image': DIGIT}).json),
+                                       predict_locally(new), rtol=1e-5)
+        assert a.post('/nets/live/rollback', {'version': 3}).status == 200  # the pretrain's
+        np.testing.assert_allclose(confidences(b.post('/predict', {'image': DIGIT}).json),
+                                   predict_locally(nets[2]), rtol=1e-5)
+
+
 def test_a_killed_workers_training_ends_every_event_stream(serve_data, models, data_file,
                                                           tmp_path):
     serve, state = serve_data, tmp_path / 'state'
