@@ -110,7 +110,8 @@ def test_one_training_at_a_time_streamed_everywhere(tmp_path, models, database, 
         assert names[0] == 'status' and names[-1] == 'done' and 'progress' in names
         assert [d['epoch'] for n, d in streamed if n == 'epoch'] == list(range(1, 11))
         assert streamed[-1][1] == result and result['epochs'] == 10
-        assert b.get('/train/status').json['running'] is False
+        # b reads the status a's server writes after its answer: soon, not at once.
+        wait_for(lambda: b.get('/train/status').json['running'] is False, 'b to see it end', 30)
         assert b.get('/models').json['live']['epochs'] == 10
     finally:
         a.stop()

@@ -110,6 +110,9 @@ def test_a_private_net_sees_the_judgement_and_trains_on_its_drawings(serve, digi
         refused = s.post(f'/samples/{answers[0]["id"]}/review', {'verdict': 'approve',
                                                                   'net': mine})
         assert refused.status == 400 and 'net' in refused.json['error']  # the live net's only
+        for data, label in [h for h in honest if h[1] != 9][:2]:  # one digit alone is refused
+            assert s.post('/samples', {'image': url(data), 'label': int(label),
+                                       'net': mine}).status == 201
         trained = s.post('/train', {'epochs': 1, 'samples': True, 'net': mine})
         assert trained.status == 200, trained  # its owner's drawings, suspect or not
         # The shared net holds the same poison back: nothing left to train on.
