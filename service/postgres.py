@@ -36,7 +36,16 @@ from psycopg.types.json import Jsonb
 
 import better_tensorflow as btf
 
-from .samples import JUDGED, VERDICTS, SampleStore, digest_of, held_condition, judged, visible
+from .samples import (
+    JUDGED,
+    VERDICTS,
+    SampleStore,
+    digest_of,
+    held_condition,
+    judged,
+    newest_rows,
+    visible,
+)
 from .store import (
     LIVE,
     Store,
@@ -736,13 +745,15 @@ class PostgresSampleStore(SampleStore):
         return self._run(lambda db: db.execute('DELETE FROM btf_samples WHERE net = %s',
                                                (net,)).rowcount)
 
-    def arrays(self, net=LIVE, held=None):
+    def arrays(self, net=LIVE, held=None, newest=None):
         condition, args = visible(net, '%s')
         condition += held_condition(held)
+        last = newest_rows(newest, '%s')
 
         def work(db):
             rows = db.execute(f'SELECT id, label, pixels FROM btf_samples WHERE {condition} '
-                              'ORDER BY id', args).fetchall()
+                              f'{last}', args + ((newest,) if newest else ())).fetchall()
+            rows.sort(key=lambda r: r[0])
             ids = np.array([r[0] for r in rows], np.int64)
             y = np.array([r[1] for r in rows], np.uint8)
             X = np.frombuffer(b''.join(bytes(r[2]) for r in rows), np.uint8).reshape(-1, 784)

@@ -61,6 +61,15 @@ def held_condition(held):
     return '' if held is None else f' AND {HELD}' if held else f' AND NOT {HELD}'
 
 
+def newest_rows(newest, mark):
+    """The ORDER BY (and LIMIT) of a read of every sample, or of the newest ``newest``."""
+    if newest is None:
+        return 'ORDER BY id'
+    if not isinstance(newest, int) or isinstance(newest, bool) or newest < 1:
+        raise ValueError(f'newest must be a positive int, got {newest!r}.')
+    return f'ORDER BY id DESC LIMIT {mark}'
+
+
 def visible(net, mark):
     """(SQL condition, arguments) of the samples ``net`` sees; ``mark`` the driver's
     placeholder."""
@@ -113,9 +122,10 @@ class SampleStore:
         """Delete every sample kept with a private net; how many."""
         raise NotImplementedError
 
-    def arrays(self, net=LIVE, held=None):
+    def arrays(self, net=LIVE, held=None, newest=None):
         """(ids (n,), X (n, 784) uint8, y (n,) uint8) of every sample, oldest first; ``held``
-        True: only the ones held back from the shared net, False: only the others."""
+        True: only the ones held back from the shared net, False: only the others;
+        ``newest``: only the newest that many (what a request may read: bounded)."""
         raise NotImplementedError
 
     def count(self):
@@ -317,13 +327,15 @@ class SQLiteSampleStore(SampleStore):
         return self._run(lambda db: db.execute('DELETE FROM samples WHERE net = ?',
                                                (net,)).rowcount)
 
-    def arrays(self, net=LIVE, held=None):
+    def arrays(self, net=LIVE, held=None, newest=None):
         where, args = visible(net, '?')
         where += held_condition(held)
+        last = newest_rows(newest, '?')
 
         def work(db):
             rows = db.execute(f'SELECT id, label, pixels FROM samples WHERE {where} '
-                              'ORDER BY id', args).fetchall()
+                              f'{last}', args + ((newest,) if newest else ())).fetchall()
+            rows.sort(key=lambda r: r[0])
             ids = np.array([r[0] for r in rows], np.int64)
             y = np.array([r[1] for r in rows], np.uint8)
             X = np.frombuffer(b''.join(r[2] for r in rows), np.uint8).reshape(-1, 784)

@@ -216,6 +216,12 @@ def test_samples_arrays_and_their_validation_part(samples):
     assert ids.tolist() == [1, 2, 3, 4, 5] and X.shape == (5, 784) and X.dtype == np.uint8
     assert y.tolist() == [0, 1, 2, 3, 4] and (X[:, 0] == y).all()
     assert is_validation(ids).tolist() == [False, False, False, False, True]
+    # A request reads at most the newest few (GET /nets/{name}/ask), still oldest first.
+    ids, X, y = samples.arrays(newest=2)
+    assert ids.tolist() == [4, 5] and y.tolist() == [3, 4] and (X[:, 0] == y).all()
+    assert samples.arrays(newest=10)[0].tolist() == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match='newest must be a positive int, got 0'):
+        samples.arrays(newest=0)
 
 
 def test_samples_judged_reviewed_and_held_back(samples):

@@ -416,8 +416,7 @@ async def ask(request, name):
     MAX_ASKED) read by the net now, off the event loop."""
     app, ctx = request.app, request.app.ctx
     net = await ctx.nets.get(name)
-    _, X, y = await in_store(app, 'arrays', net.name)
-    X, y = X[-MAX_ASKED:], y[-MAX_ASKED:]
+    _, X, y = await in_store(app, 'arrays', net.name, None, MAX_ASKED)  # read bounded too
     graph = net.graph
     found = await asyncio.get_running_loop().run_in_executor(None, asking.ask, graph, X, y)
     return json({'net': net.label, **found})
