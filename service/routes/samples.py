@@ -204,7 +204,7 @@ async def list_samples(request):
 async def review_sample(request, sample):
     """Approve or reject a drawing the live net sees (its own or a shared one): a change of
     what the shared net learns from, guarded like its other changes (the token)."""
-    example = '{"verdict": "approve"}  ("approve" or "reject")'
+    example = '{"verdict": "approve"}'
     body = json_body(request, ('verdict', 'net'), example)
     if net_name(request) != LIVE:
         raise BadRequest('net: only the live net\'s drawings are reviewed; a private net trains '
