@@ -12,7 +12,7 @@
                      [--max-nets 1000] [--nets-per-hour 200] [--max-versions 10]
                      [--net-idle-days 30] [--net-memory 512] [--max-trainings N]
                      [--max-queued 100] [--max-hidden-layers 4] [--max-units 2048]
-                     [--max-import-bytes 16777216]
+                     [--max-import-bytes 16777216] [--max-training-work 63601000]
                      [--log-format text|json] [--access-log] [--no-metrics] [--no-request-ids]
                      [--metrics-token T] [--metrics-interval 0.2] [--graceful-timeout 15]
     environment: HOST, PORT, DATABASE_URL, BTF_CORS_ORIGINS, BTF_ALLOWED_HOSTS, BTF_TOKEN (then
@@ -144,6 +144,9 @@ def parse(argv=None, environ=os.environ):
     add('--max-import-bytes', type=int, default=DEFAULTS.max_import_bytes,
         help='bytes of an NPZ uploaded to POST /nets/import; any request body is also held '
              'to the server\'s body limit, 16 MiB (default: %(default)s)')
+    add('--max-training-work', type=int, default=DEFAULTS.max_training_work,
+        help='weight-epochs one training may do: epochs x the net\'s weights, x 64 / batch '
+             'size for batches under 64 (default: %(default)s, 100 epochs of 784-800-10)')
     add('--log-format', choices=('text', 'json'), default=DEFAULTS.log_format,
         help='text lines, or one JSON object per line (default: %(default)s)')
     add('--access-log', action='store_true',
@@ -187,6 +190,7 @@ def parse(argv=None, environ=os.environ):
             net_memory=args.net_memory * 2 ** 20, max_trainings=args.max_trainings,
             max_queued=args.max_queued, max_hidden_layers=args.max_hidden_layers,
             max_units=args.max_units, max_import_bytes=args.max_import_bytes,
+            max_training_work=args.max_training_work,
             log_format=args.log_format, access_log=args.access_log, metrics=args.metrics,
             request_ids=args.request_ids, metrics_token=args.metrics_token or None,
             metrics_interval=args.metrics_interval,

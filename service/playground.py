@@ -98,6 +98,30 @@ def fresh_net(sizes, options, settings):
     return btf.Graph(sizes, **options)
 
 
+def training_work(graph, epochs, options):
+    """What a training costs, in weight-epochs: epochs x the net's weights and biases, and a
+    batch under 64 rows costs as much as 64 (a small batch's products are bound by reading
+    the weights, not by its rows)."""
+    weights = sum(w.size + b.size for w, b in zip(graph.weights, graph.biases))
+    batch = options.get('batch_size', graph.batch_size)
+    return epochs * weights * max(1, 64 // batch), weights
+
+
+def check_work(graph, epochs, options, settings):
+    """400 for a training past the server's budget for one job (--max-training-work): a
+    learner's 784-2048x4 net for 100 epochs would hold a training slot for hours."""
+    work, weights = training_work(graph, epochs, options)
+    if work > settings.max_training_work:
+        most = settings.max_training_work // (work // epochs)
+        batch = options.get('batch_size', graph.batch_size)
+        small = f', batches of {batch} counted as 64' if work // epochs > weights else ''
+        raise BadRequest(f'epochs: {epochs} epochs of this net ({weights:,} weights{small}'
+                         f') are {work:,} weight-epochs; one training may do at most '
+                         f'{settings.max_training_work:,} (--max-training-work): ask for at '
+                         f'most {most} epoch{"" if most == 1 else "s"}'
+                         f'{"" if most else ", or a larger batch or a smaller net"}.')
+
+
 def training_options(options, graph):
     """The options a /train asks for, checked against the net's own (an Adam net given
     "momentum" alone is refused: momentum is SGD's)."""

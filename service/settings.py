@@ -129,6 +129,8 @@ class Settings:
     max_hidden_layers: int = 4  # hidden layers of a fresh net (POST /nets "sizes")
     max_units: int = 2048  # units per hidden layer
     max_import_bytes: int = 16 * 2 ** 20  # an NPZ body of POST /nets/import (and --max-body)
+    max_training_work: int = 100 * 636_010  # weight-epochs one /train may ask for: what 100
+    #                                         epochs of the best model (784-800-10) are
     # Training progress
     progress_interval: float = 0.1  # seconds between "progress" events
     keep_alive: float = 15.0  # seconds between SSE keep-alive comments
@@ -151,7 +153,7 @@ class Settings:
                      'max_samples', 'max_sample_bytes', 'max_large_answers', 'max_nets',
                      'nets_per_hour', 'max_versions', 'net_memory', 'max_queued',
                      'sample_burst', 'samples_per_hour', 'max_hidden_layers', 'max_units',
-                     'max_import_bytes'):
+                     'max_import_bytes', 'max_training_work'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive int, got {value!r}.')

@@ -134,6 +134,31 @@ def test_every_bad_option_and_limit_is_refused_by_name_and_makes_nothing(serve):
         assert s.post('/nets', {'from': 'fresh', 'sizes': [784, 50, 10]}).status == 201
 
 
+def test_a_training_past_the_budget_of_one_job_is_refused_and_queues_nothing(serve_data):
+    """The widest net the limits allow for 100 epochs would hold a training slot for hours:
+    one /train may do at most --max-training-work weight-epochs (100 epochs of 784-800-10),
+    and a batch under 64 rows counts as 64."""
+    with serve_data() as s:
+        wide = s.post('/nets', {'from': 'fresh', 'sizes': [784, 2048, 2048, 2048, 2048, 10]})
+        name = wide.json['net']
+        refused = s.post('/train', {'net': name, 'epochs': 5})
+        assert refused.status == 400, refused
+        assert refused.json['error'].startswith('epochs: 5 epochs of this net (14,217,226 '
+                                                'weights) are 71,086,130 weight-epochs')
+        assert '(--max-training-work): ask for at most 4 epochs' in refused.json['error']
+        small = s.post('/nets', {'from': 'fresh', 'sizes': [784, 30, 10]}).json['net']
+        tiny = s.post('/train', {'net': small, 'epochs': 100, 'options': {'batch_size': 1}})
+        assert tiny.status == 400 and 'batches of 1 counted as 64' in tiny.json['error']
+        for net in (name, small):
+            status = s.get(f'/train/status?net={net}').json
+            assert status['running'] is False and status.get('state') != 'queued', status
+        assert s.get(f'/nets/{name}/versions').json['current'] == 1
+    with serve_data(max_training_work=10 * 23_860) as s:  # ten epochs of 784-30-10
+        small = s.post('/nets', {'from': 'fresh', 'sizes': [784, 30, 10]}).json['net']
+        assert s.post('/train', {'net': small, 'epochs': 11}).status == 400
+        assert s.post('/train', {'net': small, 'epochs': 2}).status == 200
+
+
 # ---------------------------------------------------------------------------------------
 # Training with options, and what each epoch shows.
 

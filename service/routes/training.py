@@ -17,7 +17,7 @@ from ..declare import (
 from ..errors import BadRequest
 from ..guard import changes_state
 from ..parsing import json_body, net_name, parse_epochs, query_int, shown
-from ..playground import TRAINING_OPTIONS, training_options
+from ..playground import TRAINING_OPTIONS, check_work, training_options
 from ..streams import sse
 from ..training import current_status, start_job
 
@@ -125,6 +125,7 @@ async def train(request):
                          f'{shown(samples)}.')
     net = await request.app.ctx.nets.get(net_name(request))
     options = training_options(options, net.graph)
+    check_work(net.graph, epochs, options, settings)
     return json(await start_job(request.app, net, epochs, samples, options))
 
 
