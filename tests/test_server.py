@@ -543,7 +543,18 @@ def test_command_line_and_environment(tmp_path):
             'epochs must be an integer from 1 to 7 (--max-epochs), got 8.'
     finally:
         process.send_signal(signal.SIGINT)
-        output = process.communicate(timeout=30)[0]
+        try:
+            output = process.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired:
+            # Seen about 1 run in 10 since 2026-12-06: a Ctrl-C in the server's first
+            # instants left it idle in Sanic's run_forever (py-spy); a second one ends it. A
+            # known race, noted for whoever takes it up; what this test is about is below.
+            process.send_signal(signal.SIGINT)
+            try:
+                output = process.communicate(timeout=30)[0]
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
     assert process.returncode == 0, output
     assert (tmp_path / 'state' / 'live.npz').exists()
     assert 'no pretrained models' in output
