@@ -24,6 +24,7 @@ from tests.test_page import (  # noqa: F401  browser, data_file, models_dir are 
     data_file,
     draw,
     models_dir,
+    open_page,
     start_server,
     stop_server,
     touch_draw,
@@ -72,16 +73,6 @@ def strict(models_dir, data_file):  # noqa: F811
     url, process = serving(models_dir, data_file, 0)
     yield url
     stop_server(process)
-
-
-def open_page(browser, url, **context):  # noqa: F811
-    """test_page.open_page, with time for a busy machine to load an 800-unit net's weights."""
-    page = browser.new_page(**context)
-    page.errors = []
-    page.on('pageerror', lambda error: page.errors.append(error))
-    page.goto(url)
-    expect(page.locator('#units canvas').first).to_be_attached(timeout=60_000)
-    return page
 
 
 def strokes(digit, rng):
