@@ -551,23 +551,53 @@ def _matmul(a, b):
 _GATHER_ROWS = 8
 
 
-def _nonblank(X, W):
-    """X[:, kept] and W[kept]: the columns of X (n, k) that are not zero in every row, and
-    the rows of W (k, m) they multiply; X[:, kept] @ W[kept] is X @ W for less work.
+def _kept_columns(X):
+    """The columns of X (n, k) that are not zero in every row, as a slice of their span or,
+    when copying what they multiply pays (see below), as their indices.
 
     A digit is drawn in the middle of its 28 x 28 box: a single MNIST row is blank outside
     a span of about 2/3 of the 784 columns, a batch of 100 outside 9/10, and a batch of 100
-    has ink in fewer than 2/3 of them. The span is a view of both (nothing copied: batch 1 is
-    a matrix-vector product bound by reading the weights); the exact columns are worth
-    copying the weights they keep when the batch has enough rows to multiply by them. Either
-    way the sums leave out only products of an exact 0 with a finite weight."""
+    has ink in fewer than 2/3 of them. The span is a view (nothing copied: batch 1 is a
+    matrix-vector product bound by reading the weights); the exact columns are worth copying
+    the weights they keep when the batch has enough rows to multiply by them."""
     columns = (X.any(axis=0) if len(X) > 1 else X[0]).nonzero()[0]
     if not len(columns):
-        return X[:, :1], W[:1]  # all blank: one zero column keeps a shape BLAS takes
+        return slice(0, 1)  # all blank: one zero column keeps a shape BLAS takes
     lo, hi = int(columns[0]), int(columns[-1]) + 1
     if len(X) * (hi - lo - len(columns)) > _GATHER_ROWS * len(columns):
-        return np.take(X, columns, axis=1), np.take(W, columns, axis=0)
-    return X[:, lo:hi], W[lo:hi]
+        return columns
+    return slice(lo, hi)
+
+
+def _take(a, columns, axis):
+    return a[(slice(None),) * axis + (columns,)] if isinstance(columns, slice) \
+        else np.take(a, columns, axis=axis)
+
+
+# Training leaves out blank columns only for a first layer at least this wide: gathering the
+# batch's columns and scattering its gradient's rows costs as much as a narrow layer's whole
+# product (784-30-10's epoch took 1.5x longer; 784-800-10's 11% less, docs/performance.md).
+_WIDE_LAYER = 128
+
+
+def _nonblank(X, W, columns=None):
+    """X[:, kept] and W[kept] for X's kept columns (_kept_columns): X[:, kept] @ W[kept] is
+    X @ W for less work; the sums leave out only products of an exact 0 with a finite
+    weight."""
+    columns = _kept_columns(X) if columns is None else columns
+    return _take(X, columns, 1), _take(W, columns, 0)
+
+
+def _input_gradient(X, delta, columns, out):
+    """X.T @ delta (k, m) into ``out``, multiplying only X's kept ``columns``: the rows of
+    the others are exact zeros (each a sum of products with an input that is 0)."""
+    if isinstance(columns, slice):
+        out[:columns.start] = 0
+        out[columns.stop:] = 0
+    else:
+        out.fill(0)
+    out[columns] = _matmul(_take(X, columns, 1).T, delta)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -805,31 +835,44 @@ class Graph:
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ValueError(f'X must be (n, {self.sizes[0]}) or ({self.sizes[0]},), got '
                              f'shape {X.shape}')
-        return self._forward(X)[1:]
+        return self._forward(X, self._columns(X))[1:]
 
     # -- forward, backward ----------------------------------------------------------
 
-    def _forward(self, X):
-        """Activations of every layer for a batch X (n, sizes[0]): [X, a1, ..., aL]."""
+    def _columns(self, X):
+        """The kept columns (_kept_columns) of a batch X to train on, None for all."""
+        return _kept_columns(X) if self.sizes[1] >= _WIDE_LAYER else None
+
+    def _forward(self, X, columns=None):
+        """Activations of every layer for a batch X (n, sizes[0]): [X, a1, ..., aL]; the
+        first layer multiplies only X's kept ``columns`` (_kept_columns), all when None."""
         activations = [X]
         last = len(self.weights) - 1
         hidden = ACTIVATIONS[self.config.activation]
         for l, (W, b) in enumerate(zip(self.weights, self.biases)):
-            z = _matmul(activations[-1], W)  # (n, sizes[l+1])
+            # (n, sizes[l+1])
+            z = _matmul(*_nonblank(X, W, columns)) if l == 0 and columns is not None \
+                else _matmul(activations[-1], W)
             z += b
             f = ACTIVATIONS[self.config.output] if l == last else hidden
             activations.append(f(z, out=z))
         return activations
 
-    def _backprop(self, activations, Y, delta):
+    def _backprop(self, activations, Y, delta, columns, out=None):
         """Mean gradients over the batch, weight decay included: ([dW], [db]).
 
-        ``delta`` (n, sizes[-1]) is dC/dz at the output per sample."""
+        ``delta`` (n, sizes[-1]) is dC/dz at the output per sample; ``columns`` the input's
+        kept columns (the forward pass's; None: all), ``out`` an array for the first layer's
+        dW."""
         delta *= 1 / len(Y)  # every gradient below is then the batch's mean
         derivative = DERIVATIVES[self.config.activation]
         grad_w, grad_b = [None] * len(self.weights), [None] * len(self.weights)
         for l in range(len(self.weights) - 1, -1, -1):
-            grad_w[l] = _matmul(activations[l].T, delta)  # (sizes[l], sizes[l+1])
+            if l == 0 and columns is not None:  # (sizes[l], sizes[l+1])
+                out = np.empty_like(self.weights[0]) if out is None else out
+                grad_w[l] = _input_gradient(activations[0], delta, columns, out)
+            else:
+                grad_w[l] = _matmul(activations[l].T, delta)
             grad_b[l] = delta.sum(axis=0)
             if l:  # the input layer needs no delta
                 delta = delta @ self.weights[l].T
@@ -843,12 +886,14 @@ class Graph:
         """(mean cost, [dW], [db]) for a batch X (n, sizes[0]) and one-hot Y (n, sizes[-1]);
         the cost includes the weight decay term 0.5 * weight_decay * sum(W^2)."""
         cost = COSTS[self.config.cost, self.config.output]
-        activations = self._forward(np.asarray(X, self.dtype))
+        X = np.asarray(X, self.dtype)
+        columns = self._columns(X)
+        activations = self._forward(X, columns)
         loss = cost.fn(activations[-1], Y)
         if self.config.weight_decay:
             loss += 0.5 * self.config.weight_decay * sum(float(np.sum(W * W))
                                                          for W in self.weights)
-        return (loss, *self._backprop(activations, Y, cost.delta(activations[-1], Y)))
+        return (loss, *self._backprop(activations, Y, cost.delta(activations[-1], Y), columns))
 
     # -- training --------------------------------------------------------------------
 
@@ -900,6 +945,7 @@ class Graph:
         batches = -(-n // bs)
         eye = np.eye(self.sizes[-1], dtype=self.dtype)
         batch_X = np.empty((min(bs, n), X.shape[1]), X.dtype)  # every batch is gathered here
+        first_grad = np.empty_like(self.weights[0])  # and its first layer's dW computed here
         cost = COSTS[self.config.cost, self.config.output]
         history = []
         best, best_state, waited = None, None, 0
@@ -924,12 +970,14 @@ class Graph:
                     # writes straight into out without a buffer
                     Xb = np.take(X, idx, axis=0, out=batch_X[:len(idx)], mode='clip')
                     Yb = eye[labels[idx]]
-                    activations = self._forward(Xb)
+                    columns = self._columns(Xb)
+                    activations = self._forward(Xb, columns)
                     loss = cost.fn(activations[-1], Yb)
                     if not np.isfinite(loss):
                         self._diverged(good, f'loss became {loss} in batch {k + 1}')
                     grad_w, grad_b = self._backprop(activations, Yb,
-                                                    cost.delta(activations[-1], Yb))
+                                                    cost.delta(activations[-1], Yb), columns,
+                                                    first_grad)
                     self.optimizer.update(self.weights + self.biases, grad_w + grad_b)
                     choice.record(threads, time.perf_counter() - tick)
                     total_loss += loss * len(idx)

@@ -678,6 +678,57 @@ def test_predict_batch_gives_the_plain_forward_pass_for_every_activation(activat
         assert_same_outputs(net, rows)
 
 
+def _plain_gradient(net, X, Y):
+    """dC/dW1 of the cross-entropy/softmax cost written plainly in float64, every column."""
+    a = [np.asarray(X, np.float64)]
+    for layer in net.layers():
+        a.append(btf.ACTIVATIONS[layer.activation](a[-1] @ layer.weights.astype(np.float64)
+                                                   + layer.biases))
+    delta = (a[-1] - Y) / len(X)
+    for l in range(len(net.weights) - 1, 0, -1):
+        delta = (delta @ net.weights[l].T.astype(np.float64)) * a[l] * (1 - a[l])
+    return a[0].T @ delta + net.config.weight_decay * net.weights[0]
+
+
+@pytest.mark.parametrize('decay', [0.0, 1e-3])
+def test_a_wide_first_layer_trains_on_the_batch_columns_with_ink_only(decay, monkeypatch):
+    """A first layer of 128 units or more multiplies only the columns a batch has ink in, and
+    its dW's other rows are exact zeros (plus weight decay), whatever the buffer held: the same
+    gradient as every column, for a batch whose ink is one span (a view) or scattered
+    (gathered), and the same training."""
+    test = np.load(btf.MODELS_DIR / 'mnist-test.npz')
+    X = test['X'][:64].reshape(64, -1).astype(np.float32) / 255
+    Y = np.eye(10, dtype=np.float32)[test['y'][:64]]
+    span = X.copy()
+    span[:, 200:600] += 0.01  # one span of ink, no blank column inside it
+    span[:, :200] = 0
+    span[:, 600:] = 0
+    net = btf.Graph((784, 200, 10), 0.5, 16, weight_decay=decay, seed=1)
+    assert not isinstance(btf._kept_columns(X), slice)  # MNIST batches are gathered
+    assert btf._kept_columns(span) == slice(200, 600)
+    for rows in (X, span, X[:1], np.zeros_like(X[:4])):
+        Yr = Y[:len(rows)]
+        kept = btf._kept_columns(rows)
+        stale = np.full_like(net.weights[0], 7.0)  # a training's buffer, left over
+        out = net._backprop(net._forward(rows, kept), Yr,
+                            net._forward(rows, kept)[-1] - Yr, kept, stale)[0][0]
+        assert out is stale
+        expected = _plain_gradient(net, rows, Yr)
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+        blank = ~rows.any(axis=0)
+        assert np.array_equal(out[blank], decay * net.weights[0][blank])
+        np.testing.assert_allclose(net.gradients(rows, Yr)[1][0], expected, atol=1e-6)
+    wide, plain = net.copy(), net.copy()
+    for each in (wide, plain):
+        if each is plain:  # every column, as before
+            monkeypatch.setattr(btf, '_WIDE_LAYER', 10 ** 6)
+        assert (each._columns(X) is None) == (each is plain)
+        each.feed((X, test['y'][:64]))
+        each.run(2, progress=False)
+    for a, b in zip(wide.weights, plain.weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_predict_batch_still_refuses_non_finite_rows():
     net = btf.Graph((784, 30, 10), seed=0)
     X = np.zeros((2, 784), np.float32)
