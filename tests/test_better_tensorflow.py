@@ -706,6 +706,9 @@ def test_a_wide_first_layer_trains_on_the_batch_columns_with_ink_only(decay, mon
     net = btf.Graph((784, 200, 10), 0.5, 16, weight_decay=decay, seed=1)
     assert not isinstance(btf._kept_columns(X), slice)  # MNIST batches are gathered
     assert btf._kept_columns(span) == slice(200, 600)
+    # one row: a digit's few inked columns are gathered, a row inked all over its span is not
+    assert not isinstance(btf._kept_columns(X[:1]), slice)
+    assert btf._kept_columns(span[:1]) == slice(200, 600)
     for rows in (X, span, X[:1], np.zeros_like(X[:4])):
         Yr = Y[:len(rows)]
         kept = btf._kept_columns(rows)
