@@ -12,11 +12,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sanic import Sanic
-from sanic_cors import CORS
 
 import imaging  # noqa: F401  before cv2 anywhere: it sets OpenCV's pixel limit
 
 from . import observability
+from .cors import Cors
 from .errors import JSONErrorHandler
 from .guard import check_host
 from .jobs import SQLiteJobs
@@ -44,12 +44,12 @@ def create_app(settings=None, *, name='better_tensorflow', **overrides):
                       RESPONSE_TIMEOUT=settings.train_timeout,
                       KEEP_ALIVE_TIMEOUT=settings.keep_alive_timeout)
     # Every answer, errors included, names the allowed origin ('*' even without an Origin
-    # header). Preflights are answered by JSONErrorHandler (sanic-cors's automatic ones send
-    # "content-type: None").
+    # header), by sanic-cors's rules applied in Request.respond (service/cors.py). Preflights
+    # are answered by JSONErrorHandler (sanic-cors's automatic ones send "content-type: None").
     anyone = settings.cors_origins == '*'
-    CORS(app, origins='*' if anyone else list(settings.cors_origins), send_wildcard=anyone,
-         always_send=anyone, automatic_options=False, max_age=600,
-         methods=['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'])  # the ones routes answer
+    app.ctx.cors = Cors(app, origins='*' if anyone else list(settings.cors_origins),
+                        send_wildcard=anyone, always_send=anyone, max_age=600,
+                        methods=['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'])  # routes' own
     app.blueprint(routes)
     # One request middleware (each costs Sanic two signal dispatches per request): the id and
     # start time first, so that a refused request has an id and is counted too.

@@ -160,12 +160,17 @@ class Request(sanic.Request):
                 super().__init__(b'/', *args, **kwargs)
 
     async def respond(self, response=None, *, status=200, headers=None, content_type=None):
-        """Sanic's respond, then the request id in the answer and the metrics
-        (observability.Tracker.finish): every answer, errors included, passes here."""
+        """Sanic's respond, then the CORS headers (service/cors.py), the request id in the
+        answer and the metrics (observability.Tracker.finish): every answer, errors
+        included, passes here."""
         self.release_body()
         response = await super().respond(response, status=status, headers=headers,
                                          content_type=content_type)
-        tracker = getattr(self.app.ctx, 'tracker', None)
+        ctx = self.app.ctx
+        cors = getattr(ctx, 'cors', None)
+        if cors is not None:
+            cors.apply(self, response)
+        tracker = getattr(ctx, 'tracker', None)
         if tracker is not None:
             tracker.finish(self, response)
         return response

@@ -12,6 +12,7 @@ class WorkerState:
     # The app factory (observability.install)
     metrics: object  # observability.Metrics, or absent with --no-metrics
     tracker: object  # observability.Tracker, None when nothing is tracked
+    cors: object  # cors.Cors: every answer's CORS headers
     # app.setup: who this worker is, its pools and budgets
     worker: str  # "host@pid-app": unique, and says whether it lives (training.gone)
     budget: object  # protocol.Budget: request bodies held at once
