@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -434,6 +434,18 @@ _blas_lock = threading.Lock()
 _blas_trainings = 0
 _blas_limits = None
 _blas_ceiling = 1  # the BLAS threads in force before the first of the running trainings
+_blas_controller = None  # threadpoolctl's BLAS libraries, found once (_blas)
+
+
+def _blas():
+    """threadpoolctl's controller of the process's BLAS libraries, found at the first call:
+    finding them reads the process's maps and every library's symbols (0.3 ms, 6 ms with
+    PyTorch loaded), which at every epoch and thread switch cost a small net's epoch 17%.
+    Called with _blas_lock held."""
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController().select(user_api='blas')
+    return _blas_controller
 
 
 @contextmanager
@@ -441,11 +453,11 @@ def _one_blas_thread():
     global _blas_trainings, _blas_limits, _blas_ceiling
     with _blas_lock:
         if not _blas_trainings:
-            before = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']
+            before = [i['num_threads'] for i in _blas().info()]
             _blas_ceiling = max(before, default=1)
-            _blas_limits = threadpool_limits(1, user_api='blas')
+            _blas_limits = _blas().limit(limits=1)
         else:  # another training may be on more threads: both go on one
-            threadpool_limits(1, user_api='blas')
+            _blas().limit(limits=1)
         _blas_trainings += 1
     try:
         yield
@@ -467,8 +479,14 @@ def _set_blas_threads(count):
     """Set ``count`` BLAS threads if this is the only training running; the count set."""
     with _blas_lock:
         count = count if _blas_trainings == 1 else 1
-        threadpool_limits(count, user_api='blas')
+        _blas().limit(limits=count)
     return count
+
+
+# A product of fewer multiply-adds than this gains nothing from a second thread: 784-30-10's
+# (128 x 784 x 30, 3 million) trained no faster, and a trial's batches on two threads cost
+# it (0.137 s against 0.114 s an epoch, docs/performance.md).
+_SHARED_PRODUCT = 10 ** 7
 
 
 class ThreadChoice:
@@ -842,6 +860,12 @@ class Graph:
 
     # -- forward, backward ----------------------------------------------------------
 
+    def _thread_counts(self):
+        """The BLAS thread counts training may try (_thread_counts): one only when the net's
+        largest product per batch is under _SHARED_PRODUCT."""
+        largest = self.batch_size * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        return _thread_counts() if largest >= _SHARED_PRODUCT else (1,)
+
     def _columns(self, X):
         """The kept columns (_kept_columns) of a batch X to train on, None for all."""
         return _kept_columns(X) if self.sizes[1] >= _WIDE_LAYER else None
@@ -961,7 +985,7 @@ class Graph:
             stop = False
             with _one_blas_thread(), tqdm(total=batches, desc=f'epoch {self.epochs + 1}',
                                           unit='batch', leave=False, disable=not progress) as bar:
-                choice, threads = ThreadChoice(_thread_counts()), 1
+                choice, threads = ThreadChoice(self._thread_counts()), 1
                 for k in range(batches):
                     if (wanted := choice.next()) != threads:
                         threads = _set_blas_threads(wanted)

@@ -802,8 +802,9 @@ def test_thread_choice_with_one_count_never_tries():
 
 def test_training_never_uses_more_blas_threads_than_its_caller_allows(mnist):
     """Under the caller's limit of one thread (the server's trainer) every batch runs on
-    one; without it, the epoch's record says which count training kept, and the caller's
-    setting is back afterwards."""
+    one; without it, a net whose products are large enough tries both and the epoch's record
+    says which count training kept, a small net stays on one, and the caller's setting is
+    back afterwards."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads():
@@ -823,10 +824,16 @@ def test_training_never_uses_more_blas_threads_than_its_caller_allows(mnist):
         assert blas_threads() == 1
     assert seen and set(seen) == {1} and history[-1]['blas_threads'] == 1
     before, seen[:] = blas_threads(), []
+    wide = btf.Graph((784, 128, 10), 0.5, 128, seed=0)  # 12.8 million multiply-adds a batch
+    wide.feed((X[:5000], y[:5000]))
     with threadpool_limits(2, user_api='blas'):
         allowed = blas_threads()  # 2, or 1 where OpenBLAS started with one core
-        history = net.run(1, callback=watch, progress=False)
+        history = wide.run(1, callback=watch, progress=False)
         assert blas_threads() == allowed
-    assert set(seen) == {1, allowed}  # the trial tried both
-    assert history[-1]['blas_threads'] in (1, allowed)
+        assert set(seen) == {1, allowed}  # the trial tried both
+        assert history[-1]['blas_threads'] in (1, allowed)
+        seen[:] = []
+        assert net.run(1, callback=watch, progress=False)[-1]['blas_threads'] == 1
+        assert set(seen) == {1}  # 784-30-10's 3 million: no trial
+        assert blas_threads() == allowed
     assert blas_threads() == before
