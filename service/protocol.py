@@ -80,13 +80,14 @@ class Protocol(HttpProtocol):
         super().connection_lost(exc)
 
     async def send(self, data):
-        try:
-            async with asyncio.timeout(self.app.ctx.settings.write_timeout):
-                await self._can_write.wait()
-        except TimeoutError:
-            log.info('closing a connection whose client read nothing for %s s',
-                     self.app.ctx.settings.write_timeout)
-            self.transport.abort()
+        if not self._can_write.is_set():  # the transport's buffer is full: a timer only then
+            try:
+                async with asyncio.timeout(self.app.ctx.settings.write_timeout):
+                    await self._can_write.wait()
+            except TimeoutError:
+                log.info('closing a connection whose client read nothing for %s s',
+                         self.app.ctx.settings.write_timeout)
+                self.transport.abort()
         await super().send(data)
 
 
