@@ -556,3 +556,33 @@ def test_second_attack_small_holes(serve):
         assert original.headers['X-Content-Type-Options'] == 'nosniff'
         assert original.headers['Content-Disposition'].startswith('attachment')
         assert s.get('/samples?offset=999999999').status == 200
+
+
+def test_a_client_that_reads_nothing_is_cut_off_after_the_write_timeout(serve):
+    """An answer's writes wait for the client (the write timer is armed only when the
+    transport's buffer is full): a client that reads nothing of a 6 MB export is cut off
+    after --write-timeout, one that reads gets all of it, and the server serves on."""
+    import socket
+    with serve(write_timeout=1.0) as s:
+        made = s.post('/nets', {'from': 'fresh', 'sizes': [784, 2048, 10]})
+        assert made.status == 201, made
+        name = made.json['net']
+        path = f'/nets/{name}/export?format=npz'
+        whole = s.get(path)
+        assert whole.status == 200 and len(whole.body) > 6_000_000
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(('127.0.0.1', s.port))
+        sock.sendall(f'GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.encode())
+        time.sleep(5)  # five times the timeout, reading nothing
+        received = 0
+        sock.settimeout(30)
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        finally:
+            sock.close()
+        assert received < len(whole.body) / 2
+        assert s.get('/health').status == 200
