@@ -63,6 +63,9 @@ OPTIMIZERS = {'sgd': 0.5, 'momentum': 0.05, 'adam': 0.001}
 OPTIMIZER_SIZES = ((784, 30, 10), (784, 800, 10))
 OPTIMIZER_SAMPLES = {30: 50_000, 800: 20_000}  # samples per timed epoch, by hidden width
 OPTIMIZER_REPS = 5
+# the optimisers' epochs against the faster of PyTorch and scikit-learn (issue 26: 784-800-10
+# at least 1.2x; 784-30-10 stays ahead by the 1.5x set before it)
+OPTIMIZER_TARGETS = {(784, 30, 10): 1.5, (784, 800, 10): 1.2}
 BASELINE = 'aab594b'          # the library before the optimisers (git revision), for the A/B
 CORES = os.cpu_count()
 
@@ -343,7 +346,7 @@ def optimizer_table(X, y, batch, reps, baseline):
     print('\n| net | target | ratio | |')
     print('|---|---|---|---|')
     for sizes, what, ratio in verdicts:
-        target = 1.0 if 'before' in what else TARGETS['pytorch']
+        target = 1.0 if 'before' in what else OPTIMIZER_TARGETS.get(sizes, TARGETS['pytorch'])
         goal = ('plain SGD no slower than before' if 'before' in what else
                 f'{what}: >= {target}x faster than the faster of PyTorch and scikit-learn')
         print(f'| {"-".join(map(str, sizes))} | {goal} | {ratio:.2f}x | '
