@@ -21,6 +21,7 @@ soak zero errors and resident memory growing by at most 10%.
                                                 # instructions under valgrind: no noise
     python -m bench.serve --peer                # against the same /predict in FastAPI +
                                                 # uvicorn (bench/peer_app.py), alternating
+    python -m bench.serve --peer --instructions --processes 2   # the same, counted
 
 Data: data/mnist_preprocessed.npz when it exists, else built from the raw files that
 preprocess.find_mnist finds ($MNIST_DIR, then data/raw/) into the temporary directory.
@@ -262,13 +263,14 @@ def start_server(folder, data, workers, *extra, wrap=(), env=None, patience=60):
     return process, listening(process, port, patience)
 
 
-def start_peer(model, patience=60):
-    """bench/peer_app.py under uvicorn (uvloop, httptools, no access log), one process."""
+def start_peer(model, patience=60, wrap=(), env=None):
+    """bench/peer_app.py under uvicorn (uvloop, httptools, no access log), one process, run
+    under ``wrap`` when given."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, '-m', 'uvicorn', 'bench.peer_app:app', '--port', str(port),
+        [*wrap, sys.executable, '-m', 'uvicorn', 'bench.peer_app:app', '--port', str(port),
          '--loop', 'uvloop', '--http', 'httptools', '--no-access-log', '--log-level',
-         'warning'], cwd=ROOT, env=dict(os.environ, BTF_PEER_MODEL=str(model)),
+         'warning'], cwd=ROOT, env=dict(env or os.environ, BTF_PEER_MODEL=str(model)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, listening(process, port, patience)
 
@@ -393,18 +395,21 @@ async def observability(args, bodies, servers, client):
     return failures
 
 
-def count_instructions(folder, data, bodies, extra, requests):
-    """CPU instructions per /predict of a server.py with ``extra`` arguments, counted by
-    valgrind's callgrind over ``requests`` requests sent one at a time after a warm-up
-    (instrumentation is switched on for them alone). Deterministic to about 0.2%, where
-    timings on a shared machine move by a few percent from one process to the next."""
+def count_instructions(folder, data, bodies, extra, requests, peer=None):
+    """CPU instructions per /predict of a server.py with ``extra`` arguments (or of the
+    FastAPI peer on the model file ``peer``), counted by valgrind's callgrind over
+    ``requests`` requests sent one at a time after a warm-up (instrumentation is switched on
+    for them alone). User-space instructions of the whole process (Python, C extensions, the
+    event loop), not the kernel's. Deterministic to about 0.2%, where timings on a shared
+    machine move by a few percent from one process to the next."""
     folder.mkdir()
     out = folder / 'callgrind.out'
-    process, port = start_server(
-        folder, data, 1, *extra, patience=300,
-        wrap=('valgrind', '--tool=callgrind', '--instr-atstart=no',
-              f'--callgrind-out-file={out}'),
-        env=dict(os.environ, PYTHONMALLOC='malloc'))  # valgrind sees every allocation
+    wrap = ('valgrind', '--tool=callgrind', '--instr-atstart=no', f'--callgrind-out-file={out}')
+    env = dict(os.environ, PYTHONMALLOC='malloc')  # valgrind sees every allocation
+    if peer is None:
+        process, port = start_server(folder, data, 1, *extra, patience=300, wrap=wrap, env=env)
+    else:
+        process, port = start_peer(peer, patience=300, wrap=wrap, env=env)
 
     async def send(n):
         connection = Connection(port)
@@ -429,6 +434,35 @@ def count_instructions(folder, data, bodies, extra, requests):
     totals = [int(t) for f in folder.glob('callgrind.out*')
               for t in re.findall(rb'^totals: (\d+)', f.read_bytes(), re.M)]
     return max(totals) / requests
+
+
+def compare_peer_instructions(args, folder, data, bodies):
+    """server.py (metrics and request ids on) and the FastAPI peer, CPU instructions per
+    /predict counted by callgrind, ``args.processes`` processes of each: the ratio a busy
+    machine cannot blur (the kernel's share, the loopback write above all, is left out of
+    both)."""
+    if not shutil.which('valgrind'):
+        raise SystemExit("--instructions needs valgrind (Debian's `valgrind` package)")
+    model = best_model()
+    print(f'server.py (metrics and request ids on) and FastAPI {_version("fastapi")} + uvicorn '
+          f'{_version("uvicorn")} (bench/peer_app.py), {model.name}, user-space CPU '
+          f'instructions per /predict counted by callgrind over {args.requests} requests, '
+          f'{args.processes} processes of each\n')
+    print('| /predict | instructions per request (each process) | median |')
+    print('|---|---|---|')
+    median = {}
+    extra = ('--metrics-interval', f'{0.2 * SLOWDOWN:g}')
+    for name in ('server.py', 'FastAPI'):
+        counts = [count_instructions(folder / f'{name}-{k}', data, bodies, extra, args.requests,
+                                     peer=model if name == 'FastAPI' else None)
+                  for k in range(args.processes)]
+        median[name] = float(np.median(counts))
+        print(f'| {name} | {", ".join(f"{c:,.0f}" for c in counts)} | {median[name]:,.0f} |',
+              flush=True)
+    ratio = median['FastAPI'] / median['server.py']
+    print(f'\nFastAPI / server.py: {ratio:.2f}x the instructions (issue 26 asks 1.5x the '
+          'throughput per core)')
+    return 0
 
 
 def compare_instructions(args, folder, data, bodies):
@@ -481,8 +515,8 @@ def main(argv=None):
                         help='server processes on each side of --observability '
                         '(default: %(default)s)')
     parser.add_argument('--instructions', action='store_true',
-                        help='with --observability: count CPU instructions under valgrind '
-                        'instead of timing')
+                        help='with --observability or --peer: count CPU instructions under '
+                        'valgrind instead of timing')
     parser.add_argument('--requests', type=int, default=COUNTED,
                         help='/predict requests counted by --instructions (default: %(default)s)')
     parser.add_argument('--peer', action='store_true',
@@ -503,6 +537,8 @@ def main(argv=None):
         client = wrk_client(folder, bodies) if args.client == 'wrk' else asyncio_client
         if args.observability and args.instructions:
             return compare_instructions(args, folder, data, bodies)
+        if args.peer and args.instructions:
+            return compare_peer_instructions(args, folder, data, bodies)
         if args.observability:
             return compare_observability(args, folder, data, bodies, client)
         if args.peer:
@@ -622,12 +658,16 @@ async def peer_rounds(args, bodies, servers, client):
     return results, health
 
 
+def best_model():
+    best = json.loads((ROOT / 'models' / 'models.json').read_text())['best']
+    return ROOT / 'models' / f'model-v{best}.npz'
+
+
 def compare_peer(args, folder, data, bodies, client):
     """server.py (metrics and request ids on, the defaults) and bench/peer_app.py, both up,
     loaded in turns (who goes first alternates); ratios of the same round, then medians."""
     import statistics
-    model = json.loads((ROOT / 'models' / 'models.json').read_text())['best']
-    model = ROOT / 'models' / f'model-v{model}.npz'
+    model = best_model()
     args.rounds = args.rounds if args.rounds != ROUNDS else PEER_ROUNDS
     load_before = os.getloadavg()
     ours, port = start_server(folder, data, args.workers)
