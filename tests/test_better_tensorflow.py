@@ -46,6 +46,7 @@ def test_backprop_matches_central_finite_differences(activation, cost, output, s
     ((784, 128), (128, 30)),   # a weight gradient, also blocked
     ((7, 784), (784, 30)),     # rows that divide into no equal blocks but one
     ((32, 784), (784, 800)),   # a wide layer: one plain product
+    ((784, 128), (128, 800)),  # its weight gradient, one plain product too
     ((1, 784), (784, 800)),    # one sample
 ])
 def test_blocked_products_equal_plain_ones(shape_a, shape_b):
@@ -54,6 +55,18 @@ def test_blocked_products_equal_plain_ones(shape_a, shape_b):
     product = btf._matmul(a, b)
     assert product.shape == (shape_a[0], shape_b[1])
     np.testing.assert_allclose(product, a.astype(np.float64) @ b, rtol=1e-5)
+
+
+@pytest.mark.parametrize('n, k, m, blocked', [
+    (128, 784, 30, True),     # 784-30-10's forward: three times OpenBLAS's small size
+    (784, 128, 30, True),     # and its weight gradient
+    (128, 784, 800, False),   # a wide layer's forward: blocks would be matrix-vector products
+    (784, 128, 800, False),   # its weight gradient: 80 times the small size, short rows (it
+    (527, 128, 800, False),   # was cut into 98 blocks of 8 rows: 2x slower on two threads)
+    (128, 800, 10, True),     # the output layer of 784-800-10
+])
+def test_only_small_products_are_cut_into_row_blocks(n, k, m, blocked):
+    assert (btf._row_blocks(n, k, m) > 1) == blocked
 
 
 def test_one_training_step_worked_by_hand():
