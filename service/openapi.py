@@ -5,7 +5,9 @@ from the server's settings; tests/test_server.py checks that its paths and metho
 the app's routes."""
 import re
 
-from .declare import INT, NUMBER, Context, ref
+from sanic.http import Http
+
+from .declare import INT, NUMBER, Context, error, ref
 
 _SECURITY_SCHEMES = {
     'bearer': {'type': 'http', 'scheme': 'bearer',
@@ -26,6 +28,8 @@ _SHARED_SCHEMAS = {
                     'seconds': NUMBER}}}}},
 }
 _METHODS = ('get', 'post', 'delete')
+_HEAD_TOO_LARGE = error(f'the request line and headers over {Http.HEADER_MAX_SIZE} bytes (a long '
+                        'query string)')
 # Sanic's "<name:type>" (or "<name>") in a route's path: OpenAPI's "{name}".
 _PARAMETER = re.compile(r'<([^:>]+)[^>]*>')
 
@@ -44,8 +48,10 @@ def openapi_document(settings, versions, routes):
         declared = build(ctx)
         methods = [m.lower() for m in route.methods if m.lower() in _METHODS]
         by_method = set(declared) <= set(_METHODS)
-        paths.setdefault(ctx.path, {}).update(
-            {m: declared[m] if by_method else declared for m in sorted(methods)})
+        operations = {m: declared[m] if by_method else declared for m in sorted(methods)}
+        paths.setdefault(ctx.path, {}).update(  # any request can have too long a head
+            {m: {**op, 'responses': {**op['responses'], '413': op['responses'].get(
+                '413', _HEAD_TOO_LARGE)}} for m, op in operations.items()})
     return {
         'openapi': '3.0.3',
         'info': {'title': 'better-tensorflow', 'version': '1.0.0',
