@@ -439,9 +439,9 @@ _blas_controller = None  # threadpoolctl's BLAS libraries, found once (_blas)
 
 def _blas():
     """threadpoolctl's controller of the process's BLAS libraries, found at the first call:
-    finding them reads the process's maps and every library's symbols (0.3 ms, 6 ms with
-    PyTorch loaded), which at every epoch and thread switch cost a small net's epoch 17%.
-    Called with _blas_lock held."""
+    finding them reads the process's maps and every library's symbols (0.3-0.4 ms, 0.6 ms
+    with PyTorch loaded), which at every epoch and thread switch cost a small net's epoch
+    about 12%. Called with _blas_lock held."""
     global _blas_controller
     if _blas_controller is None:
         _blas_controller = ThreadpoolController().select(user_api='blas')
