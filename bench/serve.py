@@ -66,6 +66,9 @@ PROCESSES = 3                 # server processes on each side of --observability
 COUNTED = 400                 # /predict requests counted by --instructions
 SLOWDOWN = 100                # about how much slower a server runs under callgrind
 OFF = ('--no-metrics', '--no-request-ids')
+# Metrics are written every 0.2 s of wall time: 100 times slower under valgrind, a server would
+# write them every request or two instead of every few hundred, so the interval stretches too.
+METRICS_STRETCHED = ('--metrics-interval', f'{0.2 * SLOWDOWN:g}')
 PEER_ROUNDS = 3               # of --peer: each round measures both servers at each level
 
 
@@ -436,29 +439,34 @@ def count_instructions(folder, data, bodies, extra, requests, peer=None):
     return max(totals) / requests
 
 
-def compare_peer_instructions(args, folder, data, bodies):
-    """server.py (metrics and request ids on) and the FastAPI peer, CPU instructions per
-    /predict counted by callgrind, ``args.processes`` processes of each: the ratio a busy
-    machine cannot blur (the kernel's share, the loopback write above all, is left out of
-    both)."""
+def counted_sides(args, folder, data, bodies, sides):
+    """Instructions per /predict of ``args.processes`` processes of each side (a row label:
+    count_instructions' keyword arguments), printed as a table; the medians by label."""
     if not shutil.which('valgrind'):
         raise SystemExit("--instructions needs valgrind (Debian's `valgrind` package)")
+    print('| /predict | instructions per request (each process) | median |')
+    print('|---|---|---|')
+    median = {}
+    for k, (label, kwargs) in enumerate(sides.items()):
+        counts = [count_instructions(folder / f'side{k}-{n}', data, bodies, requests=args.requests,
+                                     **kwargs) for n in range(args.processes)]
+        median[label] = float(np.median(counts))
+        print(f'| {label} | {", ".join(f"{c:,.0f}" for c in counts)} | {median[label]:,.0f} |',
+              flush=True)
+    return median
+
+
+def compare_peer_instructions(args, folder, data, bodies):
+    """server.py (metrics and request ids on) and the FastAPI peer, CPU instructions per
+    /predict counted by callgrind: the ratio a busy machine cannot blur (the kernel's share,
+    the loopback write above all, is left out of both)."""
     model = best_model()
     print(f'server.py (metrics and request ids on) and FastAPI {_version("fastapi")} + uvicorn '
           f'{_version("uvicorn")} (bench/peer_app.py), {model.name}, user-space CPU '
           f'instructions per /predict counted by callgrind over {args.requests} requests, '
           f'{args.processes} processes of each\n')
-    print('| /predict | instructions per request (each process) | median |')
-    print('|---|---|---|')
-    median = {}
-    extra = ('--metrics-interval', f'{0.2 * SLOWDOWN:g}')
-    for name in ('server.py', 'FastAPI'):
-        counts = [count_instructions(folder / f'{name}-{k}', data, bodies, extra, args.requests,
-                                     peer=model if name == 'FastAPI' else None)
-                  for k in range(args.processes)]
-        median[name] = float(np.median(counts))
-        print(f'| {name} | {", ".join(f"{c:,.0f}" for c in counts)} | {median[name]:,.0f} |',
-              flush=True)
+    median = counted_sides(args, folder, data, bodies, {
+        'server.py': dict(extra=METRICS_STRETCHED), 'FastAPI': dict(extra=(), peer=model)})
     ratio = median['FastAPI'] / median['server.py']
     print(f'\nFastAPI / server.py: {ratio:.2f}x the instructions (issue 26 asks 1.5x the '
           'throughput per core)')
@@ -466,26 +474,14 @@ def compare_peer_instructions(args, folder, data, bodies):
 
 
 def compare_instructions(args, folder, data, bodies):
-    if not shutil.which('valgrind'):
-        raise SystemExit("--instructions needs valgrind (Debian's `valgrind` package)")
-    # Metrics are written every 0.2 s of wall time: 100 times slower, the server would write
-    # them every request or two instead of every few hundred, so the interval stretches too.
-    sides = {'on': OFF if args.aa else ('--metrics-interval', f'{0.2 * SLOWDOWN:g}'),
-             'off': OFF}
     print(f'server.py, metrics and request ids on and off ({" ".join(OFF)}), CPU instructions '
           f'per /predict counted by callgrind over {args.requests} requests, '
           f'{args.processes} processes of each; metrics written every {0.2 * SLOWDOWN:g} s, '
           f'as 0.2 s is for a server {SLOWDOWN}x faster\n')
-    print('| /predict | instructions per request (each process) | median |')
-    print('|---|---|---|')
-    median = {}
-    for name, extra in sides.items():
-        counts = [count_instructions(folder / f'{name}-{k}', data, bodies, extra, args.requests)
-                  for k in range(args.processes)]
-        median[name] = float(np.median(counts))
-        print(f'| metrics and ids {name} | {", ".join(f"{c:,.0f}" for c in counts)} | '
-              f'{median[name]:,.0f} |', flush=True)
-    cost = median['on'] / median['off'] - 1
+    median = counted_sides(args, folder, data, bodies, {
+        'metrics and ids on': dict(extra=OFF if args.aa else METRICS_STRETCHED),
+        'metrics and ids off': dict(extra=OFF)})
+    cost = median['metrics and ids on'] / median['metrics and ids off'] - 1
     print(f'\ncost: {cost:+.1%} of the instructions of a /predict')
     if cost > MAX_OBSERVABILITY_COST:
         print(f'MISSED: observability costs {cost:.1%} of the instructions (at most '
