@@ -25,10 +25,12 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -1350,6 +1352,65 @@ def _check_learning_rate(learning_rate):
         raise ValueError(f'learning_rate must be a positive number, got {learning_rate!r}.')
 
 
+TEMPORARY_STALE = 600.0  # seconds: a temporary file whose writer cannot be asked is older
+
+
+def _machine():
+    """This machine and pid namespace, as 8 hex digits: a process id in a temporary file's
+    name can be checked only by a process that sees the same ones."""
+    parts = [os.uname().nodename]
+    for source in ('/proc/sys/kernel/random/boot_id', '/proc/self/ns/pid'):
+        try:
+            parts.append(os.readlink(source) if source.endswith('pid') else
+                         Path(source).read_text().strip())
+        except OSError:
+            parts.append('')
+    return f'{zlib.crc32("|".join(parts).encode()):08x}'
+
+
+def process_tag():
+    """This process, as ``PID@MACHINE``: in a file's name, says who writes it."""
+    return f'{os.getpid()}@{_machine()}'
+
+
+def process_alive(tag):
+    """Whether the process of a ``process_tag`` lives: True or False when it ran on this
+    machine (and pid namespace), None when that cannot be told (another machine, not a tag)."""
+    found = re.fullmatch(r'(\d+)@([0-9a-f]{8})', tag)
+    if not found or found[2] != _machine() or not 0 < int(found[1]) < 2 ** 31:
+        return None
+    try:
+        os.kill(int(found[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive: another user's
+    return True
+
+
+def temporary_path(path):
+    """Where to write ``path`` before it replaces it: a hidden file beside it whose name says
+    who writes it (``.NAME.PID@MACHINE.RANDOM.tmp``), so that ``temporary_in_use`` can tell
+    a write in progress from what a killed process left."""
+    path = Path(path)
+    return path.with_name(f'.{path.name}.{process_tag()}.{uuid.uuid4().hex[:12]}.tmp')
+
+
+def temporary_in_use(path, stale=TEMPORARY_STALE):
+    """Whether a temporary file (``temporary_path``) may still be written: its process is
+    alive, when it ran on this machine; else (another machine, or a name of before) whether
+    it changed in the last ``stale`` seconds."""
+    path = Path(path)
+    found = re.fullmatch(r'\..+\.(\d+@[0-9a-f]{8})\.[0-9a-f]+\.tmp', path.name)
+    alive = process_alive(found[1]) if found else None
+    if alive is not None:
+        return alive
+    try:
+        return time.time() - path.stat().st_mtime < stale
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
 def atomic_write(path, durable=True):
     """A binary file object for ``path``: a temporary file that replaces ``path`` on success.
@@ -1359,7 +1420,7 @@ def atomic_write(path, durable=True):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
+    tmp = temporary_path(path)
     try:
         with open(tmp, 'xb') as f:  # not mkstemp: its files are private (0600), not per umask
             yield f

@@ -26,12 +26,15 @@ The service itself is the ``service`` package (see its docstring and docs/archit
 """
 import argparse
 import atexit
+import fcntl
 import functools
 import logging
 import os
 import resource
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 from sanic import Sanic
@@ -39,7 +42,7 @@ from sanic.worker.loader import AppLoader
 from threadpoolctl import threadpool_limits
 
 from service import Settings, create_app, observability
-from service.app import die_with_parent, watch_workers
+from service.app import die_with_parent, stop_cleanly, watch_workers
 from service.protocol import Protocol
 
 DEFAULTS = Settings()
@@ -52,7 +55,10 @@ def configured_app(settings):
     die_with_parent()  # first: a worker whose main process is killed must not serve on
     observability.configure_logging(settings)
     threadpool_limits(1, user_api='blas')
-    return create_app(settings)
+    app = create_app(settings)
+    if settings.workers == 1 or 'SANIC_WORKER_NAME' in os.environ:  # a serving process
+        stop_cleanly(app)  # (not the main process of --workers N: Sanic's manager's own)
+    return app
 
 
 def parse(argv=None, environ=os.environ):
@@ -219,18 +225,16 @@ def main(argv=None):
 
 def metrics_folder(settings, environ=os.environ):
     """PROMETHEUS_MULTIPROC_DIR for every worker, set before any metric exists: a folder this
-    server made itself and alone empties: <state>/metrics, or, when the operator names a
-    folder in PROMETHEUS_MULTIPROC_DIR, a new folder inside it (removed when the server ends;
-    nothing else in the named folder is ever touched)."""
+    server made itself and alone uses: one in <state>/metrics (own_metrics_folder), or, when
+    the operator names a folder in PROMETHEUS_MULTIPROC_DIR, a new folder inside it (removed
+    when the server ends; nothing else in the named folder is ever touched)."""
     given = environ.get('PROMETHEUS_MULTIPROC_DIR')
     try:
         if given:
             folder = Path(tempfile.mkdtemp(prefix='btf-metrics-', dir=given))
             atexit.register(shutil.rmtree, folder, ignore_errors=True)
         else:
-            folder = settings.state_dir / 'metrics'
-            shutil.rmtree(folder, ignore_errors=True)  # the last run's figures
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = own_metrics_folder(settings.state_dir / 'metrics')
     except OSError as e:  # the folder is not writable: the server serves all the same
         folder = Path(tempfile.mkdtemp(prefix='btf-metrics-'))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -238,6 +242,47 @@ def metrics_folder(settings, environ=os.environ):
     environ['PROMETHEUS_MULTIPROC_DIR'] = str(folder)
     return folder
 
+
+FRESH = 60.0  # seconds: a metrics folder or lock this young may be another server's, starting
+
+
+def own_metrics_folder(home):
+    """A new folder in ``home`` for this server's figures, whose lock file beside it
+    (``NAME.lock``, flock'ed) this process holds until it ends, even by kill -9. Several
+    servers may share a state folder: what servers that ended left (their lock is free) is
+    removed, never a running one's."""
+    home.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in home.iterdir():
+        lock = old if old.suffix == '.lock' else old.with_name(old.name + '.lock')
+        try:
+            if now - old.stat().st_mtime < FRESH or held(lock):
+                continue
+        except FileNotFoundError:
+            continue
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # a lock without its folder, or the figures of a version that kept them here
+            old.unlink(missing_ok=True)
+    folder = home / f'server-{uuid.uuid4().hex[:12]}'
+    owner = open(folder.with_name(folder.name + '.lock'), 'xb')  # noqa: SIM115 (held till exit)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    folder.mkdir()
+    atexit.register(lambda: (shutil.rmtree(folder, ignore_errors=True),
+                             Path(owner.name).unlink(missing_ok=True), owner.close()))
+    return folder
+
+
+def held(lock):
+    """Whether a running process holds the flock of ``lock`` (False when there is none)."""
+    try:
+        with open(lock, 'rb') as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 def raise_file_limit(settings):
     """Enough file descriptors for --max-connections plus files and pipes, when allowed."""

@@ -38,7 +38,7 @@ def create_app(settings=None, *, name='better_tensorflow', **overrides):
     """The Sanic app for ``settings`` (a Settings; keyword arguments override its fields)."""
     settings = (settings or Settings()).but(**overrides) if overrides else (settings or Settings())
     install_header_cleaner()
-    app = Sanic(name, error_handler=JSONErrorHandler(), request_class=Request,
+    app = Server(name, error_handler=JSONErrorHandler(), request_class=Request,
                 configure_logging=False, ctx=WorkerState(settings))
     app.config.update(REQUEST_MAX_SIZE=settings.max_body, REQUEST_TIMEOUT=settings.request_timeout,
                       RESPONSE_TIMEOUT=settings.train_timeout,
@@ -80,6 +80,67 @@ def die_with_parent():
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+STOP_AGAIN = 0.05  # seconds between looks at whether a stop asked while starting can be made
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Server(Sanic):
+    """Sanic, whose ``stop`` waits for the server to run: asked while it still started (its
+    after-start listeners run in a run of the loop of their own), Sanic's stopped that run,
+    not the one that serves, and the server served on."""
+
+    def stop(self, terminate=True, unregister=False):
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and not self.state.is_running:  # still starting: once it runs
+            loop.call_later(STOP_AGAIN, self.stop, terminate, unregister)
+            return
+        super().stop(terminate=terminate, unregister=unregister)
+
+
+def stop_cleanly(app):
+    """Ctrl-C or SIGTERM stops a serving process (a worker of --workers N, or the only one)
+    whenever it comes; a second Ctrl-C interrupts the shutdown, as in any Python program.
+    Sanic lost a signal of a process's first instants: before its handlers were installed,
+    KeyboardInterrupt was raised in whatever ran (a starting worker died unacknowledged and
+    the main process waited 30 s for it; or a request's task swallowed it); then it ignored
+    both signals for a moment (SIG_IGN) before giving them to uvloop, which drops one that
+    comes between two runs of the loop (Sanic runs it several times while starting); and a
+    stop during the after-start listeners ended their run, not the serving one
+    (``Server.stop``). Here one plain Python handler takes both signals from the app's
+    creation to its end (Sanic's are never installed): it records a signal, and hands it to
+    the loop once the loop serves. Call it in the serving process's main thread, before it
+    starts."""
+    from sanic.server import runners
+
+    serving = []  # the loop, once the server runs
+
+    def asked(signum, frame):
+        if app.ctx.stop_asked is not None and signum == signal.SIGINT:
+            signal.default_int_handler(signum, frame)  # the second Ctrl-C
+        app.ctx.stop_asked = signum
+        if serving:
+            serving[0].call_soon_threadsafe(app.stop, False)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, asked)
+
+    def setup_system_signals(app, run_multiple, register_sys_signals, loop):
+        os.environ['SANIC_WORKER_PROCESS'] = 'true'  # what Sanic's does, but the signals
+
+    runners._setup_system_signals = setup_system_signals  # Sanic 25.12's, where it serves
+
+    @app.after_server_start
+    def take_over(app):
+        serving.append(asyncio.get_running_loop())
+        if app.ctx.stop_asked is not None:
+            log.info('stopping: %s came while the server was starting',
+                     signal.Signals(app.ctx.stop_asked).name)
+            app.stop(terminate=False)
+
+
 RESTARTS = 5  # workers started again in RESTART_WINDOW seconds at most; past it, the server ends
 RESTART_WINDOW = 60.0
 
@@ -89,11 +150,17 @@ def watch_workers(app, _loop):
     out of memory, a crash) is started again, logged, instead of leaving the server at N-1
     workers, or with none and its port still open, silently. Sanic's manager marks it FAILED
     and does nothing more. Past RESTARTS in RESTART_WINDOW seconds (a worker that cannot
-    start), the server shuts down so that a supervisor sees it."""
+    start), the server shuts down so that a supervisor sees it. And a shutdown while workers
+    start ends at once."""
     from sanic.worker.constants import ProcessState
 
     manager = app._manager  # Sanic's WorkerManager, set before this listener runs
     restarts = []
+    # A worker told to stop while it started never acknowledges its start, and Sanic's manager
+    # waited for it its 30 s, then killed the whole process group: a Ctrl-C in the first
+    # second took 30 s and ended in SIGKILL. Once shutting down, it waits for nobody.
+    acknowledged = manager._all_workers_ack
+    manager._all_workers_ack = lambda: manager._shutting_down or acknowledged()
 
     def watch():
         while not manager._shutting_down:

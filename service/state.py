@@ -50,6 +50,9 @@ class WorkerState:
     # Drawings stored per client address: token buckets and hourly counts (routes/samples.py)
     posting: dict
     refused_connections: int  # protocol: connections closed at once past the cap
+    # app.stop_cleanly: a SIGINT or SIGTERM that came while the process was starting
+    stop_asked: object  # the signal's number, None when none came
 
     def __init__(self, settings):
         self.settings = settings
+        self.stop_asked = None

@@ -169,7 +169,8 @@ class Store:
         raise NotImplementedError
 
     def repair(self):
-        """Remove what an interrupted save left (the caller holds the lock)."""
+        """Remove what an interrupted save left (the caller holds the live net's lock): never
+        what another process is saving now."""
 
     def close(self):
         """Let go of connections and threads (at shutdown)."""
@@ -301,8 +302,7 @@ class FolderStore(Store):
         record = version_record(net, meta, version, cause)
         data = json.dumps(record).encode()
         kept = folder / f'{version:06d}.npz'
-        tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
-        meta_tmp = meta_path.with_name(f'.{meta_path.name}.{uuid.uuid4().hex[:12]}.tmp')
+        tmp, meta_tmp = btf.temporary_path(path), btf.temporary_path(meta_path)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             # The metadata first (a full disk shows before anything changed), the version's
@@ -452,7 +452,7 @@ class FolderStore(Store):
         """Replace a small file of a net's folder, never making the folder: a private net
         deleted meanwhile (by another worker) stays deleted, not a folder without a net."""
         home = self._home(name)
-        tmp = home / f'.{file}.{uuid.uuid4().hex[:12]}.tmp'
+        tmp = btf.temporary_path(home / file)
         try:
             with open(tmp, 'xb') as f:  # FileNotFoundError: the folder is gone
                 f.write(data)
@@ -517,9 +517,14 @@ class FolderStore(Store):
         return None
 
     def repair(self):
+        # The live net's lock guards the live net only: another worker or server may be
+        # saving a private net (or its metadata) this very moment. Only what no process
+        # still writes goes (btf.temporary_in_use).
         for pattern in ('.*.tmp', 'nets/*/.*.tmp', 'versions/live/.*.tmp',
                         'nets/*/versions/.*.tmp'):
             for tmp in self.folder.glob(pattern):
+                if btf.temporary_in_use(tmp):
+                    continue
                 tmp.unlink(missing_ok=True)
                 log.warning('removed %s, left by an interrupted save', tmp)
         for gone in (self.folder / 'nets').glob('.deleted-*'):

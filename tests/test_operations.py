@@ -4,6 +4,7 @@ graceful shutdown on SIGTERM, and a container that runs what `make run` runs."""
 import http.client
 import json
 import logging
+import os
 import re
 import shlex
 import signal
@@ -252,7 +253,7 @@ def per_worker(folder, route):
 
 def test_two_workers_give_one_summed_view(tmp_path):
     with Process(tmp_path, '--workers', '2', '--models', str(tmp_path / 'none')) as p:
-        folder = p.state / 'metrics'
+        folder = metrics_folder(p)
         sent = 0
         # Fresh connections until both workers have answered /health/live (each writes what
         # it counted to its file a few times a second).
@@ -278,10 +279,47 @@ def test_two_workers_give_one_summed_view(tmp_path):
         conn.close()
 
 
+def metrics_folder(p):
+    """The folder of a server's figures: its own, in <state>/metrics."""
+    found = [f for f in (p.state / 'metrics').iterdir() if f.is_dir()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_second_server_on_the_state_folder_keeps_the_first_ones_figures(tmp_path):
+    """A new server started on the state folder before the old one stops: its start
+    emptied <state>/metrics, and the first server's /metrics lost what it had counted.
+    Each server has a folder of its own, removed when the server ends; a dead server's
+    (kill -9: its lock is free) goes at the next start."""
+    def predictions(p):
+        return value(p.get('/metrics').body.decode(), 'btf_predictions_total', model='live')
+
+    with Process(tmp_path) as first:
+        for _ in range(3):
+            assert first.post('/predict', {'image': DIGIT}).status == 200
+        wait_for(lambda: predictions(first) == 3, 'three predictions counted', timeout=10)
+        (tmp_path / 'second').mkdir()
+        second = Process(tmp_path / 'second', '--state', str(first.state))
+        with second:
+            assert first.post('/predict', {'image': DIGIT}).status == 200
+            wait_for(lambda: predictions(first) == 4, 'the fourth counted', timeout=10)
+            assert predictions(second) == 0
+        assert metrics_folder(first)  # only the first one's is left
+    dead = first.state / 'metrics' / 'server-000000000000'
+    dead.mkdir()
+    (first.state / 'metrics' / 'server-000000000000.lock').touch()
+    os.utime(dead, (time.time() - 3600,) * 2)
+    os.utime(first.state / 'metrics' / 'server-000000000000.lock', (time.time() - 3600,) * 2)
+    with Process(tmp_path, '--state', str(first.state)) as third:
+        assert metrics_folder(third).name != dead.name
+        assert sorted(f.name for f in (first.state / 'metrics').iterdir()) == sorted(
+            [metrics_folder(third).name, metrics_folder(third).name + '.lock'])
+
+
 def test_a_killed_workers_live_gauge_leaves_the_sum(tmp_path):
     """A worker killed without a word leaves its gauge file behind: /metrics marks it dead."""
     with Process(tmp_path) as p:
-        folder = p.state / 'metrics'
+        folder = metrics_folder(p)
         dead = subprocess.Popen(['true'])
         dead.wait()  # a pid that no longer runs
         ghost = MmapedDict(str(folder / f'gauge_livesum_{dead.pid}.db'))
@@ -344,6 +382,24 @@ def test_json_logs_parse_line_by_line_and_never_hold_the_token(tmp_path):
 def test_graceful_timeout_comes_from_the_settings(serve):
     with serve(graceful_timeout=4.5) as s:
         assert s.app.config.GRACEFUL_SHUTDOWN_TIMEOUT == 4.5
+
+
+@pytest.mark.parametrize('workers', ['1', '2'])
+def test_a_stop_in_the_first_instants_ends_the_server_cleanly(tmp_path, workers):
+    """Ctrl-C or SIGTERM as soon as /health answers: the answering process is installing
+    its signal handlers, and with --workers 2 the other one still starts. Sanic lost such
+    a signal (the server served on), or a starting worker died of it unacknowledged and
+    the main process waited 30 s, then killed them all (service.app.stop_cleanly)."""
+    for k, sent in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGINT]):
+        (tmp_path / str(k)).mkdir()
+        p = Process(tmp_path / str(k), '--workers', workers)
+        p.process.send_signal(sent)
+        try:
+            p.process.wait(60)  # never needed: a server that lost the signal fails here
+        finally:
+            p.stop()
+        assert p.process.returncode == 0, (sent, p.output()[-3000:])
+        assert 'Killing' not in p.output() and 'acknowledged' not in p.output()
 
 
 def test_sigterm_ends_streams_stops_training_and_keeps_the_live_net(tmp_path, data_file):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import better_tensorflow as btf
+from tests.conftest import ROOT
 from service.samples import SQLiteSampleStore, is_validation
 from service.store import (
     LIVE,
@@ -160,6 +161,76 @@ def test_a_failed_save_changes_nothing(store, monkeypatch):
     assert store.load_live()[1]['validation_accuracy'] == 0.25
     assert store.versions(LIVE)[1] == 1
     assert not [p for p in os.listdir(store.folder) if p.endswith('.tmp')]
+
+
+SAVER = """
+import pathlib, sys, time
+sys.path.insert(0, sys.argv[1])
+import better_tensorflow as btf
+from service.store import FolderStore
+go = pathlib.Path(sys.argv[3])
+plain = btf.Graph.save
+
+def paused(self, path):  # the version's file is written after the metadata's temporary file
+    (go.parent / 'saving').touch()
+    while not go.exists():
+        time.sleep(0.01)
+    plain(self, path)
+
+btf.Graph.save = paused
+print(FolderStore(pathlib.Path(sys.argv[2])).save_net(
+    sys.argv[4], btf.Graph((784, 12, 10), 0.5, 32, seed=3), {}, 'train'))
+"""
+
+
+def test_repair_removes_what_dead_writers_left_never_a_save_in_progress(tmp_path):
+    """Another worker or server may be saving a private net while a starting worker repairs
+    (it holds the live net's lock, not that net's): seen as a 503 'No such file or
+    directory' on POST /nets with --workers 2. Only temporary files no process writes go."""
+    import subprocess
+    import sys
+    store = FolderStore(tmp_path / 'state')
+    name = new_net_name()
+    store.create_net(name, net(1), {}, {'from': 'fresh'})
+    home = store.folder / 'nets' / name
+
+    def saver(marker):
+        child = subprocess.Popen([sys.executable, '-c', SAVER, str(ROOT), str(store.folder),
+                                  str(tmp_path / marker), name], stdout=subprocess.PIPE,
+                                 text=True)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / 'saving').exists():
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        (tmp_path / 'saving').unlink()
+        return child
+
+    alive = saver('go')
+    writing = list(home.glob('.net.json.*.tmp'))
+    assert len(writing) == 1
+    store.repair()  # as a worker starting meanwhile does
+    assert writing[0].exists()
+    (tmp_path / 'go').touch()
+    assert alive.communicate(timeout=60)[0].strip() == '2' and alive.returncode == 0
+    assert weights_digest(store.load_net(name)[0]) == weights_digest(net(3))
+    assert not list(home.glob('.*.tmp'))
+
+    killed = saver('never')
+    killed.kill()
+    killed.wait()
+    left = list(home.glob('.net.json.*.tmp'))
+    assert len(left) == 1  # what kill -9 left: its writer is gone, so it goes
+    other = home / '.about.json.12345@00000000.0123456789ab.tmp'  # another machine's,
+    other.write_bytes(b'{}')  # written now: it may still be writing
+    before = home / '.net.json.0123456789ab.tmp'  # a name of before, an hour old
+    before.write_bytes(b'{}')
+    os.utime(before, (time.time() - 3600,) * 2)
+    store.repair()
+    assert not left[0].exists() and not before.exists() and other.exists()
+    os.utime(other, (time.time() - btf.TEMPORARY_STALE - 1,) * 2)
+    store.repair()
+    assert not other.exists()
+    assert weights_digest(store.load_net(name)[0]) == weights_digest(net(3))
 
 
 def pixels(k):
