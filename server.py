@@ -26,6 +26,7 @@ The service itself is the ``service`` package (see its docstring and docs/archit
 """
 import argparse
 import atexit
+import errno
 import fcntl
 import functools
 import logging
@@ -221,6 +222,8 @@ def main(argv=None):
         app.prepare(**run, workers=settings.workers)
         app.main_process_ready(watch_workers)
         Sanic.serve(primary=app, app_loader=AppLoader(factory=factory))
+        if app.ctx.ended:  # its workers could not serve: a supervisor should know
+            raise SystemExit(1)
 
 
 def metrics_folder(settings, environ=os.environ):
@@ -243,20 +246,21 @@ def metrics_folder(settings, environ=os.environ):
     return folder
 
 
-FRESH = 60.0  # seconds: a metrics folder or lock this young may be another server's, starting
+FRESH = 60.0  # seconds: a hidden lock this young may be another server's, being made
+METRICS_ROOM = 16 << 20  # bytes free the state's disk needs to hold the metrics, else /tmp
 
 
 def own_metrics_folder(home):
     """A new folder in ``home`` for this server's figures, whose lock file beside it
-    (``NAME.lock``, flock'ed) this process holds until it ends, even by kill -9. Several
-    servers may share a state folder: what servers that ended left (their lock is free) is
-    removed, never a running one's."""
+    (``NAME.lock``, flock'ed before it appears under that name) this process holds until it
+    ends, even by kill -9. Several servers may share a state folder: what servers that ended
+    left (their lock free) is removed, never a running one's."""
     home.mkdir(parents=True, exist_ok=True)
-    now = time.time()
     for old in home.iterdir():
         lock = old if old.suffix == '.lock' else old.with_name(old.name + '.lock')
         try:
-            if now - old.stat().st_mtime < FRESH or held(lock):
+            if held(lock) or old.name.startswith('.') and \
+                    time.time() - old.stat().st_mtime < FRESH:
                 continue
         except FileNotFoundError:
             continue
@@ -264,12 +268,19 @@ def own_metrics_folder(home):
             shutil.rmtree(old, ignore_errors=True)
         else:  # a lock without its folder, or the figures of a version that kept them here
             old.unlink(missing_ok=True)
+    free = shutil.disk_usage(home).free
+    if free < METRICS_ROOM:  # a page written to a file of a full disk through mmap: SIGBUS
+        raise OSError(errno.ENOSPC, f'{free // 1024} KiB free, under the {METRICS_ROOM >> 20} '
+                      'MiB the metrics files may take')
     folder = home / f'server-{uuid.uuid4().hex[:12]}'
-    owner = open(folder.with_name(folder.name + '.lock'), 'xb')  # noqa: SIM115 (held till exit)
+    making = home / f'.{folder.name}.lock'
+    owner = open(making, 'xb')  # noqa: SIM115 (held till the process ends)
     fcntl.flock(owner, fcntl.LOCK_EX)
+    os.rename(making, folder.with_name(folder.name + '.lock'))  # appears locked
     folder.mkdir()
     atexit.register(lambda: (shutil.rmtree(folder, ignore_errors=True),
-                             Path(owner.name).unlink(missing_ok=True), owner.close()))
+                             folder.with_name(folder.name + '.lock').unlink(missing_ok=True),
+                             owner.close()))
     return folder
 
 

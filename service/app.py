@@ -150,8 +150,9 @@ def watch_workers(app, _loop):
     out of memory, a crash) is started again, logged, instead of leaving the server at N-1
     workers, or with none and its port still open, silently. Sanic's manager marks it FAILED
     and does nothing more. Past RESTARTS in RESTART_WINDOW seconds (a worker that cannot
-    start), the server shuts down so that a supervisor sees it. And a shutdown while workers
-    start ends at once."""
+    start), or when one ends before every worker has started, the server shuts down and exits
+    1 (``app.ctx.ended``, read by server.main) so that a supervisor sees it. And a shutdown
+    while workers start ends at once."""
     from sanic.worker.constants import ProcessState
 
     manager = app._manager  # Sanic's WorkerManager, set before this listener runs
@@ -159,8 +160,16 @@ def watch_workers(app, _loop):
     # A worker told to stop while it started never acknowledges its start, and Sanic's manager
     # waited for it its 30 s, then killed the whole process group: a Ctrl-C in the first
     # second took 30 s and ended in SIGKILL. Once shutting down, it waits for nobody.
-    acknowledged = manager._all_workers_ack
-    manager._all_workers_ack = lambda: manager._shutting_down or acknowledged()
+    # And it restarts none before every one has started (wait_for_ack): ``started`` says
+    # when it has left that wait.
+    acknowledged, started = manager._all_workers_ack, threading.Event()
+
+    def all_acknowledged():  # what wait_for_ack asks, until it is True
+        if manager._shutting_down or acknowledged():
+            started.set()
+        return started.is_set()
+
+    manager._all_workers_ack = all_acknowledged
 
     def watch():
         while not manager._shutting_down:
@@ -171,9 +180,13 @@ def watch_workers(app, _loop):
                     continue
                 now = time.monotonic()
                 restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
-                if len(restarts) > RESTARTS:
-                    log.error('workers died %d times in %.0f s: shutting the server down',
-                              len(restarts), RESTART_WINDOW)
+                if not started.is_set():  # the manager restarts none before all have started
+                    app.ctx.ended = (f'worker {process.name} (pid {process.pid}) ended while '
+                                     f'starting (exit code {process.exitcode})')
+                elif len(restarts) > RESTARTS:
+                    app.ctx.ended = f'workers died {len(restarts)} times in {RESTART_WINDOW:.0f} s'
+                if app.ctx.ended:  # (it spun at 100% CPU on the message, serving nothing)
+                    log.error('%s: shutting the server down', app.ctx.ended)
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
                 log.error('worker %s (pid %s) ended unexpectedly (exit code %s): starting it '

@@ -52,7 +52,9 @@ class WorkerState:
     refused_connections: int  # protocol: connections closed at once past the cap
     # app.stop_cleanly: a SIGINT or SIGTERM that came while the process was starting
     stop_asked: object  # the signal's number, None when none came
+    # app.watch_workers (the main process of --workers N): why it shut the server down
+    ended: object  # None, or the reason (the process then exits 1)
 
     def __init__(self, settings):
         self.settings = settings
-        self.stop_asked = None
+        self.stop_asked = self.ended = None

@@ -411,7 +411,11 @@ class Process(Client):
                 cwd=folder, env={**clean, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         if wait:
-            wait_for(self._healthy, 'the server to start', timeout=90)
+            try:
+                wait_for(self._healthy, 'the server to start', timeout=90)
+            except BaseException:
+                self.stop()  # never a server left running after its test
+                raise
 
     def _healthy(self):
         assert self.process.poll() is None, self.output()
