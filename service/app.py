@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sanic import Sanic
 
+import better_tensorflow as btf
 import imaging  # noqa: F401  before cv2 anywhere: it sets OpenCV's pixel limit
 
 from . import observability
@@ -121,7 +122,7 @@ def stop_cleanly(app):
         if app.ctx.stop_asked is not None and signum == signal.SIGINT:
             signal.default_int_handler(signum, frame)  # the second Ctrl-C
         app.ctx.stop_asked = signum
-        if serving:
+        if serving and not serving[0].is_closed():  # (closed: the process ends anyway)
             serving[0].call_soon_threadsafe(app.stop, False)
 
     for signum in STOP_SIGNALS:
@@ -255,8 +256,8 @@ def adopt_state(app):
 
 async def setup(app):
     ctx, settings = app.ctx, app.ctx.settings
-    ctx.worker = f'{socket.gethostname()}@{os.getpid()}-{id(app):x}'  # unique, and says
-    #                                      whether it is alive (training.gone)
+    ctx.worker = f'{socket.gethostname()}:{btf.process_tag()}-{id(app):x}'  # unique, and
+    #          says whether it is alive (training.gone: the process's id and its namespace)
     ctx.budget = Budget(settings.max_buffered)
     # The sample store's and the training queue's calls: one thread (a database connection
     # is used by one thread at a time).

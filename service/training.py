@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import time
 import zipfile
 
@@ -237,19 +236,11 @@ async def start_job(app, net, epochs, with_samples=False, options=None):
 
 
 def gone(worker):
-    """Whether a worker (``app.ctx.worker``: host, process, app) is known to be dead: one of
-    this machine's whose process has ended. Another machine's is not known here."""
-    host, _, rest = str(worker).rpartition('@')
-    pid = rest.split('-')[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    """Whether a worker (``app.ctx.worker``: host, process tag, app) is known to be dead: one
+    of this machine's, in this pid namespace, whose process has ended. Another machine's (or
+    container's: the same host name says nothing of its process ids) is not known here."""
+    tag = str(worker).rpartition(':')[2].rpartition('-')[0]
+    return btf.process_alive(tag) is False
 
 
 async def reap(app, net, job):

@@ -736,14 +736,17 @@ def test_a_worker_killed_while_starting_ends_the_server_with_an_error(tmp_path):
                 assert s.process.poll() is None and time.monotonic() < deadline, s.output()
                 time.sleep(0.002)
             os.kill(int(found[0]), 9)  # it has its app, and is loading models and stores
-            wait_for(lambda: s.process.poll() is not None or 'starting it again' in s.output(),
+            wait_for(lambda s=s: s.process.poll() is not None or
+                     'starting it again' in s.output(),
                      'the server to end, or to start the worker again', 60)
             if s.process.poll() is None:  # the kill came after the worker had started:
-                wait_for(lambda: len(set(server_workers(s.process.pid)) - {int(found[0])}) == 2,
+                victim = int(found[0])
+                wait_for(lambda s=s, victim=victim:
+                         len(set(server_workers(s.process.pid)) - {victim}) == 2,
                          'the worker to be started again', 30)
                 continue  # once more
             assert s.process.wait() == 1, s.output()[-3000:]
-            assert f'worker Sanic-Server-' in s.output() and 'ended while starting' in s.output()
+            assert 'worker Sanic-Server-' in s.output() and 'ended while starting' in s.output()
             return
         finally:
             s.stop()
@@ -934,8 +937,19 @@ def test_a_killed_training_process_is_a_clear_error_and_frees_the_lock(tmp_path,
             answer=s.post('/train', {'epochs': 50})))
         thread.start()
         wait_for(lambda: s.get('/train/status').json['running'], 'the training to start', 60)
-        trainers = [pid for pid in descendants(s.process.pid)[1:]
-                    if b'spawn_main' in Path(f'/proc/{pid}/cmdline').read_bytes()]
+
+        def trainers():  # the job runs before its process has started, on a busy machine
+            found = []
+            for pid in descendants(s.process.pid)[1:]:
+                try:
+                    if b'spawn_main' in Path(f'/proc/{pid}/cmdline').read_bytes():
+                        found.append(pid)
+                except OSError:
+                    pass
+            return found
+
+        wait_for(trainers, 'the training process to start', 60)
+        trainers = trainers()
         assert len(trainers) == 1, trainers
         os.kill(trainers[0], 9)
         thread.join(60)

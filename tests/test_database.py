@@ -49,7 +49,7 @@ def jobs_in(database):
 def runs(server, job):
     """Whether ``server`` (one worker: its process) is the runner of a job."""
     return job['runner'] is not None and \
-        job['runner'].rpartition('@')[2].startswith(f'{server.process.pid}-')
+        job['runner'].rpartition(':')[2].startswith(f'{server.process.pid}@')
 
 
 CURRENT = ('SELECT v.net FROM btf_nets n JOIN btf_versions v ON v.name = n.name AND '

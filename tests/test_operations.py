@@ -4,7 +4,6 @@ graceful shutdown on SIGTERM, and a container that runs what `make run` runs."""
 import http.client
 import json
 import logging
-import os
 import re
 import shlex
 import signal

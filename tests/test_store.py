@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import better_tensorflow as btf
-from tests.conftest import ROOT
 from service.samples import SQLiteSampleStore, is_validation
 from service.store import (
     LIVE,
@@ -20,6 +19,7 @@ from service.store import (
     new_net_name,
     weights_digest,
 )
+from tests.conftest import ROOT
 
 
 @pytest.fixture(params=['folder', 'postgresql'])
