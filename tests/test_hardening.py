@@ -332,8 +332,8 @@ def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_fi
     write_models(folder, {2: (784, 30, 10)}, best=2)
     args = ('--models', str(folder), '--data', str(tiny_data(data_file, tmp_path)))
     rng = random.Random(0)
-    answered, mid_save = 0, 0
-    for kill in range(8):
+    answered, mid_save, left = 0, 0, []
+    for kill in range(6):  # 3 at random moments, 3 as a save starts
         with Process(tmp_path, *args) as s:
             restored = s.get('/models').json['live']
             net = btf.Graph.from_file(state / 'live.npz')
@@ -343,7 +343,8 @@ def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_fi
                 assert restored['validation_accuracy'] == meta['validation_accuracy']
             else:
                 assert restored['validation_accuracy'] is None
-            assert not list(folder.glob('.*.tmp'))  # the restart removed the leftovers
+            # The restart removed what the killed processes left (not what a live one writes).
+            assert not [p for p in left if p.exists() and not btf.temporary_in_use(p)]
             answered = net.epochs
 
             def hammer():
@@ -361,8 +362,9 @@ def test_sigkill_during_saves_leaves_a_complete_net_every_time(tmp_path, data_fi
                     time.sleep(0.001)
             s.kill()
         mid_save += bool(list(state.glob('.live.*.tmp')))
+        left = list(state.rglob('.*.tmp'))
         pretrained_files_load(folder)
-    print(f'{mid_save} of 8 kills left a save unfinished; {answered} epochs trained')
+    print(f'{mid_save} of 6 kills left a save unfinished; {answered} epochs trained')
 
 
 def test_corrupt_live_file_is_set_aside_not_overwritten(serve, models, caplog, tmp_path):
