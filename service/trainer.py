@@ -3,6 +3,7 @@ image decoder), trains a copy of the live net and sends it back through a pipe."
 import base64
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,10 @@ def train(work, pipe, stop):
     the training ones as make ``share`` of the epoch; the comparison reports MNIST's and the
     samples' validation accuracy before and after.
     """
+    # Ctrl-C in a terminal, or systemd's stop, signals every process of the group: the server
+    # stops this one after its batch (``stop``), and its death ends it (the pipe).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     net, epochs, samples, interval = work.net, work.epochs, work.samples, work.interval
     os.nice(work.niceness)  # requests come first
     threadpool_limits(1, user_api='blas')  # the other core serves requests

@@ -4,6 +4,7 @@ graceful shutdown on SIGTERM, and a container that runs what `make run` runs."""
 import http.client
 import json
 import logging
+import os
 import re
 import shlex
 import signal
@@ -436,6 +437,28 @@ def test_sigterm_ends_streams_stops_training_and_keeps_the_live_net(tmp_path, da
     assert trained['answer'].status == 503, trained  # answered before the connection closed
     assert 'shutting down' in trained['answer'].json['error']
     assert any(b'event: epoch' in line for line in events)
+
+
+def test_ctrl_c_in_a_terminal_stops_a_training_after_its_batch(tmp_path, data_file):
+    """Ctrl-C in a terminal signals the whole process group, the training process too: it
+    died of KeyboardInterrupt mid-batch (a traceback, and /train a 500 "ended unexpectedly")
+    instead of stopping after its batch as the shutdown asks it to."""
+    with Process(tmp_path, '--data', str(data_file)) as p:
+        trained = {}
+
+        def train():
+            trained['answer'] = p.post('/train', {'epochs': 100}, timeout=60)
+
+        thread = threading.Thread(target=train, daemon=True)
+        thread.start()
+        wait_for(lambda: p.get('/train/status').json['history'], 'an epoch to end')
+        os.killpg(p.process.pid, signal.SIGINT)  # the terminal's group: every process
+        p.process.wait(30)
+        thread.join(10)
+    assert p.process.returncode == 0, p.output()[-3000:]
+    assert trained['answer'].status == 503, (trained, p.output()[-3000:])
+    assert 'shutting down' in trained['answer'].json['error']
+    assert 'KeyboardInterrupt' not in p.output()
 
 
 # ---------------------------------------------------------------------------------------
