@@ -14,6 +14,7 @@ metrics that add up across the worker processes of ``--workers N``.
 """
 import asyncio
 import bisect
+import contextlib
 import contextvars
 import datetime
 import json
@@ -96,6 +97,43 @@ def configure_logging(settings):
 # ---------------------------------------------------------------------------------------
 # Metrics.
 
+def allocated_files():
+    """prometheus-client's multiprocess files, with their blocks allocated before they are
+    written through mmap: on a full disk, a page written through mmap into a file's hole is a
+    SIGBUS, and the worker died (at its start, or at the first new label set: a new route or
+    status). posix_fallocate says ENOSPC instead (an OSError: that value is not kept)."""
+    import errno
+    import struct
+
+    from prometheus_client import mmap_dict, values
+
+    def allocate(f, offset, length):
+        try:
+            os.posix_fallocate(f.fileno(), offset, length)
+        except OSError as e:  # a file system that cannot allocate ahead: as before
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+
+    class AllocatedMmapedDict(mmap_dict.MmapedDict):
+        def __init__(self, filename, read_mode=False):
+            if not read_mode:
+                with open(filename, 'a+b') as f:
+                    if os.fstat(f.fileno()).st_size == 0:
+                        allocate(f, 0, mmap_dict._INITIAL_MMAP_SIZE)
+            super().__init__(filename, read_mode)
+
+        def _init_value(self, key):  # the library's sizes (prometheus-client is pinned)
+            encoded = key.encode('utf-8')
+            size = struct.calcsize(f'i{len(encoded) + 8 - (len(encoded) + 4) % 8}sdd')
+            capacity = self._capacity
+            while self._used + size > capacity:
+                capacity *= 2
+            allocate(self._f, self._used, capacity - self._used)
+            super()._init_value(key)
+
+    values.MmapedDict = AllocatedMmapedDict  # what MultiProcessValue opens its files with
+
+
 class Metrics:
     """The service's metrics, on one registry (this app's, or the multiprocess folder's)."""
 
@@ -104,7 +142,9 @@ class Metrics:
         from prometheus_client import multiprocess
 
         self.prom, self.folder = prom, os.environ.get('PROMETHEUS_MULTIPROC_DIR')
+        self.full = None  # why the last values could not be kept (logged once per reason)
         if self.folder:  # the folder's files are the registry; the metrics register nowhere
+            allocated_files()
             own, self.registry = None, prom.CollectorRegistry()
             multiprocess.MultiProcessCollector(self.registry)
         else:
@@ -142,6 +182,21 @@ class Metrics:
     def flush(self):
         answered, predicted = self.answered, self.predicted
         self.answered, self.predicted = [], Counter()
+        with self.keeping():
+            self._write(answered, predicted)
+
+    @contextlib.contextmanager
+    def keeping(self):
+        """Where new values are written: a full disk loses them (logged), never a worker."""
+        try:
+            yield
+        except OSError as e:
+            if self.full != e.strerror:
+                log.error('metrics: a new value could not be kept (%s); the server serves on',
+                          e.strerror)
+            self.full = e.strerror
+
+    def _write(self, answered, predicted):
         tally, seconds = Counter(), Counter()
         for route, method, status, spent in answered:
             key = ('/' + route.path if route is not None else 'unmatched',
@@ -294,7 +349,8 @@ def images(m, route, status, request):
     if route not in IMAGE_ROUTES:
         return
     if 400 <= status < 500:
-        m.refused.labels(str(status), getattr(request.ctx, 'error', 'Error')).inc()
+        with m.keeping():
+            m.refused.labels(str(status), getattr(request.ctx, 'error', 'Error')).inc()
     elif status == 201 and route == '/samples':
         m.samples.inc()
 
@@ -305,8 +361,12 @@ def install(app):
     settings = app.ctx.settings
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.graceful_timeout
     if settings.metrics:
-        app.ctx.metrics = Metrics()
-        app.after_server_stop(lambda app: app.ctx.metrics.worker_ended())
+        try:
+            app.ctx.metrics = Metrics()
+        except OSError as e:  # its files cannot be made (a full disk): serving comes first
+            log.error('metrics are off in this process: %s', e)
+        else:
+            app.after_server_stop(lambda app: app.ctx.metrics.worker_ended())
     tracked = settings.metrics or settings.request_ids or settings.access_log
     app.ctx.tracker = Tracker(settings, metrics(app)) if tracked else None
     return app.ctx.tracker

@@ -2,6 +2,7 @@
 answers, huge uploads, cross-site requests and DNS rebinding, event-stream and connection
 floods, secrets in the log, static-file tricks, SIGKILL of the main process, hostile start-up
 state and a full disk. Each test states the behaviour expected of a hardened server."""
+import contextlib
 import json
 import os
 import re
@@ -880,6 +881,46 @@ def test_disk_full_while_saving_keeps_the_saved_net(tmp_path, data_file):
             assert s.post('/train', {'epochs': 1}).status == 507
             epochs = {s.get('/models').json['live']['epochs'] for _ in range(20)}
             assert epochs == {live['epochs']}
+    finally:
+        subprocess.run(['umount', '-l', str(disk)])
+
+
+def test_a_full_disk_under_the_metrics_never_kills_a_worker(tmp_path):
+    """The metrics files (prometheus-client's, written through mmap) on a disk that fills:
+    a page of a file's hole written through mmap is a SIGBUS, and the worker died at the
+    first new label set (a new route or status), or as it started. Their blocks are now
+    allocated first: a value that cannot be kept is lost, and logged, never the worker."""
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here')
+    try:
+        env = {'PROMETHEUS_MULTIPROC_DIR': str(disk)}  # the operator's folder, on that disk
+        with Process(tmp_path, *server_args(tmp_path), env=env) as s:
+            assert s.post('/predict', {'image': DIGIT}).status == 200
+            assert s.get('/metrics').status == 200
+            with open(disk / 'filler', 'wb', buffering=0) as f, \
+                    contextlib.suppress(OSError):  # every block the disk has left
+                while True:
+                    f.write(b'\0' * 4096)
+            for path, operations in s.get('/openapi.json').json['paths'].items():
+                if re.search(r'events|train|pretrain|reset', path):
+                    continue  # (they would train, or stream)
+                for method in set(operations) & {'get', 'post', 'delete'}:
+                    # (route, method, status)s never seen: new values in the files
+                    s.call(method.upper(), re.sub(r'{[^}]*}', 'x', path))
+            assert s.process.poll() is None, s.output()[-3000:]
+            assert s.post('/predict', {'image': DIGIT}).status == 200
+            assert s.get('/metrics').status == 200
+            assert 'a new value could not be kept (No space left on device)' in s.output()
+        assert s.process.returncode == 0, s.output()[-3000:]
+        # A start on the full disk: metrics off in that worker (503), the rest served.
+        with Process(tmp_path, *server_args(tmp_path), env=env) as s:
+            assert s.post('/predict', {'image': DIGIT}).status == 200
+            assert s.get('/metrics').status in (200, 503)
     finally:
         subprocess.run(['umount', '-l', str(disk)])
 

@@ -6,7 +6,7 @@ from sanic import Blueprint, json, raw
 from sanic.exceptions import Unauthorized
 
 from ..declare import TOKEN_SECURITY, answer, documented, error
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..guard import token_given
 from ..readiness import NotReady, failing, readiness
 
@@ -66,7 +66,9 @@ def metrics_operation(ctx):
         'summary': 'Prometheus metrics, summed over every worker (text format 0.0.4)',
         'responses': {'200': {'description': 'the metrics',
                               'content': {'text/plain': {'schema': {'type': 'string'}}}},
-                      '404': error('metrics are off (--no-metrics)')}}
+                      '404': error('metrics are off (--no-metrics)'),
+                      '503': error("this worker's metrics files could not be made (a full "
+                                   'disk)')}}
     if settings.metrics_token is not None or settings.token is not None:
         operation['security'] = TOKEN_SECURITY
         operation['responses']['401'] = error('no token, or a wrong one (BTF_METRICS_TOKEN, '
@@ -80,6 +82,9 @@ async def metrics(request):
     app = request.app
     check_metrics_token(request)
     if getattr(app.ctx, 'metrics', None) is None:
+        if app.ctx.settings.metrics:
+            raise Unavailable('metrics are off in this worker: their files could not be made '
+                              '(a full disk? see the log); everything else is served.')
         raise NotFound('metrics are off on this server (started with --no-metrics).')
     # Reading every worker's files: off the event loop.
     body = await asyncio.get_running_loop().run_in_executor(
