@@ -20,6 +20,7 @@ Left out on purpose: convolutions, dropout, batch normalisation, GPUs.
 """
 import copy
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -1355,6 +1356,7 @@ def _check_learning_rate(learning_rate):
 TEMPORARY_STALE = 600.0  # seconds: a temporary file whose writer cannot be asked is older
 
 
+@functools.cache  # a process never changes machine or pid namespace
 def _machine():
     """This machine and pid namespace, as 8 hex digits: a process id in a temporary file's
     name can be checked only by a process that sees the same ones."""
@@ -1368,6 +1370,9 @@ def _machine():
     return f'{zlib.crc32("|".join(parts).encode()):08x}'
 
 
+_TAG = r'\d+@[0-9a-f]{8}'  # a process_tag: PID@MACHINE
+
+
 def process_tag():
     """This process, as ``PID@MACHINE``: in a file's name, says who writes it."""
     return f'{os.getpid()}@{_machine()}'
@@ -1376,11 +1381,18 @@ def process_tag():
 def process_alive(tag):
     """Whether the process of a ``process_tag`` lives: True or False when it ran on this
     machine (and pid namespace), None when that cannot be told (another machine, not a tag)."""
-    found = re.fullmatch(r'(\d+)@([0-9a-f]{8})', tag)
-    if not found or found[2] != _machine() or not 0 < int(found[1]) < 2 ** 31:
+    if not re.fullmatch(_TAG, tag):
+        return None
+    pid, machine = tag.split('@')
+    return pid_alive(int(pid)) if machine == _machine() else None
+
+
+def pid_alive(pid):
+    """Whether a process of this pid namespace runs as ``pid``; None for no valid pid."""
+    if not 0 < pid < 2 ** 31:
         return None
     try:
-        os.kill(int(found[1]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -1401,7 +1413,7 @@ def temporary_in_use(path, stale=TEMPORARY_STALE):
     alive, when it ran on this machine; else (another machine, or a name of before) whether
     it changed in the last ``stale`` seconds."""
     path = Path(path)
-    found = re.fullmatch(r'\..+\.(\d+@[0-9a-f]{8})\.[0-9a-f]+\.tmp', path.name)
+    found = re.fullmatch(rf'\..+\.({_TAG})\.[0-9a-f]+\.tmp', path.name)
     alive = process_alive(found[1]) if found else None
     if alive is not None:
         return alive

@@ -272,15 +272,14 @@ def own_metrics_folder(home):
     if free < METRICS_ROOM:  # a page written to a file of a full disk through mmap: SIGBUS
         raise OSError(errno.ENOSPC, f'{free // 1024} KiB free, under the {METRICS_ROOM >> 20} '
                       'MiB the metrics files may take')
-    folder = home / f'server-{uuid.uuid4().hex[:12]}'
-    making = home / f'.{folder.name}.lock'
+    name = f'server-{uuid.uuid4().hex[:12]}'
+    folder, lock, making = home / name, home / f'{name}.lock', home / f'.{name}.lock'
     owner = open(making, 'xb')  # noqa: SIM115 (held till the process ends)
     fcntl.flock(owner, fcntl.LOCK_EX)
-    os.rename(making, folder.with_name(folder.name + '.lock'))  # appears locked
+    os.rename(making, lock)  # appears locked
     folder.mkdir()
     atexit.register(lambda: (shutil.rmtree(folder, ignore_errors=True),
-                             folder.with_name(folder.name + '.lock').unlink(missing_ok=True),
-                             owner.close()))
+                             lock.unlink(missing_ok=True), owner.close()))
     return folder
 
 

@@ -26,6 +26,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import better_tensorflow as btf
+
 from .errors import clip
 from .logs import escape
 
@@ -231,12 +233,8 @@ class Metrics:
 
         for path in Path(self.folder).glob('gauge_live*_*.db'):
             pid = int(path.stem.rsplit('_', 1)[1])
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if btf.pid_alive(pid) is False:  # (the folder is this server's: its pids)
                 multiprocess.mark_process_dead(pid, self.folder)
-            except PermissionError:  # alive, another user's
-                pass
 
     def worker_ended(self):
         """Drops this process's live gauges from the sums (its counters stay counted)."""
